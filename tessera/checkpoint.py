@@ -1,0 +1,261 @@
+"""Model folders and training state, written atomically, loaded strictly, never pickled.
+
+A model folder holds:
+  config.json                      `ModelConfig.to_dict()`
+  vae.safetensors, text.safetensors, dit.safetensors
+                                   one file per component, or, past 16 MiB, shards
+                                   `dit-00001-of-00003.safetensors` ... with `dit.safetensors.index.json`
+  tokenizer.json                   the BPE tokenizer (HF `tokenizers` format)
+  README.md                        the model card: data, steps, device, measured scores
+
+Loading builds every network on the meta device and assigns the stored tensors with `strict=True`, so
+a missing, extra or mis-shaped tensor is an error that names it, never a silently random weight.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from tessera.config import ModelConfig
+from tessera.models.dit import DiT
+from tessera.models.text import TextEncoder, Tokenizer
+from tessera.models.vae import VideoVAE
+
+SHARD_BYTES = 16 * 2**20  # 16 MiB
+COMPONENTS = ("vae", "text", "dit")
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+
+
+class CheckpointError(ValueError):
+    """A model folder or training state that cannot be loaded; the message names the file and why."""
+
+
+@dataclass
+class Model:
+    """The networks of one model folder, plus the tokenizer and the card text."""
+
+    config: ModelConfig
+    vae: VideoVAE
+    text: TextEncoder
+    dit: DiT
+    tokenizer: Tokenizer
+    card: str = ""
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {"vae": self.vae, "text": self.text, "dit": self.dit}
+
+    def to(self, device: torch.device | str) -> Model:
+        for m in self.modules().values():
+            m.to(device)
+        return self
+
+    def eval(self) -> Model:
+        for m in self.modules().values():
+            m.eval().requires_grad_(False)
+        return self
+
+
+def build_model(config: ModelConfig, tokenizer: Tokenizer, device: torch.device | str = "cpu") -> Model:
+    """Randomly initialised networks for `config` on `device` ("meta" builds without memory)."""
+    if tokenizer.vocab_size > config.text.vocab_size:
+        raise CheckpointError(
+            f"tokenizer has {tokenizer.vocab_size} tokens but the text encoder's vocab_size is "
+            f"{config.text.vocab_size}; they must agree"
+        )
+    with torch.device(device):
+        vae, text, dit = VideoVAE(config.vae), TextEncoder(config.text), DiT(config.dit)
+    return Model(config, vae, text, dit, tokenizer)
+
+
+# ---------------------------------------------------------------------------------------------
+# Atomic writes
+
+
+@contextmanager
+def atomic_dir(path: Path) -> Iterator[Path]:
+    """Yield a temp folder beside `path`; on success it replaces `path` in one rename."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise CheckpointError(f"{path} exists and is not a folder")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    try:
+        yield tmp
+        old = None
+        if path.exists():
+            old = path.with_name(f".{path.name}.old-{os.getpid()}")
+            os.replace(path, old)
+        os.replace(tmp, path)
+        if old is not None:
+            shutil.rmtree(old)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write text to `path` through a temp file and one rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Sharded safetensors
+
+
+def save_tensors(folder: Path, name: str, tensors: dict[str, torch.Tensor], metadata: dict | None = None):
+    """Save `tensors` as `name.safetensors`, or as 16 MiB shards plus `name.safetensors.index.json`."""
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    shards: list[dict[str, torch.Tensor]] = [{}]
+    size = 0
+    for k, v in tensors.items():
+        nbytes = v.numel() * v.element_size()
+        if shards[-1] and size + nbytes > SHARD_BYTES:
+            shards.append({})
+            size = 0
+        shards[-1][k] = v
+        size += nbytes
+    meta = {k: str(v) for k, v in (metadata or {}).items()}
+    if len(shards) == 1:
+        save_file(shards[0], str(folder / f"{name}.safetensors"), metadata=meta)
+        return
+    weight_map = {}
+    for i, shard in enumerate(shards):
+        fname = f"{name}-{i + 1:05d}-of-{len(shards):05d}.safetensors"
+        save_file(shard, str(folder / fname), metadata=meta)
+        weight_map.update({k: fname for k in shard})
+    index = {"metadata": {"total_size": sum(v.numel() * v.element_size() for v in tensors.values())}}
+    index["weight_map"] = weight_map
+    (folder / f"{name}.safetensors.index.json").write_text(json.dumps(index, indent=1))
+
+
+def load_tensors(folder: Path, name: str) -> dict[str, torch.Tensor]:
+    """Load `name.safetensors` or its shards; every failure names the file and the problem."""
+    folder = Path(folder)
+    single, index = folder / f"{name}.safetensors", folder / f"{name}.safetensors.index.json"
+    if index.exists():
+        weight_map = _read_json(index).get("weight_map")
+        if not isinstance(weight_map, dict):
+            raise CheckpointError(f"{index}: no 'weight_map' in the shard index")
+        files = sorted(set(weight_map.values()))
+    elif single.exists():
+        files = [single.name]
+    else:
+        pickled = [p.name for p in folder.glob(f"{name}*") if p.suffix in PICKLE_SUFFIXES]
+        if pickled:
+            raise CheckpointError(
+                f"{folder}: found {pickled} but tessera loads only safetensors weights, never pickle"
+            )
+        raise CheckpointError(f"{folder}: missing {single.name} (or a sharded {index.name})")
+    out: dict[str, torch.Tensor] = {}
+    for fname in files:
+        path = folder / fname
+        if not path.exists():
+            raise CheckpointError(f"{path}: shard listed in the index is missing")
+        try:
+            out.update(load_file(str(path)))
+        except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+            raise CheckpointError(f"{path}: not a valid safetensors file (truncated or corrupt?): {e}") from e
+    return out
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: missing") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path}: not valid JSON: {e}") from e
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: expected a JSON object")
+    return data
+
+
+def load_into(module: nn.Module, tensors: dict[str, torch.Tensor], where: str) -> None:
+    """`load_state_dict(strict=True, assign=True)` with an error that names the offending keys."""
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    shapes = [
+        f"{k}: stored {tuple(tensors[k].shape)}, model {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in tensors and tensors[k].shape != v.shape
+    ]
+    if missing or unexpected or shapes:
+        raise CheckpointError(
+            f"{where}: weights do not match the config: missing {missing[:5]}, unexpected "
+            f"{unexpected[:5]}, shape mismatches {shapes[:5]}"
+        )
+    module.load_state_dict(tensors, strict=True, assign=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Model folders
+
+
+def save_model(model: Model, out: str | Path, card: str | None = None) -> Path:
+    """Write `model` as a model folder at `out` (atomically: a reader never sees half a folder)."""
+    out = Path(out)
+    with atomic_dir(out) as tmp:
+        (tmp / "config.json").write_text(json.dumps(model.config.to_dict(), indent=2))
+        for name, module in model.modules().items():
+            save_tensors(tmp, name, module.state_dict(), {"component": name})
+        model.tokenizer.save(tmp / "tokenizer.json")
+        (tmp / "README.md").write_text(card if card is not None else model.card)
+    return out
+
+
+def load_model(path: str | Path, device: torch.device | str = "cpu") -> Model:
+    """Load a model folder onto `device`, strictly; clear errors for anything missing or mismatched."""
+    path = Path(path)
+    if not path.is_dir():
+        raise CheckpointError(f"{path}: model folder not found (make one with `tessera model init`)")
+    try:
+        config = ModelConfig.from_dict(_read_json(path / "config.json"))
+    except (ValueError, TypeError, KeyError) as e:
+        raise CheckpointError(f"{path / 'config.json'}: {e}") from e
+    try:
+        tokenizer = Tokenizer.from_file(path / "tokenizer.json")
+    except ValueError as e:
+        raise CheckpointError(str(e)) from e
+    model = build_model(config, tokenizer, device="meta")
+    for name, module in model.modules().items():
+        load_into(module, load_tensors(path, name), f"{path}/{name}")
+    card = path / "README.md"
+    model.card = card.read_text() if card.exists() else ""
+    return model.to(device).eval()
+
+
+# ---------------------------------------------------------------------------------------------
+# Training state: tensors in safetensors, everything else in JSON; never pickle.
+
+
+def save_state(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    """Save training state (flat tensor dict + JSON-able meta) atomically as `path` (a folder)."""
+    with atomic_dir(Path(path)) as tmp:
+        save_tensors(tmp, "state", tensors)
+        (tmp / "state.json").write_text(json.dumps(meta, indent=1))
+
+
+def load_state(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """Inverse of `save_state`."""
+    path = Path(path)
+    if not path.is_dir():
+        raise CheckpointError(f"{path}: training state not found")
+    return load_tensors(path, "state"), _read_json(path / "state.json")

@@ -1,0 +1,123 @@
+"""Dataclass configs for every component, and the named presets.
+
+A model folder's `config.json` is `asdict(ModelConfig)`; `ModelConfig.from_dict` reads it back and
+refuses unknown or missing keys, so a typo never silently becomes a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class VAEConfig:
+    """Causal 3D VAE: 4x8x8 (time x height x width) compression, KL-regularised."""
+
+    in_channels: int = 3
+    z_channels: int = 16  # latent channels C_z
+    base_channels: int = 64
+    # Channel multiplier per resolution level; len(channel_mults) - 1 = 3 spatial halvings (8x).
+    channel_mults: tuple[int, ...] = (1, 2, 4, 4)
+    # Which of the 3 downsamples also halve time (two of them: 4x). Mirrored in the decoder.
+    temporal_down: tuple[bool, ...] = (False, True, True)
+    num_res_blocks: int = 2
+    chunk_frames: int = 4  # pixel frames per causal chunk after the first frame (memory is flat)
+
+
+@dataclass(frozen=True)
+class TextConfig:
+    """BPE tokenizer + small transformer text encoder."""
+
+    vocab_size: int = 4096
+    max_len: int = 128  # tokens per caption, longer captions are truncated
+    dim: int = 256
+    depth: int = 4
+    heads: int = 4
+
+
+@dataclass(frozen=True)
+class DiTConfig:
+    """Diffusion transformer over spacetime patches of the latent video."""
+
+    in_channels: int = 16  # = VAE z_channels
+    patch: tuple[int, int, int] = (1, 2, 2)  # (pt, ph, pw) on latents
+    dim: int = 384
+    depth: int = 12
+    heads: int = 6
+    ffn_dim: int = 1536
+    text_dim: int = 256  # = TextConfig.dim
+    freq_dim: int = 256  # sinusoidal time-embedding width
+    rope_theta: float = 10000.0
+    eps: float = 1e-6
+
+    @property
+    def cond_channels(self) -> int:
+        """Extra input channels: VAE latents of the masked video + 4 pixel-frame mask channels."""
+        return self.in_channels + 4
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild a model folder's networks."""
+
+    vae: VAEConfig = field(default_factory=VAEConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+    dit: DiTConfig = field(default_factory=DiTConfig)
+    preset: str = "custom"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        """Rebuild from `to_dict()` output; unknown or missing keys are an error."""
+        parts = {"vae": VAEConfig, "text": TextConfig, "dit": DiTConfig}
+        _check_keys("model", d, {f.name for f in dataclasses.fields(cls)})
+        kw: dict[str, Any] = {"preset": d["preset"]}
+        for name, kind in parts.items():
+            _check_keys(name, d[name], {f.name for f in dataclasses.fields(kind)})
+            kw[name] = kind(**{k: tuple(v) if isinstance(v, list) else v for k, v in d[name].items()})
+        return cls(**kw)
+
+
+def _check_keys(where: str, d: dict[str, Any], allowed: set[str]) -> None:
+    if not isinstance(d, dict):
+        raise ValueError(f"config section '{where}' must be a mapping, got {type(d).__name__}")
+    unknown, missing = set(d) - allowed, allowed - set(d)
+    if unknown or missing:
+        raise ValueError(
+            f"config section '{where}': unknown keys {sorted(unknown)}, missing keys {sorted(missing)}; "
+            f"allowed keys are {sorted(allowed)}"
+        )
+
+
+def _preset(name: str, vae: VAEConfig, text: TextConfig, **dit: Any) -> ModelConfig:
+    dit_cfg = DiTConfig(in_channels=vae.z_channels, text_dim=text.dim, **dit)
+    return ModelConfig(vae=vae, text=text, dit=dit_cfg, preset=name)
+
+
+_TINY_VAE = VAEConfig(z_channels=4, base_channels=8, channel_mults=(1, 1, 2, 2), num_res_blocks=1)
+_TINY_TEXT = TextConfig(vocab_size=512, max_len=64, dim=32, depth=1, heads=2)
+_SMALL_VAE = VAEConfig(z_channels=16, base_channels=32, channel_mults=(1, 2, 4, 4), num_res_blocks=1)
+_TEXT = TextConfig()
+_BIG_TEXT = TextConfig(vocab_size=8192, max_len=256, dim=512, depth=6, heads=8)
+
+PRESETS: dict[str, ModelConfig] = {
+    # Tests: seconds on a CPU.
+    "tiny": _preset("tiny", _TINY_VAE, _TINY_TEXT, dim=32, depth=2, heads=2, ffn_dim=64, freq_dim=32),
+    # The shipped size: about 30M DiT parameters, cheap enough for a CPU.
+    "s": _preset("s", _SMALL_VAE, _TEXT, dim=384, depth=12, heads=6, ffn_dim=1536),
+    "b": _preset("b", VAEConfig(), _BIG_TEXT, dim=768, depth=12, heads=12, ffn_dim=3072),
+    "l": _preset("l", VAEConfig(), _BIG_TEXT, dim=1024, depth=24, heads=16, ffn_dim=4096),
+    # The Wan 2.1 1.3B transformer's shape, for benchmarks.
+    "wan-1.3b": _preset("wan-1.3b", VAEConfig(), _BIG_TEXT, dim=1536, depth=30, heads=12, ffn_dim=8960),
+}
+
+
+def get_preset(name: str) -> ModelConfig:
+    """The named preset, or a clear error listing the ones that exist."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset '{name}'; choose one of {', '.join(PRESETS)}")
+    return PRESETS[name]

@@ -1,0 +1,151 @@
+"""Samplers: integrate `dx/dt = v` from ts[0] (noise) down to ts[-1] (data), as plain functions.
+
+A model function maps `(x_t (B, C, T_z, H, W), t (B, T_z)) -> v` of x_t's shape; text, guidance and
+conditioning channels are closed over by the caller (see `guided`), so samplers only see x and t.
+
+Given frames (DESIGN.md): `given (B, T_z)` marks latent frames known clean, with values in `x0_given`.
+Before every model call those frames are set to their clean values and their time to 0, as in
+training; everything else gets the current t. They are set once more at the end, so the result equals
+`x0_given` there exactly.
+
+SDEdit: start from `sdedit_start(x0_src, noise, strength)` with `timesteps(steps, shift, start=strength)`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from itertools import pairwise
+
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+from tessera.flow.loss import add_noise
+
+ModelFn = Callable[[Tensor, Tensor], Tensor]
+
+
+def sample_euler(
+    model_fn: ModelFn,
+    noise: Tensor,
+    ts: Tensor,
+    x0_given: Tensor | None = None,
+    given: Tensor | None = None,
+    progress: bool = False,
+) -> Tensor:
+    """First-order Euler: `x <- x + (t_next - t) v(x, t)`. One model call per step.
+
+    `noise` is the state at ts[0]: pure noise when ts[0] = 1, or `sdedit_start(...)` for SDEdit.
+    """
+    ts_list = _check_inputs(noise, ts, x0_given, given)
+    x = noise
+    for t, t_next in tqdm(list(pairwise(ts_list)), disable=not progress, desc="euler"):
+        if t_next == t:
+            continue  # a zero-length step (e.g. SDEdit at strength 0) needs no model call
+        x = x + (t_next - t) * _velocity(model_fn, x, t, x0_given, given)
+    return _impose(x, x0_given, given)
+
+
+def sample_heun(
+    model_fn: ModelFn,
+    noise: Tensor,
+    ts: Tensor,
+    x0_given: Tensor | None = None,
+    given: Tensor | None = None,
+    progress: bool = False,
+) -> Tensor:
+    """Second-order Heun: Euler predictor, trapezoid corrector; two model calls per step.
+
+    A step ending at t = 0 stays an Euler step (one call), as in EDM and k-diffusion: it saves a call,
+    and one Euler step's local error O(h^2) is already of the method's global order.
+    """
+    ts_list = _check_inputs(noise, ts, x0_given, given)
+    x = noise
+    for t, t_next in tqdm(list(pairwise(ts_list)), disable=not progress, desc="heun"):
+        if t_next == t:
+            continue
+        dt = t_next - t
+        v = _velocity(model_fn, x, t, x0_given, given)
+        x_pred = x + dt * v
+        if t_next == 0:
+            x = x_pred
+        else:
+            v_next = _velocity(model_fn, x_pred, t_next, x0_given, given)
+            x = x + dt * (v + v_next) / 2
+    return _impose(x, x0_given, given)
+
+
+def sdedit_start(x0_src: Tensor, noise: Tensor, strength: float) -> Tensor:
+    """SDEdit's starting point: the source noised along the path to `t = strength` (0 keeps it, 1 drops it).
+
+    Sample from it with `timesteps(steps, shift, start=strength)`.
+    """
+    if not 0.0 <= strength <= 1.0:
+        raise ValueError(f"strength must be in [0, 1], got {strength}")
+    t = torch.full(x0_src.shape[:1], strength, device=x0_src.device)  # (B,), same t for every frame
+    return add_noise(x0_src, noise, t)
+
+
+def guided(model_fn_batched: ModelFn, guidance: float) -> ModelFn:
+    """Classifier-free guidance, `v = v_u + g (v_c - v_u)`, with both branches in ONE batched call.
+
+    `model_fn_batched(x (2B, ...), t (2B, T_z))` must treat the first B samples as conditional (the
+    caption) and the last B as unconditional (the empty caption): the caller builds its text tokens
+    as `cat([cond, uncond])`. The returned function has the plain `(x (B, ...), t (B, T_z))` signature.
+    With guidance 1 it returns the conditional branch exactly (the call still runs both halves, so the
+    batched function's contract never changes).
+    """
+
+    def model_fn(x: Tensor, t: Tensor) -> Tensor:
+        v = model_fn_batched(torch.cat([x, x]), torch.cat([t, t]))  # (2B, C, T_z, H, W)
+        v_c, v_u = v.chunk(2)
+        if guidance == 1:
+            return v_c
+        return v_u + guidance * (v_c - v_u)
+
+    return model_fn
+
+
+def _velocity(
+    model_fn: ModelFn, x: Tensor, t: float, x0_given: Tensor | None, given: Tensor | None
+) -> Tensor:
+    """The model's v at time t, with given frames clean and at t = 0."""
+    B, _, T_z = x.shape[:3]
+    t_frames = torch.full((B, T_z), t, dtype=_t_dtype(x), device=x.device)  # (B, T_z)
+    if given is not None:
+        t_frames = t_frames.masked_fill(given, 0.0)
+    return model_fn(_impose(x, x0_given, given), t_frames)
+
+
+def _impose(x: Tensor, x0_given: Tensor | None, given: Tensor | None) -> Tensor:
+    """x with the given frames replaced by their clean values."""
+    if given is None:
+        return x
+    return torch.where(given[:, None, :, None, None], x0_given, x)  # mask (B, 1, T_z, 1, 1)
+
+
+def _t_dtype(x: Tensor) -> torch.dtype:
+    # Times stay at least float32 even for bf16 latents: the time embedding sees 1000 t.
+    return torch.promote_types(x.dtype, torch.float32)
+
+
+def _check_inputs(noise: Tensor, ts: Tensor, x0_given: Tensor | None, given: Tensor | None) -> list[float]:
+    """Validate shapes and the schedule; returns ts as Python floats."""
+    if noise.ndim != 5:
+        raise ValueError(f"expected a latent video (B, C, T_z, H, W), got shape {tuple(noise.shape)}")
+    if ts.ndim != 1 or len(ts) < 2:
+        raise ValueError(f"ts must be a 1-D schedule with at least 2 times, got shape {tuple(ts.shape)}")
+    ts_list = [float(t) for t in ts.tolist()]
+    if any(b > a for a, b in pairwise(ts_list)) or not 0 <= ts_list[-1] <= ts_list[0] <= 1:
+        raise ValueError(f"ts must decrease (non-strictly) within [0, 1], got {ts_list}")
+    if (x0_given is None) != (given is None):
+        raise ValueError("x0_given and given must be passed together (or both left out)")
+    if given is not None:
+        B, _, T_z = noise.shape[:3]
+        if tuple(given.shape) != (B, T_z) or given.dtype != torch.bool:
+            raise ValueError(
+                f"given must be a bool tensor (B, T_z) = ({B}, {T_z}), got {given.dtype} {tuple(given.shape)}"
+            )
+        if x0_given.shape != noise.shape:
+            raise ValueError(f"x0_given {tuple(x0_given.shape)} must have noise's shape {tuple(noise.shape)}")
+    return ts_list

@@ -1,0 +1,303 @@
+"""Diffusion transformer over spacetime patches of latent video (Wan 2.1's block layout).
+
+The network knows nothing of diffusion: latents, a time per latent frame and text go in, a velocity comes
+out. Each block is self-attention (RMS-normalised q/k, 3D RoPE) -> cross-attention to the caption -> MLP,
+with adaLN modulation (shift, scale, gate) of the self-attention and the MLP from the time embedding.
+
+Time conditioning, Wan-style: one shared projection maps each frame's time embedding to the 6 modulation
+vectors, and every block adds its own learned (6, D) table. That costs depth * 6 * D parameters instead
+of depth * 6 * D^2 for per-block projections (10M of the `s` preset's ~30M otherwise). The projection and
+the tables start at zero (adaLN-zero: every block starts as the identity, as in DiT), and the final
+Linear starts at zero, so the untrained network outputs exactly 0.
+
+Each token takes the modulation of its own latent frame, so frames can sit at different t: given frames
+are clean (t = 0) while the rest are noisy (DESIGN.md, "conditioning on given frames").
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from tessera.config import DiTConfig
+from tessera.models.layers import MLP, RMSNorm, SegmentMask, attention, modulate, segment_mask
+from tessera.models.patch import pack, patchify, positions, unpack, unpatchify
+from tessera.models.rope import apply_rope, rope_freqs
+
+Rope = tuple[Tensor, Tensor]  # (cos, sin), each (N, head_dim/2)
+
+
+def timestep_embedding(t: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:
+    """Sinusoidal features of `1000 t`: t (...) in [0, 1] -> (..., dim) as [cos | sin]."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    args = 1000 * t.float()[..., None] * freqs  # (..., half)
+    return torch.cat([args.cos(), args.sin()], dim=-1)
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention with per-head RMSNorm on q and k and 3D RoPE."""
+
+    def __init__(self, dim: int, heads: int, eps: float) -> None:
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.q_norm, self.k_norm = RMSNorm(dim // heads, eps), RMSNorm(dim // heads, eps)
+        self.out = nn.Linear(dim, dim)
+
+    def forward(self, x: Tensor, rope: Rope, mask: SegmentMask | None) -> Tensor:
+        qkv = self.qkv(x).unflatten(-1, (3, self.heads, -1))  # (B, N, 3, heads, Dh)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (B, heads, N, Dh)
+        q, k = apply_rope(self.q_norm(q), rope), apply_rope(self.k_norm(k), rope)
+        return self.out(attention(q, k, v, mask).transpose(1, 2).flatten(2))  # (B, N, D)
+
+
+class CrossAttention(nn.Module):
+    """Multi-head attention from video tokens to text tokens (RMS-normalised q/k, no positions)."""
+
+    def __init__(self, dim: int, heads: int, eps: float) -> None:
+        super().__init__()
+        self.heads = heads
+        self.q = nn.Linear(dim, dim)
+        self.kv = nn.Linear(dim, 2 * dim)
+        self.q_norm, self.k_norm = RMSNorm(dim // heads, eps), RMSNorm(dim // heads, eps)
+        self.out = nn.Linear(dim, dim)
+
+    def forward(self, x: Tensor, text: Tensor, mask: Tensor) -> Tensor:
+        """x (B, N, D), text (B, L, D), mask bool broadcastable to (B, heads, N, L) -> (B, N, D)."""
+        q = self.q_norm(self.q(x).unflatten(-1, (self.heads, -1)).transpose(1, 2))  # (B, heads, N, Dh)
+        k, v = self.kv(text).unflatten(-1, (2, self.heads, -1)).permute(2, 0, 3, 1, 4)  # (B, heads, L, Dh)
+        return self.out(attention(q, self.k_norm(k), v, mask).transpose(1, 2).flatten(2))
+
+
+class Block(nn.Module):
+    """Modulated self-attention, cross-attention (pre-norm, unmodulated), modulated MLP."""
+
+    def __init__(self, cfg: DiTConfig) -> None:
+        super().__init__()
+        D = cfg.dim
+        self.norm1 = nn.LayerNorm(D, eps=cfg.eps, elementwise_affine=False)
+        self.self_attn = SelfAttention(D, cfg.heads, cfg.eps)
+        self.norm_cross = nn.LayerNorm(D, eps=cfg.eps)
+        self.cross_attn = CrossAttention(D, cfg.heads, cfg.eps)
+        self.norm2 = nn.LayerNorm(D, eps=cfg.eps, elementwise_affine=False)
+        self.mlp = MLP(D, cfg.ffn_dim)
+        self.modulation = nn.Parameter(torch.zeros(6, D))  # this block's offset to the shared projection
+
+    def forward(
+        self,
+        x: Tensor,
+        e: Tensor,
+        frame: Tensor,
+        rope: Rope,
+        self_mask: SegmentMask | None,
+        text: Tensor,
+        cross_mask: Tensor,
+    ) -> Tensor:
+        """x (B, N, D); e (B, F, 6, D) per-frame modulation; frame (N,) each token's row of e."""
+        mod = (e + self.modulation)[:, frame]  # (B, N, 6, D)
+        shift1, scale1, gate1, shift2, scale2, gate2 = mod.unbind(2)  # each (B, N, D)
+        x = x + gate1 * self.self_attn(modulate(self.norm1(x), shift1, scale1), rope, self_mask)
+        x = x + self.cross_attn(self.norm_cross(x), text, cross_mask)
+        return x + gate2 * self.mlp(modulate(self.norm2(x), shift2, scale2))
+
+
+class Head(nn.Module):
+    """Final norm, shift/scale from the time embedding, zero-initialised Linear to patch values."""
+
+    def __init__(self, dim: int, out: int, eps: float) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(dim, eps=eps, elementwise_affine=False)
+        self.modulation = nn.Parameter(torch.zeros(2, dim))
+        self.linear = nn.Linear(dim, out)
+
+    def forward(self, x: Tensor, e_time: Tensor, frame: Tensor) -> Tensor:
+        """x (B, N, D), e_time (B, F, D) -> (B, N, out)."""
+        shift, scale = (e_time[:, :, None] + self.modulation)[:, frame].unbind(2)  # each (B, N, D)
+        return self.linear(modulate(self.norm(x), shift, scale))
+
+
+class DiT(nn.Module):
+    """Diffusion transformer: v = DiT(x_t, t per latent frame, text, condition channels)."""
+
+    def __init__(self, cfg: DiTConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        D, p = cfg.dim, math.prod(cfg.patch)
+        if D % cfg.heads:
+            raise ValueError(f"dim {D} must be divisible by heads {cfg.heads}")
+        self.patch_embed = nn.Linear((cfg.in_channels + cfg.cond_channels) * p, D)  # = Conv3d, stride patch
+        self.text_embed = MLP(cfg.text_dim, D, D)
+        self.time_embed = nn.Sequential(nn.Linear(cfg.freq_dim, D), nn.SiLU(), nn.Linear(D, D))
+        self.time_proj = nn.Sequential(nn.SiLU(), nn.Linear(D, 6 * D))  # shared by all blocks
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.depth))
+        self.head = Head(D, cfg.in_channels * p, cfg.eps)
+        self.checkpointing = False  # activation checkpointing per block (set by the trainer)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Xavier Linears, N(0, 0.02) time MLP, zeros for every modulation and the output (adaLN-zero)."""
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                nn.init.zeros_(m.bias)
+        for m in self.time_embed:
+            if isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, std=0.02)
+        for p in [*self.time_proj[1].parameters(), *self.head.linear.parameters()]:
+            nn.init.zeros_(p)
+        for b in [*self.blocks, self.head]:
+            nn.init.zeros_(b.modulation)
+
+    def forward(
+        self, x: Tensor, t: Tensor, text: Tensor, text_mask: Tensor, cond: Tensor | None = None
+    ) -> Tensor:
+        """x (B, C, T_z, H, W), t (B, T_z), text (B, L, text_dim), text_mask (B, L) bool,
+        cond (B, cond_channels, T_z, H, W) or None (zeros: text-to-video) -> v (B, C, T_z, H, W)."""
+        B, _, T, H, W = self._check_clip(x, t, cond, batched=True)
+        self._check_text(text, text_mask, B)
+        cond = x.new_zeros(B, self.cfg.cond_channels, T, H, W) if cond is None else cond
+        tokens = self.patch_embed(patchify(torch.cat([x, cond], dim=1), self.cfg.patch))  # (B, N, D)
+        pos = positions(self._grid(T, H, W), x.device)  # (N, 3) (t, h, w) ids
+        e_time = self._time_embedding(self._patch_time(t))  # (B, F, D)
+        cross_mask = text_mask[:, None, None, :]  # (B, 1, 1, L): broadcast over heads and queries
+        frame = pos[:, 0]  # (N,) each token's temporal patch = its row of e_time
+        out = self._run(tokens, e_time, frame, pos, None, self.text_embed(text), cross_mask)  # (B, N, C*p)
+        return unpatchify(out, self.cfg.patch, (T, H, W))
+
+    def forward_packed(
+        self,
+        xs: list[Tensor],
+        ts: list[Tensor],
+        text: Tensor,
+        text_mask: Tensor,
+        conds: list[Tensor] | None = None,
+    ) -> list[Tensor]:
+        """Clips xs[i] (C, T_i, H_i, W_i) with times ts[i] (T_i,) and captions text[i] (L, text_dim),
+        text_mask[i] (L,), packed into one sequence; conds[i] (cond_channels, T_i, H_i, W_i) or None.
+        Attention stays within each clip and its own caption, so this equals running the clips one by one.
+        Returns v per clip, (C, T_i, H_i, W_i)."""
+        packed = pack(self._packed_inputs(xs, ts, text, text_mask, conds), self.cfg.patch)
+        # All clips' frames in one (1, F_total) time row; a token's row = its clip's first row + its t id.
+        t_all = torch.cat([self._patch_time(t[None])[0] for t in ts])[None]  # (1, F_total)
+        frames = torch.tensor(
+            [0] + [s[0] // self.cfg.patch[0] for s in packed.shapes[:-1]], device=t_all.device
+        )
+        frame = packed.positions[:, 0] + frames.cumsum(0)[packed.segments]  # (N_total,)
+        e_time = self._time_embedding(t_all)  # (1, F_total, D)
+        # Only real caption tokens are kept, laid end to end: (1, L_real, D) with their clip ids.
+        text_seg = torch.repeat_interleave(torch.arange(len(xs), device=text.device), text_mask.sum(1))
+        cross_mask = packed.segments[:, None] == text_seg[None, :]  # (N_total, L_real) own caption only
+        self_mask = segment_mask(packed.segments, packed.segments)  # block-diagonal per clip
+        tokens = self.patch_embed(packed.tokens)  # (1, N_total, D)
+        text_tokens = self.text_embed(text[text_mask])[None]  # (1, L_real, D)
+        out = self._run(tokens, e_time, frame, packed.positions, self_mask, text_tokens, cross_mask)
+        return unpack(out, packed)
+
+    def _packed_inputs(
+        self, xs: list[Tensor], ts: list[Tensor], text: Tensor, text_mask: Tensor, conds: list[Tensor] | None
+    ) -> list[Tensor]:
+        """Checked clips with their condition channels (zeros where None): (C + cond_channels, T, H, W)."""
+        conds = [None] * len(xs) if conds is None else conds
+        if not (len(xs) == len(ts) == len(conds) == len(text)):
+            raise ValueError(
+                f"got {len(xs)} clips, {len(ts)} times, {len(conds)} conds, {len(text)} captions"
+            )
+        self._check_text(text, text_mask, len(xs))
+        inputs = []
+        for x, t, c in zip(xs, ts, conds, strict=True):
+            self._check_clip(x[None], t[None], None if c is None else c[None], batched=False)
+            c = x.new_zeros(self.cfg.cond_channels, *x.shape[1:]) if c is None else c
+            inputs.append(torch.cat([x, c]))
+        return inputs
+
+    def _run(
+        self,
+        x: Tensor,
+        e_time: Tensor,
+        frame: Tensor,
+        pos: Tensor,
+        self_mask: SegmentMask | None,
+        text: Tensor,
+        cross_mask: Tensor,
+    ) -> Tensor:
+        """Blocks and head on embedded tokens x (B, N, D) -> (B, N, C*pt*ph*pw)."""
+        e = self.time_proj(e_time).unflatten(-1, (6, -1))  # (B, F, 6, D)
+        rope = rope_freqs(self.cfg.dim // self.cfg.heads, pos, self.cfg.rope_theta)
+        for block in self.blocks:
+            args = (x, e, frame, rope, self_mask, text, cross_mask)
+            if self.checkpointing and self.training and torch.is_grad_enabled():
+                x = checkpoint(block, *args, use_reentrant=False)
+            else:
+                x = block(*args)
+        return self.head(x, e_time, frame)
+
+    def _time_embedding(self, t: Tensor) -> Tensor:
+        """t (B, F) -> (B, F, D); the float32 sinusoids are cast to the weights' dtype (bf16 models)."""
+        return self.time_embed(timestep_embedding(t, self.cfg.freq_dim).to(self.time_embed[0].weight.dtype))
+
+    def _patch_time(self, t: Tensor) -> Tensor:
+        """t (B, T_z) -> (B, T_z / pt): one time per temporal patch (the mean; exact for pt = 1)."""
+        return t.unflatten(1, (-1, self.cfg.patch[0])).mean(-1)
+
+    def _grid(self, T: int, H: int, W: int) -> tuple[int, int, int]:
+        pt, ph, pw = self.cfg.patch
+        return T // pt, H // ph, W // pw
+
+    def _check_clip(self, x: Tensor, t: Tensor, cond: Tensor | None, batched: bool) -> tuple[int, ...]:
+        """Shapes of one batch (x (B, C, T, H, W)); a ValueError naming what is wrong otherwise."""
+        what = "x" if batched else "xs[i]"
+        want = "(B, C, T_z, H, W)" if batched else "(C, T_z, H, W)"
+        if x.ndim != 5 or x.shape[1] != self.cfg.in_channels:
+            got = tuple(x.shape) if batched else tuple(x.shape[1:])
+            raise ValueError(
+                f"{what} must be {want} with C = in_channels = {self.cfg.in_channels}, got {got}"
+            )
+        B, _, T, H, W = x.shape
+        if t.shape != (B, T):
+            raise ValueError(f"t must have one value per latent frame, shape {(B, T)}, got {tuple(t.shape)}")
+        if cond is not None and cond.shape != (B, self.cfg.cond_channels, T, H, W):
+            raise ValueError(
+                f"cond must be {(B, self.cfg.cond_channels, T, H, W)} (cond_channels = in_channels + 4), "
+                f"got {tuple(cond.shape)}"
+            )
+        for name, n, p in zip(("T_z", "H", "W"), (T, H, W), self.cfg.patch, strict=True):
+            if n % p:
+                raise ValueError(
+                    f"{name} = {n} is not a multiple of the patch size {p} (patch {self.cfg.patch})"
+                )
+        return B, self.cfg.in_channels, T, H, W
+
+    def _check_text(self, text: Tensor, text_mask: Tensor, B: int) -> None:
+        if text.ndim != 3 or text.shape[0] != B or text.shape[2] != self.cfg.text_dim:
+            raise ValueError(
+                f"text must be (B={B}, L, text_dim={self.cfg.text_dim}), got {tuple(text.shape)}"
+            )
+        if text_mask.shape != text.shape[:2] or text_mask.dtype != torch.bool:
+            raise ValueError(
+                f"text_mask must be bool {tuple(text.shape[:2])}, got {text_mask.dtype} "
+                f"{tuple(text_mask.shape)}"
+            )
+
+
+def dit_flops(cfg: DiTConfig, tokens: int, text_len: int) -> float:
+    """Forward FLOPs of one clip of `tokens` video tokens and `text_len` text tokens (2 per multiply-add).
+
+    Counts every matmul (projections, MLPs, embeddings, head) and attention's two matmuls; leaves out the
+    per-frame time MLP and elementwise work (norms, softmax, RoPE), which are a few percent at most.
+    """
+    N, L, D, Fd = tokens, text_len, cfg.dim, cfg.ffn_dim
+    p = math.prod(cfg.patch)
+    per_block = (
+        2 * N * 4 * D * D  # self-attention q, k, v, out
+        + 4 * N * N * D  # q k^T and attn v
+        + 2 * N * 2 * D * D
+        + 2 * L * 2 * D * D  # cross-attention q, out (video) and k, v (text)
+        + 4 * N * L * D  # cross-attention q k^T and attn v
+        + 2 * N * 2 * D * Fd  # MLP
+    )
+    embed = 2 * N * (cfg.in_channels + cfg.cond_channels) * p * D + 2 * L * (cfg.text_dim * D + D * D)
+    return float(cfg.depth * per_block + embed + 2 * N * D * cfg.in_channels * p)

@@ -1,0 +1,126 @@
+"""What `tessera world render` and `tessera world show` do, as plain functions.
+
+Clip i of a render is the scene of seed `seed + i`, so `show --seed S` draws the clip that `render`
+wrote from seed S. Each clip is `clip_NNNNNN.mp4` with `clip_NNNNNN.json` (captions, per-frame boxes,
+visibility, 3D state, camera, events) and `clip_NNNNNN.npz` (ids and depth maps). Files are written to
+a temporary name and renamed, the video last, so an interrupted render leaves no half-written clip and
+a rerun renders only what is missing; `captions.jsonl` is rebuilt at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from tessera.world.captions import captions
+from tessera.world.render import _check_size, render
+from tessera.world.sampler import SPLITS, WorldConfig, WorldSampler
+from tessera.world.truth import clip_arrays, clip_truth
+
+
+def _check_common(frames: int, size: tuple[int, int], fps: float, split: str) -> tuple[int, int]:
+    if int(frames) < 1:
+        raise ValueError(f"frames must be >= 1, got {frames}")
+    if not float(fps) > 0:
+        raise ValueError(f"fps must be > 0, got {fps}")
+    if split not in SPLITS:
+        raise ValueError(f"unknown split '{split}'; allowed: {', '.join(SPLITS)}")
+    return _check_size(size)
+
+
+def _atomic_write(path: Path, write) -> None:
+    """Call write(temp_path), then rename onto `path`."""
+    tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def clip_done(out: Path, name: str) -> bool:
+    """All three files of clip `name` are in `out`."""
+    return all((out / f"{name}{ext}").is_file() for ext in (".mp4", ".json", ".npz"))
+
+
+def render_command(
+    count: int,
+    out: str | os.PathLike,
+    seed: int = 0,
+    frames: int = 33,
+    size: tuple[int, int] = (128, 128),
+    fps: float = 16.0,
+    split: str = "train",
+    device: str = "cpu",
+    batch: int | None = None,
+) -> Path:
+    """Render `count` clips of size (width, height) into folder `out`; returns the folder. Clips that
+    are already complete are kept, so an interrupted run can be rerun to finish."""
+    from tessera.video import write_video
+
+    size = _check_common(frames, size, fps, split)
+    if int(count) < 1:
+        raise ValueError(f"count must be >= 1, got {count}")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} exists and is not a folder; give a folder path")
+    out.mkdir(parents=True, exist_ok=True)
+    sampler = WorldSampler(WorldConfig(frames=int(frames), fps=float(fps)), split)
+    scenes = {f"clip_{i:06d}": sampler.sample(seed + i) for i in range(count)}
+    todo = [name for name in scenes if not clip_done(out, name)]
+    step = batch or (1 if str(device) == "cpu" else 16)
+    for start in range(0, len(todo), step):
+        names = todo[start : start + step]
+        result = render([scenes[n] for n in names], size, device)
+        for b, name in enumerate(names):
+            scene = scenes[name]
+            detailed, short = captions(scene)
+            truth = {"file": f"{name}.mp4", "seed": scene.seed, "split": split, "caption": detailed,
+                     "short_caption": short} | clip_truth(scene, result, b)  # fmt: skip
+            arrays = clip_arrays(result, b)
+            _atomic_write(out / f"{name}.npz", lambda p, a=arrays: _save_npz(p, a))
+            _atomic_write(out / f"{name}.json", lambda p, t=truth: p.write_text(json.dumps(t)))
+            write_video(out / f"{name}.mp4", result.frames[b].cpu(), fps=float(fps))
+    lines = [
+        json.dumps(
+            {
+                "file": f"{name}.mp4",
+                "short_caption": captions(s)[1],
+                "caption": captions(s)[0],
+                "seed": s.seed,
+                "truth": f"{name}.json",
+                "arrays": f"{name}.npz",
+            }
+        )  # fmt: skip
+        for name, s in scenes.items()
+    ]
+    _atomic_write(out / "captions.jsonl", lambda p: p.write_text("\n".join(lines) + "\n"))
+    return out
+
+
+def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    with open(path, "wb") as f:
+        np.savez_compressed(f, **arrays)
+
+
+def show_command(
+    seed: int,
+    out: str | os.PathLike,
+    frames: int = 33,
+    size: tuple[int, int] = (256, 256),
+    split: str = "train",
+    fps: float = 16.0,
+) -> Path:
+    """Draw a contact sheet (PNG) of the clip of `seed` with its short and detailed caption."""
+    from tessera.video import contact_sheet
+
+    size = _check_common(frames, size, fps, split)
+    out = Path(out)
+    if out.is_dir():
+        raise ValueError(f"-o {out} is a folder; give a file name such as sheet.png")
+    scene = WorldSampler(WorldConfig(frames=int(frames), fps=float(fps)), split).sample(seed)
+    detailed, short = captions(scene)
+    sheet = contact_sheet(render(scene, size).frames[0], columns=8, title=f"{short}\n{detailed}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_write(out, lambda p: sheet.save(p, format="PNG"))
+    return out

@@ -1,0 +1,190 @@
+"""Light, sky and ground: the time-of-day presets and the procedural ground textures.
+
+Colours are display values in [0, 1] (no gamma step), which keeps a named colour's hue exact under the
+white noon light. Light tints at sunset and night are kept moderate so the twelve named colours stay
+apart; night is moonlit and darker, not black.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+# Per time of day: direction toward the sun (or moon), its colour, hemispheric ambient, sky zenith and
+# horizon colours (the horizon colour is also the fog colour).
+LIGHTS: dict[str, dict[str, tuple[float, float, float]]] = {
+    "morning": {"sun": (-0.75, 0.42, 0.45), "sun_rgb": (0.95, 0.88, 0.74), "ambient": (0.40, 0.42, 0.48),
+                "zenith": (0.34, 0.55, 0.86), "horizon": (0.93, 0.86, 0.72)},
+    "noon": {"sun": (0.3, 1.0, 0.35), "sun_rgb": (0.80, 0.80, 0.80), "ambient": (0.42, 0.42, 0.42),
+             "zenith": (0.18, 0.42, 0.88), "horizon": (0.70, 0.82, 0.95)},
+    "sunset": {"sun": (0.85, 0.22, -0.45), "sun_rgb": (0.98, 0.70, 0.46), "ambient": (0.36, 0.32, 0.42),
+               "zenith": (0.22, 0.20, 0.46), "horizon": (1.00, 0.56, 0.30)},
+    "night": {"sun": (-0.45, 0.75, -0.35), "sun_rgb": (0.50, 0.56, 0.74), "ambient": (0.22, 0.24, 0.34),
+              "zenith": (0.01, 0.02, 0.07), "horizon": (0.10, 0.13, 0.24)},
+}  # fmt: skip
+GROUND_IDS = {"checker": 0, "grass": 1, "sand": 2, "tiles": 3, "wood": 4}
+FOG_DISTANCE = 45.0  # metres at which fog reaches 1 - 1/e
+
+
+def light_tensors(time_of_day: str) -> torch.Tensor:
+    """(15,) float: sun direction (unit), sun colour, ambient, zenith, horizon for `time_of_day`."""
+    p = LIGHTS[time_of_day]
+    sun = torch.tensor(p["sun"], dtype=torch.float64)
+    parts = [sun / sun.norm()] + [torch.tensor(p[k], dtype=torch.float64) for k in ("sun_rgb", "ambient")]
+    parts += [torch.tensor(p[k], dtype=torch.float64) for k in ("zenith", "horizon")]
+    return torch.cat(parts).float()
+
+
+def hash2(ix: torch.Tensor, iz: torch.Tensor, seed: torch.Tensor) -> torch.Tensor:
+    """Deterministic integer hash of a lattice point to [0, 1); int64 wrap-around is the same on CPU
+    and CUDA."""
+    h = ix * 374761393 + iz * 668265263 + seed * 1442695041
+    h = (h ^ (h >> 13)) * 1274126177
+    h = h ^ (h >> 16)
+    return (h & 0xFFFF).float() / 65536.0
+
+
+def value_noise(x: torch.Tensor, z: torch.Tensor, seed: int, period: int) -> torch.Tensor:
+    """Smooth value noise in [0, 1) with unit lattice spacing, periodic with `period` cells."""
+    x0, z0 = torch.floor(x), torch.floor(z)
+    fx, fz = x - x0, z - z0
+    fx, fz = fx * fx * (3 - 2 * fx), fz * fz * (3 - 2 * fz)
+    ix, iz = x0.long() % period, z0.long() % period
+    jx, jz = (ix + 1) % period, (iz + 1) % period
+    s = torch.full_like(ix, seed)
+    a, b = hash2(ix, iz, s), hash2(jx, iz, s)
+    c, d = hash2(ix, jz, s), hash2(jx, jz, s)
+    return torch.lerp(torch.lerp(a, b, fx), torch.lerp(c, d, fx), fz)
+
+
+TILE = 8.0  # metres covered by one texture tile (it repeats); every pattern period divides it
+TEXELS = 512  # texels per tile side: 1.6 cm each
+BLUR = 8  # texels averaged for the coarse level (12.5 cm)
+
+
+def _mix(a: tuple[float, float, float], b: tuple[float, float, float], w: torch.Tensor) -> torch.Tensor:
+    """Per-point blend (..., 3) between two colours, w in [0, 1] of shape (...)."""
+    ta = torch.tensor(a)
+    return ta + w[..., None] * (torch.tensor(b) - ta)
+
+
+def _checker(x, z):
+    odd = ((torch.floor(x) + torch.floor(z)) % 2).float()
+    return _mix((0.80, 0.80, 0.78), (0.34, 0.35, 0.38), odd)
+
+
+def _grass(x, z):
+    coarse = value_noise(x * 0.75, z * 0.75, 1, 6)
+    fine = value_noise(x * 6.0, z * 6.0, 2, 48)
+    blade = hash2((x * 64).long(), (z * 64).long(), torch.full_like(x.long(), 3))
+    w = 0.55 * coarse + 0.3 * fine + 0.15 * blade
+    return _mix((0.16, 0.36, 0.08), (0.44, 0.64, 0.20), w)
+
+
+def _sand(x, z):
+    warp = value_noise(x * 0.5, z * 0.5, 4, 4)
+    ripple = 0.5 + 0.5 * torch.sin(z * (2 * math.pi * 6 / TILE) + 3.0 * warp)
+    grain = hash2((x * 64).long(), (z * 64).long(), torch.full_like(x.long(), 5))
+    w = 0.5 * ripple + 0.35 * warp + 0.15 * grain
+    return _mix((0.70, 0.58, 0.38), (0.92, 0.82, 0.60), w)
+
+
+def _tiles(x, z):
+    size = 0.8
+    tx, tz = torch.floor(x / size), torch.floor(z / size)
+    shade = hash2(tx.long() % 10, tz.long() % 10, torch.full_like(tx.long(), 6))
+    gx, gz = x / size - tx, z / size - tz
+    grout = ((gx < 0.05) | (gz < 0.05)).float()
+    tile = _mix((0.62, 0.32, 0.22), (0.80, 0.46, 0.32), shade)
+    return torch.lerp(tile, torch.tensor([0.84, 0.80, 0.72]).expand_as(tile), grout[..., None])
+
+
+def _wood(x, z):
+    plank = 0.5
+    row = torch.floor(z / plank)
+    shade = hash2(row.long() % 16, torch.full_like(row.long(), 3), torch.full_like(row.long(), 7))
+    grain = value_noise(x * 1.5, z * 12.0, 8, 12 * 8)
+    w = 0.55 * shade + 0.45 * grain
+    base = _mix((0.40, 0.24, 0.12), (0.66, 0.44, 0.24), w)
+    gap = ((z / plank - row) < 0.04).float()
+    return base * (1.0 - 0.6 * gap[..., None])
+
+
+_TEXTURES = {"checker": _checker, "grass": _grass, "sand": _sand, "tiles": _tiles, "wood": _wood}
+_CACHE: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+
+
+def ground_texture(kind: str, device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(fine, coarse, mean) for ground `kind`: two (1, 3, TEXELS + 2, TEXELS + 2) images of one tile
+    padded by one wrapped texel (so bilinear lookups have no seam) and the mean colour (3,). Made once
+    per device; the coarse level is a box blur used where the fine level would alias."""
+    key = (kind, str(device))
+    if key not in _CACHE:
+        c = (torch.arange(TEXELS, dtype=torch.float32) + 0.5) * (TILE / TEXELS)
+        z, x = torch.meshgrid(c, c, indexing="ij")
+        fine = _TEXTURES[kind](x, z).permute(2, 0, 1)[None]  # (1, 3, S, S), rows are z
+        coarse = torch.nn.functional.avg_pool2d(
+            torch.nn.functional.pad(fine, (BLUR // 2,) * 4, mode="circular"), BLUR + 1, stride=1
+        )
+        wrap = lambda t: torch.nn.functional.pad(t, (1, 1, 1, 1), mode="circular")
+        _CACHE[key] = (wrap(fine).to(device), wrap(coarse).to(device), fine.mean(dim=(0, 2, 3)).to(device))
+    return _CACHE[key]
+
+
+def ground_albedo(x: torch.Tensor, z: torch.Tensor, footprint: torch.Tensor, kind: str) -> torch.Tensor:
+    """Albedo (N, 3) of ground `kind` at world points (x, z) (N,), each seen by a pixel covering
+    `footprint` metres: the fine texture close by, its blur further away, its mean colour at the
+    horizon (a two-level mip map, so distant ground does not shimmer)."""
+    fine, coarse, mean = ground_texture(kind, x.device)
+    size = TEXELS + 2
+    # Texel coordinates inside the padded tile, mapped to grid_sample's [-1, 1] (align_corners=False).
+    u = (torch.remainder(x, TILE) * (TEXELS / TILE) + 1.0) * (2.0 / size) - 1.0
+    v = (torch.remainder(z, TILE) * (TEXELS / TILE) + 1.0) * (2.0 / size) - 1.0
+    grid = torch.stack([u, v], dim=-1)[None, None]  # (1, 1, N, 2)
+    f = torch.nn.functional.grid_sample(fine, grid, mode="bilinear", align_corners=False)[0, :, 0].T
+    c = torch.nn.functional.grid_sample(coarse, grid, mode="bilinear", align_corners=False)[0, :, 0].T
+    w_fine = (1.5 - footprint / (2 * TILE / TEXELS)).clamp(0, 1)[:, None]
+    w_coarse = (1.5 - footprint / (0.35)).clamp(0, 1)[:, None]
+    return torch.lerp(mean.expand_as(c), torch.lerp(c, f, w_fine), w_coarse)
+
+
+def sky(d: torch.Tensor, light: torch.Tensor, night: torch.Tensor) -> torch.Tensor:
+    """Sky colour (..., 3) for unit view directions `d` (..., 3), light (..., 15) and night flag (...)
+    broadcastable to them: a horizon-to-zenith gradient, a sun (or moon) disc with glow, stars at night."""
+    sun, sun_rgb, zenith, horizon = light[..., 0:3], light[..., 3:6], light[..., 9:12], light[..., 12:15]
+    up = d[..., 1:2].clamp_min(0.0).sqrt()
+    colour = torch.lerp(horizon.expand_as(d), zenith.expand_as(d), up)
+    cos_sun = (d * sun).sum(-1, keepdim=True).clamp_min(0.0)
+    disc = ((cos_sun - 0.9993) * 4000).clamp(0, 1)
+    glow = cos_sun**48 * torch.where(night[..., None], 0.1, 0.35)
+    colour = colour + glow * sun_rgb + disc * (0.9 + 0.1 * sun_rgb - colour)
+    cell = torch.floor(d * 300.0).long()
+    star = hash2(cell[..., 0] * 977 + cell[..., 2], cell[..., 1], torch.zeros_like(cell[..., 0])) > 0.996
+    star = star & night & (d[..., 1] > 0.05)
+    return colour + star[..., None].float() * 0.7
+
+
+def fog(colour: torch.Tensor, dist: torch.Tensor, horizon: torch.Tensor) -> torch.Tensor:
+    """Blend toward the horizon colour with distance (...), which also hides the horizon's aliasing."""
+    w = 1.0 - torch.exp(-((dist / FOG_DISTANCE) ** 2))
+    return colour + w[..., None] * (horizon - colour)
+
+
+def surface(albedo, n, sun_vis, light, shiny, view) -> torch.Tensor:
+    """Lit colour (..., 3): hemispheric ambient + Lambert sun light (times shadow visibility `sun_vis`)
+    + Blinn-Phong highlight where `shiny` > 0. `view` points from the surface to the eye; `light` is
+    broadcastable (..., 15)."""
+    sun, sun_rgb, ambient = light[..., 0:3], light[..., 3:6], light[..., 6:9]
+    ndl = (n * sun).sum(-1).clamp_min(0.0) * sun_vis
+    sky_light = ambient * (0.7 + 0.3 * n[..., 1:2])
+    colour = albedo * (sky_light + ndl[..., None] * sun_rgb)
+    half = torch.nn.functional.normalize(sun + view, dim=-1)
+    spec = (n * half).sum(-1).clamp_min(0.0) ** 60 * sun_vis * shiny
+    return colour + 0.9 * spec[..., None] * sun_rgb
+
+
+def elevation_degrees(time_of_day: str) -> float:
+    """Elevation of the sun (or moon) above the horizon, for captions and tests."""
+    s = LIGHTS[time_of_day]["sun"]
+    return math.degrees(math.atan2(s[1], math.hypot(s[0], s[2])))

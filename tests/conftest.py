@@ -1,0 +1,28 @@
+"""Shared fixtures: a tiny random model folder, built once per test session (no network, seconds)."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A `tessera model init --preset tiny` folder, its DiT output layer nudged off zero.
+
+    A freshly initialised DiT outputs exactly zero (adaLN-zero); tests of sampling and loading need a
+    network whose output depends on its inputs, so the zero-initialised layers get small random weights.
+    """
+    from tessera import pipeline
+    from tessera.checkpoint import load_model, save_model
+
+    path = pipeline.init_model_folder("tiny", tmp_path_factory.mktemp("models") / "tiny", seed=0)
+    model = load_model(path)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.dit.parameters():
+            if not p.any():
+                p.copy_(0.02 * torch.randn(p.shape, generator=gen))
+    return save_model(model, path)

@@ -1,0 +1,97 @@
+"""Model folders: bit-identical round trips, sharding, and clear refusals of bad files."""
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from tessera.checkpoint import (
+    CheckpointError,
+    load_model,
+    load_state,
+    load_tensors,
+    save_model,
+    save_state,
+    save_tensors,
+)
+from tessera.pipeline import encode_text
+
+
+def _outputs(model):
+    """Deterministic outputs of every component on fixed inputs."""
+    gen = torch.Generator().manual_seed(1)
+    cz = model.config.vae.z_channels
+    x = torch.rand(1, 3, 5, 16, 16, generator=gen) * 2 - 1
+    z = torch.randn(1, cz, 2, 4, 4, generator=gen)
+    text, mask = encode_text(model, ["a red cube", ""], torch.device("cpu"))
+    t = torch.rand(2, 2, generator=gen)
+    v = model.dit(z.expand(2, -1, -1, -1, -1), t, text, mask)
+    return [model.vae.encode(x)[0], model.vae.decode(z), text, v]
+
+
+def test_save_load_is_bit_identical(tiny_model_dir, tmp_path):
+    a = load_model(tiny_model_dir)
+    b = load_model(save_model(a, tmp_path / "copy"))
+    for x, y in zip(_outputs(a), _outputs(b), strict=True):
+        assert torch.equal(x, y)
+    for name, m in a.modules().items():
+        for (k, p), q in zip(m.state_dict().items(), b.modules()[name].state_dict().values(), strict=True):
+            assert torch.equal(p, q), k
+    assert b.tokenizer.to_str() == a.tokenizer.to_str()
+    assert "UNTRAINED" in b.card
+
+
+def test_large_tensors_are_sharded_at_16_mib(tmp_path):
+    tensors = {f"w{i}": torch.randn(1024, 1024) for i in range(9)}  # 9 x 4 MiB
+    save_tensors(tmp_path, "dit", tensors)
+    shards = sorted(tmp_path.glob("dit-*.safetensors"))
+    assert len(shards) == 3 and all(p.stat().st_size <= 16 * 2**20 + 4096 for p in shards)
+    index = json.loads((tmp_path / "dit.safetensors.index.json").read_text())
+    assert set(index["weight_map"]) == set(tensors)
+    loaded = load_tensors(tmp_path, "dit")
+    assert all(torch.equal(loaded[k], v) for k, v in tensors.items())
+
+
+def test_truncated_weights_are_refused(tiny_model_dir, tmp_path):
+    bad = shutil.copytree(tiny_model_dir, tmp_path / "bad")
+    f = bad / "dit.safetensors"
+    f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match=r"dit\.safetensors.*truncated or corrupt"):
+        load_model(bad)
+
+
+def test_pickle_weights_are_refused(tiny_model_dir, tmp_path):
+    bad = shutil.copytree(tiny_model_dir, tmp_path / "bad")
+    (bad / "vae.safetensors").unlink()
+    torch.save({"w": torch.zeros(1)}, bad / "vae.pt")
+    with pytest.raises(CheckpointError, match="never pickle"):
+        load_model(bad)
+
+
+def test_missing_and_mismatched_files_are_named(tiny_model_dir, tmp_path):
+    with pytest.raises(CheckpointError, match="model folder not found"):
+        load_model(tmp_path / "nowhere")
+    bad = shutil.copytree(tiny_model_dir, tmp_path / "bad")
+    (bad / "tokenizer.json").unlink()
+    with pytest.raises(CheckpointError, match="tokenizer.json"):
+        load_model(bad)
+    bad2 = shutil.copytree(tiny_model_dir, tmp_path / "bad2")
+    cfg = json.loads((bad2 / "config.json").read_text())
+    cfg["dit"]["dim"] *= 2
+    (bad2 / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match="do not match the config"):
+        load_model(bad2)
+    cfg["dit"]["dimm"] = 1
+    (bad2 / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match="unknown keys.*dimm"):
+        load_model(bad2)
+
+
+def test_training_state_round_trip_and_atomic_overwrite(tmp_path):
+    tensors = {"opt.exp_avg.0": torch.randn(3, 4), "rng": torch.randint(0, 255, (16,), dtype=torch.uint8)}
+    save_state(tmp_path / "state", tensors, {"step": 5})
+    save_state(tmp_path / "state", {k: v + 1 for k, v in tensors.items()}, {"step": 6})
+    loaded, meta = load_state(tmp_path / "state")
+    assert meta == {"step": 6} and torch.equal(loaded["opt.exp_avg.0"], tensors["opt.exp_avg.0"] + 1)
+    assert [p.name for p in tmp_path.iterdir()] == ["state"]  # no temp folders left behind

@@ -1,0 +1,52 @@
+"""The command line, run as a user would: real processes, real files."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from tessera.video import read_video
+
+
+def tessera(*args: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "tessera.cli", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+
+
+def test_generate_writes_the_requested_video_deterministically(tiny_model_dir, tmp_path):
+    common = ["--model", str(tiny_model_dir), "--frames", "9", "--height", "32", "--width", "48"]
+    for name in ("a.mp4", "b.mp4"):
+        r = tessera("generate", "a red cube slides left", "-o", str(tmp_path / name), *common, "--steps", "3")
+        assert r.returncode == 0, r.stderr
+    a, b = read_video(tmp_path / "a.mp4"), read_video(tmp_path / "b.mp4")
+    assert a.shape == (9, 32, 48, 3) and a.dtype == torch.uint8
+    assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize(
+    "flags, named",
+    [
+        (["--frames", "10"], "--frames"),
+        (["--height", "30"], "--height"),
+        (["--width", "4096"], "--width"),
+        (["--frames", "100001"], "frames at"),
+        (["--sampler", "rk9"], "--sampler"),
+        (["--model", "/nonexistent"], "model folder not found"),
+    ],
+)
+def test_invalid_requests_exit_nonzero_naming_the_argument(tiny_model_dir, tmp_path, flags, named):
+    args = ["generate", "x", "-o", str(tmp_path / "x.mp4"), "--model", str(tiny_model_dir), *flags]
+    r = tessera(*args)
+    assert r.returncode != 0
+    assert named in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "x.mp4").exists()
+
+
+def test_model_init_and_info(tmp_path):
+    r = tessera("model", "init", "--preset", "tiny", "--out", str(tmp_path / "m"))
+    assert r.returncode == 0, r.stderr
+    r = tessera("info", str(tmp_path / "m"))
+    assert r.returncode == 0 and "UNTRAINED" in r.stdout and "dit:" in r.stdout
+    r = tessera("model", "init", "--preset", "huge", "--out", str(tmp_path / "m2"))
+    assert r.returncode == 2 and "unknown preset 'huge'" in r.stderr

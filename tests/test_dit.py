@@ -1,0 +1,209 @@
+"""The diffusion transformer and its parts: attention masks, RoPE, packing, time and text conditioning."""
+
+import math
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from tessera.config import PRESETS, DiTConfig
+from tessera.models import layers
+from tessera.models.dit import DiT, dit_flops
+from tessera.models.rope import apply_rope, rope_freqs, rope_split
+
+CFG: DiTConfig = PRESETS["tiny"].dit
+
+
+def make_dit(seed: int = 0, nudge: bool = True) -> DiT:
+    """The tiny DiT; nudge gives the zero-initialised weights small random values so v depends on inputs."""
+    torch.manual_seed(seed)
+    model = DiT(CFG).eval()
+    if nudge:
+        with torch.no_grad():
+            for p in model.parameters():
+                if not p.any():
+                    p.normal_(std=0.2)
+    return model
+
+
+def make_inputs(B: int = 2, T: int = 2, H: int = 4, W: int = 6, L: int = 5, seed: int = 1) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    return dict(
+        x=torch.randn(B, CFG.in_channels, T, H, W, generator=g),
+        t=torch.rand(B, T, generator=g),
+        text=torch.randn(B, L, CFG.text_dim, generator=g),
+        text_mask=torch.ones(B, L, dtype=torch.bool),
+        cond=torch.randn(B, CFG.cond_channels, T, H, W, generator=g),
+    )
+
+
+# --- attention ---------------------------------------------------------------------------------------
+
+
+def test_segment_attention_paths_agree_and_empty_rows_are_zero() -> None:
+    """CPU dense mask == the per-segment SDPA loop (the CUDA fallback); a query without keys gets 0."""
+    q, k, v = (torch.randn(2, 3, n, 8, requires_grad=True) for n in (9, 7, 7))
+    mask = layers.segment_mask(torch.tensor([0, 0, 0, 1, 1, 2, 2, 2, 2]), torch.tensor([0, 0, 1, 1, 1, 1, 3]))
+    dense = layers.attention(q, k, v, mask)
+    torch.testing.assert_close(layers._segment_attention(q, k, v, mask), dense)
+    assert dense[:, :, 5:].abs().max() == 0  # segment 2 has no keys
+    for i in range(3):  # segment 0 by itself
+        torch.testing.assert_close(
+            dense[:, :, i], layers.attention(q[:, :, i : i + 1], k[:, :, :2], v[:, :, :2])[:, :, 0]
+        )
+    dense.sum().backward()
+    assert all(torch.isfinite(x.grad).all() for x in (q, k, v))
+
+
+# --- RoPE --------------------------------------------------------------------------------------------
+
+
+def test_rope_split_matches_wan() -> None:
+    assert rope_split(128) == (44, 42, 42)
+    assert rope_split(16) == (8, 4, 4)
+    with pytest.raises(ValueError, match="even head_dim"):
+        rope_split(7)
+
+
+def test_rope_scores_depend_only_on_relative_position() -> None:
+    torch.manual_seed(0)
+    Dh = 24
+    q, k = torch.randn(1, 2, 10, Dh, dtype=torch.float64), torch.randn(1, 2, 10, Dh, dtype=torch.float64)
+    pos = torch.randint(0, 20, (10, 3))
+    scores = [
+        apply_rope(q, rope_freqs(Dh, p)) @ apply_rope(k, rope_freqs(Dh, p)).transpose(-1, -2)
+        for p in (pos, pos + torch.tensor([7, -3, 11]))
+    ]
+    torch.testing.assert_close(scores[0], scores[1], atol=1e-5, rtol=1e-5)  # cos/sin are float32
+    # ...and positions do matter: moving one axis of some tokens changes their scores.
+    moved = pos.clone()
+    moved[:5, 1] += 3
+    other = apply_rope(q, rope_freqs(Dh, moved)) @ apply_rope(k, rope_freqs(Dh, moved)).transpose(-1, -2)
+    assert (other - scores[0]).abs().max() > 1e-2
+    # Rotation keeps norms.
+    torch.testing.assert_close(apply_rope(q, rope_freqs(Dh, pos)).norm(dim=-1), q.norm(dim=-1))
+
+
+# --- DiT ---------------------------------------------------------------------------------------------
+
+
+def test_output_is_exactly_zero_at_init_until_the_final_layer_moves() -> None:
+    model = make_dit(nudge=False)
+    v = model(**make_inputs())
+    assert v.shape == (2, CFG.in_channels, 2, 4, 6)
+    assert v.abs().max() == 0
+    with torch.no_grad():
+        model.head.linear.weight.normal_()
+    assert model(**make_inputs()).abs().min() > 0
+
+
+def test_packed_forward_equals_clips_one_by_one() -> None:
+    model = make_dit()
+    g = torch.Generator().manual_seed(2)
+    shapes, lengths, L = [(3, 4, 6), (1, 6, 4), (2, 2, 2)], [5, 2, 7], 7  # clip 1 is a one-frame image
+    xs = [torch.randn(CFG.in_channels, *s, generator=g) for s in shapes]
+    conds = [torch.randn(CFG.cond_channels, *s, generator=g) for s in shapes]
+    ts = [torch.rand(s[0], generator=g) for s in shapes]
+    text = torch.randn(3, L, CFG.text_dim, generator=g)
+    text_mask = torch.arange(L)[None] < torch.tensor(lengths)[:, None]  # (3, L), different caption lengths
+    with torch.no_grad():
+        packed = model.forward_packed(xs, ts, text, text_mask, conds)
+        for i in range(3):
+            alone = model(xs[i][None], ts[i][None], text[i : i + 1], text_mask[i : i + 1], conds[i][None])[0]
+            torch.testing.assert_close(packed[i], alone, atol=1e-5, rtol=1e-5)
+        # No conds means zeros (text-to-video), in both entry points; an empty caption is allowed.
+        text_mask[1] = False
+        packed = model.forward_packed(xs, ts, text, text_mask)
+        assert all(torch.isfinite(v).all() for v in packed)
+        alone = model(xs[1][None], ts[1][None], text[1:2], text_mask[1:2])[0]
+        torch.testing.assert_close(packed[1], alone, atol=1e-5, rtol=1e-5)
+
+
+def test_time_is_per_frame_and_the_model_is_deterministic() -> None:
+    model = make_dit()
+    inputs = make_inputs(B=1, T=3)
+    with torch.no_grad():
+        v = model(**inputs)
+        torch.testing.assert_close(model(**inputs), v, atol=0, rtol=0)
+        inputs["t"] = inputs["t"].clone()
+        inputs["t"][0, 1] += 0.3
+        change = (model(**inputs) - v).abs().amax(dim=(0, 1, 3, 4))  # (T,) per latent frame
+    assert change[1] > 1e-3  # the frame whose time moved
+    assert change[0] > 1e-6 and change[2] > 1e-6  # the others, through attention
+    assert change[1] > change[0] and change[1] > change[2]
+
+
+def test_padding_text_tokens_do_not_change_the_output() -> None:
+    model = make_dit()
+    inputs = make_inputs(B=2, L=6)
+    inputs["text_mask"][0, 3:] = False
+    inputs["text_mask"][1, 5:] = False
+    with torch.no_grad():
+        v = model(**inputs)
+        inputs["text"][0, 3:] = 100 * torch.randn(3, CFG.text_dim)  # junk under the padding
+        torch.testing.assert_close(model(**inputs), v)
+        short = dict(inputs, x=inputs["x"][:1], t=inputs["t"][:1], cond=inputs["cond"][:1])
+        short.update(text=inputs["text"][:1, :3], text_mask=inputs["text_mask"][:1, :3])
+        torch.testing.assert_close(model(**short), v[:1], atol=1e-5, rtol=1e-5)  # padding removed
+        inputs["text"][0, :3] += 1  # real tokens do matter
+        assert (model(**inputs)[0] - v[0]).abs().max() > 1e-3
+
+
+def test_checkpointing_gives_the_same_gradients() -> None:
+    model = make_dit().train()
+    inputs = make_inputs()
+    grads = []
+    for ckpt in (False, True):
+        model.zero_grad()
+        model.checkpointing = ckpt
+        model(**inputs).square().mean().backward()
+        grads.append([p.grad.clone() for p in model.parameters()])
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_parameter_counts_of_presets() -> None:
+    for name, lo, hi in [("s", 20e6, 40e6), ("wan-1.3b", 1.2e9, 1.5e9)]:
+        with torch.device("meta"):
+            model = DiT(PRESETS[name].dit)
+        n = sum(p.numel() for p in model.parameters())
+        assert lo <= n <= hi, (name, n)
+
+
+def _math_sdpa(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Attention as two visible matmuls, so FlopCounterMode counts them (it skips CPU fused SDPA)."""
+    scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    return scores.softmax(-1) @ v
+
+
+def test_dit_flops_matches_a_direct_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(layers, "_sdpa", _math_sdpa)
+    model = make_dit()
+    inputs = make_inputs(B=1, T=2, H=16, W=16, L=9)  # 2 * 8 * 8 = 128 tokens
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(**inputs)
+    assert dit_flops(CFG, 128, 9) == pytest.approx(counter.get_total_flops(), rel=0.03)
+
+
+def test_clear_errors_for_bad_inputs() -> None:
+    model = make_dit(nudge=False)
+    inputs = make_inputs()
+    bad = [
+        (dict(x=inputs["x"][:, :3]), "in_channels = 4"),
+        (dict(t=inputs["t"][:, :1]), "one value per latent frame"),
+        (dict(x=inputs["x"][..., :5], cond=None), "W = 5 is not a multiple of the patch size 2"),
+        (dict(cond=inputs["cond"][:, :4]), "cond_channels = in_channels \\+ 4"),
+        (dict(text=inputs["text"][..., :3]), "text_dim=32"),
+        (dict(text_mask=inputs["text_mask"].float()), "text_mask must be bool"),
+    ]
+    for change, message in bad:
+        with pytest.raises(ValueError, match=message):
+            model(**dict(inputs, **change))
+    with pytest.raises(ValueError, match="3 captions"):
+        model.forward_packed(
+            [inputs["x"][0]], [inputs["t"][0]], torch.randn(3, 2, 32), torch.ones(3, 2, dtype=bool)
+        )
