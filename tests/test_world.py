@@ -233,3 +233,23 @@ def test_show_command_draws_a_contact_sheet(tmp_path):
 
     image = Image.open(path)
     assert image.width > 5 * 32 and image.height > 32
+
+
+def test_frames_do_not_depend_on_batch_or_chunking():
+    # Each frame is traced on its own: rendering a scene alone, in a batch with others (more object
+    # slots), or a few rows at a time gives the same bytes.
+    scenes = [WorldSampler(SMALL).sample(s) for s in (21, 22, 23)]
+    alone = render(scenes[1], (40, 32))
+    batch = render(scenes, (40, 32), max_rays=40 * 32 * 4)
+    assert torch.equal(batch.frames[1], alone.frames[0]) and torch.equal(batch.ids[1], alone.ids[0])
+    assert torch.equal(batch.depth[1], alone.depth[0])
+    k = len(scenes[1].objects)
+    assert torch.equal(batch.coverage[1, :, :k], alone.coverage[0])
+
+
+def test_simulate_cache_returns_read_only_paths_and_fresh_events():
+    scene = WorldSampler(SMALL).sample(5)
+    a, b = simulate(scene), simulate(scene)
+    assert a.pos is b.pos and a.events == b.events and a.events is not b.events
+    with pytest.raises(ValueError):
+        a.pos[0, 0, 0] = 1.0

@@ -18,6 +18,8 @@ field; large frames decode by tiles blended linearly over their overlap.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -63,15 +65,15 @@ class CausalConv3d(nn.Module):
         if self.past == 0:
             return self.conv(x)
         prev = None if cache is None else cache.get(self)
+        if prev is None and x.shape[2] == 1:
+            # A lone first frame (an image, or a clip's first chunk) has only zeros in its past:
+            # only the kernel's last time slice touches data, so a 2D conv gives the same result
+            # at a third of the cost.
+            if cache is not None:  # the next chunk's past: zeros, then this frame
+                cache[self] = F.pad(x, (0, 0, 0, 0, self.past - 1, 0))
+            return self._first_frame(x)
         if prev is None:
             prev = x.new_zeros(x.shape[0], x.shape[1], self.past, *x.shape[3:])
-            if x.shape[2] == 1:
-                # A lone first frame (an image, or a clip's first chunk) has only zeros in its past:
-                # only the kernel's last time slice touches data, so a 2D conv gives the same result
-                # at a third of the cost.
-                if cache is not None:
-                    _remember(cache, self, torch.cat([prev, x], dim=2)[:, :, -self.past :])
-                return self._first_frame(x)
         x = torch.cat([prev, x], dim=2)  # (B, C, past + T, H, W)
         if cache is not None:
             _remember(cache, self, x[:, :, -self.past :])
@@ -300,6 +302,8 @@ class VideoVAE(nn.Module):
         # x (B, C, T, H, W) through `net` chunk by chunk (first frame alone, then size_in frames, each
         # giving size_out frames), written into one preallocated output: the peak is the output plus
         # one chunk's activations, whatever T is.
+        if x.shape[2] == 1:
+            return net(x)  # a single frame is a single chunk: no caches to keep
         t_out = 1 + (x.shape[2] - 1) * size_out // size_in
         cache: Cache = {}
         out = None
@@ -323,12 +327,12 @@ class VideoVAE(nn.Module):
         t = 1 + self.time_factor * (t_z - 1)
         out = z.new_zeros(b, self.cfg.in_channels, t, h * s, w * s)
         weight = z.new_zeros(h * s, w * s)  # sum of blend weights per pixel
-        for h0 in _tile_starts(h, tile, overlap):
-            for w0 in _tile_starts(w, tile, overlap):
-                h1, w1 = min(h0 + tile, h), min(w0 + tile, w)
+        spans_h, spans_w = _tile_spans(h, tile, overlap), _tile_spans(w, tile, overlap)
+        for i, (h0, h1) in enumerate(spans_h):
+            for j, (w0, w1) in enumerate(spans_w):
                 x_tile = self._decode_frames(z[:, :, :, h0:h1, w0:w1], chunked)
-                # (th, tw) pixels: 1 inside, ramping towards 0 across the overlap at inner edges
-                mask = torch.outer(_ramp(h0, h1, h, s, overlap, z), _ramp(w0, w1, w, s, overlap, z))
+                # (th, tw) pixels: 1 inside, crossfading linearly with each neighbour across the overlap
+                mask = torch.outer(_blend_1d(spans_h, i, s, z), _blend_1d(spans_w, j, s, z))
                 out[..., h0 * s : h1 * s, w0 * s : w1 * s].addcmul_(x_tile, mask)
                 weight[h0 * s : h1 * s, w0 * s : w1 * s] += mask
         return out.div_(weight)
@@ -384,26 +388,25 @@ def _chunks(n: int, size: int) -> list[tuple[int, int]]:
     return [(0, 1)] + [(i, min(i + size, n)) for i in range(1, n, size)]
 
 
-def _tile_starts(n: int, tile: int, overlap: int) -> list[int]:
-    """Tile starts along an axis of n latent pixels: stride tile - overlap, the last tile flush with n."""
+def _tile_spans(n: int, tile: int, overlap: int) -> list[tuple[int, int]]:
+    """Latent ranges [i0, i1) of tiles covering n: as few as keep neighbours overlapping by at least
+    `overlap`, spread evenly."""
     if n <= tile:
-        return [0]
-    return list(range(0, n - tile, tile - overlap)) + [n - tile]
+        return [(0, n)]
+    count = math.ceil((n - overlap) / (tile - overlap))
+    return [(a, a + tile) for a in (round(k * (n - tile) / (count - 1)) for k in range(count))]
 
 
-def _ramp(i0: int, i1: int, n: int, s: int, overlap: int, like: Tensor) -> Tensor:
-    """1D blend weights (pixels) for a tile spanning latent [i0, i1) of n: 1 inside, linear ramps over
-    `overlap` latent pixels at edges that meet another tile (none at the frame border), never 0, so
-    two neighbours' ramps across a shared overlap sum to 1."""
+def _blend_1d(spans: list[tuple[int, int]], k: int, s: int, like: Tensor) -> Tensor:
+    """Blend weights (pixels) of tile k along one axis: 1 inside, linear ramps across its overlap with
+    each neighbour, so two neighbours' weights sum to 1 there; never 0."""
+    i0, i1 = spans[k]
     w = like.new_ones((i1 - i0) * s)
-    r = min(overlap * s, w.numel())
-    if r == 0:
-        return w
-    up = (torch.arange(r, device=w.device, dtype=w.dtype) + 0.5) / r  # (r,) from ~0 to ~1
-    if i0 > 0:
-        w[:r] = up
-    if i1 < n:
-        w[-r:] = torch.minimum(w[-r:], up.flip(0))
+    if k > 0 and (r := (spans[k - 1][1] - i0) * s) > 0:
+        w[:r] = (torch.arange(r, device=w.device, dtype=w.dtype) + 0.5) / r  # rising from ~0 to ~1
+    if k < len(spans) - 1 and (r := (i1 - spans[k + 1][0]) * s) > 0:
+        fall = (torch.arange(r, 0, -1, device=w.device, dtype=w.dtype) - 0.5) / r
+        w[-r:] = torch.minimum(w[-r:], fall)
     return w
 
 

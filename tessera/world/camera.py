@@ -28,42 +28,51 @@ def ease(u: np.ndarray) -> np.ndarray:
 
 
 def look_at(eye: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """world_from_camera rotation (3, 3) whose columns are the camera's right, down and forward axes."""
-    forward = (target - eye) / np.linalg.norm(target - eye)
-    right = np.cross(forward, [0.0, 1.0, 0.0])
-    right /= np.linalg.norm(right)
-    down = np.cross(forward, right)
-    return np.stack([right, down, forward], axis=1)
+    """world_from_camera rotation (..., 3, 3) whose columns are the camera's right, down and forward
+    axes, for eyes and targets (..., 3) (one pose or a whole path at once)."""
+    forward = (target - eye) / np.linalg.norm(target - eye, axis=-1, keepdims=True)
+    right = _cross(forward, np.array([0.0, 1.0, 0.0]))
+    right /= np.linalg.norm(right, axis=-1, keepdims=True)
+    down = _cross(forward, right)
+    return np.stack([right, down, forward], axis=-1)
+
+
+def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a x b over the last axis (np.cross's arithmetic without its per-call overhead)."""
+    a0, a1, a2 = a[..., 0], a[..., 1], a[..., 2]
+    b0, b1, b2 = b[..., 0], b[..., 1], b[..., 2]
+    return np.stack([a1 * b2 - a2 * b1, a2 * b0 - a0 * b2, a0 * b1 - a1 * b0], axis=-1)
 
 
 def camera_poses(cam: CameraPath, frames: int) -> tuple[np.ndarray, np.ndarray]:
-    """(eye (T, 3), world_from_camera rotation (T, 3, 3)) along the eased path of `cam`."""
-    u = ease(np.linspace(0.0, 1.0, frames) if frames > 1 else np.zeros(1))
+    """(eye (T, 3), world_from_camera rotation (T, 3, 3)) along the eased path of `cam`, computed for
+    all frames at once (this runs once per clip, so it stays cheap next to a GPU renderer)."""
+    s = ease(np.linspace(0.0, 1.0, frames) if frames > 1 else np.zeros(1))  # (T,) eased progress
     sign = 1.0 if cam.direction in ("right", "up", "in") else -1.0
     eye0 = np.array([0.0, cam.height, cam.distance])
-    eyes, rots = [], []
-    for s in u:
-        eye, target = eye0.copy(), TARGET.copy()
-        if cam.move == "orbit":  # around the vertical axis through the target; "right" = camera moves right
-            a = math.radians(ORBIT_DEGREES) * s * sign
-            eye = np.array([cam.distance * math.sin(a), cam.height, cam.distance * math.cos(a)])
-        elif cam.move == "dolly":
-            eye = eye0 + sign * DOLLY_FRACTION * s * (TARGET - eye0)
-        elif cam.move == "truck":
-            shift = np.array([sign * TRUCK_METRES * s, 0.0, 0.0])
-            eye, target = eye0 + shift, TARGET + shift
-        elif cam.move == "pan":  # turn the view about the vertical axis through the eye
-            a = math.radians(PAN_DEGREES) * s * sign
-            d = TARGET - eye0
-            target = eye0 + np.array([d[0] * math.cos(a) + d[2] * -math.sin(a), d[1],
-                                      d[0] * math.sin(a) + d[2] * math.cos(a)])  # fmt: skip
-        elif cam.move == "tilt":
-            d = TARGET - eye0
-            pitch = math.atan2(d[1], math.hypot(d[0], d[2])) + sign * math.radians(TILT_DEGREES) * s
-            target = eye0 + np.array([0.0, math.tan(pitch) * math.hypot(d[0], d[2]), d[2]])
-        eyes.append(eye)
-        rots.append(look_at(eye, target))
-    return np.stack(eyes), np.stack(rots)
+    eye, target = np.tile(eye0, (len(s), 1)), np.tile(TARGET, (len(s), 1))  # (T, 3) each
+    d = TARGET - eye0
+    if cam.move == "orbit":  # around the vertical axis through the target; "right" = camera moves right
+        a = math.radians(ORBIT_DEGREES) * s * sign
+        eye = np.stack([cam.distance * np.sin(a), np.full_like(a, cam.height), cam.distance * np.cos(a)], 1)
+    elif cam.move == "dolly":
+        eye = eye0 + sign * DOLLY_FRACTION * s[:, None] * d
+    elif cam.move == "truck":
+        shift = np.stack([sign * TRUCK_METRES * s, np.zeros_like(s), np.zeros_like(s)], 1)
+        eye, target = eye0 + shift, TARGET + shift
+    elif cam.move == "pan":  # turn the view about the vertical axis through the eye
+        a = math.radians(PAN_DEGREES) * s * sign
+        turned = [
+            d[0] * np.cos(a) + d[2] * -np.sin(a),
+            np.full_like(a, d[1]),
+            d[0] * np.sin(a) + d[2] * np.cos(a),
+        ]
+        target = eye0 + np.stack(turned, 1)
+    elif cam.move == "tilt":
+        flat = math.hypot(d[0], d[2])
+        pitch = math.atan2(d[1], flat) + sign * math.radians(TILT_DEGREES) * s
+        target = eye0 + np.stack([np.zeros_like(s), np.tan(pitch) * flat, np.full_like(s, d[2])], 1)
+    return eye, look_at(eye, target)
 
 
 def intrinsics(width: int, height: int, fov: float) -> np.ndarray:

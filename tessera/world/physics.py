@@ -7,6 +7,7 @@ lengths are set relative to the clip's duration so that every event happens insi
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -43,7 +44,30 @@ class Trajectory:
 
 
 def simulate(scene: Scene) -> Trajectory:
-    """Trajectories of all objects of `scene` at its frame times."""
+    """Trajectories of all objects of `scene` at its frame times. The sampler, the captions and the
+    renderer all ask for the same scene's paths, so recent results are cached (scenes are frozen and
+    hashable); the arrays are read-only and the event list is a fresh copy on every call."""
+    traj = _simulate_cached(scene)
+    return Trajectory(pos=traj.pos, rot=traj.rot, vel=traj.vel, events=list(traj.events))
+
+
+def positions(scene: Scene) -> np.ndarray:
+    """Object centres (T, K, 3) of `scene` (read-only): simulate without velocities, for the sampler's
+    placement test, which runs on every drawn candidate."""
+    return _paths(scene)[0]
+
+
+@functools.lru_cache(maxsize=512)
+def _simulate_cached(scene: Scene) -> Trajectory:
+    pos, rot, events = _paths(scene)
+    times = np.arange(scene.frames, dtype=np.float64) / scene.fps
+    vel = np.gradient(pos, times, axis=0) if scene.frames > 1 else np.zeros_like(pos)
+    vel.setflags(write=False)
+    return Trajectory(pos=pos, rot=rot, vel=vel, events=events)
+
+
+@functools.lru_cache(maxsize=512)
+def _paths(scene: Scene) -> tuple[np.ndarray, np.ndarray, list[Event]]:
     times = np.arange(scene.frames, dtype=np.float64) / scene.fps
     n = len(scene.objects)
     pos = np.zeros((scene.frames, n, 3))
@@ -59,10 +83,11 @@ def simulate(scene: Scene) -> Trajectory:
             continue
         pos[:, i], rot[:, i], evs = _single(scene, i, times, pos)
         events += evs
-    vel = np.gradient(pos, times, axis=0) if scene.frames > 1 else np.zeros_like(pos)
     events = [e for e in events if 0.0 <= e.time <= times[-1] + 0.5 / scene.fps]
     events.sort(key=lambda e: (e.time, e.subject))
-    return Trajectory(pos=pos, rot=rot, vel=vel, events=events)
+    for a in (pos, rot):
+        a.setflags(write=False)
+    return pos, rot, events
 
 
 def _frame(scene: Scene, t: float) -> int:
@@ -74,8 +99,10 @@ def _single(scene: Scene, i: int, times: np.ndarray, pos: np.ndarray):
     ob, dur = scene.objects[i], scene.duration
     u = times / dur  # clip progress in [0, 1]
     sign = -1.0 if ob.direction == "left" else 1.0
-    p = np.tile([ob.x, ob.radius, ob.z], (len(times), 1)).astype(np.float64)
-    r = np.broadcast_to(rot_y(ob.yaw), (len(times), 3, 3)).copy()
+    p = np.empty((len(times), 3))
+    p[:] = (ob.x, ob.radius, ob.z)
+    r = np.empty((len(times), 3, 3))
+    r[:] = rot_y(ob.yaw)
     events: list[Event] = []
     if ob.motion == "slide":
         p[:, 0] += sign * SLIDE_DISTANCE * u
@@ -85,7 +112,7 @@ def _single(scene: Scene, i: int, times: np.ndarray, pos: np.ndarray):
         p[:, 0] += sign * SLIDE_DISTANCE * u
         r = _rolling(ob, sign * SLIDE_DISTANCE * u)
     elif ob.motion == "spin":
-        r = np.stack([rot_y(ob.yaw + 2 * math.pi * ob.turns * x) for x in u])
+        r = rot_y_many(ob.yaw + 2 * math.pi * ob.turns * u)
     elif ob.motion in ("bounce", "fall"):
         e = ob.restitution if ob.motion == "bounce" else 0.0
         height, impacts = bounce_heights(times, ob.height, fall_time(ob.motion, dur), e)
@@ -134,7 +161,7 @@ def _rolling(ob: Object, dist: np.ndarray) -> np.ndarray:
     """Rotations of an object rolling without slipping a signed distance along x: angle = dist / r
     about the -z axis. A cylinder lies on its side first (its axis along z)."""
     base = rot_y(ob.yaw) if ob.shape == "sphere" else rot_x(math.pi / 2)
-    return np.stack([rot_z(-d / ob.radius) @ base for d in dist])
+    return rot_z_many(-dist / ob.radius) @ base
 
 
 def _orbit(scene: Scene, i: int, u: np.ndarray, pos: np.ndarray) -> np.ndarray:
@@ -209,3 +236,19 @@ def rot_z(a: float) -> np.ndarray:
     """Rotation by `a` radians about the z axis."""
     c, s = math.cos(a), math.sin(a)
     return np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]], dtype=np.float64)
+
+
+def rot_y_many(a: np.ndarray) -> np.ndarray:
+    """Rotations (T, 3, 3) by angles `a` (T,) about the vertical y axis (rot_y for a whole path)."""
+    c, s = np.cos(a), np.sin(a)
+    out = np.zeros((len(a), 3, 3))
+    out[:, 0, 0], out[:, 0, 2], out[:, 1, 1], out[:, 2, 0], out[:, 2, 2] = c, s, 1.0, -s, c
+    return out
+
+
+def rot_z_many(a: np.ndarray) -> np.ndarray:
+    """Rotations (T, 3, 3) by angles `a` (T,) about the z axis (rot_z for a whole path)."""
+    c, s = np.cos(a), np.sin(a)
+    out = np.zeros((len(a), 3, 3))
+    out[:, 0, 0], out[:, 0, 1], out[:, 1, 0], out[:, 1, 1], out[:, 2, 2] = c, -s, s, c, 1.0
+    return out

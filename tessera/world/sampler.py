@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tessera.world.physics import simulate
+from tessera.world.physics import positions
 from tessera.world.scene import (
     CAMERA_MOVES,
     COLOURS,
@@ -207,8 +207,7 @@ class WorldSampler:
 def _paths_clear(scene: Scene) -> bool:
     """No two objects come closer than their bounding radii allow (colliding pairs meet exactly once,
     by design), and nothing starts outside a generous stage."""
-    traj = simulate(scene)
-    pos = traj.pos  # (T, K, 3)
+    pos = positions(scene)  # (T, K, 3)
     radius = np.array([ob.radius for ob in scene.objects])
     for i in range(len(scene.objects)):
         for j in range(i + 1, len(scene.objects)):

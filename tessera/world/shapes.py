@@ -132,3 +132,6 @@ def cone(o: torch.Tensor, d: torch.Tensor):
 
 # Index in this tuple = shape id used by the renderer (same order as scene.SHAPES).
 INTERSECT = (cube, sphere, cylinder, cone, pyramid, octahedron)
+# Radius of the smallest sphere around the origin holding each unit shape (same order): the cube's and
+# pyramid's corners, the cylinder's and cone's base rim, the sphere's and octahedron's surface.
+BOUND_RADII = (3**0.5, 1.0, 2**0.5, 2**0.5, 3**0.5, 1.0)

@@ -1,0 +1,245 @@
+"""GPU benchmark of DiT training: matmul peak, training tokens/s and MFU, and forward time beside
+diffusers' `WanTransformer3DModel` (random weights, the same shape).
+
+    python bench/train_throughput.py                       # H100: s and wan-1.3b at 81x480x832
+    python bench/train_throughput.py --only forward        # just the forward comparison
+    python bench/train_throughput.py --device cpu --presets tiny --frames 9 --height 32 --width 32 \
+        --text-len 8 --steps 2 --no-compile               # a CPU smoke run of the script itself
+
+Prints one table with the device, versions and date. Definitions:
+- peak: the best bf16 matmul throughput measured here (square matmuls of a few sizes), not the data sheet.
+- training step: bf16 autocast forward + backward of the DiT on one clip of the given size (text of
+  `--text-len` tokens, the conditioning channels filled) + gradient clipping + fused AdamW on fp32 master
+  weights; the time is the median over `--steps` steps after warm-up.
+- MFU = 3 x forward FLOPs (`dit_flops`: matmuls and attention; recomputation not counted) / step time
+  / peak. When a step does not fit in memory it is retried with activation checkpointing (noted).
+- forward: bf16 weights, inference mode, both models compiled with `torch.compile` (or both eager);
+  ratio = diffusers time / ours (above 1 means ours is faster). Wan's text width is 4096 (umT5) and
+  ours is the preset's; both see `--text-len` text tokens.
+
+diffusers is not a dependency: install it from a wheel first (`pip install --no-deps .whl/diffusers-*.whl`)
+or pass `--no-diffusers`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import gc
+import json
+import platform
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+from tessera.config import get_preset
+from tessera.models.dit import DiT, dit_flops
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn: Callable[[], object], device: torch.device, warmup: int, iters: int) -> float:
+    """Median seconds of `fn()` over `iters` calls after `warmup` calls."""
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    times = []
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def matmul_peak(device: torch.device) -> float:
+    """Best measured bf16 matmul FLOP/s over a few square sizes."""
+    best = 0.0
+    sizes = (4096, 8192, 16384) if device.type == "cuda" else (512, 1024)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    for n in sizes:
+        a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
+        s = timed(lambda a=a, b=b: a @ b, device, warmup=3, iters=10)
+        best = max(best, 2 * n**3 / s)
+        del a, b
+    return best
+
+
+def latent_inputs(cfg, frames: int, height: int, width: int, text_len: int, device, dtype=torch.float32):
+    """Random latents (1, C, T_z, H/8, W/8), per-frame t, text, mask and cond for the DiT."""
+    t_z, h, w = 1 + (frames - 1) // 4, height // 8, width // 8
+    g = dict(device=device, dtype=dtype)
+    x = torch.randn(1, cfg.in_channels, t_z, h, w, **g)
+    cond = torch.randn(1, cfg.cond_channels, t_z, h, w, **g)
+    t = torch.rand(1, t_z, device=device)
+    text = torch.randn(1, text_len, cfg.text_dim, **g)
+    mask = torch.ones(1, text_len, dtype=torch.bool, device=device)
+    pt, ph, pw = cfg.patch
+    return x, t, text, mask, cond, (t_z // pt) * (h // ph) * (w // pw)
+
+
+def train_bench(preset: str, args, device: torch.device, peak: float, checkpointing: bool) -> dict:
+    """One training configuration; {"oom": True} when it does not fit."""
+    cfg = get_preset(preset).dit
+    dit = DiT(cfg).to(device)
+    dit.checkpointing = checkpointing
+    if args.compile:
+        for block in dit.blocks:
+            block.compile()
+    fused = device.type == "cuda"
+    opt = torch.optim.AdamW(dit.parameters(), lr=1e-4, fused=fused)
+    x0, t, text, mask, cond, tokens = latent_inputs(
+        cfg, args.frames, args.height, args.width, args.text_len, device
+    )
+    noise = torch.randn_like(x0)
+    x_t = (1 - t[:, None, :, None, None]) * x0 + t[:, None, :, None, None] * noise
+    target = noise - x0
+
+    def step() -> None:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            v = dit(x_t, t, text, mask, cond)
+        loss = (v.float() - target).square().mean()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(dit.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    try:
+        s = timed(step, device, warmup=2, iters=args.steps)
+    except torch.OutOfMemoryError:
+        return {"oom": True}
+    flops = 3 * dit_flops(cfg, tokens, args.text_len)
+    peak_mem = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
+    params = sum(p.numel() for p in dit.parameters())
+    return dict(
+        preset=preset, tokens=tokens, params_m=params / 1e6, step_s=s, tokens_per_s=tokens / s,
+        tflops=flops / s / 1e12, mfu=flops / s / peak, peak_gib=peak_mem, checkpointing=checkpointing,
+    )  # fmt: skip
+
+
+def free(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def forward_ours(args, device: torch.device) -> float:
+    """Seconds per forward of our DiT (wan-1.3b preset) in bf16."""
+    cfg = get_preset(args.forward_preset).dit
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    dit = DiT(cfg).to(device, dtype).eval()
+    x, t, text, mask, cond, _ = latent_inputs(
+        cfg, args.frames, args.height, args.width, args.text_len, device, dtype
+    )
+    fn = torch.compile(dit) if args.compile else dit
+    with torch.inference_mode():
+        return timed(lambda: fn(x, t, text, mask, cond), device, warmup=2, iters=args.steps)
+
+
+def forward_diffusers(args, device: torch.device) -> float:
+    """Seconds per forward of diffusers' WanTransformer3DModel with Wan 2.1 1.3B's shape in bf16."""
+    from diffusers import WanTransformer3DModel
+
+    cfg = get_preset(args.forward_preset).dit
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    model = WanTransformer3DModel(
+        patch_size=cfg.patch, num_attention_heads=cfg.heads, attention_head_dim=cfg.dim // cfg.heads,
+        in_channels=cfg.in_channels, out_channels=cfg.in_channels, text_dim=4096, freq_dim=cfg.freq_dim,
+        ffn_dim=cfg.ffn_dim, num_layers=cfg.depth, cross_attn_norm=True, qk_norm="rms_norm_across_heads",
+        eps=cfg.eps,
+    ).to(device, dtype).eval()  # fmt: skip
+    t_z, h, w = 1 + (args.frames - 1) // 4, args.height // 8, args.width // 8
+    x = torch.randn(1, cfg.in_channels, t_z, h, w, device=device, dtype=dtype)
+    timestep = torch.tensor([500], device=device)
+    text = torch.randn(1, args.text_len, 4096, device=device, dtype=dtype)
+    fn = torch.compile(model) if args.compile else model
+    call = lambda: fn(hidden_states=x, timestep=timestep, encoder_hidden_states=text, return_dict=False)
+    with torch.inference_mode():
+        return timed(call, device, warmup=2, iters=args.steps)
+
+
+def header(device: torch.device) -> list[str]:
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    return [
+        f"# tessera train throughput, {datetime.datetime.now().isoformat(timespec='seconds')}",
+        f"device: {name}; torch {torch.__version__}; python {platform.python_version()}",
+    ]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--presets", default="s,wan-1.3b")
+    p.add_argument("--forward-preset", default="wan-1.3b")
+    p.add_argument("--frames", type=int, default=81)
+    p.add_argument("--height", type=int, default=480)
+    p.add_argument("--width", type=int, default=832)
+    p.add_argument("--text-len", type=int, default=512)
+    p.add_argument("--steps", type=int, default=5, help="timed iterations (after 2 warm-up ones)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--only", choices=("all", "train", "forward"), default="all")
+    p.add_argument("--checkpointing", choices=("auto", "on", "off"), default="auto")
+    p.add_argument("--no-compile", dest="compile", action="store_false")
+    p.add_argument("--no-diffusers", dest="diffusers", action="store_false")
+    p.add_argument("--json", help="also write the results to this file")
+    args = p.parse_args()
+    device = torch.device(args.device)
+    torch.backends.cuda.matmul.allow_tf32 = True
+    lines = header(device)
+    results: dict = {"args": vars(args)}
+    peak = matmul_peak(device)
+    results["peak_tflops"] = peak / 1e12
+    lines.append(f"measured bf16 matmul peak: {peak / 1e12:.0f} TFLOP/s")
+    print("\n".join(lines), flush=True)
+
+    if args.only in ("all", "train"):
+        results["train"] = []
+        cols = ("preset", "tokens", "params", "ckpt", "step s", "tokens/s", "TFLOP/s", "MFU", "peak GiB")
+        print(f"\n| {' | '.join(cols)} |\n|{'---|' * len(cols)}")
+        for preset in args.presets.split(","):
+            tries = {"auto": [False, True], "on": [True], "off": [False]}[args.checkpointing]
+            for ckpt in tries:
+                r = train_bench(preset, args, device, peak, ckpt)
+                free(device)
+                if not r.get("oom"):
+                    break
+                print(f"| {preset} | out of memory with checkpointing={ckpt} |", flush=True)
+            results["train"].append(r)
+            if not r.get("oom"):
+                print(
+                    f"| {preset} | {r['tokens']} | {r['params_m']:.0f}M | {'on' if ckpt else 'off'} | "
+                    f"{r['step_s']:.3f} | {r['tokens_per_s']:.0f} | {r['tflops']:.0f} | "
+                    f"{100 * r['mfu']:.1f}% | {r['peak_gib']:.1f} |",
+                    flush=True,
+                )
+
+    if args.only in ("all", "forward"):
+        mode = "compiled" if args.compile else "eager"
+        ours = forward_ours(args, device)
+        free(device)
+        results["forward"] = {"ours_s": ours, "mode": mode}
+        print(f"\nforward {args.forward_preset} at {args.frames}x{args.height}x{args.width}, {mode}:")
+        print(f"  ours: {1000 * ours:.1f} ms", flush=True)
+        if args.diffusers:
+            try:
+                theirs = forward_diffusers(args, device)
+            except ImportError as e:
+                print(f"  diffusers: not installed ({e}); install its wheel or pass --no-diffusers")
+            else:
+                results["forward"] |= {"diffusers_s": theirs, "ratio": theirs / ours}
+                print(f"  diffusers WanTransformer3DModel: {1000 * theirs:.1f} ms")
+                print(f"  ratio diffusers / ours: {theirs / ours:.2f} (above 1: ours is faster)")
+            free(device)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+"""Scoring captions against the world's truth: per-object attribute F1, motion and camera accuracy.
+
+A caption is parsed back to facts (`parse.parse`) and its objects are matched one-to-one to the scene's
+objects by the assignment (over all permutations: at most 4 objects) that agrees on the most
+attributes. Attribute F1 counts (object, attribute, value) facts: a true positive is a stated attribute
+equal to its matched object's truth; precision divides by the attributes the caption states, recall by
+the scene's (4 per object). Motion accuracy is the share of scene objects whose matched caption object
+has the right motion; camera accuracy asks for the right move and direction.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter
+
+from tessera.caption.parse import Facts, parse, scene_facts
+
+ATTRIBUTES = ("shape", "colour", "size", "material")
+
+
+def match(pred: Facts, truth: Facts) -> list[tuple[int, int]]:
+    """(pred index, truth index) pairs of the best one-to-one matching by agreeing attributes."""
+    n_p, n_t = len(pred.objects), len(truth.objects)
+    best, best_pairs = -1, []
+    small, large = (n_p, n_t) if n_p <= n_t else (n_t, n_p)
+    for perm in itertools.permutations(range(large), small):
+        pairs = [(i, j) for i, j in enumerate(perm)] if n_p <= n_t else [(j, i) for i, j in enumerate(perm)]
+        agree = sum(_agree(pred.objects[i], truth.objects[j]) for i, j in pairs)
+        if agree > best:
+            best, best_pairs = agree, pairs
+    return best_pairs
+
+
+def _agree(p, t) -> int:
+    return sum(getattr(p, a) is not None and getattr(p, a) == getattr(t, a) for a in ATTRIBUTES) + (
+        p.motion == t.motion
+    )
+
+
+def score(caption: str, scene) -> Counter:
+    """Counts for one caption of `scene`: tp/pred/true per attribute, motion and camera hits."""
+    pred, truth = parse(caption), scene_facts(scene)
+    c: Counter = Counter()
+    for a in ATTRIBUTES:
+        c[f"{a}.pred"] += sum(getattr(o, a) is not None for o in pred.objects)
+        c[f"{a}.true"] += len(truth.objects)
+    for i, j in match(pred, truth):
+        p, t = pred.objects[i], truth.objects[j]
+        for a in ATTRIBUTES:
+            c[f"{a}.tp"] += getattr(p, a) is not None and getattr(p, a) == getattr(t, a)
+        c["motion.hit"] += p.motion == t.motion
+    c["objects"] += len(truth.objects)
+    c["count.hit"] += len(pred.objects) == len(truth.objects)
+    c["camera.hit"] += (pred.camera, pred.camera_direction) == (truth.camera, truth.camera_direction)
+    c["clips"] += 1
+    return c
+
+
+def summarise(c: Counter) -> dict[str, float]:
+    """F1 per attribute and overall, motion / camera / object-count accuracy from summed counts."""
+    out: dict[str, float] = {}
+    tp = pred = true = 0
+    for a in ATTRIBUTES:
+        out[f"{a}_f1"] = _f1(c[f"{a}.tp"], c[f"{a}.pred"], c[f"{a}.true"])
+        tp, pred, true = tp + c[f"{a}.tp"], pred + c[f"{a}.pred"], true + c[f"{a}.true"]
+    out["attribute_f1"] = _f1(tp, pred, true)
+    out["motion_accuracy"] = c["motion.hit"] / max(1, c["objects"])
+    out["camera_accuracy"] = c["camera.hit"] / max(1, c["clips"])
+    out["object_count_accuracy"] = c["count.hit"] / max(1, c["clips"])
+    out["clips"] = c["clips"]
+    return out
+
+
+def _f1(tp: int, pred: int, true: int) -> float:
+    return 2 * tp / (pred + true) if pred + true else 1.0

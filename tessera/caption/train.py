@@ -1,0 +1,208 @@
+"""Training the captioner on world clips and their detailed captions, top to bottom.
+
+1. A BPE tokenizer is trained on the captions of `tokenizer_corpus` train-split scenes.
+2. A pool of `pool` train-split clips is rendered once on the device (uint8, kept there) at the
+   captioner's input size: `frames` frames over the world's 2-second clip (the same scene at a lower
+   frame rate: the world's motion is closed form in time, so the clip and its caption are unchanged).
+3. Each step draws `batch_size` pool clips (seeded by (seed, step), so a resumed run draws the same
+   batches) and takes one AdamW step on the teacher-forced next-token loss.
+4. Checkpoints: `RUN/model/` (a captioner folder) and `RUN/state/` (weights, optimizer, step), each by
+   one atomic rename; `resume=True` continues from `RUN/state/`.
+5. At the end the captioner is scored (greedy and beam) on unseen train-split clips and on the held-out
+   split (`metrics.py`); the scores go to `RUN/metrics.json` and `RUN/model/metrics.json`.
+
+On the H100: `python -c "from tessera.caption.train import *; train_captioner(CaptionerTrainConfig(),
+'runs/captioner')"`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass
+
+import torch
+
+from tessera.caption.metrics import score, summarise
+from tessera.caption.model import CAPTIONER_PRESETS, Captioner, CaptionerConfig, caption_loss
+from tessera.caption.weights import CaptionerBundle, caption_clips, save_captioner
+from tessera.checkpoint import load_state, save_state
+from tessera.models.text import Tokenizer
+from tessera.train.state import flatten, generator, lr_at, unflatten
+from tessera.world import WorldConfig, WorldSampler, caption_corpus, detailed_caption, render
+from tessera.world.dataset import scene_seed
+
+CLIP_SECONDS = 2.0  # the world's default clip: 33 frames at 16 fps
+
+
+@dataclass(frozen=True)
+class CaptionerTrainConfig:
+    """Captioner training run; `pool` distinct clips are rendered once and revisited."""
+
+    preset: str = "s"
+    steps: int = 4000
+    batch_size: int = 64
+    lr: float = 5e-4
+    warmup: int = 200
+    weight_decay: float = 0.05
+    pool: int = 20000
+    render_batch: int = 256
+    tokenizer_corpus: int = 4000
+    seed: int = 0
+    eval_clips: int = 256
+    beam_clips: int = 32
+    ckpt_every: int = 1000
+    log_every: int = 100
+    time_limit_min: float = 0.0  # stop training (checkpoint, evaluate) after this many minutes; 0 = none
+    device: str = "auto"
+
+
+def _device(name: str) -> torch.device:
+    return torch.device(
+        "cuda" if name == "auto" and torch.cuda.is_available() else "cpu" if name == "auto" else name
+    )
+
+
+def world_clips(
+    cfg: CaptionerConfig, split: str, seeds: list[int], device: torch.device, render_batch: int = 256
+):
+    """Render the scenes of `seeds` at the captioner's input: uint8 (N, F, S, S, 3) on `device`, and
+    the scenes."""
+    world = WorldConfig(frames=cfg.frames, fps=max(cfg.frames - 1, 1) / CLIP_SECONDS)
+    sampler = WorldSampler(world, split)
+    scenes = [sampler.sample(s) for s in seeds]
+    frames = torch.empty(len(scenes), cfg.frames, cfg.size, cfg.size, 3, dtype=torch.uint8, device=device)
+    for start in range(0, len(scenes), render_batch):
+        chunk = scenes[start : start + render_batch]
+        frames[start : start + len(chunk)] = render(chunk, (cfg.size, cfg.size), device).frames
+    return frames, scenes
+
+
+def train_captioner(cfg: CaptionerTrainConfig, out: str, resume: bool = False) -> dict:
+    """Train (or resume) a captioner run in folder `out`; returns {"step", "loss", "metrics"}."""
+    from pathlib import Path
+
+    run, device, t0 = Path(out), _device(cfg.device), time.monotonic()
+    if cfg.preset not in CAPTIONER_PRESETS:
+        raise ValueError(
+            f"unknown captioner preset '{cfg.preset}'; choose one of {', '.join(CAPTIONER_PRESETS)}"
+        )
+    if (run / "state").exists() and not resume:
+        raise ValueError(f"{run} already holds a captioner run; resume it or pick a new folder")
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    mcfg = CAPTIONER_PRESETS[cfg.preset]
+    tokenizer = Tokenizer.train(caption_corpus(cfg.tokenizer_corpus, cfg.seed), mcfg.vocab_size)
+    mcfg = CaptionerConfig(**{**mcfg.to_dict(), "vocab_size": tokenizer.vocab_size})
+    torch.manual_seed(cfg.seed)
+    model = Captioner(mcfg).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.98), weight_decay=cfg.weight_decay)
+    step = 0
+    if resume:
+        tensors, meta = load_state(run / "state")
+        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        opt.load_state_dict(unflatten(meta["optimizer"], tensors))
+        step = meta["step"]
+    frames, scenes = world_clips(mcfg, "train", [scene_seed(cfg.seed, 0, i) for i in range(cfg.pool)], device,
+                                 cfg.render_batch)  # fmt: skip
+    ids, mask = tokenizer.encode([detailed_caption(s) for s in scenes], mcfg.max_len)
+    ids, mask = ids.to(device), mask.to(device)
+    params = sum(p.numel() for p in model.parameters()) / 1e6
+    print(f"captioner: {params:.1f}M params, pool of {cfg.pool} clips "
+          f"rendered in {time.monotonic() - t0:.0f}s", flush=True)  # fmt: skip
+    loss = float("nan")
+    deadline = t0 + 60 * cfg.time_limit_min if cfg.time_limit_min > 0 else None
+    bundle = CaptionerBundle(model, tokenizer)
+    while step < cfg.steps and (deadline is None or time.monotonic() < deadline):
+        loss = _step(model, opt, cfg, step, frames, ids, mask)
+        step += 1
+        if step % cfg.log_every == 0:
+            print(f"step {step} loss {loss:.4f} ({time.monotonic() - t0:.0f}s)", flush=True)
+        if step % cfg.ckpt_every == 0:
+            _checkpoint(run, bundle, opt, step)
+    _checkpoint(run, bundle, opt, step)
+    minutes = (time.monotonic() - t0) / 60
+    metrics = evaluate(bundle, cfg, device)
+    metrics |= {
+        "steps": step,
+        "final_loss": loss,
+        "train_pool": cfg.pool,
+        "minutes": minutes,
+        "device": str(device),
+    }
+    save_captioner(bundle, run / "model", metrics, card=_card(cfg, metrics))
+    (run / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return {"step": step, "loss": loss, "metrics": metrics}
+
+
+def _step(model: Captioner, opt, cfg: CaptionerTrainConfig, step: int, frames, ids, mask) -> float:
+    g = generator(cfg.seed, "captioner-batch", step)
+    idx = torch.randint(0, frames.shape[0], (cfg.batch_size,), generator=g).to(frames.device)
+    video = frames[idx].permute(0, 4, 1, 2, 3).float() / 127.5 - 1.0  # (B, 3, F, S, S)
+    for group in opt.param_groups:
+        group["lr"] = lr_at(step, cfg.lr, cfg.warmup, cfg.steps, "cosine", 0.1)
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=video.is_cuda):
+        loss = caption_loss(model, video, ids[idx], mask[idx])
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    return float(loss.detach())
+
+
+def _checkpoint(run, bundle: CaptionerBundle, opt, step: int) -> None:
+    tensors = {f"model.{k}": v for k, v in bundle.model.state_dict().items()}
+    skeleton = flatten(opt.state_dict(), "optim", tensors)
+    save_captioner(bundle, run / "model")
+    save_state(run / "state", tensors, {"step": step, "optimizer": skeleton})
+
+
+def evaluate(bundle: CaptionerBundle, cfg: CaptionerTrainConfig, device: torch.device) -> dict:
+    """Scores on unseen train-split clips and on the held-out split, greedy, and with beam search on
+    the first `beam_clips` of each."""
+    bundle.model.eval()
+    out: dict = {}
+    for split in ("train", "heldout"):
+        seeds = [scene_seed(cfg.seed + 1_000_003, 7, i) for i in range(cfg.eval_clips)]
+        frames, scenes = world_clips(bundle.cfg, split, seeds, device, cfg.render_batch)
+        clips = list(frames)
+        greedy_caps = caption_clips(bundle, clips, beams=1, batch_size=64)
+        out[f"{split}_greedy"] = summarise(
+            sum((score(c, s) for c, s in zip(greedy_caps, scenes, strict=True)), Counter())
+        )
+        n = min(cfg.beam_clips, len(clips))
+        if n:
+            beam_caps = caption_clips(bundle, clips[:n], beams=4)
+            out[f"{split}_beam4"] = summarise(
+                sum((score(c, s) for c, s in zip(beam_caps, scenes[:n], strict=True)), Counter())
+            )
+            triples = zip(scenes[:3], greedy_caps, beam_caps, strict=False)
+            out[f"{split}_examples"] = [
+                {"truth": detailed_caption(s), "greedy": g, "beam4": b} for s, g, b in triples
+            ]
+    bundle.model.train()
+    return out
+
+
+def _card(cfg: CaptionerTrainConfig, metrics: dict) -> str:
+    cols = (
+        "attribute_f1",
+        "shape_f1",
+        "colour_f1",
+        "size_f1",
+        "material_f1",
+        "motion_accuracy",
+        "camera_accuracy",
+    )
+    rows = [f"| {k} | " + " | ".join(f"{v[c]:.3f}" for c in cols) + f" | {v['clips']} |"
+            for k, v in metrics.items() if isinstance(v, dict) and "attribute_f1" in v]  # fmt: skip
+    return "\n".join([
+        "# tessera captioner", "",
+        f"Video-to-text captioner (preset `{cfg.preset}`) trained from scratch on {cfg.pool} world clips "
+        f"and their detailed captions, {metrics['steps']} steps of batch {cfg.batch_size} "
+        f"on {metrics['device']} "
+        f"({metrics['minutes']:.1f} min).", "",
+        "| eval | attribute F1 | shape | colour | size | material | motion acc. | camera acc. | clips |",
+        "|---|---|---|---|---|---|---|---|---|", *rows, "",
+    ])  # fmt: skip

@@ -1,0 +1,126 @@
+"""Training samples by global index: `source.sample(i)` is a pure function of (source, seed, i).
+
+Trainers address samples by a global index (step * batch_size + position in the batch), so a run
+resumes at the exact sample it stopped at, and a batch split over ranks holds the same clips as in one
+process. Each sample is a dict: `video` (3, T, H, W) float in [-1, 1] already fitted to a bucket,
+`caption`, `short_caption`, and `key` (the underlying clip's id, for latent caching).
+
+- `WorldSource`: clip i of the synthetic world (rendered on the training device), at a shape drawn
+  from the weighted `shapes` by (seed, i); with `clips > 0` it repeats its first `clips` clips.
+- `FolderSource`: a `FolderDataset` visited in a fresh seeded permutation each epoch; each file goes
+  to its nearest bucket.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from tessera.data.buckets import Shape, nearest_bucket, pick_shape
+from tessera.data.folder import FolderDataset
+
+
+def _generator(*keys: object) -> torch.Generator:
+    from tessera.train.state import generator
+
+    return generator(*keys)
+
+
+class FolderSource:
+    """A user's folder or manifest as an indexable, endlessly repeating stream."""
+
+    def __init__(self, path: str | Path, shapes: list[tuple[Shape, float]], seed: int = 0) -> None:
+        self.dataset = FolderDataset(path)
+        self.buckets = [s for s, _ in shapes]
+        self.seed = seed
+        self.size = len(self.dataset)
+
+    def item(self, index: int) -> int:
+        """The dataset item at global index `index` (epoch-wise seeded permutation)."""
+        epoch, j = divmod(index, self.size)
+        return int(torch.randperm(self.size, generator=_generator(self.seed, "epoch", epoch))[j])
+
+    def key(self, index: int) -> int:
+        """The id of the clip behind global index `index` (for caches)."""
+        return self.item(index)
+
+    def sample(self, index: int) -> dict:
+        """The sample at global index `index`."""
+        i = self.item(index)
+        shape = nearest_bucket(*self.dataset.size(i), self.buckets)
+        return {**self.dataset.load(i, shape), "key": i}
+
+
+class WorldSource:
+    """Clips of the synthetic world at weighted shapes; `clips > 0` makes the set finite (for caching).
+
+    Clip i is the scene of `tessera.world.dataset.scene_seed(seed, 0, i)`: the rank is always 0 here
+    because the global index already says which rank takes which clip.
+    """
+
+    def __init__(
+        self,
+        shapes: list[tuple[Shape, float]],
+        seed: int = 0,
+        clips: int = 0,
+        device: torch.device | str = "cpu",
+        split: str = "train",
+    ) -> None:
+        self.shapes, self.seed, self.device, self.split = shapes, seed, torch.device(device), split
+        self.size = clips or None
+        self._samplers: dict[int, object] = {}
+
+    def key(self, index: int) -> int:
+        """The id of the clip behind global index `index` (for caches)."""
+        return index % self.size if self.size else index
+
+    def sample(self, index: int) -> dict:
+        """The sample at global index `index`: a world clip rendered at a drawn shape."""
+        return self.samples([index])[0]
+
+    def samples(self, indices: list[int]) -> list[dict]:
+        """Several samples, rendered in one batch per shape (much faster on a GPU)."""
+        from tessera.world import captions, render
+
+        clips = [self.key(i) for i in indices]
+        shapes = [pick_shape(self.shapes, _generator(self.seed, "shape", c)) for c in clips]
+        out: list[dict] = [{}] * len(indices)
+        for shape in dict.fromkeys(shapes):
+            group = [k for k, s in enumerate(shapes) if s == shape]
+            scenes = [self._scene(clips[k], shape[0]) for k in group]
+            frames = render(scenes, (shape[2], shape[1]), self.device).frames  # (B, T, H, W, 3) uint8
+            video = frames.reshape(len(group), shape[0], shape[1], shape[2], 3).permute(0, 4, 1, 2, 3)
+            video = video.float() / 127.5 - 1.0  # (B, 3, T, H, W)
+            for b, k in enumerate(group):
+                detailed, short = captions(scenes[b])
+                out[k] = {"video": video[b], "caption": detailed, "short_caption": short, "key": clips[k]}
+        return out
+
+    def _scene(self, clip: int, frames: int):
+        from tessera.world import WorldConfig, WorldSampler
+        from tessera.world.dataset import scene_seed
+
+        if frames not in self._samplers:
+            self._samplers[frames] = WorldSampler(WorldConfig(frames=frames), self.split)
+        return self._samplers[frames].sample(scene_seed(self.seed, 0, clip))
+
+
+def samples(source, indices: list[int]) -> list[dict]:
+    """`source.samples(indices)` when the source batches its work, else one `sample` call per index."""
+    if hasattr(source, "samples"):
+        return source.samples(list(indices))
+    return [source.sample(i) for i in indices]
+
+
+def make_source(
+    data: str,
+    shapes: list[tuple[Shape, float]],
+    seed: int,
+    device: torch.device | str = "cpu",
+    world_clips: int = 0,
+) -> FolderSource | WorldSource:
+    """'world' -> WorldSource; a folder or manifest.jsonl -> FolderSource."""
+    if data == "world":
+        return WorldSource(shapes, seed=seed, clips=world_clips, device=device)
+    return FolderSource(data, shapes, seed=seed)

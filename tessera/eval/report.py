@@ -1,0 +1,207 @@
+"""Reports: results.json, report.md and a self-contained report.html (PNG plots and contact sheets
+inlined), for one run or two side by side. Plots are drawn with Pillow (no plotting dependency)."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+
+from PIL import Image, ImageDraw, ImageFont
+
+from tessera.eval.suite import CLIP_METRICS, EvalError, _plain, save_results
+
+COLOURS = [(70, 130, 220), (230, 120, 40)]
+LOWER_IS_BETTER = ("fwd",)
+
+
+def _fmt(v) -> str:
+    return "–" if v is None else f"{v:.3f}"
+
+
+def bar_chart(series: dict[str, dict[str, float | None]], title: str) -> Image.Image:
+    """Horizontal bars in [0, 1], one group per metric, one colour per series (name -> {metric: value})."""
+    font = ImageFont.load_default()
+    names = list(series)
+    metrics = [m for m in CLIP_METRICS if any(s.get(m) is not None for s in series.values())]
+    row_h, left, width = 14 * len(names) + 8, 130, 560
+    img = Image.new("RGB", (width, 40 + row_h * len(metrics) + 16 * len(names)), "white")
+    d = ImageDraw.Draw(img)
+    d.text((8, 8), title, fill="black", font=font)
+    plot_w = width - left - 50
+    for i, m in enumerate(metrics):
+        y = 30 + i * row_h
+        d.text((8, y + 4), m, fill="black", font=font)
+        for j, name in enumerate(names):
+            v = series[name].get(m)
+            yy = y + 4 + 14 * j
+            if v is not None:
+                d.rectangle(
+                    [left, yy, left + int(plot_w * max(0.0, min(1.0, v))), yy + 10], fill=COLOURS[j % 2]
+                )
+            d.text((left + plot_w + 6, yy), _fmt(v), fill="black", font=font)
+        d.line([left, y, left, y + row_h - 4], fill=(150, 150, 150))
+    y = 34 + row_h * len(metrics)
+    for j, name in enumerate(names):
+        d.rectangle([8, y + 16 * j, 18, y + 16 * j + 10], fill=COLOURS[j % 2])
+        d.text((24, y + 16 * j), name, fill="black", font=font)
+    return img
+
+
+def _png_b64(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
+
+
+def _table_md(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+
+
+def _table_html(header: list[str], rows: list[list[str]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+CSS = """body{font-family:sans-serif;max-width:1100px;margin:24px auto;color:#222}
+table{border-collapse:collapse;margin:12px 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}
+th{background:#f0f0f0}td:first-child,th:first-child{text-align:left}img{max-width:100%}
+.prompt{margin:18px 0;padding:8px;border-top:1px solid #ddd}.caption{font-size:90%;color:#555}"""
+
+
+def _summary_rows(results: dict) -> list[list[str]]:
+    rows = []
+    for k, v in results["metrics"].items():
+        split = results.get("by_split", {})
+        rows.append(
+            [
+                k + (" (lower is better)" if k in LOWER_IS_BETTER else ""),
+                _fmt(v),
+                _fmt(split.get("train", {}).get(k)),
+                _fmt(split.get("heldout", {}).get(k)),
+            ]
+        )
+    return rows
+
+
+def write_report(results: dict, out: Path) -> Path:
+    """results.json, plots/metrics.png, report.md and report.html in `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    save_results(results, out)
+    (out / "plots").mkdir(exist_ok=True)
+    label = "truth renders (ceiling)" if results["truth"] else f"model {results['model']}"
+    bar_chart({label: results["metrics"]}, f"tessera eval: {label}").save(out / "plots" / "metrics.png")
+    header = ["metric", "all", "train", "held-out"]
+    summary = _summary_rows(results)
+    per_header = ["prompt", *CLIP_METRICS]
+    per_rows = [[r["id"], *(_fmt(r["metrics"][m]) for m in CLIP_METRICS)] for r in results["prompts"]]
+    title = f"tessera eval — {results.get('suite', '')} suite — {label}"
+    md = [
+        f"# {title}",
+        "",
+        f"Settings: {json.dumps(results['settings'])}; device {results['device']}; {results['seconds']} s.",
+        "",
+        *[f"- {n}" for n in results["notes"]],
+        "",
+        "## Metrics",
+        "",
+        _table_md(header, summary),
+        "",
+        "![metrics](plots/metrics.png)",
+        "",
+        "## Per prompt",
+        "",
+        _table_md(per_header, per_rows),
+        "",
+    ]
+    for r in results["prompts"]:
+        md += [f"### {r['id']}", "", r["caption"], "", f"![{r['id']}]({r['sheet']})", ""]
+    (out / "report.md").write_text("\n".join(md))
+    body = [
+        f"<h1>{html.escape(title)}</h1>",
+        f"<p>Settings: {html.escape(json.dumps(results['settings']))}; "
+        f"device {results['device']}; {results['seconds']} s.</p>",
+        "<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in results["notes"]) + "</ul>",
+        "<h2>Metrics</h2>",
+        _table_html(header, summary),
+        f"<img src='{_png_b64(out / 'plots' / 'metrics.png')}'>",
+        "<h2>Per prompt</h2>",
+        _table_html(per_header, per_rows),
+    ]
+    for r in results["prompts"]:
+        body.append(
+            f"<div class='prompt'><h3>{html.escape(r['id'])} ({html.escape(', '.join(r['tags']))})</h3>"
+            f"<p class='caption'>{html.escape(r['caption'])}</p>"
+            f"<img src='{_png_b64(out / r['sheet'])}'></div>"
+        )
+    _write_html(out / "report.html", title, body)
+    return out
+
+
+def _write_html(path: Path, title: str, body: list[str]) -> None:
+    head = f"<meta charset='utf-8'><title>{html.escape(title)}</title><style>{CSS}</style>"
+    page = f"<!doctype html><html><head>{head}</head><body>"
+    path.write_text(page + "\n".join(body) + "</body></html>\n")
+
+
+def load_results(folder: Path) -> dict:
+    """results.json of a report folder, or an EvalError naming the folder."""
+    path = Path(folder) / "results.json"
+    if not path.exists():
+        raise EvalError(f"{folder}: no results.json (run `tessera eval ... --out {folder}` first)")
+    return json.loads(path.read_text())
+
+
+def write_compare(a: Path, b: Path, out: Path) -> dict:
+    """Two result folders side by side: compare.md, compare.html and plots/compare.png in `out`."""
+    ra, rb = load_results(a), load_results(b)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "plots").mkdir(exist_ok=True)
+    names = [f"A: {a}", f"B: {b}"]
+    bar_chart({names[0]: ra["metrics"], names[1]: rb["metrics"]}, "A vs B").save(
+        out / "plots" / "compare.png"
+    )
+    keys = list(dict.fromkeys([*ra["metrics"], *rb["metrics"]]))
+    rows = [
+        [
+            k,
+            _fmt(ra["metrics"].get(k)),
+            _fmt(rb["metrics"].get(k)),
+            _fmt(
+                None
+                if ra["metrics"].get(k) is None or rb["metrics"].get(k) is None
+                else rb["metrics"][k] - ra["metrics"][k]
+            ),
+        ]
+        for k in keys
+    ]
+    header = ["metric", names[0], names[1], "B − A"]
+    (out / "compare.md").write_text(
+        "\n".join(
+            [
+                f"# tessera eval: {a} vs {b}",
+                "",
+                _table_md(header, rows),
+                "",
+                "![compare](plots/compare.png)",
+                "",
+            ]
+        )
+    )
+    _write_html(
+        out / "compare.html",
+        f"{a} vs {b}",
+        [
+            f"<h1>{html.escape(f'{a} vs {b}')}</h1>",
+            _table_html(header, rows),
+            f"<img src='{_png_b64(out / 'plots' / 'compare.png')}'>",
+        ],
+    )
+    result = {
+        "a": str(a),
+        "b": str(b),
+        "metrics": {k: [ra["metrics"].get(k), rb["metrics"].get(k)] for k in keys},
+    }
+    (out / "compare.json").write_text(json.dumps(_plain(result), indent=1) + "\n")
+    return result

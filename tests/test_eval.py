@@ -1,0 +1,176 @@
+"""The world benchmark: truth renders score at the ceiling, corrupted ones clearly lower, reports build.
+
+Metrics are checked with the oracle parser (`parse_truth`) so that a metric's behaviour is tested apart
+from the learned parser's errors; each corruption changes frames and per-pixel ids together.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from tessera.eval import corrupt
+from tessera.eval.alignment import object_permanence, text_alignment
+from tessera.eval.capability import connect_psnr, edit_monotonic, extend_seam, i2v_psnr, loop_closure
+from tessera.eval.fwd import frechet_distance, fwd, random_encoder
+from tessera.eval.geometry import consistency_3d, physics
+from tessera.eval.parser import ParserConfig, SceneParser, components, load_parser, parse_video, save_parser
+from tessera.eval.prompts import PromptSetError, load_prompt_set, prompt_file
+from tessera.eval.recon import psnr, ssim
+from tessera.eval.temporal import flicker, smoothness
+from tessera.eval.tracks import parse_truth
+
+SIZE = (64, 64)
+CLIPS = ("train-3", "train-20", "train-26")  # orbit + collide; pan + bounce + fall; occlusion
+
+
+@pytest.fixture(scope="module")
+def truths() -> dict[str, corrupt.Clip]:
+    prompts = {p.id: p for p in load_prompt_set("quick")}
+    return {pid: corrupt.render_clip(prompts[pid].scene(), SIZE) for pid in CLIPS}
+
+
+def scores(clip: corrupt.Clip, truth: corrupt.Clip) -> dict[str, float | None]:
+    """Every clip metric of `clip` against the prompt `truth.scene`, oracle-parsed."""
+    scene = truth.scene
+    got, want = parse_truth(clip.scene, clip.ids), parse_truth(scene, truth.ids)
+    out = {
+        "text_alignment": text_alignment(clip.frames, scene, got, truth.frames, want),
+        "object_permanence": object_permanence(scene, got, want),
+        "consistency_3d": consistency_3d(scene, clip.frames, got, truth.frames, want),
+        "physics": physics(scene, got, want),
+        "flicker": flicker(clip.frames, truth.frames),
+        "smoothness": smoothness(clip.frames, truth.frames),
+    }
+    return {k: v.value for k, v in out.items()}
+
+
+def test_truth_scores_at_ceiling(truths):
+    for pid, clip in truths.items():
+        for name, value in scores(clip, clip).items():
+            assert value is None or value > 0.99, (pid, name, value)
+
+
+# (corruption, clip, metrics that must drop below 0.8). Metrics a corruption cannot concern are left out
+# on purpose (a still camera does not change whether a bounce is a parabola).
+CASES = [
+    ("shuffle", "train-3", ["text_alignment", "consistency_3d", "flicker", "smoothness"]),
+    ("shuffle", "train-20", ["physics", "flicker", "smoothness"]),
+    ("noise", "train-3", ["text_alignment", "object_permanence", "consistency_3d", "flicker", "smoothness"]),
+    ("noise", "train-20", ["physics"]),
+    ("freeze", "train-20", ["text_alignment", "physics", "flicker", "smoothness"]),
+    ("swap", "train-3", ["text_alignment"]),
+    ("swap", "train-20", ["text_alignment", "physics"]),
+    ("delete", "train-26", ["object_permanence"]),
+    ("delete", "train-3", ["object_permanence"]),
+    ("static", "train-3", ["text_alignment", "consistency_3d", "flicker", "smoothness"]),
+]
+
+
+def _corrupt(kind: str, clip: corrupt.Clip) -> corrupt.Clip:
+    return {
+        "shuffle": lambda: corrupt.shuffle_frames(clip),
+        "noise": lambda: corrupt.noise_frames(clip),
+        "freeze": lambda: corrupt.freeze(clip),
+        "swap": lambda: corrupt.swap_colours(clip, SIZE),
+        "delete": lambda: corrupt.delete_object(clip, SIZE),
+        "static": lambda: corrupt.static_camera(clip, SIZE),
+    }[kind]()
+
+
+@pytest.mark.parametrize("kind,pid,metrics", CASES, ids=[f"{k}-{p}" for k, p, _ in CASES])
+def test_corruptions_score_clearly_worse(truths, kind, pid, metrics):
+    got = scores(_corrupt(kind, truths[pid]), truths[pid])
+    for name in metrics:
+        assert got[name] is not None and got[name] < 0.8, (kind, pid, name, got[name])
+
+
+def test_oracle_parse_structure(truths):
+    clip = truths["train-26"]  # a small object passes behind a large one
+    parse = parse_truth(clip.scene, clip.ids)
+    assert {tr.name for tr in parse.significant()} == {f"{o.colour} {o.shape}" for o in clip.scene.objects}
+    mover = next(tr for tr in parse.tracks if tr.name == "{0.colour} {0.shape}".format(clip.scene.objects[0]))
+    assert not mover.present.all() and mover.present[0] and mover.present[-1]  # hidden mid-clip, then back
+
+
+def test_fwd_and_frechet(truths):
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(50, 4))
+    assert abs(frechet_distance(a, a)) < 1e-6
+    assert frechet_distance(a, a + 1.0) == pytest.approx(4.0, rel=1e-6)  # mean shift only
+    enc = random_encoder()
+    videos = [c.frames for c in truths.values()]
+    noise = [corrupt.noise_frames(c, seed=i).frames for i, c in enumerate(truths.values())]
+    assert fwd(videos, videos, enc) < 1e-6
+    assert fwd(noise, videos, enc) > 10 * (fwd(videos[::-1], videos, enc) + 1e-3)
+
+
+def test_pixel_and_capability_metrics(truths):
+    v = truths["train-3"].frames
+    noisy = np.clip(v.astype(int) + np.random.default_rng(0).integers(-40, 40, v.shape), 0, 255).astype(
+        np.uint8
+    )
+    assert psnr(v, v) == 100.0 and ssim(v, v) == pytest.approx(1.0, abs=1e-4)
+    assert psnr(noisy, v) < 25 and ssim(noisy, v) < 0.8
+    assert i2v_psnr(v, v[0]) == 100.0 and i2v_psnr(v, v[-1]) < 30
+    joined = np.concatenate([v[:8], truths["train-20"].frames[8:]])
+    assert extend_seam(v, 8) < 2.0 < extend_seam(joined, 8)
+    assert connect_psnr(v, v[:2], v[-2:]) == 100.0
+    assert loop_closure(np.concatenate([v, v[::-1]])) < loop_closure(v)
+    edits = [(s, np.clip(v.astype(float) + 100 * s, 0, 255).astype(np.uint8)) for s in (0.0, 0.3, 0.6, 0.9)]
+    assert (
+        edit_monotonic(v, edits) == 1.0
+        and edit_monotonic(v, [(s, e) for (s, _), (_, e) in zip(edits, edits[::-1], strict=False)]) == 0.0
+    )
+    with pytest.raises(ValueError, match="uint8"):
+        flicker(v.astype(np.float32), v)
+
+
+def test_components_and_parser_roundtrip(tmp_path):
+    labels = torch.full((1, 6, 6), -1)
+    labels[0, :2, :2], labels[0, 4:, 4:], labels[0, :2, 2:4] = 3, 3, 5
+    comp = components(labels)
+    assert comp[0, 0, 0] == comp[0, 1, 1] != comp[0, 5, 5] and comp[0, 0, 2] not in (0, comp[0, 0, 0])
+    assert (comp[labels < 0] == 0).all() and len(torch.unique(comp)) == 4
+    torch.manual_seed(0)
+    net = SceneParser(ParserConfig(size=32, width=8)).eval()
+    save_parser(net, tmp_path / "p", {"detection": 0.0})
+    back = load_parser(tmp_path / "p")
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    assert torch.equal(net(x), back(x))
+    parse = parse_video(back, np.zeros((3, 48, 48, 3), np.uint8))
+    assert parse.frames == 3 and parse.instances.shape == (3, 32, 32)
+
+
+def test_prompt_sets_are_fixed(tmp_path):
+    quick = load_prompt_set("quick")
+    assert len(quick) == 8 and {p.split for p in quick} == {"train", "heldout"}
+    assert any("occlusion" in p.tags for p in quick) and any("camera:orbit" in p.tags for p in quick)
+    rows = json.loads(prompt_file("quick").read_text())
+    rows["prompts"][0]["caption"] = "something else"
+    (tmp_path / "p.json").write_text(json.dumps(rows))
+    with pytest.raises(PromptSetError, match="regenerate"):
+        load_prompt_set(tmp_path / "p.json")[0].scene()
+    with pytest.raises(PromptSetError, match="allowed"):
+        load_prompt_set("medium")
+
+
+def test_report_builds_from_tiny_run(tmp_path):
+    from tessera.eval import EvalError, eval_command
+
+    res = eval_command(None, "quick", tmp_path / "truth", truth=True, limit=1, size=(32, 32), device="cpu")
+    for name in ("results.json", "report.md", "report.html", "plots/metrics.png", "sheets/train-0.png"):
+        assert (tmp_path / "truth" / name).exists(), name
+    assert (
+        res["metrics"]["text_alignment"] == 1.0
+        and "data:image/png;base64," in (tmp_path / "truth" / "report.html").read_text()
+    )
+    cmp = eval_command(compare=(tmp_path / "truth", tmp_path / "truth"), out=tmp_path / "cmp")
+    assert (tmp_path / "cmp" / "compare.html").exists() and cmp["metrics"]["flicker"] == [1.0, 1.0]
+    with pytest.raises(EvalError, match="--suite"):
+        eval_command(None, "nope", tmp_path / "x", truth=True)
+    with pytest.raises(EvalError, match="MODEL"):
+        eval_command(None, "quick", tmp_path / "x", truth=False)

@@ -1,0 +1,322 @@
+"""Trainers: exact resume, distributed equivalence, packed = bucketed, loss falls, run-folder errors."""
+
+import dataclasses
+import importlib.util
+import json
+import math
+import os
+import shutil
+import signal
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tessera.checkpoint import build_model, load_model, load_state, load_tensors
+from tessera.config import get_preset
+from tessera.models.text import Tokenizer
+from tessera.train import state as st
+from tessera.train.commands import train_command
+from tessera.train.config import ConfigError, make_config, read_config_file
+from tessera.train.distributed import launch_local
+from tessera.train.dit import DiTStep, make_batch, train_dit
+from tessera.train.logger import read_metrics
+from tessera.train.run import RunError, resume_config
+from tessera.train.tasks import build_cond, draw_task, given_latents, mask_channels, pixel_mask_for
+from tessera.train.tb import EventWriter, crc32c, read_records
+from tessera.train.vae import train_vae
+
+TRAINERS = {"dit": train_dit, "vae": train_vae}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run fastest on one thread (and two threads thrash on a busy 2-core machine)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+class Squares:
+    """A fast deterministic source: a coloured square sliding over grey, at a few shapes.
+
+    `stop_at`: loading that sample index sends this process SIGTERM, as a scheduler would.
+    """
+
+    size = None
+
+    def __init__(self, shapes=((9, 32, 32), (1, 32, 32), (5, 32, 48)), stop_at: int | None = None):
+        self.shapes, self.stop_at = list(shapes), stop_at
+
+    def sample(self, i: int) -> dict:
+        if i == self.stop_at:
+            os.kill(os.getpid(), signal.SIGTERM)
+        g = torch.Generator().manual_seed(i)
+        t, h, w = self.shapes[i % len(self.shapes)]
+        video = torch.full((3, t, h, w), -0.5)
+        colour = torch.rand(3, 1, 1, generator=g) * 2 - 1
+        x = int(torch.randint(0, w - 8, (1,), generator=g))
+        for f in range(t):
+            video[:, f, 8:16, (x + f) % (w - 8) :][:, :, :8] = colour
+        names = ["red", "green", "blue"]
+        return {"video": video, "caption": f"a {names[i % 3]} square", "short_caption": "square", "key": i}
+
+
+def tiny_config(kind: str, **kw):
+    base = dict(preset="tiny", steps=10, batch_size=2, log_every=1, ckpt_every=0, sample_every=0, warmup=3)
+    base |= dict(lr=1e-3, shapes="9x32x32")
+    if kind == "vae":
+        base |= dict(adv_weight=0.1, adv_start=3, stats_clips=2)
+    return make_config(kind, **(base | kw))
+
+
+def state_tensors(run: Path) -> dict[str, torch.Tensor]:
+    return load_state(run / "state")[0]
+
+
+def model_tensors(run: Path) -> dict[str, torch.Tensor]:
+    return {f"{c}.{k}": v for c in ("vae", "text", "dit") for k, v in load_tensors(run / "model", c).items()}
+
+
+def assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    diff = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not diff, f"differ: {diff[:5]}"
+
+
+@pytest.fixture(scope="module", params=["dit", "vae"])
+def resumed(request, tmp_path_factory, tiny_model_dir) -> tuple[str, Path, Path, list, list]:
+    """One run of 10 steps straight, one stopped by SIGTERM after 5 steps and resumed for 5 more."""
+    kind, tmp = request.param, tmp_path_factory.mktemp(f"resume-{request.param}")
+    cfg = tiny_config(kind, sample_every=10, init=str(tiny_model_dir))  # --init: no tokenizer training
+    train = TRAINERS[kind]
+    straight = train(cfg, tmp / "a", source=Squares())["losses"]
+    first = train(cfg, tmp / "b", source=Squares(stop_at=4 * cfg.batch_size))  # stops during step 5
+    assert first["step"] == 5
+    second = train(resume_config(tmp / "b", kind), tmp / "b", resume=True, source=Squares())
+    assert second["step"] == 10
+    return kind, tmp / "a", tmp / "b", straight, first["losses"] + second["losses"]
+
+
+def test_resume_is_bit_identical(resumed):
+    kind, a, b, straight, resumed_losses = resumed
+    assert resumed_losses == straight  # exact float equality, step by step
+    assert_same(state_tensors(a), state_tensors(b))  # raw weights, EMA, optimizer, RNG
+    assert_same(model_tensors(a), model_tensors(b))  # the shipped EMA weights
+    assert [r["step"] for r in read_metrics(b)] == list(range(1, 11))  # no repeated or missing rows
+    assert [r["loss"] for r in read_metrics(b)] == straight
+    meta = load_state(b / "state")[1]
+    assert meta["step"] == 10 and meta["data_position"] == 20
+    assert (a / "samples" / "step0000010.png").exists()  # samples written at their interval
+    if kind == "dit" and importlib.util.find_spec("av") is not None:  # the VAE sample here is an image
+        assert (a / "samples" / "step0000010.mp4").stat().st_size > 0
+    if kind == "vae":
+        vae = load_model(a / "model").vae  # latent statistics measured and stored with the weights
+        assert not torch.equal(vae.latent_mean, torch.zeros_like(vae.latent_mean))
+        assert (vae.latent_std > 0).all() and not torch.equal(vae.latent_std, torch.ones_like(vae.latent_std))
+
+
+def test_tensorboard_events_are_readable(resumed):
+    _, a, *_ = resumed
+    (events,) = (a / "tb").glob("events.out.tfevents.*")
+    records = read_records(events)  # every CRC checked
+    assert b"brain.Event:2" in records[0]
+    losses = [r for r in records if b"\x0a\x04loss\x15" in r]
+    assert len(losses) == 10
+    first = losses[0]
+    value = struct.unpack("<f", first[first.index(b"\x0a\x04loss\x15") + 7 :][:4])[0]
+    assert value == pytest.approx(read_metrics(a)[0]["loss"], rel=1e-6)
+
+
+def test_run_folder_errors_are_clear(resumed, tmp_path, tiny_model_dir):
+    kind, a, *_ = resumed
+    other = "vae" if kind == "dit" else "dit"
+    with pytest.raises(RunError, match="not found"):
+        resume_config(tmp_path / "missing", kind)
+    with pytest.raises(RunError, match=f"not a '{other}' training run"):
+        resume_config(a, other)
+    with pytest.raises(RunError, match="preset 'tiny', not 's'"):
+        train_command(kind, resume=a, preset="s")
+    with pytest.raises(RunError, match="cannot change"):
+        train_command(kind, resume=a, lr=0.5)
+    with pytest.raises(RunError, match="already holds a training run"):
+        TRAINERS[kind](tiny_config(kind, init=str(tiny_model_dir)), a, source=Squares())
+    corrupt = tmp_path / "corrupt"
+    shutil.copytree(a, corrupt)
+    data = (corrupt / "state" / "state.safetensors").read_bytes()
+    (corrupt / "state" / "state.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(RunError, match="unreadable"):
+        TRAINERS[kind](resume_config(corrupt, kind), corrupt, resume=True, source=Squares())
+
+
+def test_packed_and_bucketed_batches_give_the_same_loss_and_gradients():
+    config = get_preset("tiny")
+    tok = Tokenizer.train(["a red square", "a green square", "a blue square"] * 20, config.text.vocab_size)
+    torch.manual_seed(0)
+    model = build_model(config, tok)
+    with torch.no_grad():  # move the zero-initialised (adaLN-zero) layers off zero
+        for p in model.dit.parameters():
+            if not p.any():
+                p.normal_(0, 0.05)
+    cfg = make_config("dit", preset="tiny", tasks="t2v:1,i2v:1,last:1,tail:1")
+    src = Squares([(9, 32, 32), (1, 32, 32), (5, 32, 48), (9, 32, 32)])
+    batch = make_batch(range(8), src, model, cfg, torch.device("cpu"), None)
+    assert any(c is not None for c in batch.cond) and any(c is None for c in batch.cond)
+    results = []
+    for packed in (True, False):
+        model.dit.zero_grad(), model.text.zero_grad()
+        loss = DiTStep(model.dit, model.text, packed)(batch)
+        loss.backward()
+        results.append((loss.detach(), [p.grad.clone() for p in model.dit.parameters()]))
+    (lp, gp), (lb, gb) = results
+    assert torch.allclose(lp, lb, rtol=1e-5)
+    assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-6) for a, b in zip(gp, gb, strict=True))
+
+
+def test_tasks_hold_only_a_given_prefix_clean():
+    assert given_latents(pixel_mask_for("i2v", 9)).tolist() == [True, False, False]
+    assert given_latents(pixel_mask_for("extend", 17, 3)).tolist() == [True, True, True, False, False]
+    for task in ("last", "tail", "t2v"):  # non-prefix givens reach the DiT only through cond
+        assert not given_latents(pixel_mask_for(task, 9, 1)).any()
+    m = mask_channels(pixel_mask_for("first_last", 9), 2, 2)  # (4, T_z, h, w)
+    assert m[:, :, 0, 0].tolist() == [[1, 0, 0], [1, 0, 0], [1, 0, 0], [1, 0, 1]]
+    g = torch.Generator().manual_seed(0)
+    assert draw_task({"i2v": 1.0}, 1, g)[0] == "t2v"  # an image has nothing to condition on
+    names = [draw_task({"t2v": 3.0, "last": 1.0}, 9, g)[0] for _ in range(400)]
+    assert 0.18 < names.count("last") / 400 < 0.32
+    with pytest.raises(ValueError, match="unknown conditioning task"):
+        draw_task({"sideways": 1.0}, 9, g)
+
+
+def test_cond_is_built_from_the_masked_video():
+    config = get_preset("tiny")
+    vae = build_model(config, Tokenizer.train(["x"] * 5, 300)).vae.eval()
+    video = torch.rand(3, 9, 32, 32) * 2 - 1
+    mask = pixel_mask_for("last", 9)
+    cond = build_cond(vae, video, mask)
+    assert cond.shape == (config.dit.cond_channels, 3, 4, 4)
+    other = video.clone()
+    other[:, :-1] = torch.rand(3, 8, 32, 32)  # change only frames that are not given
+    assert torch.equal(build_cond(vae, other, mask), cond)
+
+
+def test_config_file_then_flags_and_errors(tmp_path: Path):
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"lr": 3e-4, "steps": 7, "shapes": "1x32x32"}))
+    cfg = make_config("dit", path, steps=9, preset="tiny")
+    assert (cfg.lr, cfg.steps, cfg.shapes, cfg.preset) == (3e-4, 9, "1x32x32", "tiny")
+    assert read_config_file(path)["steps"] == 7
+    with pytest.raises(ConfigError, match="unknown training config keys"):
+        make_config("dit", learning_rate=1.0)
+    with pytest.raises(ConfigError, match="1 \\+ 4k"):
+        make_config("vae", shapes="8x32x32")
+    with pytest.raises(ConfigError, match="must be int"):
+        make_config("vae", steps="ten")
+    with pytest.raises(ValueError, match="unknown conditioning tasks"):
+        make_config("dit", tasks="t2v:1,fly:2")
+    with pytest.raises(ConfigError, match="--out"):
+        train_command("dit")
+
+
+def test_state_helpers_round_trip():
+    tensors: dict = {}
+    opt = {"state": {0: {"step": torch.tensor(3.0), "m": torch.ones(2)}}, "groups": [{"betas": (0.9, 0.99)}]}
+    back = st.unflatten(json.loads(json.dumps(st.flatten(opt, "o", tensors))), tensors)
+    assert back["groups"][0]["betas"] == (0.9, 0.99) and torch.equal(back["state"][0]["m"], torch.ones(2))
+    rng = st.rng_tensors()
+    draws = (torch.rand(3), np.random.rand(3), __import__("random").random())
+    st.set_rng(rng)
+    again = (torch.rand(3), np.random.rand(3), __import__("random").random())
+    assert torch.equal(draws[0], again[0]) and np.array_equal(draws[1], again[1]) and draws[2] == again[2]
+    lrs = [st.lr_at(s, 1.0, 2, 10, "cosine", 0.1) for s in range(10)]
+    assert (
+        lrs[:2] == [0.5, 1.0] and lrs[2] == 1.0 and math.isclose(st.lr_at(10, 1.0, 2, 10, "cosine", 0.1), 0.1)
+    )
+    assert all(a >= b for a, b in zip(lrs[1:], lrs[2:], strict=False))
+    assert st.seed_for(1, "x") == st.seed_for(1, "x") != st.seed_for(2, "x")
+    assert crc32c(b"123456789") == 0xE3069283  # the standard CRC-32C check value
+
+
+def test_event_writer_frames_records(tmp_path: Path):
+    w = EventWriter(tmp_path)
+    w.scalars({"a": 1.5, "b": -2.0}, step=3)
+    w.close()
+    records = read_records(w.path)
+    assert len(records) == 3 and b"\x0a\x01a\x15" + struct.pack("<f", 1.5) in records[1]
+    raw = bytearray(w.path.read_bytes())
+    raw[-5] ^= 1
+    w.path.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match="CRC"):
+        read_records(w.path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Distributed (2 processes, gloo, loopback) and world data
+
+
+@pytest.fixture(scope="module")
+def clips_dir(tmp_path_factory) -> Path:
+    """A small user data folder: GIF clips and PNG images with sidecar captions."""
+    folder = tmp_path_factory.mktemp("clips")
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        frames = [np.full((32, 32, 3), 60, np.uint8) for _ in range(9)]
+        for f, a in enumerate(frames):
+            a[8:16, 2 * f + 4 * i : 2 * f + 4 * i + 8] = rng.integers(0, 255, 3)
+        imgs = [Image.fromarray(a) for a in frames]
+        imgs[0].save(folder / f"clip{i}.gif", save_all=True, append_images=imgs[1:], duration=62, loop=0)
+        (folder / f"clip{i}.txt").write_text(f"a square moving right, clip {i}")
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(folder / f"img{i}.png")
+    return folder
+
+
+def test_ddp_and_fsdp_match_one_process(clips_dir: Path, tmp_path: Path, tiny_model_dir: Path):
+    cfg = make_config(
+        "dit", preset="tiny", init=str(tiny_model_dir), data=str(clips_dir), steps=3, batch_size=4,
+        shapes="9x32x32,1x32x32", log_every=1, ckpt_every=0, sample_every=0, warmup=1, schedule="constant",
+        lr=1e-3,
+    )  # fmt: skip
+    one = train_dit(cfg, tmp_path / "one")["losses"]
+    launch_local(train_dit, 2, dataclasses.replace(cfg, distributed="ddp"), tmp_path / "ddp")
+    ddp = [r["loss"] for r in read_metrics(tmp_path / "ddp")]
+    assert ddp == pytest.approx(one, rel=1e-5)
+    ref = state_tensors(tmp_path / "one")
+    for k, v in state_tensors(tmp_path / "ddp").items():
+        if k.startswith(("raw.", "ema.")):
+            assert torch.allclose(v, ref[k], atol=1e-4), (k, (v - ref[k]).abs().max())  # lr is 1e-3
+    # FSDP2: one sharded step and a checkpoint, which one process loads and continues.
+    launch_local(train_dit, 2, dataclasses.replace(cfg, distributed="fsdp", steps=1), tmp_path / "fsdp")
+    load_model(tmp_path / "fsdp" / "model")  # a complete model folder
+    rest = train_dit(
+        resume_config(tmp_path / "fsdp", "dit", steps=3, distributed="none"), tmp_path / "fsdp", resume=True
+    )["losses"]
+    losses = [read_metrics(tmp_path / "fsdp")[0]["loss"], *rest]
+    assert losses == pytest.approx(one, rel=1e-5)
+    final = state_tensors(tmp_path / "fsdp")
+    assert all(torch.allclose(final[k], v, atol=1e-4) for k, v in ref.items() if k.startswith("raw."))
+
+
+def test_dit_loss_falls_on_world_data(tmp_path: Path):
+    cfg = make_config(
+        "dit", preset="tiny", data="world", steps=50, batch_size=4, shapes="9x32x32", world_clips=8,
+        cache_latents=True, lr=2e-3, warmup=5, log_every=10, ckpt_every=0, sample_every=0, tasks="t2v:1",
+    )  # fmt: skip
+    losses = train_dit(cfg, tmp_path / "run")["losses"]
+    assert np.mean(losses[-15:]) < 0.8 * np.mean(losses[:5]), losses
+
+
+def test_train_command_starts_a_run_on_a_data_folder(clips_dir: Path, tmp_path: Path, tiny_model_dir: Path):
+    out = train_command(
+        "vae", out=tmp_path / "run", preset="tiny", data=str(clips_dir), steps=2, batch_size=2,
+        shapes="9x32x32,1x32x32", init=str(tiny_model_dir), log_every=1, ckpt_every=0, sample_every=0,
+        stats_clips=1,
+    )  # fmt: skip
+    assert out["step"] == 2 and all(math.isfinite(v) for v in out["losses"])
+    saved = json.loads((tmp_path / "run" / "train_config.json").read_text())
+    assert saved["kind"] == "vae" and saved["data"] == str(clips_dir) and saved["steps"] == 2
+    assert load_model(tmp_path / "run" / "model").config.preset == "tiny"
