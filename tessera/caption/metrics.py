@@ -13,7 +13,7 @@ from __future__ import annotations
 import itertools
 from collections import Counter
 
-from tessera.caption.parse import Facts, parse, scene_facts
+from tessera.caption.parse import Facts, ParseError, parse, scene_facts
 
 ATTRIBUTES = ("shape", "colour", "size", "material")
 
@@ -39,7 +39,11 @@ def _agree(p, t) -> int:
 
 def score(caption: str, scene) -> Counter:
     """Counts for one caption of `scene`: tp/pred/true per attribute, motion and camera hits."""
-    pred, truth = parse(caption), scene_facts(scene)
+    try:
+        pred = parse(caption)
+    except ParseError:  # e.g. a caption naming more objects than the world holds: nothing it says counts
+        pred = Facts()
+    truth = scene_facts(scene)
     c: Counter = Counter()
     for a in ATTRIBUTES:
         c[f"{a}.pred"] += sum(getattr(o, a) is not None for o in pred.objects)
