@@ -158,9 +158,12 @@ def test_prompt_sets_are_fixed(tmp_path):
         load_prompt_set("medium")
 
 
-def test_report_builds_from_tiny_run(tmp_path):
+def test_report_builds_from_tiny_run(tmp_path, monkeypatch):
     from tessera.eval import EvalError, eval_command
 
+    # The oracle parser (renderer ids), so the ceiling is exact whatever parser weights ship; the shipped
+    # parser is trained at 128x128 and misreads this 32x32 render.
+    monkeypatch.setattr("tessera.eval.suite.has_parser", lambda: False)
     res = eval_command(None, "quick", tmp_path / "truth", truth=True, limit=1, size=(32, 32), device="cpu")
     for name in ("results.json", "report.md", "report.html", "plots/metrics.png", "sheets/train-0.png"):
         assert (tmp_path / "truth" / name).exists(), name
