@@ -26,6 +26,7 @@ from tessera.config import DiTConfig
 from tessera.models.layers import MLP, RMSNorm, SegmentMask, attention, modulate, segment_mask
 from tessera.models.patch import pack, patchify, positions, unpack, unpatchify
 from tessera.models.rope import apply_rope, rope_freqs
+from tessera.parallel import SequenceParallelError, gather_sequence, local_shard, ulysses_attention
 
 Rope = tuple[Tensor, Tensor]  # (cos, sin), each (N, head_dim/2)
 
@@ -47,12 +48,17 @@ class SelfAttention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim)
         self.q_norm, self.k_norm = RMSNorm(dim // heads, eps), RMSNorm(dim // heads, eps)
         self.out = nn.Linear(dim, dim)
+        self.sp_group = None  # a process group: x is this rank's token shard (tessera.parallel)
 
     def forward(self, x: Tensor, rope: Rope, mask: SegmentMask | None) -> Tensor:
         qkv = self.qkv(x).unflatten(-1, (3, self.heads, -1))  # (B, N, 3, heads, Dh)
         q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (B, heads, N, Dh)
         q, k = apply_rope(self.q_norm(q), rope), apply_rope(self.k_norm(k), rope)
-        return self.out(attention(q, k, v, mask).transpose(1, 2).flatten(2))  # (B, N, D)
+        if self.sp_group is None:
+            o = attention(q, k, v, mask)
+        else:  # N is a token shard; Ulysses exchanges it for a head shard around attention
+            o = ulysses_attention(q, k, v, self.sp_group, mask)
+        return self.out(o.transpose(1, 2).flatten(2))  # (B, N, D)
 
 
 class CrossAttention(nn.Module):
@@ -136,6 +142,7 @@ class DiT(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.depth))
         self.head = Head(D, cfg.in_channels * p, cfg.eps)
         self.checkpointing = False  # activation checkpointing per block (set by the trainer)
+        self.sp_group = None  # sequence-parallel process group, set by tessera.parallel.sequence_parallel
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -162,10 +169,14 @@ class DiT(nn.Module):
         cond = x.new_zeros(B, self.cfg.cond_channels, T, H, W) if cond is None else cond
         tokens = self.patch_embed(patchify(torch.cat([x, cond], dim=1), self.cfg.patch))  # (B, N, D)
         pos = positions(self._grid(T, H, W), x.device)  # (N, 3) (t, h, w) ids
+        if self.sp_group is not None:  # sequence parallel: keep this rank's tokens, with global positions
+            tokens, pos = local_shard(tokens, self.sp_group, 1), local_shard(pos, self.sp_group, 0)
         e_time = self._time_embedding(self._patch_time(t))  # (B, F, D)
         cross_mask = text_mask[:, None, None, :]  # (B, 1, 1, L): broadcast over heads and queries
         frame = pos[:, 0]  # (N,) each token's temporal patch = its row of e_time
         out = self._run(tokens, e_time, frame, pos, None, self.text_embed(text), cross_mask)  # (B, N, C*p)
+        if self.sp_group is not None:
+            out = gather_sequence(out, self.sp_group, 1)  # (B, N/P, C*p) shards -> (B, N, C*p) everywhere
         return unpatchify(out, self.cfg.patch, (T, H, W))
 
     def forward_packed(
@@ -180,6 +191,8 @@ class DiT(nn.Module):
         text_mask[i] (L,), packed into one sequence; conds[i] (cond_channels, T_i, H_i, W_i) or None.
         Attention stays within each clip and its own caption, so this equals running the clips one by one.
         Returns v per clip, (C, T_i, H_i, W_i)."""
+        if self.sp_group is not None:
+            raise SequenceParallelError("forward_packed does not support sequence parallelism; use forward")
         packed = pack(self._packed_inputs(xs, ts, text, text_mask, conds), self.cfg.patch)
         # All clips' frames in one (1, F_total) time row; a token's row = its clip's first row + its t id.
         t_all = torch.cat([self._patch_time(t[None])[0] for t in ts])[None]  # (1, F_total)

@@ -1,0 +1,191 @@
+"""Ulysses sequence parallelism for the DiT's self-attention (Jacobs et al. 2023, DeepSpeed-Ulysses).
+
+Each of the P ranks of a group holds a contiguous shard of the video tokens, (B, N/P, D), and runs every
+per-token layer (projections, norms, MLP, cross-attention, modulation) on its shard alone. Only
+self-attention needs all tokens: q, k, v of shape (B, H, N/P, Dh) go through one all-to-all that turns the
+token shard into a head shard, (B, H/P, N, Dh); attention runs locally over all tokens for H/P heads; a
+second all-to-all turns the result back into (B, H, N/P, Dh). RoPE is applied before the exchange, so each
+shard must carry its tokens' global positions. Cross-attention needs no exchange: every rank holds all
+text tokens.
+
+Per layer each rank sends and receives 4 tensors of B*N*D/P values (q, k, v, out), so the traffic per
+rank falls as P grows. Ulysses needs H % P == 0; ring attention (passing K/V blocks around a ring, which
+lifts that limit) is not implemented here.
+
+Gradients: `ulysses_attention` is autograd-exact (the backward of an all-to-all is the inverse
+all-to-all). `gather_sequence` returns the full output on every rank and assumes every rank then computes
+the same loss from it; its backward keeps this rank's slice of the gradient. Summing the parameter
+gradients over the group (all_reduce SUM) then gives exactly the one-process gradient.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from tessera.models.layers import SegmentMask, attention
+
+
+class SequenceParallelError(ValueError):
+    """The model or the inputs cannot be split over the sequence-parallel group as asked."""
+
+
+def group_size(group: Any) -> int:
+    """Number of ranks in `group` (a ProcessGroup; None is the default group)."""
+    return dist.get_world_size(group)
+
+
+def group_rank(group: Any) -> int:
+    """This process's rank within `group`."""
+    return dist.get_rank(group)
+
+
+def check_heads(heads: int, world: int) -> None:
+    """Ulysses splits heads over ranks: a SequenceParallelError unless heads % world == 0."""
+    if heads % world:
+        raise SequenceParallelError(
+            f"Ulysses sequence parallelism needs the number of attention heads ({heads}) to be divisible by "
+            f"the sequence-parallel size P = {world}; choose P among the divisors of {heads} "
+            "(ring attention, which has no such limit, is not implemented)"
+        )
+
+
+# --- sharding the sequence ------------------------------------------------------------------------
+
+
+def shard_sequence(x: Tensor, rank: int, world: int, dim: int = 1) -> Tensor:
+    """This rank's contiguous shard of x along `dim` (tokens): (B, N, D) -> (B, N/world, D) for dim=1.
+
+    Rank r keeps tokens [r N/world, (r+1) N/world), so its positions are the global ones sliced alike.
+    """
+    n = x.shape[dim]
+    if n % world:
+        raise SequenceParallelError(
+            f"the sequence of {n} tokens (dim {dim} of shape {tuple(x.shape)}) cannot be split evenly over "
+            f"{world} ranks; use a token count divisible by {world}"
+        )
+    if not 0 <= rank < world:
+        raise SequenceParallelError(f"rank {rank} is outside 0..{world - 1}")
+    size = n // world
+    return x.narrow(dim, rank * size, size)
+
+
+def local_shard(x: Tensor, group: Any, dim: int = 1) -> Tensor:
+    """`shard_sequence` for this process's rank in `group`."""
+    return shard_sequence(x, group_rank(group), group_size(group), dim)
+
+
+class _GatherSequence(torch.autograd.Function):
+    """All-gather of token shards along `dim`; backward keeps this rank's slice (the loss is replicated)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, group: Any, dim: int) -> Tensor:
+        ctx.group, ctx.dim = group, dim
+        parts = [torch.empty_like(x) for _ in range(group_size(group))]
+        dist.all_gather(parts, x.contiguous(), group=group)
+        return torch.cat(parts, dim=dim)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
+        return local_shard(grad, ctx.group, ctx.dim).contiguous(), None, None
+
+
+def gather_sequence(x: Tensor, group: Any, dim: int = 1) -> Tensor:
+    """Concatenate every rank's shard along `dim` in rank order: (B, N/P, D) -> (B, N, D) on every rank.
+
+    Backward assumes each rank computes the same loss from the full output, so it passes on only this
+    rank's slice of the gradient; sum parameter gradients over the group afterwards.
+    """
+    return _GatherSequence.apply(x, group, dim)
+
+
+# --- the all-to-all -------------------------------------------------------------------------------
+
+
+def _all_to_all(x: Tensor, group: Any, scatter_dim: int, gather_dim: int) -> Tensor:
+    """Split x into P chunks along scatter_dim, send chunk i to rank i, concatenate what arrives along
+    gather_dim in rank order. Swapping the two dims gives the inverse exchange."""
+    world = group_size(group)
+    send = torch.stack(x.tensor_split(world, dim=scatter_dim))  # (P, *chunk), chunk i goes to rank i
+    recv = torch.empty_like(send)  # (P, *chunk), chunk j came from rank j
+    dist.all_to_all_single(recv, send, group=group)
+    return torch.cat(recv.unbind(0), dim=gather_dim)
+
+
+class _AllToAll(torch.autograd.Function):
+    """Autograd-exact all-to-all: the backward is the same exchange with the dims swapped."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, group: Any, scatter_dim: int, gather_dim: int) -> Tensor:
+        ctx.group, ctx.dims = group, (scatter_dim, gather_dim)
+        return _all_to_all(x, group, scatter_dim, gather_dim)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None, None]:
+        scatter_dim, gather_dim = ctx.dims
+        return _all_to_all(grad, ctx.group, gather_dim, scatter_dim), None, None, None
+
+
+def seq_to_heads(x: Tensor, group: Any) -> Tensor:
+    """(B, H, N/P, Dh) token shard of all heads -> (B, H/P, N, Dh) all tokens of this rank's heads."""
+    return _AllToAll.apply(x, group, 1, 2)
+
+
+def heads_to_seq(x: Tensor, group: Any) -> Tensor:
+    """(B, H/P, N, Dh) -> (B, H, N/P, Dh): the inverse of `seq_to_heads`."""
+    return _AllToAll.apply(x, group, 2, 1)
+
+
+def ulysses_attention(
+    q: Tensor, k: Tensor, v: Tensor, group: Any, mask: Tensor | SegmentMask | None = None
+) -> Tensor:
+    """Self-attention over the whole sequence from token shards: q, k, v (B, H, N/P, Dh) -> (B, H, N/P, Dh).
+
+    Equals `attention` on the gathered (B, H, N, Dh) tensors, sliced back to this rank's tokens. `mask`,
+    if given, is over the full sequence (N, N) and the same for every head. RoPE must already be applied
+    with the tokens' global positions.
+    """
+    check_heads(q.shape[1], group_size(group))
+    q, k, v = (seq_to_heads(a, group) for a in (q, k, v))  # each (B, H/P, N, Dh)
+    return heads_to_seq(attention(q, k, v, mask), group)  # (B, H, N/P, Dh)
+
+
+# --- running a DiT sequence-parallel --------------------------------------------------------------
+
+
+def _sp_modules(model: nn.Module) -> list[nn.Module]:
+    """Every submodule with an `sp_group` hook (the DiT and its self-attentions; works through DDP)."""
+    return [m for m in model.modules() if hasattr(m, "sp_group")]
+
+
+@contextmanager
+def sequence_parallel(model: nn.Module, group: Any = None) -> Iterator[nn.Module]:
+    """Within the block, `model(x, t, text, text_mask, cond)` runs sequence-parallel over `group`
+    (None: the default group of all ranks).
+
+    Every rank of the group passes the same full inputs; each keeps its token shard, self-attention
+    exchanges shards with `ulysses_attention`, and the output is gathered so every rank returns the
+    full v. Only the batched `forward` is supported (not `forward_packed`). Raises a
+    SequenceParallelError if a self-attention's head count is not divisible by the group size.
+    """
+    group = dist.group.WORLD if group is None else group  # the hooks read None as "off"
+    modules = _sp_modules(model)
+    if not modules:
+        raise SequenceParallelError(f"{type(model).__name__} has no sequence-parallel hook (sp_group)")
+    world = group_size(group)
+    for m in modules:
+        if hasattr(m, "heads"):
+            check_heads(m.heads, world)
+    previous = [m.sp_group for m in modules]
+    for m in modules:
+        m.sp_group = group
+    try:
+        yield model
+    finally:
+        for m, g in zip(modules, previous, strict=True):
+            m.sp_group = g
