@@ -80,6 +80,180 @@ def _expanded(prompt: str, seed: int) -> str:
     return caption
 
 
+# Conditioned generation (pipeline.image / animate / extend / connect / loop / edit / long). Each takes the
+# same sampler flags as `generate`; the size of a given image or video is the output's size.
+Out = Annotated[Path, Opt("-o", "--out", help="Output file (.mp4, .webm, .gif, .webp; .png for image).")]
+ModelOpt = Annotated[Path | None, Opt(help="Model folder (default: the shipped model).")]
+Steps = Annotated[int, Opt(help="Sampler steps.")]
+Guidance = Annotated[float, Opt(help="Classifier-free guidance scale (1 = off).")]
+Seed = Annotated[int, Opt(help="Random seed; the same seed gives the same output.")]
+Expand = Annotated[
+    bool, Opt("--expand/--no-expand", help="Expand a short prompt into a detailed caption first.")
+]
+Frames = Annotated[int, Opt(help="Frame count of the new clip, of the form 1 + 4k.")]
+Device = Annotated[str, Opt(help="cpu, cuda, or auto.")]
+Fps = Annotated[float, Opt(help="Frames per second of the written file.")]
+
+
+def _start(model: Path | None, device: str, prompt: str, expand: bool, seed: int):
+    """Load the model and (optionally) expand the prompt."""
+    from tessera import pipeline
+
+    return pipeline.load(model, device), (_expanded(prompt, seed) if expand else prompt)
+
+
+def _write(out: Path, frames_u8, fps: float) -> None:
+    from tessera import video
+
+    typer.echo(f"wrote {video.write_video(out, frames_u8, fps=fps)}")
+
+
+@app.command()
+def image(
+    prompt: Annotated[str, typer.Argument(help="What the image shows.")],
+    out: Out = Path("out.png"),
+    size: Annotated[str, Opt(help="WIDTHxHEIGHT, multiples of 16.")] = "128x128",
+    model: ModelOpt = None, steps: Steps = 25, guidance: Guidance = 5.0, seed: Seed = 0,
+    device: Device = "auto", expand: Expand = True,
+) -> None:  # fmt: skip
+    """Text-to-image (a one-frame video); large sizes decode in tiles."""
+    from tessera import pipeline
+    from tessera.video import save_image
+
+    m, prompt = _start(model, device, prompt, expand, seed)
+    w, h = _size(size)
+    img = pipeline.image(
+        m, prompt, width=w, height=h, steps=steps, guidance=guidance, seed=seed, progress=True
+    )
+    typer.echo(f"wrote {save_image(out, img.numpy())}")
+
+
+@app.command()
+def animate(
+    image_path: Annotated[Path, typer.Argument(metavar="IMAGE", help="The first frame.")],
+    prompt: Annotated[str, typer.Argument(help="What happens next.")],
+    out: Out = Path("out.mp4"), frames: Frames = 33,
+    model: ModelOpt = None, steps: Steps = 25, guidance: Guidance = 5.0, seed: Seed = 0,
+    device: Device = "auto", expand: Expand = True, fps: Fps = 16.0,
+) -> None:  # fmt: skip
+    """Image-to-video: a clip that starts on IMAGE."""
+    from tessera import pipeline
+    from tessera.video import read_video
+
+    m, prompt = _start(model, device, prompt, expand, seed)
+    still = read_video(image_path, frames=1)[0]
+    _write(out, pipeline.animate(m, still, prompt, frames, steps=steps, guidance=guidance, seed=seed), fps)
+
+
+@app.command()
+def extend(
+    video_path: Annotated[Path, typer.Argument(metavar="VIDEO", help="The clip to continue.")],
+    prompt: Annotated[str, typer.Argument(help="What happens in the new frames.")],
+    forward: Annotated[bool, Opt("--forward/--backward", help="After the end or before the start.")] = True,
+    out: Out = Path("out.mp4"), frames: Frames = 33,
+    overlap: Annotated[int | None, Opt(help="Source frames shared (default: half).")] = None,
+    model: ModelOpt = None, steps: Steps = 25, guidance: Guidance = 5.0, seed: Seed = 0,
+    device: Device = "auto", expand: Expand = True, fps: Fps = 16.0,
+) -> None:  # fmt: skip
+    """Extend VIDEO forward or backward; writes the source joined with the new frames."""
+    from tessera import pipeline
+    from tessera.video import read_video
+
+    m, prompt = _start(model, device, prompt, expand, seed)
+    direction = "forward" if forward else "backward"
+    joined = pipeline.extend(
+        m,
+        read_video(video_path),
+        prompt,
+        frames,
+        direction,
+        overlap,
+        steps=steps,
+        guidance=guidance,
+        seed=seed,
+    )
+    _write(out, joined, fps)
+
+
+@app.command()
+def connect(
+    video_a: Annotated[Path, typer.Argument(metavar="VIDEO_A", help="The clip to start from.")],
+    video_b: Annotated[Path, typer.Argument(metavar="VIDEO_B", help="The clip to arrive at.")],
+    prompt: Annotated[str, typer.Argument(help="What happens in between.")],
+    out: Out = Path("out.mp4"), frames: Frames = 33,
+    model: ModelOpt = None, steps: Steps = 25, guidance: Guidance = 5.0, seed: Seed = 0,
+    device: Device = "auto", expand: Expand = True, fps: Fps = 16.0,
+) -> None:  # fmt: skip
+    """A bridge from VIDEO_A's last frame to VIDEO_B's first; writes A, the bridge and B joined."""
+    from tessera import pipeline
+    from tessera.video import read_video
+
+    m, prompt = _start(model, device, prompt, expand, seed)
+    a, b = read_video(video_a), read_video(video_b)
+    _write(out, pipeline.connect(m, a, b, prompt, frames, steps=steps, guidance=guidance, seed=seed), fps)
+
+
+@app.command()
+def loop(
+    prompt: Annotated[str, typer.Argument(help="What the loop shows.")],
+    video: Annotated[Path | None, Opt(help="Loop on its first frame (default: generated).")] = None,
+    out: Out = Path("out.mp4"), frames: Frames = 33,
+    size: Annotated[str, Opt(help="WIDTHxHEIGHT, multiples of 16.")] = "128x128",
+    model: ModelOpt = None, steps: Steps = 25, guidance: Guidance = 5.0, seed: Seed = 0,
+    device: Device = "auto", expand: Expand = True, fps: Fps = 16.0,
+) -> None:  # fmt: skip
+    """A clip that ends on the frame it starts on."""
+    from tessera import pipeline
+    from tessera.video import read_video
+
+    m, prompt = _start(model, device, prompt, expand, seed)
+    w, h = _size(size)
+    v = None if video is None else read_video(video, frames=1)
+    frames_u8 = pipeline.loop(m, prompt, frames, v, h, w, steps=steps, guidance=guidance, seed=seed)
+    _write(out, frames_u8, fps)
+
+
+@app.command()
+def edit(
+    video_path: Annotated[Path, typer.Argument(metavar="VIDEO", help="The clip to edit (1 + 4k frames).")],
+    prompt: Annotated[str, typer.Argument(help="What the edited clip shows.")],
+    strength: Annotated[float, Opt(help="0 keeps the source, 1 ignores it.")] = 0.6,
+    out: Out = Path("out.mp4"),
+    model: ModelOpt = None, steps: Steps = 25, guidance: Guidance = 5.0, seed: Seed = 0,
+    device: Device = "auto", expand: Expand = True, fps: Fps = 16.0,
+) -> None:  # fmt: skip
+    """SDEdit: redraw VIDEO under PROMPT, keeping more of it at lower strength."""
+    from tessera import pipeline
+    from tessera.video import read_video
+
+    m, prompt = _start(model, device, prompt, expand, seed)
+    edited = pipeline.edit(
+        m, read_video(video_path), prompt, strength, steps=steps, guidance=guidance, seed=seed
+    )
+    _write(out, edited, fps)
+
+
+@app.command()
+def long(
+    prompt: Annotated[str, typer.Argument(help="What the video shows.")],
+    out: Out = Path("out.mp4"),
+    frames: Annotated[int, Opt(help="Total frames, of the form 1 + 4k.")] = 65,
+    window: Annotated[int, Opt(help="Frames per sampled window (the trained length).")] = 33,
+    size: Annotated[str, Opt(help="WIDTHxHEIGHT, multiples of 16.")] = "128x128",
+    model: ModelOpt = None, steps: Steps = 25, guidance: Guidance = 5.0, seed: Seed = 0,
+    device: Device = "auto", expand: Expand = True, fps: Fps = 16.0,
+) -> None:  # fmt: skip
+    """A video longer than the trained length, in windows that each continue the last."""
+    from tessera import pipeline
+
+    m, prompt = _start(model, device, prompt, expand, seed)
+    w, h = _size(size)
+    frames_u8 = pipeline.long(
+        m, prompt, frames, window, height=h, width=w, seed=seed, steps=steps, guidance=guidance, progress=True
+    )
+    _write(out, frames_u8, fps)
+
+
 @app.command()
 def expand(
     prompt: Annotated[str, typer.Argument(help="A short prompt, e.g. 'red ball bouncing'.")],

@@ -15,7 +15,7 @@ import torch
 
 from tessera.checkpoint import Model, build_model, load_model, save_model
 from tessera.config import ModelConfig, get_preset
-from tessera.flow.samplers import guided, sample_euler, sample_heun
+from tessera.flow.samplers import guided, sample_euler, sample_heun, sdedit_start
 from tessera.flow.schedules import timesteps, token_shift
 from tessera.models.text import Tokenizer
 
@@ -104,11 +104,7 @@ def _pretty(d: dict, indent: int = 0) -> str:
 
 def check_request(config: ModelConfig, frames: int, height: int, width: int, device: torch.device) -> None:
     """Raise RequestError unless (frames, height, width) is servable on `device`."""
-    if frames < 1 or (frames - 1) % 4:
-        lo = max(1, 1 + 4 * ((frames - 1) // 4))
-        raise RequestError(
-            f"--frames must be 1 + 4k (1, 5, 9, ..., 33, ...); got {frames}, try {lo} or {lo + 4}"
-        )
+    _check_frames(frames)
     for name, v in (("height", height), ("width", width)):
         if v < 16 or v % 16 or v > MAX_SIDE:
             near = min(MAX_SIDE, max(16, 16 * round(v / 16)))
@@ -177,11 +173,14 @@ def sample_latents(
     given: torch.Tensor | None = None,
     cond: torch.Tensor | None = None,
     progress: bool = False,
+    x0_src: torch.Tensor | None = None,
+    strength: float = 1.0,
 ) -> torch.Tensor:
     """Sample normalised latents (1, C_z, T_z, h, w) for `prompt`, holding `given` frames clean.
 
     `given (1, T_z)` bool marks latent frames fixed to `x0_given`; `cond` is the DiT's extra input
-    (masked-video latents + pixel-frame mask) or None for plain text-to-video.
+    (masked-video latents + pixel-frame mask) or None for plain text-to-video. With `x0_src` (SDEdit)
+    the flow starts from the source noised to `t = strength` instead of from pure noise.
     """
     if sampler not in SAMPLERS:
         raise RequestError(f"--sampler must be one of {', '.join(SAMPLERS)}; got '{sampler}'")
@@ -200,8 +199,11 @@ def sample_latents(
 
     v_fn = dit_fn if guidance == 1 else guided(dit_fn, guidance)  # both branches in one batch
     pt, ph, pw = model.config.dit.patch
-    ts = timesteps(steps, token_shift(t_z // pt * (h // ph) * (w // pw))).to(device)
-    return SAMPLERS[sampler](v_fn, noise, ts, x0_given=x0_given, given=given, progress=progress)
+    if not 0.0 <= strength <= 1.0:
+        raise RequestError(f"--strength must be in [0, 1]; got {strength}")
+    ts = timesteps(steps, token_shift(t_z // pt * (h // ph) * (w // pw)), start=strength).to(device)
+    x_start = noise if x0_src is None else sdedit_start(x0_src.to(noise), noise, strength)
+    return SAMPLERS[sampler](v_fn, x_start, ts, x0_given=x0_given, given=given, progress=progress)
 
 
 def generate(
@@ -224,3 +226,361 @@ def generate(
     shape = (1 + (frames - 1) // 4, height // 8, width // 8)
     z = sample_latents(model, prompt, shape, steps, guidance, seed, sampler, progress=progress)
     return to_uint8(model.vae.decode_latents(z).float().cpu())
+
+
+# ---------------------------------------------------------------------------------------------
+# Conditioned capabilities: each is `conditioned` (one `sample_latents` call) with a pixel mask.
+#
+# Which pixel frames are given decides everything else, exactly as in training (tessera.train.tasks):
+# the latent frames held clean are `given_latents(mask)` (exact only for a given prefix, by the VAE's
+# causality), and the DiT's `cond` input is `build_cond(vae, clip, mask)` for any non-empty mask.
+
+
+def conditioned(
+    model: Model,
+    prompt: str,
+    clip: torch.Tensor | None,
+    pixel_mask: torch.Tensor,
+    height: int,
+    width: int,
+    steps: int = 25,
+    guidance: float = 5.0,
+    seed: int = 0,
+    sampler: str = "euler",
+    progress: bool = False,
+) -> torch.Tensor:
+    """Latents (1, C_z, T_z, h, w) of a clip whose pixel frames `pixel_mask (T,)` are given by `clip`.
+
+    `clip (3, T, H, W)` in [-1, 1] holds the given frames (other frames are ignored: zeroed as in
+    training). The latent frames of a given prefix come back exactly equal to the clip's encoding.
+    """
+    from tessera.train.tasks import build_cond, given_latents
+
+    frames = pixel_mask.shape[0]
+    device = next(model.dit.parameters()).device
+    check_request(model.config, frames, height, width, device)
+    shape = (1 + (frames - 1) // 4, height // 8, width // 8)
+    x0_given = given = cond = None
+    if pixel_mask.any():
+        cond = build_cond(model.vae, clip.to(device), pixel_mask.to(device))[None]  # (1, C_z + 4, T_z, h, w)
+        held = given_latents(pixel_mask).to(device)[None]  # (1, T_z)
+        if held.any():
+            # The masked video's latents: on a given prefix they equal the prefix's own encoding.
+            x0_given, given = cond[:, : model.config.vae.z_channels], held
+    return sample_latents(
+        model, prompt, shape, steps, guidance, seed, sampler, x0_given, given, cond, progress
+    )
+
+
+def decode(model: Model, z: torch.Tensor) -> torch.Tensor:
+    """Normalised latents (1, C_z, T_z, h, w) -> uint8 frames (T, H, W, 3); tiles large frames itself."""
+    from tessera.video import to_uint8
+
+    return to_uint8(model.vae.decode_latents(z).float().cpu())
+
+
+def encode(model: Model, frames_u8: torch.Tensor) -> torch.Tensor:
+    """uint8 frames (T, H, W, 3), T = 1 + 4k -> normalised latents (1, C_z, T_z, h, w) (posterior mean)."""
+    from tessera.video import to_tensor
+
+    device = next(model.dit.parameters()).device
+    return model.vae.encode_latents(to_tensor(frames_u8)[None].to(device))
+
+
+def fit(frames_u8: torch.Tensor, height: int, width: int, what: str = "input") -> torch.Tensor:
+    """uint8 (T, H, W, 3) resized and centre-cropped to (height, width) when the aspect ratios match.
+
+    A different aspect ratio is refused: the user's framing is never silently changed.
+    """
+    frames_u8 = torch.as_tensor(frames_u8)
+    if frames_u8.ndim == 3:
+        frames_u8 = frames_u8[None]
+    if frames_u8.ndim != 4 or frames_u8.shape[-1] != 3 or frames_u8.dtype != torch.uint8:
+        raise RequestError(
+            f"{what} must be uint8 (T, H, W, 3); got {frames_u8.dtype} {tuple(frames_u8.shape)}"
+        )
+    H, W = frames_u8.shape[1:3]
+    if (H, W) == (height, width):
+        return frames_u8
+    if abs(W / H - width / height) > 0.01 * (width / height):
+        raise RequestError(
+            f"{what} is {W}x{H} but {width}x{height} was asked for: the aspect ratios differ; "
+            f"crop the {what} yourself or ask for a size of its aspect ratio"
+        )
+    scale = max(height / H, width / W)  # cover the target, then crop the (tiny) excess evenly
+    h, w = max(height, round(H * scale)), max(width, round(W * scale))
+    x = frames_u8.permute(0, 3, 1, 2).float()  # (T, 3, H, W)
+    x = torch.nn.functional.interpolate(x, size=(h, w), mode="bilinear", antialias=True, align_corners=False)
+    top, left = (h - height) // 2, (w - width) // 2
+    x = x[:, :, top : top + height, left : left + width]
+    return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+
+
+def _clip(frames_u8: torch.Tensor, total: int, at: int) -> torch.Tensor:
+    """A (3, total, H, W) clip in [-1, 1]: `frames_u8` placed from frame `at`, zeros elsewhere."""
+    from tessera.video import to_tensor
+
+    x = to_tensor(frames_u8)
+    out = x.new_zeros(3, total, *x.shape[2:])
+    out[:, at : at + x.shape[1]] = x
+    return out
+
+
+def _size_of(frames_u8: torch.Tensor, height: int | None, width: int | None) -> tuple[int, int]:
+    """(height, width) asked for, defaulting to the input's own size."""
+    return (height or int(frames_u8.shape[-3]), width or int(frames_u8.shape[-2]))
+
+
+def _out(
+    model: Model, z: torch.Tensor, return_latents: bool
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    frames = decode(model, z)
+    return (frames, z) if return_latents else frames
+
+
+def image(
+    model: Model,
+    prompt: str,
+    width: int = 128,
+    height: int = 128,
+    steps: int = 25,
+    guidance: float = 5.0,
+    seed: int = 0,
+    sampler: str = "euler",
+    progress: bool = False,
+) -> torch.Tensor:
+    """Text-to-image: uint8 (H, W, 3), sampled as a one-frame video; large frames decode in tiles."""
+    return generate(model, prompt, 1, height, width, steps, guidance, seed, sampler, progress)[0]
+
+
+def animate(
+    model: Model,
+    image: torch.Tensor,
+    prompt: str,
+    frames: int = 33,
+    height: int | None = None,
+    width: int | None = None,
+    return_latents: bool = False,
+    **sampling,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Image-to-video: uint8 (frames, H, W, 3) starting at `image (H, W, 3)` (size: the image's own).
+
+    Pixel frame 0 is given; latent frame 0 (the image encoded alone, exact by causality) is held clean.
+    `sampling` takes `steps`, `guidance`, `seed`, `sampler`, `progress`.
+    """
+    from tessera.train.tasks import pixel_mask_for
+
+    height, width = _size_of(torch.as_tensor(image), height, width)
+    still = fit(image, height, width, "image")
+    _check_frames(frames)
+    z = conditioned(
+        model, prompt, _clip(still, frames, 0), pixel_mask_for("i2v", frames), height, width, **sampling
+    )
+    return _out(model, z, return_latents)
+
+
+def extend(
+    model: Model,
+    video: torch.Tensor,
+    prompt: str,
+    frames: int = 33,
+    direction: str = "forward",
+    overlap: int | None = None,
+    return_latents: bool = False,
+    **sampling,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Continue `video (T, H, W, 3)` forward or backward with a new clip of `frames` frames.
+
+    forward: the new clip's first `overlap` frames (1 + 4k, a prefix) are the source's last `overlap`
+    frames, re-encoded as a clip of their own and held clean (exact by causality). Returns the source
+    unchanged followed by the new clip's frames after the overlap: T + frames - overlap frames.
+    backward: the new clip's last `overlap` frames (4k) are the source's first `overlap` frames, given
+    through `cond` only (their latents depend on the unknown frames before them). Returns the new
+    clip's frames before the overlap followed by the source unchanged.
+    """
+    from tessera.train.tasks import pixel_mask_for
+
+    video = torch.as_tensor(video)
+    if direction not in ("forward", "backward"):
+        raise RequestError(f"direction must be 'forward' or 'backward'; got '{direction}'")
+    _check_frames(frames)
+    t_z = 1 + (frames - 1) // 4
+    if t_z < 2:
+        raise RequestError(f"--frames must be at least 5 to extend (one new latent frame); got {frames}")
+    k = _overlap_latents(overlap, t_z, len(video), direction)
+    height, width = int(video.shape[1]), int(video.shape[2])
+    if direction == "forward":
+        n = 1 + 4 * (k - 1)  # given prefix frames
+        mask = pixel_mask_for("extend", frames, k)
+        clip = _clip(video[len(video) - n :], frames, 0)
+    else:
+        n = 4 * k
+        mask = pixel_mask_for("tail", frames, k)
+        clip = _clip(video[:n], frames, frames - n)
+    z = conditioned(model, prompt, clip, mask, height, width, **sampling)
+    new = decode(model, z)
+    joined = torch.cat([video, new[n:]]) if direction == "forward" else torch.cat([new[:-n], video])
+    return (joined, z) if return_latents else joined
+
+
+def _overlap_latents(overlap: int | None, t_z: int, source: int, direction: str) -> int:
+    """The task's k from the overlap in pixel frames (default: about half the new clip, as fits)."""
+    if direction == "forward":
+        fits = min(t_z - 1, 1 + (source - 1) // 4)  # 1 + 4(k - 1) <= source, one latent left to make
+        if overlap is None:
+            return max(1, min(fits, (t_z + 1) // 2))
+        if (overlap - 1) % 4 or not 1 <= overlap <= 1 + 4 * (fits - 1):
+            raise RequestError(
+                f"forward --overlap must be 1 + 4k frames between 1 and {1 + 4 * (fits - 1)}; got {overlap}"
+            )
+        return 1 + (overlap - 1) // 4
+    fits = min(t_z - 1, source // 4)
+    if fits < 1:
+        raise RequestError(f"extending backward needs a source of at least 4 frames; got {source}")
+    if overlap is None:
+        return max(1, min(fits, t_z // 2))
+    if overlap % 4 or not 4 <= overlap <= 4 * fits:
+        raise RequestError(
+            f"backward --overlap must be a multiple of 4 between 4 and {4 * fits}; got {overlap}"
+        )
+    return overlap // 4
+
+
+def connect(
+    model: Model,
+    video_a: torch.Tensor,
+    video_b: torch.Tensor,
+    prompt: str,
+    frames: int = 33,
+    return_latents: bool = False,
+    **sampling,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """A bridge of `frames` frames from A's last frame to B's first: returns A, the bridge, B joined.
+
+    The trained `first_last` pattern: the bridge's first frame is A's last (a prefix: latent 0 held
+    clean, exact), its last frame is B's first (through `cond`). B is fitted to A's size when only the
+    scale differs. Both shared frames appear once: A + bridge[1:-1] + B.
+    """
+    from tessera.train.tasks import pixel_mask_for
+
+    video_a = torch.as_tensor(video_a)
+    height, width = int(video_a.shape[1]), int(video_a.shape[2])
+    video_b = fit(video_b, height, width, "second video")
+    _check_frames(frames)
+    if frames < 5:
+        raise RequestError(f"--frames must be at least 5 to connect two clips; got {frames}")
+    clip = _clip(video_a[-1:], frames, 0)
+    clip[:, -1] = _clip(video_b[:1], 1, 0)[:, 0]
+    z = conditioned(model, prompt, clip, pixel_mask_for("first_last", frames), height, width, **sampling)
+    bridge = decode(model, z)
+    joined = torch.cat([video_a, bridge[1:-1], video_b])
+    return (joined, z) if return_latents else joined
+
+
+def loop(
+    model: Model,
+    prompt: str,
+    frames: int = 33,
+    video: torch.Tensor | None = None,
+    height: int = 128,
+    width: int = 128,
+    return_latents: bool = False,
+    **sampling,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """A clip of `frames` frames that starts and ends on the same frame (`first_last` with one frame).
+
+    The loop frame is `video`'s first frame (fitted to height x width) or, without a video, a
+    one-frame sample of `prompt`. Latent 0 is held clean; the far end goes through `cond`. Before
+    decoding, the last latent frame is overwritten with the first, so the two ends share latents
+    exactly. For seamless repeated playback drop the last frame.
+    """
+    from tessera.train.tasks import pixel_mask_for
+
+    _check_frames(frames)
+    if frames < 5:
+        raise RequestError(f"--frames must be at least 5 to loop; got {frames}")
+    if video is None:
+        device = next(model.dit.parameters()).device
+        check_request(model.config, frames, height, width, device)
+        still = decode(model, sample_latents(model, prompt, (1, height // 8, width // 8), **_plain(sampling)))
+    else:
+        still = fit(torch.as_tensor(video)[:1], height, width, "video")
+    clip = _clip(still, frames, 0)
+    clip[:, -1] = clip[:, 0]
+    z = conditioned(model, prompt, clip, pixel_mask_for("first_last", frames), height, width, **sampling)
+    z[:, :, -1] = z[:, :, 0]  # the loop closes in latent space: last latent frame := first
+    return _out(model, z, return_latents)
+
+
+def _plain(sampling: dict) -> dict:
+    """Sampler keywords as `sample_latents` names them."""
+    keys = ("steps", "guidance", "seed", "sampler", "progress")
+    return {k: sampling[k] for k in keys if k in sampling}
+
+
+def edit(
+    model: Model,
+    video: torch.Tensor,
+    prompt: str,
+    strength: float = 0.6,
+    return_latents: bool = False,
+    **sampling,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """SDEdit: re-imagine `video (T, H, W, 3)` under `prompt`, keeping more of it the lower `strength`.
+
+    The source latents are noised to `t = strength` and the flow is integrated from there (0 returns
+    the source latents exactly; 1 ignores the source).
+    """
+    video = torch.as_tensor(video)
+    frames, height, width = (int(v) for v in video.shape[:3])
+    device = next(model.dit.parameters()).device
+    check_request(model.config, frames, height, width, device)
+    if not 0.0 <= strength <= 1.0:
+        raise RequestError(f"--strength must be in [0, 1]; got {strength}")
+    x0_src = encode(model, video)
+    z = sample_latents(
+        model, prompt, tuple(x0_src.shape[2:]), x0_src=x0_src, strength=strength, **_plain(sampling)
+    )
+    return _out(model, z, return_latents)
+
+
+def long(
+    model: Model,
+    prompt: str,
+    frames: int = 65,
+    window: int = 33,
+    overlap: int | None = None,
+    height: int = 128,
+    width: int = 128,
+    seed: int = 0,
+    **sampling,
+) -> torch.Tensor:
+    """A video longer than the trained length: a text-to-video window, then forward extensions.
+
+    Each later window's prefix is the previous windows' last `overlap` frames (1 + 4k), re-encoded
+    from pixels and held clean, as in `extend`; window i samples with seed + i.
+    """
+    _check_frames(frames)
+    _check_frames(window)
+    if window < 9:
+        raise RequestError(f"--window must be at least 9 frames; got {window}")
+    t_z = 1 + (window - 1) // 4
+    overlap = 1 + 4 * ((t_z - 1) // 2) if overlap is None else overlap
+    if (overlap - 1) % 4 or not 1 <= overlap <= window - 4:
+        raise RequestError(f"--overlap must be 1 + 4k frames between 1 and {window - 4}; got {overlap}")
+    out = generate(model, prompt, min(frames, window), height, width, seed=seed, **_plain(sampling))
+    i = 1
+    while len(out) < frames:
+        size = overlap + min(window - overlap, frames - len(out))  # the last window may be shorter
+        out = extend(model, out, prompt, size, "forward", overlap, seed=seed + i, **sampling)
+        i += 1
+    return out
+
+
+def _check_frames(frames: int) -> None:
+    """Refuse a frame count not of the form 1 + 4k, naming the nearest valid ones."""
+    if frames < 1 or (frames - 1) % 4:
+        lo = max(1, 1 + 4 * ((frames - 1) // 4))
+        raise RequestError(
+            f"--frames must be 1 + 4k (1, 5, 9, ..., 33, ...); got {frames}, try {lo} or {lo + 4}"
+        )
