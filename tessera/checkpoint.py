@@ -150,7 +150,7 @@ def load_tensors(folder: Path, name: str) -> dict[str, torch.Tensor]:
     folder = Path(folder)
     single, index = folder / f"{name}.safetensors", folder / f"{name}.safetensors.index.json"
     if index.exists():
-        weight_map = _read_json(index).get("weight_map")
+        weight_map = read_json(index).get("weight_map")
         if not isinstance(weight_map, dict):
             raise CheckpointError(f"{index}: no 'weight_map' in the shard index")
         files = sorted(set(weight_map.values()))
@@ -175,15 +175,16 @@ def load_tensors(folder: Path, name: str) -> dict[str, torch.Tensor]:
     return out
 
 
-def _read_json(path: Path) -> dict:
+def read_json(path: str | Path, error: type[ValueError] = CheckpointError) -> dict:
+    """A JSON object from `path`; `error` (naming the file) if it is missing, not JSON, or not an object."""
     try:
         data = json.loads(Path(path).read_text())
     except FileNotFoundError:
-        raise CheckpointError(f"{path}: missing") from None
+        raise error(f"{path}: missing") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{path}: not valid JSON: {e}") from e
+        raise error(f"{path}: not valid JSON: {e}") from e
     if not isinstance(data, dict):
-        raise CheckpointError(f"{path}: expected a JSON object")
+        raise error(f"{path}: expected a JSON object")
     return data
 
 
@@ -227,7 +228,7 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> Model:
     if not path.is_dir():
         raise CheckpointError(f"{path}: model folder not found (make one with `tessera model init`)")
     try:
-        config = ModelConfig.from_dict(_read_json(path / "config.json"))
+        config = ModelConfig.from_dict(read_json(path / "config.json"))
     except (ValueError, TypeError, KeyError) as e:
         raise CheckpointError(f"{path / 'config.json'}: {e}") from e
     try:
@@ -258,4 +259,4 @@ def load_state(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     path = Path(path)
     if not path.is_dir():
         raise CheckpointError(f"{path}: training state not found")
-    return load_tensors(path, "state"), _read_json(path / "state.json")
+    return load_tensors(path, "state"), read_json(path / "state.json")

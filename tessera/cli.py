@@ -69,14 +69,15 @@ def generate(
     typer.echo(f"wrote {video.write_video(out, frames_u8, fps=fps)}")
 
 
-def _expanded(prompt: str, seed: int) -> str:
-    """Expand PROMPT as the model was trained (detailed captions); print it and any warnings."""
+def _expanded(prompt: str, seed: int, announce: bool = True) -> str:
+    """Expand PROMPT as the model was trained (detailed captions); warnings (and the caption) to stderr."""
     from tessera.caption.expand import expand_for_generate
 
     caption, warnings = expand_for_generate(prompt, seed)
     for w in warnings:
         typer.echo(f"warning: {w}", err=True)
-    typer.echo(f"expanded prompt: {caption}", err=True)
+    if announce:
+        typer.echo(f"expanded prompt: {caption}", err=True)
     return caption
 
 
@@ -266,12 +267,7 @@ def expand(
 
         typer.echo(expand_with_lm(prompt, lm, seed=seed))
         return
-    from tessera.caption.expand import expand_for_generate
-
-    caption, warnings = expand_for_generate(prompt, seed)
-    for w in warnings:
-        typer.echo(f"warning: {w}", err=True)
-    typer.echo(caption)
+    typer.echo(_expanded(prompt, seed, announce=False))
 
 
 @app.command()
@@ -367,6 +363,23 @@ def world_show(
     typer.echo(f"wrote {show_command(seed, out, frames=frames, size=_size(size), split=split)}")
 
 
+# Options shared by `train vae` and `train dit`; None means 'keep the training config's value'.
+RunOut = Annotated[Path | None, Opt(help="New run folder.")]
+PresetOpt = Annotated[str | None, Opt(help="tiny, s, b, l or wan-1.3b (default s).")]
+DataOpt = Annotated[str | None, Opt(help="'world' or a folder / manifest.jsonl of videos and images.")]
+StepsOpt = Annotated[int | None, Opt(help="Total steps.")]
+BatchOpt = Annotated[int | None, Opt(help="Global batch (split over ranks).")]
+ConfigOpt = Annotated[Path | None, Opt(help="JSON file of training config fields (flags win).")]
+ResumeOpt = Annotated[Path | None, Opt(help="Run folder to continue exactly.")]
+LrOpt = Annotated[float | None, Opt(help="Peak learning rate.")]
+TrainDeviceOpt = Annotated[str | None, Opt(help="auto, cpu, cuda.")]
+DistOpt = Annotated[str | None, Opt(help="auto, none, ddp, fsdp (launch with torchrun).")]
+CkptOpt = Annotated[int | None, Opt(help="Checkpoint every N steps.")]
+SampleEveryOpt = Annotated[int | None, Opt(help="Write samples every N steps (0 = never).")]
+LogEveryOpt = Annotated[int | None, Opt(help="Log every N steps.")]
+TimeLimitOpt = Annotated[float | None, Opt(help="Checkpoint and stop after this many minutes.")]
+
+
 def _train(kind: str, **flags) -> None:
     from tessera.train.commands import train_command
 
@@ -376,29 +389,27 @@ def _train(kind: str, **flags) -> None:
 
 @train_app.command("vae")
 def train_vae(
-    out: Annotated[Path | None, Opt(help="New run folder.")] = None,
-    preset: Annotated[str | None, Opt(help="tiny, s, b, l or wan-1.3b (default s).")] = None,
-    data: Annotated[
-        str | None, Opt(help="'world' or a folder / manifest.jsonl of videos and images.")
-    ] = None,
-    steps: Annotated[int | None, Opt(help="Total steps.")] = None,
-    batch_size: Annotated[int | None, Opt(help="Global batch (split over ranks).")] = None,
-    config: Annotated[Path | None, Opt(help="JSON file of training config fields (flags win).")] = None,
-    resume: Annotated[Path | None, Opt(help="Run folder to continue exactly.")] = None,
+    out: RunOut = None,
+    preset: PresetOpt = None,
+    data: DataOpt = None,
+    steps: StepsOpt = None,
+    batch_size: BatchOpt = None,
+    config: ConfigOpt = None,
+    resume: ResumeOpt = None,
     init: Annotated[str | None, Opt(help="Model folder to start from.")] = None,
     shapes: Annotated[
         str | None, Opt(help="FRAMESxHEIGHTxWIDTH[:weight],... e.g. 17x64x64:3,1x64x64:1")
     ] = None,
-    lr: Annotated[float | None, Opt(help="Peak learning rate.")] = None,
+    lr: LrOpt = None,
     adv_weight: Annotated[float | None, Opt(help="Adversarial term weight (0 = off).")] = None,
     adv_start: Annotated[int | None, Opt(help="Steps before the discriminator acts.")] = None,
-    device: Annotated[str | None, Opt(help="auto, cpu, cuda.")] = None,
-    distributed: Annotated[str | None, Opt(help="auto, none, ddp, fsdp (launch with torchrun).")] = None,
+    device: TrainDeviceOpt = None,
+    distributed: DistOpt = None,
     compile: Annotated[bool | None, Opt("--compile/--no-compile", help="torch.compile.")] = None,
-    ckpt_every: Annotated[int | None, Opt(help="Checkpoint every N steps.")] = None,
-    sample_every: Annotated[int | None, Opt(help="Write samples every N steps (0 = never).")] = None,
-    log_every: Annotated[int | None, Opt(help="Log every N steps.")] = None,
-    time_limit_min: Annotated[float | None, Opt(help="Checkpoint and stop after this many minutes.")] = None,
+    ckpt_every: CkptOpt = None,
+    sample_every: SampleEveryOpt = None,
+    log_every: LogEveryOpt = None,
+    time_limit_min: TimeLimitOpt = None,
 ) -> None:
     """Train the causal video VAE."""
     _train("vae", **locals())
@@ -406,15 +417,13 @@ def train_vae(
 
 @train_app.command("dit")
 def train_dit(
-    out: Annotated[Path | None, Opt(help="New run folder.")] = None,
-    preset: Annotated[str | None, Opt(help="tiny, s, b, l or wan-1.3b (default s).")] = None,
-    data: Annotated[
-        str | None, Opt(help="'world' or a folder / manifest.jsonl of videos and images.")
-    ] = None,
-    steps: Annotated[int | None, Opt(help="Total steps.")] = None,
-    batch_size: Annotated[int | None, Opt(help="Global batch (split over ranks).")] = None,
-    config: Annotated[Path | None, Opt(help="JSON file of training config fields (flags win).")] = None,
-    resume: Annotated[Path | None, Opt(help="Run folder to continue exactly.")] = None,
+    out: RunOut = None,
+    preset: PresetOpt = None,
+    data: DataOpt = None,
+    steps: StepsOpt = None,
+    batch_size: BatchOpt = None,
+    config: ConfigOpt = None,
+    resume: ResumeOpt = None,
     init: Annotated[str | None, Opt(help="Model folder (trained VAE, tokenizer) to start from.")] = None,
     shapes: Annotated[str | None, Opt(help="FRAMESxHEIGHTxWIDTH[:weight],...")] = None,
     batching: Annotated[str | None, Opt(help="packed or bucketed.")] = None,
@@ -426,16 +435,16 @@ def train_dit(
     ] = None,
     cache_latents: Annotated[bool | None, Opt("--cache-latents/--no-cache-latents")] = None,
     world_clips: Annotated[int | None, Opt(help="> 0: repeat the first N world clips (to cache).")] = None,
-    lr: Annotated[float | None, Opt(help="Peak learning rate.")] = None,
-    device: Annotated[str | None, Opt(help="auto, cpu, cuda.")] = None,
-    distributed: Annotated[str | None, Opt(help="auto, none, ddp, fsdp (launch with torchrun).")] = None,
+    lr: LrOpt = None,
+    device: TrainDeviceOpt = None,
+    distributed: DistOpt = None,
     compile: Annotated[bool | None, Opt("--compile/--no-compile", help="torch.compile the blocks.")] = None,
     checkpointing: Annotated[bool | None, Opt("--checkpointing/--no-checkpointing")] = None,
-    ckpt_every: Annotated[int | None, Opt(help="Checkpoint every N steps.")] = None,
-    sample_every: Annotated[int | None, Opt(help="Write samples every N steps (0 = never).")] = None,
+    ckpt_every: CkptOpt = None,
+    sample_every: SampleEveryOpt = None,
     sample_prompt: Annotated[str | None, Opt(help="Prompt of the samples.")] = None,
-    log_every: Annotated[int | None, Opt(help="Log every N steps.")] = None,
-    time_limit_min: Annotated[float | None, Opt(help="Checkpoint and stop after this many minutes.")] = None,
+    log_every: LogEveryOpt = None,
+    time_limit_min: TimeLimitOpt = None,
 ) -> None:
     """Train the diffusion transformer by flow matching."""
     _train("dit", **locals())

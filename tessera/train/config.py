@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from tessera.checkpoint import read_json
+
 
 class ConfigError(ValueError):
     """A training config value or file that is not valid; the message names the field and what is allowed."""
@@ -224,15 +226,7 @@ def build(cls: type, values: dict[str, Any]) -> TrainConfig:
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
     """A JSON object of config fields; a clear error if the file is missing or not JSON."""
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path}: not valid JSON: {e}") from e
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a JSON object of training config fields")
+    data = read_json(path, ConfigError)
     data.pop("kind", None)
     return data
 

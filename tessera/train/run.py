@@ -14,7 +14,6 @@ resumed run continues, so a crash between the two at worst leaves `model/` one c
 
 from __future__ import annotations
 
-import json
 import signal
 import time
 from collections.abc import Callable
@@ -24,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from tessera.checkpoint import CheckpointError, atomic_write_text, load_state, save_state
+from tessera.checkpoint import CheckpointError, atomic_write_text, load_state, read_json, save_state
 from tessera.train import distributed
 from tessera.train.config import RESUMABLE, ConfigError, TrainConfig, build, config_class, to_json
 from tessera.train.distributed import Dist
@@ -58,13 +57,8 @@ def resume_config(run: str | Path, kind: str, **overrides: Any) -> TrainConfig:
         raise RunError(f"{run}: run folder not found (nothing to resume)")
     if not (run / "state").is_dir():
         raise RunError(f"{run}: no checkpoint in this run folder (missing {run / 'state'}); start a new run")
-    try:
-        saved = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise RunError(f"{path}: missing; {run} is not a run folder") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise RunError(f"{path}: corrupt ({e})") from e
-    if not isinstance(saved, dict) or saved.pop("kind", None) != kind:
+    saved = read_json(path, RunError)
+    if saved.pop("kind", None) != kind:
         raise RunError(f"{run} is not a '{kind}' training run (its train_config.json says otherwise)")
     try:
         cfg = build(config_class(kind), saved)
