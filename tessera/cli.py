@@ -37,36 +37,40 @@ def _size(text: str) -> tuple[int, int]:
     return w, h
 
 
+Out = Annotated[Path, Opt("-o", "--out", help="Output file (.mp4, .webm, .gif, .webp; .png for image).")]
+ModelOpt = Annotated[Path | None, Opt(help="Model folder (default: the shipped model).")]
+Steps = Annotated[int, Opt(help="Sampler steps.")]
+Guidance = Annotated[float, Opt(help="Classifier-free guidance scale (1 = off).")]
+Seed = Annotated[int, Opt(help="Random seed; the same seed gives the same output.")]
+Expand = Annotated[
+    bool, Opt("--expand/--no-expand", help="Expand a short prompt into a detailed caption first.")
+]
+Frames = Annotated[int, Opt(help="Frame count of the new clip, of the form 1 + 4k.")]
+Device = Annotated[str, Opt(help="cpu, cuda, or auto.")]
+Fps = Annotated[float, Opt(help="Frames per second of the written file.")]
+
+
 @app.command()
 def generate(
     prompt: Annotated[str, typer.Argument(help="What the video shows.")],
-    out: Annotated[Path, Opt("-o", "--out", help="Output video (.mp4, .webm, .gif, .webp).")] = Path(
-        "out.mp4"
-    ),
-    model: Annotated[Path | None, Opt(help="Model folder (default: the shipped model).")] = None,
+    out: Out = Path("out.mp4"),
+    model: ModelOpt = None,
     frames: Annotated[int, Opt(help="Frame count, of the form 1 + 4k.")] = 33,
     height: Annotated[int, Opt(help="Height in pixels, a multiple of 16.")] = 128,
     width: Annotated[int, Opt(help="Width in pixels, a multiple of 16.")] = 128,
-    steps: Annotated[int, Opt(help="Sampler steps.")] = 25,
-    guidance: Annotated[float, Opt(help="Classifier-free guidance scale (1 = off).")] = 5.0,
-    seed: Annotated[int, Opt(help="Random seed; the same seed gives the same video.")] = 0,
+    steps: Steps = 25, guidance: Guidance = 5.0, seed: Seed = 0,
     sampler: Annotated[str, Opt(help="euler or heun.")] = "euler",
-    fps: Annotated[float, Opt(help="Frames per second of the written file.")] = 16.0,
-    device: Annotated[str, Opt(help="cpu, cuda, or auto.")] = "auto",
-    expand: Annotated[
-        bool, Opt("--expand/--no-expand", help="Expand a short prompt into a detailed caption first.")
-    ] = True,
-) -> None:
+    fps: Fps = 16.0, device: Device = "auto", expand: Expand = True,
+) -> None:  # fmt: skip
     """Text-to-video: write a video for PROMPT."""
-    from tessera import pipeline, video
+    from tessera import pipeline
 
-    m = pipeline.load(model, device)
-    prompt = _expanded(prompt, seed) if expand else prompt
+    m, prompt = _start(model, device, prompt, expand, seed)
     frames_u8 = pipeline.generate(
         m, prompt, frames=frames, height=height, width=width, steps=steps, guidance=guidance,
         seed=seed, sampler=sampler, progress=True,
     )  # fmt: skip
-    typer.echo(f"wrote {video.write_video(out, frames_u8, fps=fps)}")
+    _write(out, frames_u8, fps)
 
 
 def _expanded(prompt: str, seed: int, announce: bool = True) -> str:
@@ -83,17 +87,6 @@ def _expanded(prompt: str, seed: int, announce: bool = True) -> str:
 
 # Conditioned generation (pipeline.image / animate / extend / connect / loop / edit / long). Each takes the
 # same sampler flags as `generate`; the size of a given image or video is the output's size.
-Out = Annotated[Path, Opt("-o", "--out", help="Output file (.mp4, .webm, .gif, .webp; .png for image).")]
-ModelOpt = Annotated[Path | None, Opt(help="Model folder (default: the shipped model).")]
-Steps = Annotated[int, Opt(help="Sampler steps.")]
-Guidance = Annotated[float, Opt(help="Classifier-free guidance scale (1 = off).")]
-Seed = Annotated[int, Opt(help="Random seed; the same seed gives the same output.")]
-Expand = Annotated[
-    bool, Opt("--expand/--no-expand", help="Expand a short prompt into a detailed caption first.")
-]
-Frames = Annotated[int, Opt(help="Frame count of the new clip, of the form 1 + 4k.")]
-Device = Annotated[str, Opt(help="cpu, cuda, or auto.")]
-Fps = Annotated[float, Opt(help="Frames per second of the written file.")]
 
 
 def _start(model: Path | None, device: str, prompt: str, expand: bool, seed: int):
