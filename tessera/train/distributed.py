@@ -191,8 +191,14 @@ def _worker(rank: int, world_size: int, port: int, fn: Callable, args: tuple) ->
     torch.set_num_threads(1)
     try:
         fn(*args)
-    finally:
+        if dist.is_initialized():
+            dist.barrier()  # every rank has finished its collectives before any leaves
+    except BaseException:
         teardown()
+        raise
+    # Leave without running C++ destructors: gloo's connection threads, torn down while a peer is
+    # also exiting, can abort the process ("terminate called without an active exception").
+    os._exit(0)
 
 
 def launch_local(fn: Callable, world_size: int, *args: Any) -> None:
