@@ -203,20 +203,40 @@ def load_into(module: nn.Module, tensors: dict[str, torch.Tensor], where: str) -
             f"{where}: weights do not match the config: missing {missing[:5]}, unexpected "
             f"{unexpected[:5]}, shape mismatches {shapes[:5]}"
         )
+    # Weights may be stored in a narrower float type (shipped models keep bf16 on disk); the module
+    # computes in the dtype it was built with.
+    tensors = {k: v.to(expected[k].dtype) if v.is_floating_point() else v for k, v in tensors.items()}
     module.load_state_dict(tensors, strict=True, assign=True)
+
+
+def narrow(module: nn.Module, dtype: torch.dtype | None) -> dict[str, torch.Tensor]:
+    """`module.state_dict()` with its floating-point *parameters* cast to `dtype` (None: unchanged).
+
+    Buffers (the VAE's latent statistics, RoPE tables) keep their precision: they are tiny, and a
+    rounded latent scale would shift every latent the DiT sees."""
+    params = {name for name, _ in module.named_parameters()}
+    return {
+        k: v.to(dtype) if dtype is not None and k in params and v.is_floating_point() else v
+        for k, v in module.state_dict().items()
+    }
 
 
 # ---------------------------------------------------------------------------------------------
 # Model folders
 
 
-def save_model(model: Model, out: str | Path, card: str | None = None) -> Path:
-    """Write `model` as a model folder at `out` (atomically: a reader never sees half a folder)."""
+def save_model(
+    model: Model, out: str | Path, card: str | None = None, dtype: torch.dtype | None = None
+) -> Path:
+    """Write `model` as a model folder at `out` (atomically: a reader never sees half a folder).
+
+    `dtype` (e.g. torch.bfloat16) stores the parameters narrower: half the bytes for a shipped model;
+    `load_model` casts them back to the dtype the networks are built in."""
     out = Path(out)
     with atomic_dir(out) as tmp:
         (tmp / "config.json").write_text(json.dumps(model.config.to_dict(), indent=2))
         for name, module in model.modules().items():
-            save_tensors(tmp, name, module.state_dict(), {"component": name})
+            save_tensors(tmp, name, narrow(module, dtype), {"component": name})
         model.tokenizer.save(tmp / "tokenizer.json")
         (tmp / "README.md").write_text(card if card is not None else model.card)
     return out

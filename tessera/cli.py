@@ -323,6 +323,26 @@ def model_init(
     typer.echo(f"wrote {pipeline.init_model_folder(preset, out, seed=seed)}")
 
 
+@model_app.command("pack")
+def model_pack(
+    src: Annotated[Path, typer.Argument(help="Model folder (e.g. RUN/model of a training run).")],
+    out: Annotated[Path, Opt("--out", help="Folder to write.")],
+    dtype: Annotated[str, Opt(help="Stored parameter type: bf16, fp16 or fp32.")] = "bf16",
+    card: Annotated[Path | None, Opt(help="Markdown file to use as the model card.")] = None,
+) -> None:
+    """Copy a model folder with its parameters stored narrower (half the bytes in bf16)."""
+    import torch
+
+    from tessera.checkpoint import load_model, save_model
+
+    types = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+    if dtype not in types:
+        raise ValueError(f"--dtype must be one of {', '.join(types)}; got '{dtype}'")
+    model = load_model(src)
+    text = card.read_text() if card is not None else model.card
+    typer.echo(f"wrote {save_model(model, out, card=text, dtype=types[dtype])}")
+
+
 @world_app.command("render")
 def world_render(
     out: Annotated[Path, Opt("--out", help="Output folder.")],
@@ -396,6 +416,9 @@ def train_vae(
     lr: LrOpt = None,
     adv_weight: Annotated[float | None, Opt(help="Adversarial term weight (0 = off).")] = None,
     adv_start: Annotated[int | None, Opt(help="Steps before the discriminator acts.")] = None,
+    world_clips: Annotated[
+        int | None, Opt(help="> 0: repeat the first N world clips, rendered once.")
+    ] = None,
     device: TrainDeviceOpt = None,
     distributed: DistOpt = None,
     compile: Annotated[bool | None, Opt("--compile/--no-compile", help="torch.compile.")] = None,
@@ -427,7 +450,9 @@ def train_dit(
         bool | None, Opt("--freeze-text/--train-text", help="Freeze the text encoder.")
     ] = None,
     cache_latents: Annotated[bool | None, Opt("--cache-latents/--no-cache-latents")] = None,
-    world_clips: Annotated[int | None, Opt(help="> 0: repeat the first N world clips (to cache).")] = None,
+    world_clips: Annotated[
+        int | None, Opt(help="> 0: repeat the first N world clips, rendered once.")
+    ] = None,
     lr: LrOpt = None,
     device: TrainDeviceOpt = None,
     distributed: DistOpt = None,

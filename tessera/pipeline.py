@@ -455,11 +455,13 @@ def connect(
     return_latents: bool = False,
     **sampling,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-    """A bridge of `frames` frames from A's last frame to B's first: returns A, the bridge, B joined.
+    """A bridge of `frames` frames from where A ends to where B starts: returns A, the bridge, B joined.
 
-    The trained `first_last` pattern: the bridge's first frame is A's last (a prefix: latent 0 held
-    clean, exact), its last frame is B's first (through `cond`). B is fitted to A's size when only the
-    scale differs. Both shared frames appear once: A + bridge[1:-1] + B.
+    The trained `connect` pattern: the bridge starts with A's last 5 frames (a prefix: two latent
+    frames held clean, exact, and they carry A's motion into the bridge) and ends with B's first 4
+    (through `cond`). Bridges shorter than 17 frames, or clips too short to lend those frames, use the
+    `first_last` pattern: one frame from each. B is fitted to A's size when only the scale differs.
+    Shared frames appear once: A + the bridge's new frames + B.
     """
     from tessera.train.tasks import pixel_mask_for
 
@@ -469,11 +471,14 @@ def connect(
     _check_frames(frames)
     if frames < 5:
         raise RequestError(f"--frames must be at least 5 to connect two clips; got {frames}")
-    clip = _clip(video_a[-1:], frames, 0)
-    clip[:, -1] = _clip(video_b[:1], 1, 0)[:, 0]
-    z = conditioned(model, prompt, clip, pixel_mask_for("first_last", frames), height, width, **sampling)
+    with_motion = frames >= 17 and len(video_a) >= 5 and len(video_b) >= 4
+    mask = pixel_mask_for("connect", frames, 3) if with_motion else pixel_mask_for("first_last", frames)
+    head, tail = (5, 4) if with_motion else (1, 1)
+    clip = _clip(video_a[-head:], frames, 0)
+    clip[:, frames - tail :] = _clip(video_b[:tail], tail, 0)
+    z = conditioned(model, prompt, clip, mask, height, width, **sampling)
     bridge = decode(model, z)
-    joined = torch.cat([video_a, bridge[1:-1], video_b])
+    joined = torch.cat([video_a, bridge[head : frames - tail], video_b])
     return (joined, z) if return_latents else joined
 
 

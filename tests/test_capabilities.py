@@ -61,6 +61,15 @@ def test_connect_joins_a_bridge_b(model):
     assert torch.equal(z[:, :, 0], pipeline.encode(model, a[-1:])[:, :, 0])
 
 
+def test_connect_with_motion_holds_a_tail_clean(model):
+    a, b = clip(9, seed=1), clip(9, seed=2)
+    joined, z = pipeline.connect(model, a, b, "x", frames=17, return_latents=True, **FAST)
+    assert joined.shape == (9 + 17 - 5 - 4 + 9, 32, 32, 3)
+    assert torch.equal(joined[:9], a) and torch.equal(joined[-9:], b)
+    # A's last 5 frames are the bridge's first two latent frames, held clean (exact by causality)
+    torch.testing.assert_close(z[:, :, :2], pipeline.encode(model, a[-5:]), rtol=0, atol=1e-5)
+
+
 def test_loop_ends_on_its_first_latent(model):
     frames, z = pipeline.loop(model, "x", frames=9, height=32, width=32, return_latents=True, **FAST)
     assert frames.shape == (9, 32, 32, 3)

@@ -42,6 +42,20 @@ def test_save_load_is_bit_identical(tiny_model_dir, tmp_path):
     assert "UNTRAINED" in b.card
 
 
+def test_bf16_storage_halves_the_bytes_and_loads_as_fp32(tiny_model_dir, tmp_path):
+    a = load_model(tiny_model_dir)
+    b = load_model(save_model(a, tmp_path / "bf16", dtype=torch.bfloat16))
+    size = lambda d: sum(f.stat().st_size for f in d.glob("*.safetensors"))  # noqa: E731
+    assert size(tmp_path / "bf16") < 0.6 * size(tiny_model_dir)
+    for name, m in a.modules().items():
+        params = dict(m.named_parameters())
+        for k, p in m.state_dict().items():
+            q = b.modules()[name].state_dict()[k]
+            assert q.dtype == p.dtype, k  # computes in the built dtype
+            want = p.to(torch.bfloat16).to(p.dtype) if k in params else p  # buffers keep full precision
+            assert torch.equal(q, want), k
+
+
 def test_large_tensors_are_sharded_at_16_mib(tmp_path):
     tensors = {f"w{i}": torch.randn(1024, 1024) for i in range(9)}  # 9 x 4 MiB
     save_tensors(tmp_path, "dit", tensors)

@@ -163,7 +163,7 @@ def test_checkpointing_gives_the_same_gradients() -> None:
 
 
 def test_parameter_counts_of_presets() -> None:
-    for name, lo, hi in [("s", 20e6, 40e6), ("wan-1.3b", 1.2e9, 1.5e9)]:
+    for name, lo, hi in [("s", 5e6, 15e6), ("wan-1.3b", 1.2e9, 1.5e9)]:
         with torch.device("meta"):
             model = DiT(PRESETS[name].dit)
         n = sum(p.numel() for p in model.parameters())

@@ -22,10 +22,10 @@ from tessera.train import state as st
 from tessera.train.commands import train_command
 from tessera.train.config import ConfigError, make_config, read_config_file
 from tessera.train.distributed import launch_local
-from tessera.train.dit import DiTStep, make_batch, train_dit
+from tessera.train.dit import DiTStep, encode_batch, make_batch, train_dit
 from tessera.train.logger import read_metrics
 from tessera.train.run import RunError, resume_config
-from tessera.train.tasks import build_cond, draw_task, given_latents, mask_channels, pixel_mask_for
+from tessera.train.tasks import build_cond, draw_task, for_task, given_latents, mask_channels, pixel_mask_for
 from tessera.train.tb import EventWriter, crc32c, read_records
 from tessera.train.vae import clip_losses, train_vae
 
@@ -190,6 +190,47 @@ def test_tasks_hold_only_a_given_prefix_clean():
     assert 0.18 < names.count("last") / 400 < 0.32
     with pytest.raises(ValueError, match="unknown conditioning task"):
         draw_task({"sideways": 1.0}, 9, g)
+
+
+def test_connect_loop_and_random_tasks():
+    # connect: a head (a prefix of whole latent frames) and a tail; at least one latent frame is free
+    for k in range(1, 5):
+        m = pixel_mask_for("connect", 17, k)  # T_z = 5
+        head, tail = (k + 1) // 2, k // 2
+        assert m[: 1 + 4 * (head - 1)].all() and m[-max(1, 4 * tail) :].all()
+        assert int(m.sum()) == 1 + 4 * (head - 1) + max(1, 4 * tail) and not m.all()
+        assert given_latents(m).sum() == head
+    # loop: the clip the model trains on ends on the frame it starts with, played forth then back
+    video = torch.arange(9.0)[None, :, None, None].expand(3, 9, 2, 2)
+    looped = for_task("loop", video)
+    assert looped[0, :, 0, 0].tolist() == [0, 1, 2, 3, 4, 3, 2, 1, 0]
+    assert torch.equal(for_task("i2v", video), video)
+    assert pixel_mask_for("loop", 9).tolist() == pixel_mask_for("first_last", 9).tolist()
+    # random: some frames, never none or all, drawn from the generator (reproducible)
+    g = torch.Generator().manual_seed(1)
+    masks = [pixel_mask_for("random", 9, generator=g) for _ in range(200)]
+    assert all(0 < int(m.sum()) < 9 for m in masks)
+    assert 1.5 < sum(int(m.sum()) for m in masks) / 200 < 3.0  # about 9/4 frames given
+    g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    assert torch.equal(pixel_mask_for("random", 33, generator=g1), pixel_mask_for("random", 33, generator=g2))
+
+
+def test_batched_encoding_matches_clip_by_clip():
+    config = get_preset("tiny")
+    vae = build_model(config, Tokenizer.train(["x"] * 5, 300)).vae.eval()
+    videos = [
+        torch.rand(3, 9, 32, 32) * 2 - 1,
+        torch.rand(3, 1, 32, 32) * 2 - 1,
+        torch.rand(3, 9, 32, 32) * 2 - 1,
+    ]
+    masks = [pixel_mask_for("last", 9), torch.zeros(1, dtype=torch.bool), pixel_mask_for("connect", 9, 2)]
+    x0s, conds = encode_batch(vae, videos, masks)
+    for video, mask, x0, cond in zip(videos, masks, x0s, conds, strict=True):
+        torch.testing.assert_close(x0, vae.encode_latents(video[None])[0], rtol=1e-4, atol=1e-5)
+        if mask.any():
+            torch.testing.assert_close(cond, build_cond(vae, video, mask), rtol=1e-4, atol=1e-5)
+        else:
+            assert cond is None
 
 
 def test_cond_is_built_from_the_masked_video():

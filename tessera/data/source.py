@@ -6,7 +6,9 @@ process. Each sample is a dict: `video` (3, T, H, W) float in [-1, 1] already fi
 `caption`, `short_caption`, and `key` (the underlying clip's id, for latent caching).
 
 - `WorldSource`: clip i of the synthetic world (rendered on the training device), at a shape drawn
-  from the weighted `shapes` by (seed, i); with `clips > 0` it repeats its first `clips` clips.
+  from the weighted `shapes` by (seed, i); with `clips > 0` it repeats its first `clips` clips and
+  keeps each one rendered (uint8, on the device) after its first use, so an epoch past the first
+  costs no rendering.
 - `FolderSource`: a `FolderDataset` visited in a fresh seeded permutation each epoch; each file goes
   to its nearest bucket.
 """
@@ -70,6 +72,7 @@ class WorldSource:
         self.shapes, self.seed, self.device, self.split = shapes, seed, torch.device(device), split
         self.size = clips or None
         self._samplers: dict[int, object] = {}
+        self._kept: dict[int, dict] = {}  # clip -> {"frames" (T, H, W, 3) uint8, captions}: finite sets
 
     def key(self, index: int) -> int:
         """The id of the clip behind global index `index` (for caches)."""
@@ -85,16 +88,25 @@ class WorldSource:
 
         clips = [self.key(i) for i in indices]
         shapes = [pick_shape(self.shapes, _generator(self.seed, "shape", c)) for c in clips]
-        out: list[dict] = [{}] * len(indices)
-        for shape in dict.fromkeys(shapes):
-            group = [k for k, s in enumerate(shapes) if s == shape]
-            scenes = [self._scene(clips[k], shape[0]) for k in group]
+        rendered = {c: self._kept[c] for c in clips if c in self._kept}
+        todo = [k for k, c in enumerate(clips) if c not in rendered]
+        for shape in dict.fromkeys(shapes[k] for k in todo):
+            group = list(dict.fromkeys(clips[k] for k in todo if shapes[k] == shape))
+            scenes = [self._scene(c, shape[0]) for c in group]
             frames = render(scenes, (shape[2], shape[1]), self.device).frames  # (B, T, H, W, 3) uint8
-            video = frames.reshape(len(group), shape[0], shape[1], shape[2], 3).permute(0, 4, 1, 2, 3)
-            video = video.float() / 127.5 - 1.0  # (B, 3, T, H, W)
-            for b, k in enumerate(group):
-                detailed, short = captions(scenes[b])
-                out[k] = {"video": video[b], "caption": detailed, "short_caption": short, "key": clips[k]}
+            frames = frames.reshape(len(group), *shape, 3)
+            for c, scene, f in zip(group, scenes, frames, strict=True):
+                detailed, short = captions(scene)
+                rendered[c] = {"frames": f, "caption": detailed, "short_caption": short}
+        if self.size:
+            self._kept.update(rendered)
+        out = []
+        for c in clips:
+            item = rendered[c]
+            video = item["frames"].permute(3, 0, 1, 2).float() / 127.5 - 1.0  # (3, T, H, W)
+            out.append(
+                {"video": video, "caption": item["caption"], "short_caption": item["short_caption"], "key": c}
+            )
         return out
 
     def _scene(self, clip: int, frames: int):

@@ -47,6 +47,7 @@ class VAETrainConfig:
     adv_start: int = 5000  # steps of reconstruction-only warm-up before the discriminator acts
     disc_lr: float = 1e-4
     stats_clips: int = 64  # clips encoded at the end to measure the latent mean/std
+    world_clips: int = 0  # > 0: the world source repeats its first N clips, rendered once and kept
     seed: int = 0
     init: str = ""  # a model folder to start from ("" = random init + tokenizer from world captions)
     device: str = "auto"
@@ -63,6 +64,7 @@ class VAETrainConfig:
         for name in ("l1_weight", "ssim_weight", "kl_weight", "adv_weight"):
             _check(getattr(self, name) >= 0, name, getattr(self, name), "a weight >= 0")
         _check(self.stats_clips >= 1, "stats_clips", self.stats_clips, "an integer >= 1")
+        _check(self.world_clips >= 0, "world_clips", self.world_clips, "an integer >= 0")
 
 
 @dataclass(frozen=True)
@@ -75,12 +77,12 @@ class DiTTrainConfig:
     batch_size: int = 16  # global clips per step, split over ranks
     shapes: str = "1x64x64:1,17x64x64:4,17x64x96:1,9x96x64:1"
     batching: str = "packed"  # "packed" (one sequence, per-clip attention) or "bucketed" (a call per shape)
-    tasks: str = "t2v:8,i2v:2,extend:1,last:1,first_last:1"
+    tasks: str = "t2v:6,i2v:2,extend:2,tail:1,connect:1,loop:1,first_last:1,last:1,random:1"
     caption_dropout: float = 0.1  # empty caption, for classifier-free guidance
     short_caption_prob: float = 0.2  # use the short caption instead of the detailed one
     freeze_text: bool = False  # False: the text encoder trains jointly with the DiT
     cache_latents: bool = False  # encode each clip once (needs a finite data set or world_clips > 0)
-    world_clips: int = 0  # > 0: the world source repeats its first N clips (a finite set to cache)
+    world_clips: int = 0  # > 0: the world source repeats its first N clips, rendered once and kept
     shift: float = 0.0  # training-time shift; 0 = token-dependent (FLUX), as the sampler uses
     lr: float = 1e-4
     weight_decay: float = 0.0

@@ -34,7 +34,7 @@ from tessera.train.config import ConfigError, DiTTrainConfig, parse_shapes, pars
 from tessera.train.logger import Logger, save_sample
 from tessera.train.run import StopFlag, load_checkpoint, save_checkpoint, start
 from tessera.train.state import EMA, generator, lr_at
-from tessera.train.tasks import build_cond, draw_task, given_latents
+from tessera.train.tasks import build_cond, build_conds, draw_task, for_task, given_latents
 
 
 @dataclass
@@ -109,36 +109,66 @@ def pick_caption(sample: dict, cfg: DiTTrainConfig, gen: torch.Generator) -> str
 def make_batch(
     indices: range, source, model: Model, cfg: DiTTrainConfig, device: torch.device, cache: LatentCache | None
 ) -> Batch:
-    """The clips at global sample `indices`, with their captions, tasks, times and noise drawn."""
+    """The clips at global sample `indices`, with their captions, tasks, times and noise drawn.
+
+    Every draw of a clip comes from its own generator, in a fixed order (caption, task, t, noise), so
+    the batch does not depend on how clips are grouped; the VAE then runs once per clip shape."""
     mix = parse_weights(cfg.tasks, "tasks")
     if cache is not None:
         items = cache.load(indices, source, model.vae)
     else:
         items = [{**s, "video": s["video"].to(device)} for s in samples(source, indices)]
-        items = [{**s, "x0": encode(model.vae, s["video"])} for s in items]
-    captions, x0s, noises, ts, conds, masks, tokens = [], [], [], [], [], [], 0
+    captions, tasks, pixel_masks, ts, noises, masks, tokens = [], [], [], [], [], [], 0
     for g, item in zip(indices, items, strict=True):
         gen = generator(cfg.seed, "sample", g)
-        x0 = item["x0"]  # (C, T_z, h, w)
+        latent = (
+            item["x0"].shape
+            if cache is not None
+            else (model.config.vae.z_channels, *latent_shape(item["video"].shape[1:]))
+        )
         captions.append(pick_caption(item, cfg, gen))
-        _, pixel_mask = draw_task(mix, 1 + 4 * (x0.shape[1] - 1), gen)
+        task, pixel_mask = draw_task(mix, 1 + 4 * (latent[1] - 1), gen)
         given = given_latents(pixel_mask).to(device)
-        cond = None  # text-to-video: the DiT reads None as zeros
-        if pixel_mask.any():
-            vae = model.vae
-            cond = (
-                cache.cond(g, item, source, vae, pixel_mask)
-                if cache
-                else build_cond(vae, item["video"], pixel_mask)
-            )
-        n = num_tokens(tuple(x0.shape[1:]), model.config.dit.patch)
+        n = num_tokens(tuple(latent[1:]), model.config.dit.patch)
         t_clip = sample_t((1,), cfg.shift or token_shift(n), generator=gen).to(device)
-        t = torch.where(given, torch.zeros_like(t_clip), t_clip)  # (T_z,): given frames are clean
-        noise = torch.randn(x0.shape, generator=gen).to(device)
-        x0s.append(x0), noises.append(noise), ts.append(t), conds.append(cond), masks.append(~given)
+        ts.append(torch.where(given, torch.zeros_like(t_clip), t_clip))  # (T_z,): given frames are clean
+        masks.append(~given)  # loss on the generated frames only
+        noises.append(torch.randn(latent, generator=gen).to(device))
+        tasks.append(task), pixel_masks.append(pixel_mask)
         tokens += n
+    if cache is not None:
+        x0s = [item["x0"] for item in items]
+        conds = [
+            cache.cond(g, item, source, model.vae, m) if m.any() else None
+            for g, item, m in zip(indices, items, pixel_masks, strict=True)
+        ]
+    else:
+        videos = [for_task(task, item["video"]) for task, item in zip(tasks, items, strict=True)]
+        x0s, conds = encode_batch(model.vae, videos, pixel_masks)
     ids, text_mask = model.tokenizer.encode(captions, model.config.text.max_len)
     return Batch(ids.to(device), text_mask.to(device), x0s, noises, ts, conds, masks, tokens)
+
+
+@torch.no_grad()
+def encode_batch(
+    vae: nn.Module, videos: list[Tensor], pixel_masks: list[Tensor]
+) -> tuple[list[Tensor], list[Tensor | None]]:
+    """Clean latents x0 of every clip (3, T, H, W) and `cond` of those with given frames (None for
+    text-to-video), with one VAE call per clip shape for each."""
+    x0s: list[Tensor] = [torch.empty(0)] * len(videos)
+    conds: list[Tensor | None] = [None] * len(videos)
+    for group in group_by_shape([tuple(v.shape) for v in videos]):
+        z = vae.encode_latents(torch.stack([videos[i] for i in group]))  # (B, C_z, T_z, h, w)
+        for k, i in enumerate(group):
+            x0s[i] = z[k]
+        given = [i for i in group if pixel_masks[i].any()]
+        if given:
+            c = build_conds(
+                vae, torch.stack([videos[i] for i in given]), torch.stack([pixel_masks[i] for i in given])
+            )
+            for k, i in enumerate(given):
+                conds[i] = c[k]
+    return x0s, conds
 
 
 # ---------------------------------------------------------------------------------------------
@@ -223,6 +253,10 @@ def train_dit(cfg: DiTTrainConfig, out: str | Path, resume: bool = False, source
     source = source or make_source(cfg.data, parse_shapes(cfg.shapes), cfg.seed, d.device, cfg.world_clips)
     if cfg.cache_latents and (getattr(source, "size", None) is None or not hasattr(source, "key")):
         raise ConfigError("cache_latents needs a finite data set: a data folder, or world_clips > 0")
+    if cfg.cache_latents and parse_weights(cfg.tasks, "tasks").get("loop", 0) > 0:
+        raise ConfigError(
+            "cache_latents cannot serve the 'loop' task (it trains on a re-timed clip); drop one"
+        )
     cache = LatentCache() if cfg.cache_latents else None
     local = cfg.batch_size // d.world_size
     logger = Logger(run, step, cfg.steps, d.main, "train dit")

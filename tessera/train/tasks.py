@@ -7,8 +7,13 @@ One mechanism serves every capability (DESIGN.md, "Conditioning on given frames"
     i2v         the first frame (image-to-video)
     extend      the first 1 + 4(k - 1) frames, k in [1, T_z - 1] (continue a clip forward)
     last        the last frame (end on a given image)
-    first_last  the first and the last frame (connect two images; a loop when they are equal)
+    first_last  the first and the last frame (connect two images)
     tail        the last 4k frames, k in [1, T_z - 1] (extend a clip backward)
+    connect     the first 1 + 4(a - 1) and the last 4b frames, a = ceil(k/2), b = floor(k/2) (the
+                last frame when b = 0): the end of one clip and the start of another, with motion
+    loop        the first and the last frame of a clip made periodic: it plays its first half and then
+                that half backwards, so it ends on the frame it starts with (`for_task`)
+    random      each frame given with probability 1/4 (at least one, never all): anything in between
 
 From the pixel mask follow
 - the latent frames held clean (`t = 0`, no loss): latent j is exact only when pixel frames 0..4j are
@@ -26,7 +31,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-TASKS = ("t2v", "i2v", "extend", "last", "first_last", "tail")
+TASKS = ("t2v", "i2v", "extend", "last", "first_last", "tail", "connect", "loop", "random")
 
 
 def check_mix(mix: dict[str, float]) -> None:
@@ -36,23 +41,44 @@ def check_mix(mix: dict[str, float]) -> None:
         raise ValueError(f"unknown conditioning tasks {unknown}; allowed: {', '.join(TASKS)}")
 
 
-def pixel_mask_for(task: str, frames: int, k: int = 1) -> Tensor:
-    """Given pixel frames (frames,) bool of `task` on a clip of `frames` frames (k for extend / tail)."""
+def pixel_mask_for(task: str, frames: int, k: int = 1, generator: torch.Generator | None = None) -> Tensor:
+    """Given pixel frames (frames,) bool of `task` on a clip of `frames` frames (k for extend, tail and
+    connect; `generator` draws the frames of `random`)."""
     t_z = 1 + (frames - 1) // 4
+    k = max(1, min(k, t_z - 1))
     mask = torch.zeros(frames, dtype=torch.bool)
     if task == "i2v":
         mask[0] = True
     elif task == "extend":
-        mask[: 1 + 4 * (min(k, t_z - 1) - 1)] = True
+        mask[: 1 + 4 * (k - 1)] = True
     elif task == "last":
         mask[-1] = True
-    elif task == "first_last":
+    elif task in ("first_last", "loop"):
         mask[0] = mask[-1] = True
     elif task == "tail":
-        mask[frames - 4 * min(k, t_z - 1) :] = True
+        mask[frames - 4 * k :] = True
+    elif task == "connect":
+        head, tail = (k + 1) // 2, k // 2  # latent frames' worth at each end; head + tail = k < T_z
+        mask[: 1 + 4 * (head - 1)] = True
+        mask[frames - max(1, 4 * tail) :] = True
+    elif task == "random":
+        mask = torch.rand(frames, generator=generator) < 0.25
+        if not mask.any() or mask.all():
+            mask[:] = False
+            mask[int(torch.randint(frames, (1,), generator=generator))] = True
     elif task != "t2v":
         raise ValueError(f"unknown conditioning task '{task}'; allowed: {', '.join(TASKS)}")
     return mask
+
+
+def for_task(task: str, video: Tensor) -> Tensor:
+    """The clip a task trains on, from a source clip (C, T, H, W) with odd T: the `loop` task plays the
+    first (T + 1) / 2 frames and then the same frames backwards (T frames, first == last); every other
+    task trains on the clip as it is."""
+    if task != "loop":
+        return video
+    half = video[:, : (video.shape[1] + 1) // 2]
+    return torch.cat([half, half.flip(1)[:, 1:]], dim=1)
 
 
 def draw_task(mix: dict[str, float], frames: int, generator: torch.Generator) -> tuple[str, Tensor]:
@@ -67,8 +93,8 @@ def draw_task(mix: dict[str, float], frames: int, generator: torch.Generator) ->
     weights = torch.tensor([mix[n] for n in names], dtype=torch.float64)
     task = names[int(torch.multinomial(weights, 1, generator=generator))]
     t_z = 1 + (frames - 1) // 4
-    k = int(torch.randint(1, t_z, (1,), generator=generator))  # used by extend and tail only
-    return task, pixel_mask_for(task, frames, k)
+    k = int(torch.randint(1, t_z, (1,), generator=generator))  # used by extend, tail and connect
+    return task, pixel_mask_for(task, frames, k, generator)
 
 
 def given_latents(pixel_mask: Tensor) -> Tensor:
@@ -90,6 +116,14 @@ def mask_channels(pixel_mask: Tensor, height: int, width: int) -> Tensor:
 def build_cond(vae: torch.nn.Module, video: Tensor, pixel_mask: Tensor) -> Tensor:
     """The DiT's extra input for clip `video` (3, T, H, W) with given frames `pixel_mask` (T,):
     (C_z + 4, T_z, H/8, W/8) = [normalised latents of the masked video | mask channels]."""
-    keep = pixel_mask.to(video.device, video.dtype)[None, :, None, None]
-    z = vae.encode_latents((video * keep)[None])[0]  # (C_z, T_z, h, w)
-    return torch.cat([z, mask_channels(pixel_mask, *z.shape[-2:]).to(z)], dim=0)
+    return build_conds(vae, video[None], pixel_mask[None])[0]
+
+
+@torch.no_grad()
+def build_conds(vae: torch.nn.Module, videos: Tensor, pixel_masks: Tensor) -> Tensor:
+    """`build_cond` for a batch of equal-shape clips in one VAE call: videos (B, 3, T, H, W), masks
+    (B, T) -> (B, C_z + 4, T_z, H/8, W/8)."""
+    keep = pixel_masks.to(videos.device, videos.dtype)[:, None, :, None, None]
+    z = vae.encode_latents(videos * keep)  # (B, C_z, T_z, h, w)
+    masks = torch.stack([mask_channels(m, *z.shape[-2:]) for m in pixel_masks]).to(z)
+    return torch.cat([z, masks], dim=1)

@@ -218,7 +218,7 @@ def train_vae(cfg: VAETrainConfig, out: str | Path, resume: bool = False, source
     if resume:
         step = load_checkpoint(run, d, modules, ema, optimizers)["step"]
 
-    source = source or make_source(cfg.data, parse_shapes(cfg.shapes), cfg.seed, d.device)
+    source = source or make_source(cfg.data, parse_shapes(cfg.shapes), cfg.seed, d.device, cfg.world_clips)
     local = cfg.batch_size // d.world_size
     logger = Logger(run, step, cfg.steps, d.main, "train vae")
     losses: list[float] = []

