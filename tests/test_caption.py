@@ -8,7 +8,7 @@ import importlib.util
 import pytest
 import torch
 
-from tessera.caption.expand import expand, expand_for_generate, expand_with_lm
+from tessera.caption.expand import expand, expand_for_generate, expand_with_lm, lm_prompt, missing_facts
 from tessera.caption.metrics import score, summarise
 from tessera.caption.model import CAPTIONER_PRESETS, Captioner, beam_search, caption_loss, greedy, prepare
 from tessera.caption.parse import ParseError, parse, scene_facts
@@ -108,6 +108,90 @@ def test_expand_with_lm_needs_transformers_or_a_folder(tmp_path):
     else:
         with pytest.raises(ValueError, match="not found"):
             expand_with_lm("a red ball", tmp_path / "missing")
+
+
+def test_missing_facts_allows_any_order_and_names_what_is_lost():
+    for prompt in PROMPTS:
+        assert missing_facts(parse(prompt), parse(expand(prompt, seed=2).caption)) == [], prompt
+    orbit = parse("a red cube orbiting a blue sphere")
+    assert missing_facts(orbit, parse("a blue sphere stands still. a red cube orbits the blue sphere.")) == []
+    assert missing_facts(orbit, parse("a blue sphere orbits the red cube.")) == [
+        "the motion of the red cube (orbit)", "the partner of the red cube (object 2)"
+    ]  # fmt: skip
+    lost = missing_facts(
+        parse("a red ball bouncing at night"), parse("a blue sphere bounces on grass at noon")
+    )
+    assert lost == ["the time of day (night)", "the colour of the red sphere (red)"]
+
+
+LM_PROMPT, LM_SEED = "red ball bouncing at night", 3
+
+
+@pytest.fixture(scope="module")
+def tiny_lm(tmp_path_factory):
+    """A tiny GPT-2 and a word-level tokenizer built here (no network), trained for a second to answer
+    `lm_prompt(LM_PROMPT, LM_SEED)` with one fixed caption that keeps the prompt's facts."""
+    pytest.importorskip("transformers")
+    from tokenizers import Tokenizer as HFTokenizer
+    from tokenizers import decoders, models, pre_tokenizers, trainers
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    text, target = lm_prompt(LM_PROMPT, LM_SEED), expand(LM_PROMPT, seed=99).caption
+    core = HFTokenizer(models.WordLevel(unk_token="[UNK]"))
+    core.pre_tokenizer, core.decoder = pre_tokenizers.Whitespace(), decoders.WordPiece()
+    core.train_from_iterator([text, target], trainers.WordLevelTrainer(special_tokens=["[UNK]", "[EOS]"]))
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=core, unk_token="[UNK]", eos_token="[EOS]", pad_token="[EOS]"
+    )
+    eos = tok.eos_token_id
+    torch.manual_seed(0)
+    cfg = GPT2Config(vocab_size=len(tok), n_positions=512, n_embd=32, n_layer=1, n_head=2, bos_token_id=eos,
+                     eos_token_id=eos)  # fmt: skip
+    lm = GPT2LMHeadModel(cfg)
+    prefix, answer = tok(text).input_ids, tok(" " + target).input_ids + [eos]
+    ids = torch.tensor([prefix + answer])
+    labels = ids.clone()
+    labels[0, : len(prefix)] = -100  # learn the answer only
+    opt = torch.optim.AdamW(lm.parameters(), lr=1e-2)
+    for _ in range(60):
+        loss = lm(input_ids=ids, labels=labels).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    path = tmp_path_factory.mktemp("lm") / "tiny-gpt2"
+    lm.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path, target
+
+
+def test_expand_with_lm_keeps_a_caption_that_keeps_the_facts(tiny_lm):
+    path, target = tiny_lm
+    state = torch.get_rng_state()
+    got = expand_with_lm(LM_PROMPT, path, seed=LM_SEED)
+    assert got.used_lm and got.caption == target and got.warnings == []
+    assert torch.equal(torch.get_rng_state(), state)  # sampling is seeded without touching global state
+    assert expand_with_lm(LM_PROMPT, path, seed=LM_SEED) == got
+
+
+def test_expand_with_lm_falls_back_when_a_fact_is_dropped(tiny_lm):
+    path, target = tiny_lm
+    got = expand_with_lm("blue ball bouncing at night", path, seed=LM_SEED)  # it still says "red sphere"
+    assert not got.used_lm and got.caption == expand("blue ball bouncing at night", seed=LM_SEED).caption
+    assert len(got.warnings) == 1 and "the colour of the blue sphere (blue)" in got.warnings[0]
+    assert "red sphere" in got.warnings[0]  # what the model wrote is shown
+
+
+def test_lm_sampling_is_a_function_of_the_seed(tiny_lm):
+    from tessera.caption.expand import generate_text, load_lm
+
+    path, _ = tiny_lm
+    tok, lm = load_lm(path)
+    with torch.no_grad():  # a random model, so the seed decides the words
+        for p in lm.parameters():
+            p.copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+    text = lm_prompt("a green cone", 0)
+    runs = [generate_text(tok, lm, text, seed, 12) for seed in (0, 0, 1)]
+    assert runs[0] == runs[1] and runs[0] != runs[2]
 
 
 @pytest.fixture(scope="module")

@@ -3,17 +3,29 @@
 from __future__ import annotations
 
 import json
+import os
 
+import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from tessera.caption.model import CAPTIONER_PRESETS, Captioner
 from tessera.caption.weights import CaptionerBundle, save_captioner
-from tessera.data.folder import FolderDataset
-from tessera.data.ingest import IngestConfig, detect_cuts, ingest
+from tessera.data.folder import DataError, FolderDataset
+from tessera.data.ingest import (
+    IngestConfig,
+    detect_cuts,
+    frame_features,
+    ingest,
+    plan_clips,
+    stream_frames,
+    summary_table,
+    working_size,
+)
 from tessera.data.recaption import recaption
 from tessera.models.text import Tokenizer
-from tessera.video import write_video
+from tessera.video import read_video, write_video
 from tessera.world import WorldConfig, WorldSampler, render
 
 CFG = IngestConfig(buckets=((17, 32, 32),))
@@ -38,8 +50,8 @@ def folder(tmp_path, shots):
 
 
 def test_cut_detector_finds_the_cut_and_only_it(shots):
-    assert detect_cuts(torch.cat([shots[0], shots[1]]), CFG) == [24]
-    assert detect_cuts(shots[0], CFG) == []
+    assert detect_cuts(frame_features(torch.cat([shots[0], shots[1]])), CFG) == [24]
+    assert detect_cuts(frame_features(shots[0]), CFG) == []
 
 
 def test_ingest_skips_bad_files_and_splits_at_the_cut(folder, tmp_path):
@@ -78,18 +90,118 @@ def test_ingest_counts_filter_reasons(tmp_path, shots):
     assert summary["shots_filtered"] == {"too_dark": 1, "static": 1, "too_short": 1} and summary["clips"] == 0
 
 
-def test_recaption_writes_a_resumable_manifest(folder, tmp_path):
+def test_stream_frames_resample_like_read_video(tmp_path, shots):
+    path = tmp_path / "c25.mp4"
+    write_video(path, shots[0], fps=25)  # a 25 fps source read at 16 fps: frames are picked, not blended
+    streamed = np.stack(list(stream_frames(path, 16.0, (32, 32))))
+    assert np.array_equal(streamed, read_video(path, fps=16.0).numpy())
+    small = list(stream_frames(path, 16.0, (16, 24)))
+    assert len(small) == len(streamed) and small[0].shape == (16, 24, 3)
+
+
+def test_plan_clips_fills_a_shot_with_the_longest_buckets():
+    cfg = IngestConfig()
+    assert plan_clips(85, 224, 399, cfg) == [(0, (33, 128, 224)), (33, (33, 128, 224)), (66, (17, 128, 224))]
+    assert plan_clips(16, 224, 399, cfg) == []
+    assert len(plan_clips(1000, 128, 128, cfg)) == cfg.max_clips_per_shot
+    h, w = working_size(720, 1280, cfg.buckets)
+    assert (h, w) == (224, 399)  # 16:9 at the height of the tallest bucket
+    assert all(max(bh / h, bw / w) <= 1 for _, bh, bw in cfg.buckets)  # covers each: only downscaling
+    assert working_size(144, 176, cfg.buckets) == (144, 176)  # never above the source
+
+
+def test_ingest_redoes_a_changed_file_and_drops_its_old_clips(folder, tmp_path, shots):
+    out = tmp_path / "dataset"
+    ingest(folder, out, CFG, progress=False)
+    old = {p.name for p in (out / "clips").glob("good-*.mp4")}
+    write_video(folder / "good.mp4", shots[1].flip(0).contiguous(), fps=16)  # new content, same name
+    os.utime(folder / "good.mp4", ns=(1, 1))  # and another modification time for sure
+    summary = ingest(folder, out, CFG, progress=False)
+    new = {p.name for p in (out / "clips").glob("good-*.mp4")}
+    assert summary["clips"] == 3 and len(new) == 1 and not old & new
+    assert len(list((out / "records").glob("*.json"))) == 4
+
+
+def test_ingest_refuses_other_settings_and_reads_manifests(folder, tmp_path):
+    out = tmp_path / "dataset"
+    ingest([folder / "good.mp4"], out, CFG, progress=False)
+    with pytest.raises(DataError, match=r"config.fps: 16.0 -> 8.0"):
+        ingest(folder, out, IngestConfig(buckets=CFG.buckets, fps=8.0), progress=False)
+    listing = folder / "list.jsonl"
+    listing.write_text('{"file": "two_shot.mp4"}\n{"file": "gone.mp4"}\n')
+    summary = ingest(listing, tmp_path / "m", CFG, progress=False)
+    assert summary["files_skipped"] == {"unreadable": 1} and summary["clips"] == 2
+    table = summary_table(summary)
+    assert "| two_shot.mp4 | 3.00 s | 16.00 | 32×32 | h264 | 1.5 | 2 | 2 | – |" in table
+    assert "| gone.mp4 | skipped: unreadable" in table
+    with pytest.raises(DataError, match="list.jsonl:1"):
+        listing.write_text("two_shot.mp4\n")
+        ingest(listing, tmp_path / "m2", CFG, progress=False)
+
+
+@pytest.fixture
+def captioner_dir(tmp_path):
+    """A tiny random captioner folder (its captions are noise, but real strings)."""
     cfg = CAPTIONER_PRESETS["tiny"]
     tok = Tokenizer.train(["a red cube slides to the left."] * 4, 300)
     torch.manual_seed(0)
     model = Captioner(cfg.__class__(**{**cfg.to_dict(), "vocab_size": tok.vocab_size, "max_len": 8}))
-    save_captioner(CaptionerBundle(model.eval(), tok), tmp_path / "cap")
+    return save_captioner(CaptionerBundle(model.eval(), tok), tmp_path / "cap")
+
+
+def test_ingest_captions_and_caches_latents(folder, tmp_path, captioner_dir, tiny_model_dir):
+    out = tmp_path / "dataset"
+    summary = ingest(folder / "two_shot.mp4", out, CFG, captioner_dir, tiny_model_dir, progress=False)
+    assert summary["clips"] == summary["captioned"] == summary["latents"] == 2
+    lines = [json.loads(x) for x in (out / "manifest.jsonl").read_text().splitlines()]
+    assert all(isinstance(x["caption"], str) and x["caption"] for x in lines)
+    z = load_file(out / lines[0]["latents"])["z"]
+    assert z.shape[1:] == (5, 4, 4)  # (C_z, 1 + 16 / 4, 32 / 8, 32 / 8)
+
+
+def test_recaption_writes_a_resumable_manifest(folder, tmp_path, captioner_dir):
     (folder / "broken.mp4").unlink()
     out = tmp_path / "m" / "manifest.jsonl"
-    first = recaption(folder, out, tmp_path / "cap", batch_size=1, progress=False)
+    first = recaption(folder, out, captioner_dir, batch_size=1, progress=False)
     assert first["captioned"] == 2 and first["failed"] == []
-    again = recaption(folder, out, tmp_path / "cap", batch_size=1, progress=False)
+    again = recaption(folder, out, captioner_dir, batch_size=1, progress=False)
     assert again["captioned"] == 0 and again["skipped_done"] == 2
     lines = [json.loads(x) for x in out.read_text().splitlines()]
     assert len(lines) == 2 and all(isinstance(x["caption"], str) for x in lines)
     assert len(FolderDataset(out)) == 2
+
+
+def test_recaption_short_skips_unreadable_captions_and_refuses_mixed_settings(
+    folder, tmp_path, captioner_dir, monkeypatch
+):
+    (folder / "broken.mp4").unlink()
+    texts = iter(["five red cubes slide to the left.", "a red cube slides to the left."])
+    monkeypatch.setattr(  # the captioner's words, fixed: a garbled caption first
+        "tessera.caption.weights.caption_clips", lambda bundle, clips, beams=1: [next(texts) for _ in clips]
+    )
+    out = tmp_path / "m" / "manifest.jsonl"
+    got = recaption(folder, out, captioner_dir, batch_size=1, detailed=False, progress=False)
+    assert got["captioned"] == 1 and len(got["failed"]) == 1 and "no short form" in got["failed"][0]["error"]
+    (line,) = [json.loads(x) for x in out.read_text().splitlines()]
+    assert line["file"].endswith("two_shot.mp4") and "red cube" in line["caption"]
+    with pytest.raises(DataError, match="detailed: False -> True"):
+        recaption(folder, out, captioner_dir, batch_size=1, detailed=True, progress=False)
+
+
+def test_a_failure_in_the_second_pass_skips_the_file_and_its_clips(folder, tmp_path, monkeypatch):
+    import tessera.data.ingest as ingest_module
+
+    real = ingest_module.collect
+
+    def breaks_after_one(path, *args):
+        for n, item in enumerate(real(path, *args)):
+            if n == 1 and path.name == "two_shot.mp4":
+                raise OSError("the disk went away")
+            yield item
+
+    monkeypatch.setattr(ingest_module, "collect", breaks_after_one)
+    out = tmp_path / "dataset"
+    summary = ingest(folder, out, CFG, progress=False)
+    assert summary["files_skipped"] == {"corrupt": 2, "not_video": 1} and summary["clips"] == 1
+    assert "OSError: the disk went away" in {s["error"] for s in summary["skipped"]}
+    assert [p.name.split("-")[0] for p in (out / "clips").iterdir()] == ["good"]

@@ -7,17 +7,20 @@ caption with the world's caption function, so the text is exactly what the DiT w
 fills are a pure function of (prompt, seed). Words outside the world's vocabulary are reported with a
 message of what the model knows.
 
-`expand_with_lm(prompt, model_dir)` is the optional path through a local causal language model
-(`transformers`, imported only there).
+`expand_with_lm(prompt, model_dir, seed)` is the optional path through a local causal language model
+(`transformers`, imported only there, local files only): a fixed instruction with worked examples, seeded
+sampling, and a check (`missing_facts`, through the same parser) that every stated fact survives; when one
+does not, the rule-based caption is used with a warning.
 """
 
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass, replace
+from itertools import permutations
 from pathlib import Path
 
-from tessera.caption.parse import Facts, ObjectFacts, parse
+from tessera.caption.parse import Facts, ObjectFacts, ParseError, parse
 from tessera.world.captions import detailed_caption, place
 from tessera.world.sampler import STATIC_CAMERA_MOTIONS, WorldConfig, WorldSampler, _paths_clear
 from tessera.world.scene import (
@@ -78,8 +81,12 @@ def expand(prompt: str, seed: int = 0) -> Expansion:
     return Expansion(detailed_caption(scene), facts, facts.unknown_words, scene)
 
 
-def expand_for_generate(prompt: str, seed: int = 0) -> tuple[str, list[str]]:
-    """What `tessera generate` calls: (expanded caption, warnings to print)."""
+def expand_for_generate(prompt: str, seed: int = 0, lm: str | Path | None = None) -> tuple[str, list[str]]:
+    """What `tessera generate` calls: (expanded caption, warnings to print); through the local language
+    model folder `lm` when one is given (`expand_with_lm`)."""
+    if lm is not None:
+        e = expand_with_lm(prompt, lm, seed)
+        return e.caption, e.warnings
     e = expand(prompt, seed)
     return e.caption, e.warnings
 
@@ -173,12 +180,70 @@ def _partner_motion(ob: ObjectFacts, pair_motion: str) -> dict:
     return {}
 
 
-def expand_with_lm(prompt: str, model_dir: str | Path, seed: int = 0, max_new_tokens: int = 160) -> str:
-    """Expand with a local causal language model (a `transformers` folder): it is shown the world's
-    rule-based expansion as an example and asked for a detailed caption of `prompt`; sampling is seeded.
-    Needs `transformers` installed (it is not a dependency of tessera)."""
+# ----------------------------------------------------------------------------------------------------
+# The optional path through a local language model
+
+LM_EXAMPLES = ("red ball bouncing", "a grey box sliding to the left at night", "two cones, camera pans right")
+LM_INSTRUCTION = (
+    "You write captions for a video generator that knows only a small synthetic world. Rewrite the short "
+    "prompt as one detailed caption in exactly the style of the examples. Keep every fact the prompt "
+    "states (objects and their colour, size, material and motion, the camera, the ground, the time of "
+    "day) and fill in everything else the way the examples do. Write one line and use only words the "
+    "examples use. {vocabulary}\n\n"
+)
+
+
+@dataclass
+class LMExpansion:
+    """A caption written by the language model (`used_lm`), or the rule-based one it fell back to."""
+
+    caption: str
+    used_lm: bool
+    warnings: list[str]
+
+
+def lm_prompt(prompt: str, seed: int = 0) -> str:
+    """The fixed instruction, three worked examples (the rule-based expansion of fixed prompts at this
+    seed, so the fills the model imitates vary with the seed), then the user's prompt."""
+    examples = "".join(f"Short: {p}\nDetailed: {expand(p, seed).caption}\n\n" for p in LM_EXAMPLES)
+    return (
+        LM_INSTRUCTION.format(vocabulary=vocabulary_message())
+        + examples
+        + f"Short: {prompt.strip()}\nDetailed:"
+    )
+
+
+def expand_with_lm(
+    prompt: str, model_dir: str | Path, seed: int = 0, max_new_tokens: int = 160, device: str = "cpu"
+) -> LMExpansion:
+    """Expand with a local causal language model (a `transformers` folder, never downloaded): it gets
+    `lm_prompt` and samples with a seeded generator, so the caption is a pure function of (prompt, seed,
+    model). The caption is parsed back; if it drops a stated fact (or cannot be read), the rule-based
+    expansion is used instead, with a warning saying what was lost. Needs `transformers` (not a
+    dependency of tessera)."""
+    stated = parse(prompt)  # a bad prompt fails here, as in expand()
+    rules = expand(prompt, seed)
+    tok, lm = load_lm(model_dir, device)
+    text = generate_text(tok, lm, lm_prompt(prompt, seed), seed, max_new_tokens)
+    caption = _first_line(text)
     try:
-        import torch
+        lost = missing_facts(stated, parse(caption)) if caption else ["everything (it wrote nothing)"]
+    except ParseError as e:
+        lost = [f"the scene ({e})"]
+    if lost:
+        note = (f"the language model's caption loses {', '.join(lost)}; using the rule-based expansion "
+                f"instead (the model wrote: {caption[:200]!r})")  # fmt: skip
+        return LMExpansion(rules.caption, False, rules.warnings + [note])
+    added = sorted(set(parse(caption).unknown_words) - set(stated.unknown_words))
+    extra = (
+        [f"the language model used words the video model has never seen: {', '.join(added)}"] if added else []
+    )
+    return LMExpansion(caption, True, rules.warnings + extra)
+
+
+def load_lm(model_dir: str | Path, device: str = "cpu"):
+    """(tokenizer, model) from a local `transformers` folder; local files only, no remote code."""
+    try:
         from transformers import AutoModelForCausalLM, AutoTokenizer
     except ImportError as e:
         raise ImportError(
@@ -186,16 +251,73 @@ def expand_with_lm(prompt: str, model_dir: str | Path, seed: int = 0, max_new_to
             "expand() needs nothing extra"
         ) from e
     model_dir = Path(model_dir)
-    if not model_dir.is_dir():
-        raise ValueError(f"{model_dir}: language model folder not found (give a transformers model folder)")
-    tok = AutoTokenizer.from_pretrained(model_dir)
-    lm = AutoModelForCausalLM.from_pretrained(model_dir).eval()
-    example = expand("a red sphere bouncing", seed=seed).caption
-    text = (f"Short: a red sphere bouncing\nDetailed: {example}\n"
-            f"Short: {prompt.strip()}\nDetailed:")  # fmt: skip
-    ids = tok(text, return_tensors="pt").input_ids
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        out = lm.generate(ids, max_new_tokens=max_new_tokens, do_sample=True, top_p=0.9,
-                          pad_token_id=tok.eos_token_id if tok.eos_token_id is not None else 0)  # fmt: skip
-    return tok.decode(out[0, ids.shape[1] :], skip_special_tokens=True).split("\n")[0].strip()
+    if not (model_dir / "config.json").is_file():
+        raise ValueError(
+            f"{model_dir}: language model folder not found (give a local transformers model folder with "
+            "config.json, tokenizer files and weights)"
+        )
+    tok = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
+    lm = AutoModelForCausalLM.from_pretrained(model_dir, local_files_only=True)
+    return tok, lm.to(device).eval()
+
+
+def generate_text(tok, lm, text: str, seed: int, max_new_tokens: int) -> str:
+    """The model's continuation of `text`, sampled (temperature 0.7, top-p 0.9) under `seed` without
+    touching the global random state. A chat model gets `text` as one user message."""
+    import torch
+
+    if getattr(tok, "chat_template", None):
+        text = tok.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
+                                       add_generation_prompt=True)  # fmt: skip
+    enc = tok(text, return_tensors="pt").to(lm.device)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    devices = [lm.device.index or 0] if lm.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices), torch.no_grad():
+        torch.manual_seed(seed)
+        out = lm.generate(**enc, max_new_tokens=max_new_tokens, do_sample=True, temperature=0.7, top_p=0.9,
+                          pad_token_id=pad if pad is not None else 0)  # fmt: skip
+    return tok.decode(out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+
+
+def _first_line(text: str) -> str:
+    """The caption in a model's reply: its first non-empty line, without a 'Detailed:' label or quotes."""
+    line = next((x.strip() for x in text.splitlines() if x.strip()), "")
+    if line.lower().startswith("detailed:"):
+        line = line[len("detailed:") :].strip()
+    return line.strip("\"'")
+
+
+def missing_facts(stated: Facts, got: Facts) -> list[str]:
+    """The stated facts that `got` does not keep, in words ([] when every one survives). Objects may come
+    in any order: each stated object needs its own object in `got` with all its stated attributes,
+    motion, direction and start place, and a stated partner must be the matching object's partner."""
+    settings = ("camera", "camera_direction", "ground", "time_of_day")
+    lost = [f"the {k.replace('_', ' ')} ({getattr(stated, k)})" for k in settings
+            if getattr(stated, k) is not None and getattr(got, k) != getattr(stated, k)]  # fmt: skip
+    if stated.count is not None and len(got.objects) != stated.count:
+        lost.append(f"the object count ({stated.count})")
+    if len(got.objects) < len(stated.objects):
+        return lost + [f"{len(stated.objects) - len(got.objects)} of the stated objects"]
+    best: list[str] | None = None
+    for order in permutations(range(len(got.objects)), len(stated.objects)):
+        miss = _object_misses(stated.objects, [got.objects[j] for j in order], order)
+        if best is None or len(miss) < len(best):
+            best = miss
+        if not best:
+            break
+    return lost + (best or [])
+
+
+def _object_misses(stated: list[ObjectFacts], got: list[ObjectFacts], order: tuple[int, ...]) -> list[str]:
+    """Facts of each stated object that its assigned object lacks."""
+    miss = []
+    for want, have in zip(stated, got, strict=True):
+        name = " ".join(v for v in (want.colour, want.shape or "object") if v)
+        for key in ("shape", "colour", "size", "material", "motion", "direction"):
+            if getattr(want, key) is not None and getattr(have, key) != getattr(want, key):
+                miss.append(f"the {key} of the {name} ({getattr(want, key)})")
+        if want.place and not (have.place or "").startswith(want.place):
+            miss.append(f"the place of the {name} ({want.place})")
+        if want.partner is not None and have.partner != order[want.partner]:
+            miss.append(f"the partner of the {name} (object {want.partner + 1})")
+    return miss
