@@ -61,16 +61,19 @@ def generate(
     steps: Steps = 25, guidance: Guidance = 5.0, seed: Seed = 0,
     sampler: Annotated[str, Opt(help="euler or heun.")] = "euler",
     fps: Fps = 16.0, device: Device = "auto", expand: Expand = True,
+    sp: Annotated[int, Opt(help="Processes sharing the video under torchrun (0: all launched).")] = 0,
 ) -> None:  # fmt: skip
-    """Text-to-video: write a video for PROMPT."""
+    """Text-to-video: write a video for PROMPT (across GPUs: `torchrun --nproc-per-node N -m tessera.cli`)."""
     from tessera import pipeline
 
     m, prompt = _start(model, device, prompt, expand, seed)
-    frames_u8 = pipeline.generate(
-        m, prompt, frames=frames, height=height, width=width, steps=steps, guidance=guidance,
-        seed=seed, sampler=sampler, progress=True,
-    )  # fmt: skip
-    _write(out, frames_u8, fps)
+    with pipeline.across_ranks(m, sp) as main:
+        frames_u8 = pipeline.generate(
+            m, prompt, frames=frames, height=height, width=width, steps=steps, guidance=guidance,
+            seed=seed, sampler=sampler, progress=main,
+        )  # fmt: skip
+    if main:
+        _write(out, frames_u8, fps)
 
 
 def _expanded(prompt: str, seed: int, announce: bool = True) -> str:
@@ -252,13 +255,24 @@ def long(
 def expand(
     prompt: Annotated[str, typer.Argument(help="A short prompt, e.g. 'red ball bouncing'.")],
     seed: Annotated[int, Opt(help="Seed for the facts the prompt leaves open.")] = 0,
-    lm: Annotated[Path | None, Opt(help="Local language-model folder (transformers) to expand with.")] = None,
+    llm: Annotated[
+        Path | None,
+        Opt(
+            "--llm",
+            "--lm",
+            help="Local transformers language-model folder to expand with (never downloaded).",
+        ),
+    ] = None,
+    device: Annotated[str, Opt(help="Device of the language model: cpu or cuda.")] = "cpu",
 ) -> None:
     """Expand a short prompt into a detailed caption in the training distribution."""
-    if lm is not None:
+    if llm is not None:
         from tessera.caption.expand import expand_with_lm
 
-        typer.echo(expand_with_lm(prompt, lm, seed=seed))
+        result = expand_with_lm(prompt, llm, seed=seed, device=device)
+        for w in result.warnings:
+            typer.echo(f"warning: {w}", err=True)
+        typer.echo(result.caption)
         return
     typer.echo(_expanded(prompt, seed, announce=False))
 
@@ -456,6 +470,7 @@ def train_dit(
     lr: LrOpt = None,
     device: TrainDeviceOpt = None,
     distributed: DistOpt = None,
+    sp: Annotated[int | None, Opt(help="Ranks sharing each clip (sequence parallel; bucketed).")] = None,
     compile: Annotated[bool | None, Opt("--compile/--no-compile", help="torch.compile the blocks.")] = None,
     checkpointing: Annotated[bool | None, Opt("--checkpointing/--no-checkpointing")] = None,
     ckpt_every: CkptOpt = None,
@@ -483,20 +498,22 @@ def train_eval_vae(
 
 @data_app.command("ingest")
 def data_ingest(
-    videos: Annotated[Path, typer.Argument(help="A video file, a folder of videos, or a manifest.")],
+    videos: Annotated[Path, typer.Argument(help="A video file, a folder of videos, or a manifest.jsonl.")],
     out: Annotated[Path, Opt("--out", help="Dataset folder to write (resumable).")],
-    captioner: Annotated[Path | None, Opt(help="Captioner folder, to caption the clips.")] = None,
+    caption: Annotated[bool, Opt("--caption/--no-caption", help="Caption the clips.")] = True,
+    captioner: Annotated[Path | None, Opt(help="Captioner folder (default: the shipped one).")] = None,
     vae_model: Annotated[Path | None, Opt(help="Model folder whose VAE caches latents.")] = None,
     fps: Annotated[float, Opt(help="Frame rate of the clips written.")] = 16.0,
     device: Annotated[str, Opt(help="cpu or cuda.")] = "cpu",
 ) -> None:
     """Probe, cut into shots, filter, crop to buckets, caption: manifest.jsonl + summary.json."""
-    import json
+    from tessera.caption.weights import default_dir
+    from tessera.data.ingest import IngestConfig, ingest, summary_table
 
-    from tessera.data.ingest import IngestConfig, ingest
-
+    captioner = (captioner or default_dir()) if caption else None
     summary = ingest(videos, out, IngestConfig(fps=fps), captioner, vae_model, device)
-    typer.echo(json.dumps(summary, indent=1))
+    typer.echo(summary_table(summary))
+    typer.echo(f"wrote {out / 'manifest.jsonl'} and {out / 'summary.json'}")
 
 
 @data_app.command("recaption")

@@ -1,21 +1,23 @@
-"""Ulysses sequence parallelism for the DiT's self-attention (Jacobs et al. 2023, DeepSpeed-Ulysses).
+"""Sequence parallelism for the DiT's self-attention: Ulysses (Jacobs et al. 2023, DeepSpeed-Ulysses), and
+ring attention (`tessera.ring`) where the head count does not divide over the ranks.
 
 Each of the P ranks of a group holds a contiguous shard of the video tokens, (B, N/P, D), and runs every
 per-token layer (projections, norms, MLP, cross-attention, modulation) on its shard alone. Only
-self-attention needs all tokens: q, k, v of shape (B, H, N/P, Dh) go through one all-to-all that turns the
-token shard into a head shard, (B, H/P, N, Dh); attention runs locally over all tokens for H/P heads; a
-second all-to-all turns the result back into (B, H, N/P, Dh). RoPE is applied before the exchange, so each
+self-attention needs all tokens. Ulysses: q, k, v of shape (B, H, N/P, Dh) go through one all-to-all that
+turns the token shard into a head shard, (B, H/P, N, Dh); attention runs locally over all tokens for H/P
+heads; a second all-to-all turns the result back into (B, H, N/P, Dh). Ring: each rank keeps its queries
+and the K/V shards travel around the ring, merged by log-sum-exp. RoPE is applied before either, so each
 shard must carry its tokens' global positions. Cross-attention needs no exchange: every rank holds all
 text tokens.
 
-Per layer each rank sends and receives 4 tensors of B*N*D/P values (q, k, v, out), so the traffic per
-rank falls as P grows. Ulysses needs H % P == 0; ring attention (passing K/V blocks around a ring, which
-lifts that limit) is not implemented here.
+Traffic per rank and layer: Ulysses sends and receives 4 tensors of B*N*D/P values (q, k, v, out), falling
+as P grows, but needs H % P == 0; ring sends (P - 1) K/V shards of 2*B*N*D/P values each (about 2*B*N*D,
+not falling with P) and works for any H. `sequence_parallel(mode="auto")` picks Ulysses when it can.
 
-Gradients: `ulysses_attention` is autograd-exact (the backward of an all-to-all is the inverse
-all-to-all). `gather_sequence` returns the full output on every rank and assumes every rank then computes
-the same loss from it; its backward keeps this rank's slice of the gradient. Summing the parameter
-gradients over the group (all_reduce SUM) then gives exactly the one-process gradient.
+Gradients: both are autograd-exact (the backward of an all-to-all is the inverse all-to-all; ring
+attention has its own backward). `gather_sequence` returns the full output on every rank and assumes
+every rank then computes the same loss from it; its backward keeps this rank's slice of the gradient.
+Summing the parameter gradients over the group (all_reduce SUM) then gives exactly the one-process gradient.
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from tessera.models.layers import SegmentMask, attention
+from tessera.ring import ring_attention
+
+MODES = ("auto", "ulysses", "ring")
 
 
 class SequenceParallelError(ValueError):
@@ -50,9 +55,20 @@ def check_heads(heads: int, world: int) -> None:
     if heads % world:
         raise SequenceParallelError(
             f"Ulysses sequence parallelism needs the number of attention heads ({heads}) to be divisible by "
-            f"the sequence-parallel size P = {world}; choose P among the divisors of {heads} "
-            "(ring attention, which has no such limit, is not implemented)"
+            f"the sequence-parallel size P = {world}; choose P among the divisors of {heads}, "
+            "or use ring attention (mode 'ring' or 'auto'), which has no such limit"
         )
+
+
+def pick_mode(mode: str, heads: int, world: int) -> str:
+    """'ulysses' or 'ring' for `heads` over `world` ranks: 'auto' is Ulysses when heads % world == 0."""
+    if mode not in MODES:
+        raise SequenceParallelError(f"unknown sequence-parallel mode '{mode}'; choose {', '.join(MODES)}")
+    if mode == "auto":
+        return "ring" if heads % world else "ulysses"
+    if mode == "ulysses":
+        check_heads(heads, world)
+    return mode
 
 
 # --- sharding the sequence ------------------------------------------------------------------------
@@ -155,6 +171,18 @@ def ulysses_attention(
     return heads_to_seq(attention(q, k, v, mask), group)  # (B, H, N/P, Dh)
 
 
+def sequence_attention(
+    q: Tensor, k: Tensor, v: Tensor, group: Any, mask: Tensor | SegmentMask | None, mode: str
+) -> Tensor:
+    """Self-attention from token shards, (B, H, N/P, Dh) each -> (B, H, N/P, Dh), by `mode` 'ulysses' or
+    'ring' (ring takes no mask: the DiT's batched forward has none)."""
+    if mode == "ring":
+        if mask is not None:
+            raise SequenceParallelError("ring attention takes no attention mask; use mode 'ulysses'")
+        return ring_attention(q, k, v, group)
+    return ulysses_attention(q, k, v, group, mask)
+
+
 # --- running a DiT sequence-parallel --------------------------------------------------------------
 
 
@@ -164,28 +192,31 @@ def _sp_modules(model: nn.Module) -> list[nn.Module]:
 
 
 @contextmanager
-def sequence_parallel(model: nn.Module, group: Any = None) -> Iterator[nn.Module]:
+def sequence_parallel(model: nn.Module, group: Any = None, mode: str = "auto") -> Iterator[nn.Module]:
     """Within the block, `model(x, t, text, text_mask, cond)` runs sequence-parallel over `group`
-    (None: the default group of all ranks).
+    (None: the default group of all ranks), in forward and backward.
 
     Every rank of the group passes the same full inputs; each keeps its token shard, self-attention
-    exchanges shards with `ulysses_attention`, and the output is gathered so every rank returns the
-    full v. Only the batched `forward` is supported (not `forward_packed`). Raises a
-    SequenceParallelError if a self-attention's head count is not divisible by the group size.
+    exchanges shards (`mode`: 'ulysses', 'ring', or 'auto' = Ulysses where the head count divides over
+    the group, else ring), and the output is gathered so every rank returns the full v. Only the batched
+    `forward` is supported (not `forward_packed`). Raises a SequenceParallelError for an unknown mode, or
+    for 'ulysses' when a self-attention's head count is not divisible by the group size.
     """
     group = dist.group.WORLD if group is None else group  # the hooks read None as "off"
     modules = _sp_modules(model)
     if not modules:
         raise SequenceParallelError(f"{type(model).__name__} has no sequence-parallel hook (sp_group)")
     world = group_size(group)
-    for m in modules:
-        if hasattr(m, "heads"):
-            check_heads(m.heads, world)
-    previous = [m.sp_group for m in modules]
+    modes = {m: pick_mode(mode, m.heads, world) for m in modules if hasattr(m, "heads")}
+    previous = [(m.sp_group, getattr(m, "sp_mode", None)) for m in modules]
     for m in modules:
         m.sp_group = group
+        if m in modes:
+            m.sp_mode = modes[m]
     try:
         yield model
     finally:
-        for m, g in zip(modules, previous, strict=True):
+        for m, (g, md) in zip(modules, previous, strict=True):
             m.sp_group = g
+            if m in modes:
+                m.sp_mode = md

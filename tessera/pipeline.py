@@ -9,6 +9,8 @@ conditions, then decode.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -38,9 +40,12 @@ def default_model_path() -> Path | None:
 
 
 def pick_device(device: str = "auto") -> torch.device:
-    """'auto' -> cuda when available, else cpu; anything else is checked."""
+    """'auto' -> cuda when available, else cpu; anything else is checked. Under torchrun 'cuda' is the
+    process's own GPU, cuda:LOCAL_RANK."""
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1 and torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
         raise RequestError(f"--device must be cpu, cuda, cuda:N or auto; got '{device}'")
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -152,6 +157,39 @@ def available_memory(device: torch.device) -> int:
 
 # ---------------------------------------------------------------------------------------------
 # Sampling
+
+
+@contextmanager
+def across_ranks(model: Model, sp: int = 0) -> Iterator[bool]:
+    """Within the block the DiT runs sequence-parallel over the processes of a `torchrun --nproc-per-node N`
+    launch, each holding 1/N of the video's tokens (`tessera.parallel`); yields True on the one process
+    that should write files. Every process makes the same request and gets the same result.
+
+    `sp` is the number of processes to share the video: 0 means all launched; otherwise it must be N.
+    Without torchrun (N = 1) nothing changes.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if sp not in (0, world):
+        raise RequestError(
+            f"--sp {sp} needs {sp} processes (`torchrun --nproc-per-node {sp} -m tessera.cli ...`); "
+            f"this launch has {world}"
+        )
+    if world == 1:
+        yield True
+        return
+    import torch.distributed as dist
+
+    from tessera.parallel import sequence_parallel
+
+    device = next(model.dit.parameters()).device
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    try:
+        with sequence_parallel(model.dit):
+            yield dist.get_rank() == 0
+    finally:
+        dist.destroy_process_group()
 
 
 def encode_text(model: Model, captions: list[str], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

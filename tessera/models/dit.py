@@ -26,7 +26,7 @@ from tessera.config import DiTConfig
 from tessera.models.layers import MLP, RMSNorm, SegmentMask, attention, modulate, segment_mask
 from tessera.models.patch import pack, patchify, positions, unpack, unpatchify
 from tessera.models.rope import apply_rope, rope_freqs
-from tessera.parallel import SequenceParallelError, gather_sequence, local_shard, ulysses_attention
+from tessera.parallel import SequenceParallelError, gather_sequence, local_shard, sequence_attention
 
 Rope = tuple[Tensor, Tensor]  # (cos, sin), each (N, head_dim/2)
 
@@ -49,6 +49,7 @@ class SelfAttention(nn.Module):
         self.q_norm, self.k_norm = RMSNorm(dim // heads, eps), RMSNorm(dim // heads, eps)
         self.out = nn.Linear(dim, dim)
         self.sp_group = None  # a process group: x is this rank's token shard (tessera.parallel)
+        self.sp_mode = "ulysses"  # or "ring": how the shards exchange (set by tessera.parallel)
 
     def forward(self, x: Tensor, rope: Rope, mask: SegmentMask | None) -> Tensor:
         qkv = self.qkv(x).unflatten(-1, (3, self.heads, -1))  # (B, N, 3, heads, Dh)
@@ -56,8 +57,8 @@ class SelfAttention(nn.Module):
         q, k = apply_rope(self.q_norm(q), rope), apply_rope(self.k_norm(k), rope)
         if self.sp_group is None:
             o = attention(q, k, v, mask)
-        else:  # N is a token shard; Ulysses exchanges it for a head shard around attention
-            o = ulysses_attention(q, k, v, self.sp_group, mask)
+        else:  # N is a token shard: Ulysses swaps it for a head shard, or ring passes K/V shards around
+            o = sequence_attention(q, k, v, self.sp_group, mask, self.sp_mode)
         return self.out(o.transpose(1, 2).flatten(2))  # (B, N, D)
 
 

@@ -98,6 +98,7 @@ class DiTTrainConfig:
     compile: bool = False
     checkpointing: bool = False  # activation checkpointing in the DiT blocks
     distributed: str = "auto"
+    sp: int = 1  # sequence parallel: ranks sharing each clip's tokens (needs batching "bucketed")
     log_every: int = 10
     ckpt_every: int = 1000
     sample_every: int = 1000
@@ -111,6 +112,13 @@ class DiTTrainConfig:
             _check(0 <= getattr(self, name) <= 1, name, getattr(self, name), "a probability in [0, 1]")
         _check(self.world_clips >= 0, "world_clips", self.world_clips, "an integer >= 0")
         _check(self.shift >= 0, "shift", self.shift, "0 (token-dependent) or a positive shift")
+        _check(self.sp >= 1, "sp", self.sp, "an integer >= 1 (ranks per sequence-parallel group)")
+        _check(
+            self.sp == 1 or self.batching == "bucketed",
+            "sp",
+            self.sp,
+            "1 with packed batching; use --batching bucketed for sequence parallelism",
+        )
         from tessera.train.tasks import check_mix
 
         check_mix(parse_weights(self.tasks, "tasks"))
@@ -129,6 +137,7 @@ RESUMABLE = {
     "device",
     "sample_prompt",
     "distributed",
+    "sp",
 }
 
 

@@ -12,10 +12,18 @@ on the CPU. Modes:
 
 In both distributed modes gradients are averaged over ranks, so the trainers scale their local loss by
 `world_size / (global normaliser)` to get exactly the gradient of the one-process loss.
+
+Sequence parallelism (`sp` > 1): ranks form groups of `sp` consecutive ranks; a group shares one
+data-parallel shard of the batch (data-parallel degree world_size / sp) and its ranks split each clip's
+tokens (`tessera.parallel`). Every rank of a group computes the same loss from the gathered output and
+holds its tokens' part of the gradient, so DDP/FSDP averaging over *all* ranks, with the loss scaled as
+above, still gives the one-process gradient: the group's parts sum to its whole. FSDP2 therefore shards
+over the whole world, unchanged; only sums of logged numbers must count each group once (`dp_sum`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 from collections.abc import Callable
@@ -35,15 +43,28 @@ class Dist:
     world_size: int
     device: torch.device
     mode: str  # "none", "ddp" or "fsdp"
+    sp: int = 1  # sequence-parallel degree: ranks per group sharing each clip
+    sp_group: Any = None  # this rank's sequence-parallel process group (None when sp == 1)
 
     @property
     def main(self) -> bool:
         """True on rank 0, which writes files and logs."""
         return self.rank == 0
 
+    @property
+    def dp_size(self) -> int:
+        """Number of data-parallel shards of the batch (groups of `sp` ranks)."""
+        return self.world_size // self.sp
 
-def setup(mode: str, device: str = "auto") -> Dist:
-    """Join the process group if launched with several ranks; pick the device and the wrapping mode.
+    @property
+    def dp_rank(self) -> int:
+        """Which data-parallel shard this rank's group takes."""
+        return self.rank // self.sp
+
+
+def setup(mode: str, device: str = "auto", sp: int = 1) -> Dist:
+    """Join the process group if launched with several ranks; pick the device and the wrapping mode;
+    with `sp` > 1 form the sequence-parallel groups of `sp` consecutive ranks.
 
     `mode` "auto" means "ddp" with several ranks and "none" with one.
     """
@@ -56,6 +77,11 @@ def setup(mode: str, device: str = "auto") -> Dist:
     if dev.type == "cuda" and dev.index is None:
         dev = torch.device("cuda", local_rank % max(1, torch.cuda.device_count()))
         torch.cuda.set_device(dev)
+    if sp < 1 or world_size % sp:
+        raise ValueError(
+            f"sequence-parallel degree sp = {sp} must be >= 1 and divide the {world_size} processes; "
+            f"launch with `torchrun --nproc-per-node N` where N is a multiple of {sp}"
+        )
     if mode == "auto":
         mode = "ddp" if world_size > 1 else "none"
     if world_size == 1 and mode != "none":
@@ -65,7 +91,24 @@ def setup(mode: str, device: str = "auto") -> Dist:
     if world_size > 1 and not dist.is_initialized():
         backend = "nccl" if dev.type == "cuda" else "gloo"
         dist.init_process_group(backend, rank=rank, world_size=world_size)
-    return Dist(rank, world_size, dev, mode)
+    return Dist(rank, world_size, dev, mode, sp, _sp_group(sp, rank, world_size))
+
+
+def _sp_group(sp: int, rank: int, world_size: int) -> Any:
+    """This rank's group of `sp` consecutive ranks (every rank creates every group, in the same order)."""
+    if sp == 1:
+        return None
+    groups = [dist.new_group(list(range(g, g + sp))) for g in range(0, world_size, sp)]
+    return groups[rank // sp]
+
+
+def sequence_parallel(module: nn.Module, d: Dist, mode: str = "auto") -> contextlib.AbstractContextManager:
+    """`tessera.parallel.sequence_parallel` over this rank's group; does nothing when sp == 1."""
+    if d.sp == 1:
+        return contextlib.nullcontext(module)
+    from tessera.parallel import sequence_parallel as sp_context
+
+    return sp_context(module, d.sp_group, mode)
 
 
 def teardown() -> None:
@@ -165,6 +208,12 @@ def all_sum(values: list[float], d: Dist) -> list[float]:
     t = torch.tensor(values, dtype=torch.float64, device=d.device)
     dist.all_reduce(t)
     return t.tolist()
+
+
+def dp_sum(values: list[float], d: Dist) -> list[float]:
+    """Sum numbers that every rank of a sequence-parallel group holds alike over the data-parallel
+    groups (each group counted once)."""
+    return [v / d.sp for v in all_sum(values, d)]
 
 
 def barrier(d: Dist) -> None:

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from tessera.checkpoint import Model, save_model
+from tessera.config import get_preset
 from tessera.data.buckets import group_by_shape, latent_shape, num_tokens
 from tessera.data.source import make_source, samples
 from tessera.flow.loss import add_noise
@@ -34,7 +35,7 @@ from tessera.train.config import ConfigError, DiTTrainConfig, parse_shapes, pars
 from tessera.train.logger import Logger, save_sample
 from tessera.train.run import StopFlag, load_checkpoint, save_checkpoint, start
 from tessera.train.state import EMA, generator, lr_at
-from tessera.train.tasks import build_cond, build_conds, draw_task, for_task, given_latents
+from tessera.train.tasks import build_conds, draw_task, for_task, given_latents
 
 
 @dataclass
@@ -56,39 +57,26 @@ class Batch:
 
 
 class LatentCache:
-    """Per clip key: latents and captions, computed once with the frozen VAE ("encode once, train many
-    epochs"; a cached clip is not even loaded again), and the `cond` input per task pattern. Kept in
-    memory on the training device; needs a source with `key(index)` and finitely many clips."""
+    """Per clip key: clean latents and captions, computed once with the frozen VAE ("encode once, train
+    many epochs") and kept on the training device; needs a source with `key(index)` and finitely many
+    clips. `cond` inputs are not cached: random masks rarely repeat, so they are built each step from the
+    clip (which a finite world source keeps rendered)."""
 
     def __init__(self) -> None:
         self.items: dict[object, dict] = {}
-        self.conds: dict[tuple, Tensor] = {}
 
     def load(self, indices: range, source, vae: nn.Module) -> list[dict]:
-        """Items {"x0", "caption", "short_caption", "key"} of `indices`, loading only the missing ones."""
+        """Items {"x0", "caption", "short_caption", "key"} of `indices`, encoding only the missing ones."""
         keys = [source.key(g) for g in indices]
         missing = [g for g, k in zip(indices, keys, strict=True) if k not in self.items]
-        device = next(vae.parameters()).device
-        for sample in samples(source, missing):
-            self.items[sample["key"]] = {
-                **sample,
-                "video": None,
-                "x0": encode(vae, sample["video"].to(device)),
-            }
+        if missing:
+            device = next(vae.parameters()).device
+            fresh = samples(source, missing)
+            videos = [s["video"].to(device) for s in fresh]
+            x0s, _ = encode_batch(vae, videos, [torch.zeros(v.shape[1], dtype=torch.bool) for v in videos])
+            for sample, x0 in zip(fresh, x0s, strict=True):
+                self.items[sample["key"]] = {**sample, "video": None, "x0": x0}
         return [self.items[k] for k in keys]
-
-    def cond(self, index: int, item: dict, source, vae: nn.Module, pixel_mask: Tensor) -> Tensor:
-        """The `cond` input of a clip for one task pattern (the clip is reloaded on a miss)."""
-        k = (item["key"], tuple(pixel_mask.tolist()))
-        if k not in self.conds:
-            self.conds[k] = build_cond(vae, source.sample(index)["video"].to(item["x0"].device), pixel_mask)
-        return self.conds[k]
-
-
-@torch.no_grad()
-def encode(vae: nn.Module, video: Tensor) -> Tensor:
-    """(3, T, H, W) pixels -> (C_z, T_z, h, w) normalised latents (posterior mean, fp32)."""
-    return vae.encode_latents(video[None])[0]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -136,15 +124,23 @@ def make_batch(
         noises.append(torch.randn(latent, generator=gen).to(device))
         tasks.append(task), pixel_masks.append(pixel_mask)
         tokens += n
-    if cache is not None:
-        x0s = [item["x0"] for item in items]
-        conds = [
-            cache.cond(g, item, source, model.vae, m) if m.any() else None
-            for g, item, m in zip(indices, items, pixel_masks, strict=True)
-        ]
-    else:
-        videos = [for_task(task, item["video"]) for task, item in zip(tasks, items, strict=True)]
-        x0s, conds = encode_batch(model.vae, videos, pixel_masks)
+    with autocast(cfg, device):  # the VAE is frozen: bf16 on a GPU, like the DiT
+        if cache is None:
+            videos = [for_task(task, item["video"]) for task, item in zip(tasks, items, strict=True)]
+            x0s, conds = encode_batch(model.vae, videos, pixel_masks)
+        else:  # latents from the cache; the clips with given frames (or re-timed by their task) reloaded
+            x0s, conds = [item["x0"] for item in items], [None] * len(items)
+            need = [
+                i
+                for i, (task, m) in enumerate(zip(tasks, pixel_masks, strict=True))
+                if m.any() or task == "loop"
+            ]
+            clips = [s["video"].to(device) for s in samples(source, [indices[i] for i in need])]
+            videos = [for_task(tasks[i], v) for i, v in zip(need, clips, strict=True)]
+            fresh, fresh_conds = encode_batch(model.vae, videos, [pixel_masks[i] for i in need])
+            for i, x0, cond in zip(need, fresh, fresh_conds, strict=True):
+                x0s[i] = x0 if tasks[i] == "loop" else x0s[i]
+                conds[i] = cond
     ids, text_mask = model.tokenizer.encode(captions, model.config.text.max_len)
     return Batch(ids.to(device), text_mask.to(device), x0s, noises, ts, conds, masks, tokens)
 
@@ -158,14 +154,19 @@ def encode_batch(
     x0s: list[Tensor] = [torch.empty(0)] * len(videos)
     conds: list[Tensor | None] = [None] * len(videos)
     for group in group_by_shape([tuple(v.shape) for v in videos]):
-        z = vae.encode_latents(torch.stack([videos[i] for i in group]))  # (B, C_z, T_z, h, w)
+        # Whole clips at once (not chunked): training clips are short, and chunking would cost a
+        # kernel launch per layer and chunk.
+        clips = torch.stack([videos[i] for i in group])
+        z = vae.encode_latents(clips, chunked=False).float()  # (B, C_z, T_z, h, w)
         for k, i in enumerate(group):
             x0s[i] = z[k]
         given = [i for i in group if pixel_masks[i].any()]
         if given:
-            c = build_conds(
-                vae, torch.stack([videos[i] for i in given]), torch.stack([pixel_masks[i] for i in given])
+            clips, masks = (
+                torch.stack([videos[i] for i in given]),
+                torch.stack([pixel_masks[i] for i in given]),
             )
+            c = build_conds(vae, clips, masks, chunked=False).float()
             for k, i in enumerate(given):
                 conds[i] = c[k]
     return x0s, conds
@@ -217,15 +218,35 @@ class DiTStep(nn.Module):
 # The loop
 
 
+def check_sequence_parallel(cfg: DiTTrainConfig, d: distributed.Dist) -> None:
+    """With sp > 1 every clip's token count must split evenly over the group. Under FSDP every rank must
+    make the same DiT calls, one per distinct shape with bucketed batching: with several data-parallel
+    groups that holds only for a single shape."""
+    patch, shapes = get_preset(cfg.preset).dit.patch, [s for s, _ in parse_shapes(cfg.shapes)]
+    for shape in shapes:
+        n = num_tokens(latent_shape(shape), patch)
+        if n % d.sp:
+            raise ConfigError(f"shape {shape} has {n} tokens, which do not split over sp = {d.sp} ranks")
+    if d.mode == "fsdp" and cfg.batching == "bucketed" and d.dp_size > 1 and len(shapes) > 1:
+        raise ConfigError(
+            "fsdp with bucketed batching over several data-parallel groups needs one shape in --shapes "
+            "(groups holding different shapes would make different sharded calls)"
+        )
+
+
 def train_dit(cfg: DiTTrainConfig, out: str | Path, resume: bool = False, source=None) -> dict:
     """Train (or with `resume`, continue) the DiT run in folder `out`; returns {"step", "losses"}.
 
     `source` overrides the data set (anything with `sample(index) -> dict`, see `tessera.data.source`).
     """
-    d = distributed.setup(cfg.distributed, cfg.device)
+    d = distributed.setup(cfg.distributed, cfg.device, cfg.sp)
     run = Path(out)
-    if cfg.batch_size % d.world_size:
-        raise ConfigError(f"batch_size {cfg.batch_size} must be a multiple of the {d.world_size} ranks")
+    if cfg.batch_size % d.dp_size:
+        raise ConfigError(
+            f"batch_size {cfg.batch_size} must be a multiple of the {d.dp_size} data-parallel groups "
+            f"({d.world_size} ranks / sp {d.sp})"
+        )
+    check_sequence_parallel(cfg, d)
     if not resume:
         start(run, cfg, d)
     if not (resume or cfg.init or cfg.preset == "tiny"):  # tiny: tests, where any VAE will do
@@ -253,12 +274,8 @@ def train_dit(cfg: DiTTrainConfig, out: str | Path, resume: bool = False, source
     source = source or make_source(cfg.data, parse_shapes(cfg.shapes), cfg.seed, d.device, cfg.world_clips)
     if cfg.cache_latents and (getattr(source, "size", None) is None or not hasattr(source, "key")):
         raise ConfigError("cache_latents needs a finite data set: a data folder, or world_clips > 0")
-    if cfg.cache_latents and parse_weights(cfg.tasks, "tasks").get("loop", 0) > 0:
-        raise ConfigError(
-            "cache_latents cannot serve the 'loop' task (it trains on a re-timed clip); drop one"
-        )
     cache = LatentCache() if cfg.cache_latents else None
-    local = cfg.batch_size // d.world_size
+    local = cfg.batch_size // d.dp_size  # clips per data-parallel group (its sp ranks share them)
     logger = Logger(run, step, cfg.steps, d.main, "train dit")
     losses: list[float] = []
 
@@ -268,12 +285,14 @@ def train_dit(cfg: DiTTrainConfig, out: str | Path, resume: bool = False, source
         write = lambda: save_model(ship, run / "model", card("dit", cfg, step, d.device))
         save_checkpoint(run, d, {"raw": trainee}, ema, {"adamw": (trainee, optimizer)}, meta, write)
 
-    with StopFlag(cfg.time_limit_min) as stop, logger:
+    with StopFlag(cfg.time_limit_min) as stop, logger, distributed.sequence_parallel(model.dit, d):
         while step < cfg.steps:
-            first = step * cfg.batch_size + d.rank * local
+            first = step * cfg.batch_size + d.dp_rank * local
+            t_data = time.perf_counter()
             batch = make_batch(range(first, first + local), source, model, cfg, d.device, cache)
+            t_data = time.perf_counter() - t_data  # rendering, loading and VAE encoding
             # The global count of loss frames normalises the loss; the stop vote rides along.
-            frames, stops, tokens = distributed.all_sum(
+            frames, stops, tokens = distributed.dp_sum(
                 [batch.loss_frames, float(stop.should_stop()), batch.tokens], d
             )
             set_lr(optimizer, lr_at(step, cfg.lr, cfg.warmup, cfg.steps, cfg.schedule, cfg.min_lr_ratio))
@@ -282,10 +301,11 @@ def train_dit(cfg: DiTTrainConfig, out: str | Path, resume: bool = False, source
             (err * d.world_size / frames).backward()  # ranks average gradients: this gives sum / frames
             grad_norm = optimizer_step(optimizer, params, cfg.grad_clip)
             ema.update(cfg.ema_decay)
-            loss = finite(distributed.all_sum([err.item()], d)[0] / frames, "loss", step)
+            loss = finite(distributed.dp_sum([err.item()], d)[0] / frames, "loss", step)
             losses.append(loss)
             step += 1
-            metrics = {"loss": loss, "grad_norm": grad_norm, "lr": optimizer.param_groups[0]["lr"]}
+            lr = optimizer.param_groups[0]["lr"]
+            metrics = {"loss": loss, "grad_norm": grad_norm, "lr": lr, "data_s": t_data}
             logger.step(step, tokens, metrics, write=step % cfg.log_every == 0 or step == cfg.steps)
             if cfg.sample_every and step % cfg.sample_every == 0:
                 write_samples(ship_model(model, ema, d), run, cfg, step, d.device)

@@ -120,10 +120,10 @@ def build_cond(vae: torch.nn.Module, video: Tensor, pixel_mask: Tensor) -> Tenso
 
 
 @torch.no_grad()
-def build_conds(vae: torch.nn.Module, videos: Tensor, pixel_masks: Tensor) -> Tensor:
+def build_conds(vae: torch.nn.Module, videos: Tensor, pixel_masks: Tensor, chunked: bool = True) -> Tensor:
     """`build_cond` for a batch of equal-shape clips in one VAE call: videos (B, 3, T, H, W), masks
-    (B, T) -> (B, C_z + 4, T_z, H/8, W/8)."""
+    (B, T) -> (B, C_z + 4, T_z, H/8, W/8). `chunked` as in `VideoVAE.encode_latents`."""
     keep = pixel_masks.to(videos.device, videos.dtype)[:, None, :, None, None]
-    z = vae.encode_latents(videos * keep)  # (B, C_z, T_z, h, w)
+    z = vae.encode_latents(videos * keep, chunked=chunked)  # (B, C_z, T_z, h, w)
     masks = torch.stack([mask_channels(m, *z.shape[-2:]) for m in pixel_masks]).to(z)
     return torch.cat([z, masks], dim=1)
