@@ -398,6 +398,9 @@ StepsOpt = Annotated[int | None, Opt(help="Total steps.")]
 BatchOpt = Annotated[int | None, Opt(help="Global batch (split over ranks).")]
 ConfigOpt = Annotated[Path | None, Opt(help="JSON file of training config fields (flags win).")]
 ResumeOpt = Annotated[Path | None, Opt(help="Run folder to continue exactly.")]
+BatchShapesOpt = Annotated[
+    str | None, Opt(help="mixed: each clip draws its shape; one: each step draws one for the whole batch.")
+]
 LrOpt = Annotated[float | None, Opt(help="Peak learning rate.")]
 TrainDeviceOpt = Annotated[str | None, Opt(help="auto, cpu, cuda.")]
 DistOpt = Annotated[str | None, Opt(help="auto, none, ddp, fsdp (launch with torchrun).")]
@@ -427,6 +430,7 @@ def train_vae(
     shapes: Annotated[
         str | None, Opt(help="FRAMESxHEIGHTxWIDTH[:weight],... e.g. 17x64x64:3,1x64x64:1")
     ] = None,
+    batch_shapes: BatchShapesOpt = None,
     lr: LrOpt = None,
     adv_weight: Annotated[float | None, Opt(help="Adversarial term weight (0 = off).")] = None,
     adv_start: Annotated[int | None, Opt(help="Steps before the discriminator acts.")] = None,
@@ -456,6 +460,7 @@ def train_dit(
     resume: ResumeOpt = None,
     init: Annotated[str | None, Opt(help="Model folder (trained VAE, tokenizer) to start from.")] = None,
     shapes: Annotated[str | None, Opt(help="FRAMESxHEIGHTxWIDTH[:weight],...")] = None,
+    batch_shapes: BatchShapesOpt = None,
     batching: Annotated[str | None, Opt(help="packed or bucketed.")] = None,
     tasks: Annotated[
         str | None, Opt(help="Conditioning mix, e.g. t2v:8,i2v:2,extend:1,last:1,first_last:1")

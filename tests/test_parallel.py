@@ -76,8 +76,9 @@ def test_training_config_refuses_what_sequence_parallelism_cannot_run() -> None:
         make_config("dit", preset="tiny", sp=2)
     cfg = make_config("dit", preset="tiny", sp=4, batching="bucketed", shapes="9x32x32,5x32x48")
     fsdp = Dist(0, 8, torch.device("cpu"), "fsdp", sp=4)
-    with pytest.raises(ConfigError, match="one shape in --shapes"):
+    with pytest.raises(ConfigError, match="one shape per step"):
         check_sequence_parallel(cfg, fsdp)
+    check_sequence_parallel(dataclasses.replace(cfg, batch_shapes="one"), fsdp)  # one shape per step: fine
     check_sequence_parallel(cfg, dataclasses.replace(fsdp, mode="ddp"))  # 12 tokens each: fine under DDP
     with pytest.raises(ConfigError, match=r"\(9, 48, 48\) has 27 tokens.*sp = 2"):
         check_sequence_parallel(

@@ -17,10 +17,12 @@ from PIL import Image
 
 from tessera.checkpoint import build_model, load_model, load_state, load_tensors
 from tessera.config import get_preset
+from tessera.data.buckets import step_shape
+from tessera.data.source import WorldSource
 from tessera.models.text import Tokenizer
 from tessera.train import state as st
 from tessera.train.commands import train_command
-from tessera.train.config import ConfigError, make_config, read_config_file
+from tessera.train.config import ConfigError, make_config, parse_shapes, read_config_file
 from tessera.train.distributed import launch_local
 from tessera.train.dit import DiTStep, encode_batch, make_batch, train_dit
 from tessera.train.logger import read_metrics
@@ -52,11 +54,11 @@ class Squares:
     def __init__(self, shapes=((9, 32, 32), (1, 32, 32), (5, 32, 48)), stop_at: int | None = None):
         self.shapes, self.stop_at = list(shapes), stop_at
 
-    def sample(self, i: int) -> dict:
+    def sample(self, i: int, shape: tuple[int, int, int] | None = None) -> dict:
         if i == self.stop_at:
             os.kill(os.getpid(), signal.SIGTERM)
         g = torch.Generator().manual_seed(i)
-        t, h, w = self.shapes[i % len(self.shapes)]
+        t, h, w = shape or self.shapes[i % len(self.shapes)]
         video = torch.full((3, t, h, w), -0.5)
         colour = torch.rand(3, 1, 1, generator=g) * 2 - 1
         x = int(torch.randint(0, w - 8, (1,), generator=g))
@@ -93,6 +95,10 @@ def resumed(request, tmp_path_factory, tiny_model_dir) -> tuple[str, Path, Path,
     """One run of 10 steps straight, one stopped by SIGTERM after 5 steps and resumed for 5 more."""
     kind, tmp = request.param, tmp_path_factory.mktemp(f"resume-{request.param}")
     cfg = tiny_config(kind, sample_every=10, init=str(tiny_model_dir))  # --init: no tokenizer training
+    if kind == "dit":  # one shape per step, drawn per step: resumes exactly too
+        cfg = tiny_config(
+            kind, sample_every=10, init=str(tiny_model_dir), batch_shapes="one", shapes="9x32x32:1,5x32x48:1"
+        )
     train = TRAINERS[kind]
     straight = train(cfg, tmp / "a", source=Squares())["losses"]
     first = train(cfg, tmp / "b", source=Squares(stop_at=4 * cfg.batch_size))  # stops during step 5
@@ -231,6 +237,22 @@ def test_batched_encoding_matches_clip_by_clip():
             torch.testing.assert_close(cond, build_cond(vae, video, mask), rtol=1e-4, atol=1e-5)
         else:
             assert cond is None
+
+
+def test_one_shape_per_step(tiny_model_dir: Path):
+    shapes = parse_shapes("1x32x32:1,9x32x32:2,5x32x48:1")
+    drawn = [step_shape(shapes, 0, step) for step in range(400)]
+    assert drawn == [step_shape(shapes, 0, step) for step in range(400)]  # a pure function of the step
+    assert 0.4 < drawn.count((9, 32, 32)) / 400 < 0.6  # follows the weights
+    model = load_model(tiny_model_dir)
+    cfg = tiny_config("dit", shapes="1x32x32:1,9x32x32:2,5x32x48:1", batch_shapes="one")
+    batch = make_batch(range(6), Squares(), model, cfg, torch.device("cpu"), None, (5, 32, 48))
+    assert {tuple(x.shape[1:]) for x in batch.x0} == {(2, 4, 6)}  # every clip fitted to the step's shape
+    world = WorldSource(shapes, clips=3)  # a finite world keeps each clip once per shape it is drawn at
+    a, b = world.samples([0, 1], (1, 32, 32)), world.samples([0, 1], (9, 32, 32))
+    assert a[0]["video"].shape == (3, 1, 32, 32) and b[0]["video"].shape == (3, 9, 32, 32)
+    assert a[0]["caption"] == world.samples([3], (1, 32, 32))[0]["caption"]  # index 3 repeats clip 0
+    assert len(world._kept) == 4
 
 
 def test_cond_is_built_from_the_masked_video():

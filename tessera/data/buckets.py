@@ -78,3 +78,11 @@ def pick_shape(shapes: list[tuple[Shape, float]], generator: torch.Generator) ->
     """Draw one shape from weighted `(shape, weight)` pairs."""
     weights = torch.tensor([w for _, w in shapes], dtype=torch.float64)
     return shapes[int(torch.multinomial(weights, 1, generator=generator))][0]
+
+
+def step_shape(shapes: list[tuple[Shape, float]], seed: int, step: int) -> Shape:
+    """The one shape of every clip of training step `step` (`batch_shapes = "one"`), drawn from the
+    weighted shapes by (seed, step): every rank, and a resumed run, draws the same."""
+    from tessera.train.state import generator
+
+    return pick_shape(shapes, generator(seed, "step-shape", step))

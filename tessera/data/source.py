@@ -47,10 +47,10 @@ class FolderSource:
         """The id of the clip behind global index `index` (for caches)."""
         return self.item(index)
 
-    def sample(self, index: int) -> dict:
-        """The sample at global index `index`."""
+    def sample(self, index: int, shape: Shape | None = None) -> dict:
+        """The sample at global index `index`, fitted to `shape` (default: its nearest bucket)."""
         i = self.item(index)
-        shape = nearest_bucket(*self.dataset.size(i), self.buckets)
+        shape = shape or nearest_bucket(*self.dataset.size(i), self.buckets)
         return {**self.dataset.load(i, shape), "key": i}
 
 
@@ -78,31 +78,33 @@ class WorldSource:
         """The id of the clip behind global index `index` (for caches)."""
         return index % self.size if self.size else index
 
-    def sample(self, index: int) -> dict:
-        """The sample at global index `index`: a world clip rendered at a drawn shape."""
-        return self.samples([index])[0]
+    def sample(self, index: int, shape: Shape | None = None) -> dict:
+        """The sample at global index `index`: a world clip rendered at a drawn shape (or `shape`)."""
+        return self.samples([index], shape)[0]
 
-    def samples(self, indices: list[int]) -> list[dict]:
-        """Several samples, rendered in one batch per shape (much faster on a GPU)."""
+    def samples(self, indices: list[int], shape: Shape | None = None) -> list[dict]:
+        """Several samples, rendered in one batch per shape (much faster on a GPU). Each clip draws its
+        shape from the weighted shapes, unless `shape` is given for all."""
         from tessera.world import captions, render
 
         clips = [self.key(i) for i in indices]
-        shapes = [pick_shape(self.shapes, _generator(self.seed, "shape", c)) for c in clips]
-        rendered = {c: self._kept[c] for c in clips if c in self._kept}
-        todo = [k for k, c in enumerate(clips) if c not in rendered]
-        for shape in dict.fromkeys(shapes[k] for k in todo):
-            group = list(dict.fromkeys(clips[k] for k in todo if shapes[k] == shape))
-            scenes = [self._scene(c, shape[0]) for c in group]
-            frames = render(scenes, (shape[2], shape[1]), self.device).frames  # (B, T, H, W, 3) uint8
-            frames = frames.reshape(len(group), *shape, 3)
+        shapes = [shape or pick_shape(self.shapes, _generator(self.seed, "shape", c)) for c in clips]
+        keys = list(zip(clips, shapes, strict=True))  # a clip is kept once per shape it is drawn at
+        rendered = {k: self._kept[k] for k in keys if k in self._kept}
+        todo = list(dict.fromkeys(k for k in keys if k not in rendered))
+        for s in dict.fromkeys(s for _, s in todo):
+            group = [c for c, s_c in todo if s_c == s]
+            scenes = [self._scene(c, s[0]) for c in group]
+            frames = render(scenes, (s[2], s[1]), self.device).frames  # (B, T, H, W, 3) uint8
+            frames = frames.reshape(len(group), *s, 3)
             for c, scene, f in zip(group, scenes, frames, strict=True):
                 detailed, short = captions(scene)
-                rendered[c] = {"frames": f, "caption": detailed, "short_caption": short}
+                rendered[(c, s)] = {"frames": f, "caption": detailed, "short_caption": short}
         if self.size:
             self._kept.update(rendered)
         out = []
-        for c in clips:
-            item = rendered[c]
+        for c, s in keys:
+            item = rendered[(c, s)]
             video = item["frames"].permute(3, 0, 1, 2).float() / 127.5 - 1.0  # (3, T, H, W)
             out.append(
                 {"video": video, "caption": item["caption"], "short_caption": item["short_caption"], "key": c}
@@ -118,11 +120,12 @@ class WorldSource:
         return self._samplers[frames].sample(scene_seed(self.seed, 0, clip))
 
 
-def samples(source, indices: list[int]) -> list[dict]:
-    """`source.samples(indices)` when the source batches its work, else one `sample` call per index."""
+def samples(source, indices: list[int], shape: Shape | None = None) -> list[dict]:
+    """`source.samples(indices)` when the source batches its work, else one `sample` call per index;
+    `shape` (if not None) fits every sample to that one shape."""
     if hasattr(source, "samples"):
-        return source.samples(list(indices))
-    return [source.sample(i) for i in indices]
+        return source.samples(list(indices), *([shape] if shape else []))
+    return [source.sample(i, *([shape] if shape else [])) for i in indices]
 
 
 def make_source(

@@ -33,6 +33,7 @@ class VAETrainConfig:
     steps: int = 20000
     batch_size: int = 8  # global: split over ranks
     shapes: str = "17x64x64:3,1x64x64:1"
+    batch_shapes: str = "mixed"  # "mixed": each clip draws a shape; "one": each step draws one for all
     lr: float = 2e-4
     weight_decay: float = 0.0
     warmup: int = 200
@@ -76,6 +77,7 @@ class DiTTrainConfig:
     steps: int = 20000
     batch_size: int = 16  # global clips per step, split over ranks
     shapes: str = "1x64x64:1,17x64x64:4,17x64x96:1,9x96x64:1"
+    batch_shapes: str = "mixed"  # "mixed": each clip draws a shape; "one": each step draws one for all
     batching: str = "packed"  # "packed" (one sequence, per-clip attention) or "bucketed" (a call per shape)
     tasks: str = "t2v:6,i2v:2,extend:2,tail:1,connect:1,loop:1,first_last:1,last:1,random:1"
     caption_dropout: float = 0.1  # empty caption, for classifier-free guidance
@@ -156,6 +158,7 @@ def _check_common(cfg: TrainConfig) -> None:
         _check(getattr(cfg, name) >= 0, name, getattr(cfg, name), "an integer >= 0")
     _check(cfg.lr > 0, "lr", cfg.lr, "a positive learning rate")
     _check(cfg.schedule in ("cosine", "constant"), "schedule", cfg.schedule, "cosine or constant")
+    _check(cfg.batch_shapes in ("mixed", "one"), "batch_shapes", cfg.batch_shapes, "mixed or one")
     _check(0 <= cfg.min_lr_ratio <= 1, "min_lr_ratio", cfg.min_lr_ratio, "a ratio in [0, 1]")
     _check(cfg.grad_clip >= 0, "grad_clip", cfg.grad_clip, "a norm >= 0 (0 = no clipping)")
     _check(0 <= cfg.ema_decay < 1, "ema_decay", cfg.ema_decay, "a decay in [0, 1)")

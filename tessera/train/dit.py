@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from tessera.checkpoint import Model, save_model
 from tessera.config import get_preset
-from tessera.data.buckets import group_by_shape, latent_shape, num_tokens
+from tessera.data.buckets import Shape, group_by_shape, latent_shape, num_tokens, step_shape
 from tessera.data.source import make_source, samples
 from tessera.flow.loss import add_noise
 from tessera.flow.schedules import sample_t, token_shift
@@ -65,17 +65,18 @@ class LatentCache:
     def __init__(self) -> None:
         self.items: dict[object, dict] = {}
 
-    def load(self, indices: range, source, vae: nn.Module) -> list[dict]:
-        """Items {"x0", "caption", "short_caption", "key"} of `indices`, encoding only the missing ones."""
-        keys = [source.key(g) for g in indices]
+    def load(self, indices: range, source, vae: nn.Module, shape: Shape | None = None) -> list[dict]:
+        """Items {"x0", "caption", "short_caption", "key"} of `indices` (all fitted to `shape` if given),
+        encoding only the missing ones."""
+        keys = [(source.key(g), shape) for g in indices]
         missing = [g for g, k in zip(indices, keys, strict=True) if k not in self.items]
         if missing:
             device = next(vae.parameters()).device
-            fresh = samples(source, missing)
+            fresh = samples(source, missing, shape)
             videos = [s["video"].to(device) for s in fresh]
             x0s, _ = encode_batch(vae, videos, [torch.zeros(v.shape[1], dtype=torch.bool) for v in videos])
             for sample, x0 in zip(fresh, x0s, strict=True):
-                self.items[sample["key"]] = {**sample, "video": None, "x0": x0}
+                self.items[(sample["key"], shape)] = {**sample, "video": None, "x0": x0}
         return [self.items[k] for k in keys]
 
 
@@ -95,17 +96,24 @@ def pick_caption(sample: dict, cfg: DiTTrainConfig, gen: torch.Generator) -> str
 
 
 def make_batch(
-    indices: range, source, model: Model, cfg: DiTTrainConfig, device: torch.device, cache: LatentCache | None
+    indices: range,
+    source,
+    model: Model,
+    cfg: DiTTrainConfig,
+    device: torch.device,
+    cache: LatentCache | None,
+    shape: Shape | None = None,
 ) -> Batch:
-    """The clips at global sample `indices`, with their captions, tasks, times and noise drawn.
+    """The clips at global sample `indices` (all of `shape` if given), with their captions, tasks,
+    times and noise drawn.
 
     Every draw of a clip comes from its own generator, in a fixed order (caption, task, t, noise), so
     the batch does not depend on how clips are grouped; the VAE then runs once per clip shape."""
     mix = parse_weights(cfg.tasks, "tasks")
     if cache is not None:
-        items = cache.load(indices, source, model.vae)
+        items = cache.load(indices, source, model.vae, shape)
     else:
-        items = [{**s, "video": s["video"].to(device)} for s in samples(source, indices)]
+        items = [{**s, "video": s["video"].to(device)} for s in samples(source, indices, shape)]
     captions, tasks, pixel_masks, ts, noises, masks, tokens = [], [], [], [], [], [], 0
     for g, item in zip(indices, items, strict=True):
         gen = generator(cfg.seed, "sample", g)
@@ -135,7 +143,7 @@ def make_batch(
                 for i, (task, m) in enumerate(zip(tasks, pixel_masks, strict=True))
                 if m.any() or task == "loop"
             ]
-            clips = [s["video"].to(device) for s in samples(source, [indices[i] for i in need])]
+            clips = [s["video"].to(device) for s in samples(source, [indices[i] for i in need], shape)]
             videos = [for_task(tasks[i], v) for i, v in zip(need, clips, strict=True)]
             fresh, fresh_conds = encode_batch(model.vae, videos, [pixel_masks[i] for i in need])
             for i, x0, cond in zip(need, fresh, fresh_conds, strict=True):
@@ -227,10 +235,12 @@ def check_sequence_parallel(cfg: DiTTrainConfig, d: distributed.Dist) -> None:
         n = num_tokens(latent_shape(shape), patch)
         if n % d.sp:
             raise ConfigError(f"shape {shape} has {n} tokens, which do not split over sp = {d.sp} ranks")
-    if d.mode == "fsdp" and cfg.batching == "bucketed" and d.dp_size > 1 and len(shapes) > 1:
+    mixed = cfg.batch_shapes == "mixed" and len(shapes) > 1
+    if d.mode == "fsdp" and cfg.batching == "bucketed" and d.dp_size > 1 and mixed:
         raise ConfigError(
-            "fsdp with bucketed batching over several data-parallel groups needs one shape in --shapes "
-            "(groups holding different shapes would make different sharded calls)"
+            "fsdp with bucketed batching over several data-parallel groups needs one shape per step: "
+            "batch_shapes 'one' or a single shape in --shapes (groups holding different shapes would "
+            "make different sharded calls)"
         )
 
 
@@ -271,7 +281,8 @@ def train_dit(cfg: DiTTrainConfig, out: str | Path, resume: bool = False, source
     if resume:
         step = load_checkpoint(run, d, {"raw": trainee}, ema, {"adamw": (trainee, optimizer)})["step"]
 
-    source = source or make_source(cfg.data, parse_shapes(cfg.shapes), cfg.seed, d.device, cfg.world_clips)
+    shapes = parse_shapes(cfg.shapes)
+    source = source or make_source(cfg.data, shapes, cfg.seed, d.device, cfg.world_clips)
     if cfg.cache_latents and (getattr(source, "size", None) is None or not hasattr(source, "key")):
         raise ConfigError("cache_latents needs a finite data set: a data folder, or world_clips > 0")
     cache = LatentCache() if cfg.cache_latents else None
@@ -289,7 +300,8 @@ def train_dit(cfg: DiTTrainConfig, out: str | Path, resume: bool = False, source
         while step < cfg.steps:
             first = step * cfg.batch_size + d.dp_rank * local
             t_data = time.perf_counter()
-            batch = make_batch(range(first, first + local), source, model, cfg, d.device, cache)
+            shape = step_shape(shapes, cfg.seed, step) if cfg.batch_shapes == "one" else None
+            batch = make_batch(range(first, first + local), source, model, cfg, d.device, cache, shape)
             t_data = time.perf_counter() - t_data  # rendering, loading and VAE encoding
             # The global count of loss frames normalises the loss; the stop vote rides along.
             frames, stops, tokens = distributed.dp_sum(

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tessera.checkpoint import save_model
-from tessera.data.buckets import group_by_shape, latent_shape
+from tessera.data.buckets import Shape, group_by_shape, latent_shape, step_shape
 from tessera.data.source import make_source, samples
 from tessera.train import distributed
 from tessera.train.common import autocast, card, finite, initial_model, optimizer_step, set_lr, ship_model
@@ -163,12 +163,18 @@ def vae_loss(
 
 
 def load_batch(
-    indices: range, source, cfg: VAETrainConfig, device: torch.device, z_channels: int
+    indices: range,
+    source,
+    cfg: VAETrainConfig,
+    device: torch.device,
+    z_channels: int,
+    shape: Shape | None = None,
 ) -> tuple[list[Tensor], list[Tensor]]:
-    """Clips at global `indices` grouped by shape: (groups (B_g, 3, T, H, W), posterior noise per group
-    (B_g, C_z, T_z, H/8, W/8)), each clip's noise drawn from its own (seed, index) generator."""
+    """Clips at global `indices` (all of `shape` if given) grouped by shape: (groups (B_g, 3, T, H, W),
+    posterior noise per group (B_g, C_z, T_z, H/8, W/8)), each clip's noise drawn from its own
+    (seed, index) generator."""
     videos, eps = [], []
-    for g, sample in zip(indices, samples(source, indices), strict=True):
+    for g, sample in zip(indices, samples(source, indices, shape), strict=True):
         video = sample["video"]
         _, t, h, w = video.shape
         videos.append(video)
@@ -218,7 +224,8 @@ def train_vae(cfg: VAETrainConfig, out: str | Path, resume: bool = False, source
     if resume:
         step = load_checkpoint(run, d, modules, ema, optimizers)["step"]
 
-    source = source or make_source(cfg.data, parse_shapes(cfg.shapes), cfg.seed, d.device, cfg.world_clips)
+    shapes = parse_shapes(cfg.shapes)
+    source = source or make_source(cfg.data, shapes, cfg.seed, d.device, cfg.world_clips)
     local = cfg.batch_size // d.world_size
     logger = Logger(run, step, cfg.steps, d.main, "train vae")
     losses: list[float] = []
@@ -242,7 +249,8 @@ def train_vae(cfg: VAETrainConfig, out: str | Path, resume: bool = False, source
     with StopFlag(cfg.time_limit_min) as stop, logger:
         while step < cfg.steps:
             first = step * cfg.batch_size + d.rank * local
-            groups, eps = load_batch(range(first, first + local), source, cfg, d.device, z_channels)
+            shape = step_shape(shapes, cfg.seed, step) if cfg.batch_shapes == "one" else None
+            groups, eps = load_batch(range(first, first + local), source, cfg, d.device, z_channels, shape)
             stops = distributed.all_sum([float(stop.should_stop())], d)[0]
             set_lr(optimizer, lr_at(step, cfg.lr, cfg.warmup, cfg.steps, cfg.schedule, cfg.min_lr_ratio))
             with autocast(cfg, d.device):  # generator (VAE) step: the networks in bf16 on CUDA ...
