@@ -62,11 +62,12 @@ def generate(
     sampler: Annotated[str, Opt(help="euler or heun.")] = "euler",
     fps: Fps = 16.0, device: Device = "auto", expand: Expand = True,
     sp: Annotated[int, Opt(help="Processes sharing the video under torchrun (0: all launched).")] = 0,
+    lm: Annotated[Path | None, Opt(help="Local language-model folder (transformers) to expand with.")] = None,
 ) -> None:  # fmt: skip
     """Text-to-video: write a video for PROMPT (across GPUs: `torchrun --nproc-per-node N -m tessera.cli`)."""
     from tessera import pipeline
 
-    m, prompt = _start(model, device, prompt, expand, seed)
+    m, prompt = _start(model, device, prompt, expand, seed, lm)
     with pipeline.across_ranks(m, sp) as main:
         frames_u8 = pipeline.generate(
             m, prompt, frames=frames, height=height, width=width, steps=steps, guidance=guidance,
@@ -76,11 +77,12 @@ def generate(
         _write(out, frames_u8, fps)
 
 
-def _expanded(prompt: str, seed: int, announce: bool = True) -> str:
-    """Expand PROMPT as the model was trained (detailed captions); warnings (and the caption) to stderr."""
+def _expanded(prompt: str, seed: int, announce: bool = True, lm: Path | None = None) -> str:
+    """Expand PROMPT as the model was trained (detailed captions), through the local language model `lm`
+    if given; warnings (and the caption) to stderr."""
     from tessera.caption.expand import expand_for_generate
 
-    caption, warnings = expand_for_generate(prompt, seed)
+    caption, warnings = expand_for_generate(prompt, seed, lm)
     for w in warnings:
         typer.echo(f"warning: {w}", err=True)
     if announce:
@@ -92,11 +94,11 @@ def _expanded(prompt: str, seed: int, announce: bool = True) -> str:
 # same sampler flags as `generate`; the size of a given image or video is the output's size.
 
 
-def _start(model: Path | None, device: str, prompt: str, expand: bool, seed: int):
+def _start(model: Path | None, device: str, prompt: str, expand: bool, seed: int, lm: Path | None = None):
     """Load the model and (optionally) expand the prompt."""
     from tessera import pipeline
 
-    return pipeline.load(model, device), (_expanded(prompt, seed) if expand else prompt)
+    return pipeline.load(model, device), (_expanded(prompt, seed, lm=lm) if expand else prompt)
 
 
 def _write(out: Path, frames_u8, fps: float) -> None:

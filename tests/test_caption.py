@@ -242,3 +242,26 @@ def test_trainer_smoke_and_resume(tmp_path):
     more = train_captioner(dataclasses.replace(cfg, steps=3), str(tmp_path / "run"), resume=True)
     assert more["step"] == 3
     assert 0.0 <= more["metrics"]["heldout_greedy"]["attribute_f1"] <= 1.0
+
+
+def test_generate_expands_through_the_local_lm(tiny_lm, tiny_model_dir, tmp_path):
+    import subprocess
+    import sys
+
+    path, target = tiny_lm
+    args = [
+        "generate",
+        LM_PROMPT,
+        "-o",
+        str(tmp_path / "v.gif"),
+        "--model",
+        str(tiny_model_dir),
+        "--lm",
+        str(path),
+    ]
+    args += ["--seed", str(LM_SEED), "--frames", "1", "--height", "32", "--width", "32", "--steps", "1"]
+    r = subprocess.run(
+        [sys.executable, "-m", "tessera.cli", *args], capture_output=True, text=True, timeout=300
+    )
+    assert r.returncode == 0, r.stderr
+    assert f"expanded prompt: {target}" in r.stderr  # the language model's caption, not the rule-based one
