@@ -200,32 +200,35 @@ class DiTStep(nn.Module):
     def forward(self, b: Batch) -> Tensor:
         """Sum over the batch's loss frames of each frame's mean squared error to v = noise - x0."""
         text, text_mask = self.text(b.ids, b.text_mask)  # (B, L, D), (B, L)
-        x_t = [add_noise(x0[None], n[None], t[None])[0] for x0, n, t in zip(b.x0, b.noise, b.t, strict=True)]
         if self.packed:
+            x_t = [
+                add_noise(x0[None], n[None], t[None])[0] for x0, n, t in zip(b.x0, b.noise, b.t, strict=True)
+            ]
             v = self.dit.forward_packed(x_t, b.t, text, text_mask, b.cond)
-        else:
-            v = self._bucketed(x_t, b, text, text_mask)
+            return sum(
+                frame_loss(v_i[None], x0[None], n[None], keep[None])
+                for v_i, x0, n, keep in zip(v, b.x0, b.noise, b.loss_mask, strict=True)
+            )
+        # Bucketed: one batched DiT call per distinct clip shape, noise and loss batched with it.
         total = text.new_zeros((), dtype=torch.float32)
-        for v_i, x0, noise, keep in zip(v, b.x0, b.noise, b.loss_mask, strict=True):
-            err = (v_i.float() - (noise - x0).float()).square().mean(dim=(0, 2, 3))  # (T_z,)
-            total = total + torch.where(keep, err, torch.zeros_like(err)).sum()
-        return total
-
-    def _bucketed(self, x_t: list[Tensor], b: Batch, text: Tensor, text_mask: Tensor) -> list[Tensor]:
-        """One batched DiT call per distinct clip shape."""
-        out: list[Tensor] = [torch.empty(0)] * len(x_t)
-        for group in group_by_shape([tuple(x.shape) for x in x_t]):
+        for group in group_by_shape([tuple(x.shape) for x in b.x0]):
+            x0, noise = torch.stack([b.x0[i] for i in group]), torch.stack([b.noise[i] for i in group])
+            t, keep = torch.stack([b.t[i] for i in group]), torch.stack([b.loss_mask[i] for i in group])
             conds = [b.cond[i] for i in group]
             cond = None
             if any(c is not None for c in conds):
-                zero = x_t[group[0]].new_zeros(self.dit.cfg.cond_channels, *x_t[group[0]].shape[1:])
+                zero = x0.new_zeros(self.dit.cfg.cond_channels, *x0.shape[2:])
                 cond = torch.stack([zero if c is None else c for c in conds])
-            x = torch.stack([x_t[i] for i in group])
-            t = torch.stack([b.t[i] for i in group])
-            v = self.dit(x, t, text[group], text_mask[group], cond)
-            for k, i in enumerate(group):
-                out[i] = v[k]
-        return out
+            v = self.dit(add_noise(x0, noise, t), t, text[group], text_mask[group], cond)
+            total = total + frame_loss(v, x0, noise, keep)
+        return total
+
+
+def frame_loss(v: Tensor, x0: Tensor, noise: Tensor, keep: Tensor) -> Tensor:
+    """Sum over kept frames of each frame's mean squared error to the target v = noise - x0: v, x0, noise
+    (B, C, T_z, h, w), keep (B, T_z) bool -> () fp32."""
+    err = (v.float() - (noise - x0).float()).square().mean(dim=(1, 3, 4))  # (B, T_z)
+    return torch.where(keep, err, torch.zeros_like(err)).sum()
 
 
 # ---------------------------------------------------------------------------------------------
