@@ -1,7 +1,9 @@
 """Conditioned generation (issue 6): sizes, lengths, and given frames held exactly at the latent level."""
 
+import inspect
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -126,14 +128,39 @@ def test_backward_extend_conditions_through_cond_as_training_builds_it(model, mo
     real = pipeline.sample_latents
 
     def spy(*args, **kwargs):
-        seen["args"] = args
+        seen.update(inspect.signature(real).bind(*args, **kwargs).arguments)  # by name, however passed
         return real(*args, **kwargs)
 
     monkeypatch.setattr(pipeline, "sample_latents", spy)
     source = clip(9)
     pipeline.extend(model, source, "x", frames=9, direction="backward", overlap=4, **FAST)
-    x0_given, given, cond = seen["args"][7:10]
+    x0_given, given, cond = seen.get("x0_given"), seen.get("given"), seen["cond"]
     assert x0_given is None and given is None  # a tail's latents depend on unknown frames: none held
     video = torch.zeros(3, 9, 32, 32)
     video[:, 5:] = to_tensor(source[:4])
     assert torch.equal(cond[0], build_cond(model.vae, video, pixel_mask_for("tail", 9, 1)))
+
+
+def test_gallery_script_writes_one_gif_per_capability(tiny_model_dir, tmp_path):
+    script = Path(__file__).resolve().parent.parent / "scripts" / "gallery.py"
+    args = [
+        "--model",
+        str(tiny_model_dir),
+        "--out",
+        str(tmp_path),
+        "--steps",
+        "1",
+        "--size",
+        "32",
+        "--frames",
+        "17",
+    ]
+    r = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    gifs = sorted(p.stem for p in tmp_path.glob("*.gif"))
+    assert len(gifs) == 10 and {"text-to-video", "image-to-video", "connect", "loop", "edit", "long"} <= set(
+        gifs
+    )
+    table = (tmp_path / "gallery.md").read_text()
+    assert all(f"![{name}]({name}.gif)" in table for name in gifs)
+    assert read_video(tmp_path / "long.gif").shape[0] == 49  # past the 17-frame window
