@@ -12,7 +12,8 @@ Prints one table with the device, versions and date. Definitions:
   `--text-len` tokens, the conditioning channels filled) + gradient clipping + fused AdamW on fp32 master
   weights; the time is the median over `--steps` steps after warm-up.
 - MFU = 3 x forward FLOPs (`dit_flops`: matmuls and attention; recomputation not counted) / step time
-  / peak. When a step does not fit in memory it is retried with activation checkpointing (noted).
+  / peak. When a step does not fit in memory it is retried with more of the blocks checkpointed (the
+  "ckpt" column: the fraction of blocks that recompute their activations; recomputation is not counted).
 - forward: bf16 weights, inference mode, both models compiled with `torch.compile` (or both eager);
   ratio = diffusers time / ours (above 1 means ours is faster). Wan's text width is 4096 (umT5) and
   ours is the preset's; both see `--text-len` text tokens.
@@ -83,7 +84,7 @@ def latent_inputs(cfg, frames: int, height: int, width: int, text_len: int, devi
     return x, t, text, mask, cond, (t_z // pt) * (h // ph) * (w // pw)
 
 
-def train_bench(preset: str, args, device: torch.device, peak: float, checkpointing: bool) -> dict:
+def train_bench(preset: str, args, device: torch.device, peak: float, checkpointing: float) -> dict:
     """One training configuration; {"oom": True} when it does not fit."""
     cfg = get_preset(preset).dit
     dit = DiT(cfg).to(device)
@@ -122,6 +123,20 @@ def train_bench(preset: str, args, device: torch.device, peak: float, checkpoint
         preset=preset, tokens=tokens, params_m=params / 1e6, step_s=s, tokens_per_s=tokens / s,
         tflops=flops / s / 1e12, mfu=flops / s / peak, peak_gib=peak_mem, checkpointing=checkpointing,
     )  # fmt: skip
+
+
+def fractions(arg: str) -> list[float]:
+    """--checkpointing -> the fractions of checkpointed blocks to try, in order, until one fits."""
+    named = {"auto": [0.0, 0.25, 0.5, 0.75, 1.0], "on": [1.0], "off": [0.0]}
+    if arg in named:
+        return named[arg]
+    try:
+        values = [float(v) for v in arg.split(",")]
+    except ValueError:
+        raise SystemExit(f"--checkpointing: auto, on, off or fractions like 0.5,1; got '{arg}'") from None
+    if not all(0 <= v <= 1 for v in values):
+        raise SystemExit(f"--checkpointing fractions must be in [0, 1]; got '{arg}'")
+    return values
 
 
 def free(device: torch.device) -> None:
@@ -184,7 +199,12 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=5, help="timed iterations (after 2 warm-up ones)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--only", choices=("all", "train", "forward"), default="all")
-    p.add_argument("--checkpointing", choices=("auto", "on", "off"), default="auto")
+    p.add_argument(
+        "--checkpointing",
+        default="auto",
+        help="auto (the smallest fraction of checkpointed blocks that fits: 0, 0.25, 0.5, 0.75, 1), on, off, "
+        "or a comma-separated list of fractions to try in order",
+    )
     p.add_argument("--no-compile", dest="compile", action="store_false")
     p.add_argument("--no-diffusers", dest="diffusers", action="store_false")
     p.add_argument("--json", help="also write the results to this file")
@@ -203,17 +223,17 @@ def main() -> None:
         cols = ("preset", "tokens", "params", "ckpt", "step s", "tokens/s", "TFLOP/s", "MFU", "peak GiB")
         print(f"\n| {' | '.join(cols)} |\n|{'---|' * len(cols)}")
         for preset in args.presets.split(","):
-            tries = {"auto": [False, True], "on": [True], "off": [False]}[args.checkpointing]
+            tries = fractions(args.checkpointing)
             for ckpt in tries:
                 r = train_bench(preset, args, device, peak, ckpt)
                 free(device)
                 if not r.get("oom"):
                     break
-                print(f"| {preset} | out of memory with checkpointing={ckpt} |", flush=True)
+                print(f"| {preset} | out of memory with checkpointing {ckpt:g} of the blocks |", flush=True)
             results["train"].append(r)
             if not r.get("oom"):
                 print(
-                    f"| {preset} | {r['tokens']} | {r['params_m']:.0f}M | {'on' if ckpt else 'off'} | "
+                    f"| {preset} | {r['tokens']} | {r['params_m']:.0f}M | {ckpt:g} | "
                     f"{r['step_s']:.3f} | {r['tokens_per_s']:.0f} | {r['tflops']:.0f} | "
                     f"{100 * r['mfu']:.1f}% | {r['peak_gib']:.1f} |",
                     flush=True,

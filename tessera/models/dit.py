@@ -142,7 +142,11 @@ class DiT(nn.Module):
         self.time_proj = nn.Sequential(nn.SiLU(), nn.Linear(D, 6 * D))  # shared by all blocks
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.depth))
         self.head = Head(D, cfg.in_channels * p, cfg.eps)
-        self.checkpointing = False  # activation checkpointing per block (set by the trainer)
+        # Activation checkpointing (set by the trainer): False, True (every block), or the fraction of
+        # blocks, counted from the first, that recompute their activations in backward. A fraction
+        # trades memory for less recomputation: the largest model that fits runs fastest with the
+        # smallest fraction that fits.
+        self.checkpointing: bool | float = False
         self.sp_group = None  # sequence-parallel process group, set by tessera.parallel.sequence_parallel
         self.reset_parameters()
 
@@ -241,9 +245,10 @@ class DiT(nn.Module):
         """Blocks and head on embedded tokens x (B, N, D) -> (B, N, C*pt*ph*pw)."""
         e = self.time_proj(e_time).unflatten(-1, (6, -1))  # (B, F, 6, D)
         rope = rope_freqs(self.cfg.dim // self.cfg.heads, pos, self.cfg.rope_theta)
-        for block in self.blocks:
+        recompute = round(float(self.checkpointing) * len(self.blocks))
+        for i, block in enumerate(self.blocks):
             args = (x, e, frame, rope, self_mask, text, cross_mask)
-            if self.checkpointing and self.training and torch.is_grad_enabled():
+            if i < recompute and self.training and torch.is_grad_enabled():
                 x = checkpoint(block, *args, use_reentrant=False)
             else:
                 x = block(*args)

@@ -99,6 +99,7 @@ class DiTTrainConfig:
     precision: str = "auto"
     compile: bool = False
     checkpointing: bool = False  # activation checkpointing in the DiT blocks
+    checkpoint_fraction: float = 1.0  # with checkpointing: the fraction of blocks (from the first) it covers
     distributed: str = "auto"
     sp: int = 1  # sequence parallel: ranks sharing each clip's tokens (needs batching "bucketed")
     log_every: int = 10
@@ -113,6 +114,9 @@ class DiTTrainConfig:
         for name in ("caption_dropout", "short_caption_prob"):
             _check(0 <= getattr(self, name) <= 1, name, getattr(self, name), "a probability in [0, 1]")
         _check(self.world_clips >= 0, "world_clips", self.world_clips, "an integer >= 0")
+        _check(
+            0 < self.checkpoint_fraction <= 1, "checkpoint_fraction", self.checkpoint_fraction, "in (0, 1]"
+        )
         _check(self.shift >= 0, "shift", self.shift, "0 (token-dependent) or a positive shift")
         _check(self.sp >= 1, "sp", self.sp, "an integer >= 1 (ranks per sequence-parallel group)")
         _check(

@@ -277,7 +277,7 @@ def train_dit(cfg: DiTTrainConfig, out: str | Path, resume: bool = False, source
     model = initial_model(cfg, run, resume).to(d.device)
     model.vae.eval().requires_grad_(False)
     model.text.requires_grad_(not cfg.freeze_text)
-    model.dit.checkpointing = cfg.checkpointing
+    model.dit.checkpointing = cfg.checkpoint_fraction if cfg.checkpointing else False
     if cfg.compile:
         for block in model.dit.blocks:
             block.compile()
