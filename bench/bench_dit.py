@@ -16,6 +16,7 @@ import platform
 import time
 
 import torch
+from timing import matmul_peak
 
 from tessera.config import get_preset
 from tessera.models.dit import DiT, dit_flops
@@ -35,13 +36,6 @@ def timeit(fn, device: str, warmup: int = 2, reps: int = 5) -> float:
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
     return sorted(times)[len(times) // 2]
-
-
-def matmul_peak(device: str) -> float:
-    """Measured bf16 (CUDA) or fp32 (CPU) matmul FLOP/s on large square matrices."""
-    n, dtype = (8192, torch.bfloat16) if device == "cuda" else (1024, torch.float32)
-    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
-    return 2 * n**3 / timeit(lambda: a @ b, device, reps=10)
 
 
 def inputs(cfg, frames: int, height: int, width: int, device: str, batch: int = 1):

@@ -36,14 +36,13 @@ import gc
 import json
 import os
 import platform
-import statistics
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from timing import matmul_peak, sync, timed
 
 from tessera.config import get_preset
 from tessera.models.dit import DiT, dit_flops
@@ -52,37 +51,6 @@ from tessera.train.distributed import Dist, wrap
 
 # NVLink multicast (NVLS) stays off on the lent machines; set before NCCL initialises (in `main`).
 SAFE_NCCL = dict(NCCL_NVLS_ENABLE="0", TORCH_SYMM_MEM_DISABLE_MULTICAST="1", NVSHMEM_DISABLE_NVLS="1")
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timed(fn: Callable[[], object], device: torch.device, warmup: int, iters: int) -> float:
-    """Median seconds of `fn()` over `iters` calls after `warmup` calls."""
-    for _ in range(warmup):
-        fn()
-    sync(device)
-    times = []
-    for _ in range(iters):
-        t0 = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
-def matmul_peak(device: torch.device) -> float:
-    """Best measured matmul FLOP/s (bf16 on CUDA, fp32 on the CPU) over a few square sizes."""
-    sizes, dtype = (
-        ((4096, 8192, 16384), torch.bfloat16) if device.type == "cuda" else ((256, 512), torch.float32)
-    )
-    best = 0.0
-    for n in sizes:
-        a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
-        best = max(best, 2 * n**3 / timed(lambda a=a, b=b: a @ b, device, warmup=3, iters=10))
-    return best
 
 
 def parse_shape(text: str) -> tuple[int, int, int]:

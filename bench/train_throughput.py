@@ -29,46 +29,12 @@ import datetime
 import gc
 import json
 import platform
-import statistics
-import time
-from collections.abc import Callable
 
 import torch
+from timing import matmul_peak, timed
 
 from tessera.config import get_preset
 from tessera.models.dit import DiT, dit_flops
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timed(fn: Callable[[], object], device: torch.device, warmup: int, iters: int) -> float:
-    """Median seconds of `fn()` over `iters` calls after `warmup` calls."""
-    for _ in range(warmup):
-        fn()
-    sync(device)
-    times = []
-    for _ in range(iters):
-        t0 = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
-def matmul_peak(device: torch.device) -> float:
-    """Best measured bf16 matmul FLOP/s over a few square sizes."""
-    best = 0.0
-    sizes = (4096, 8192, 16384) if device.type == "cuda" else (512, 1024)
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    for n in sizes:
-        a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
-        s = timed(lambda a=a, b=b: a @ b, device, warmup=3, iters=10)
-        best = max(best, 2 * n**3 / s)
-        del a, b
-    return best
 
 
 def latent_inputs(cfg, frames: int, height: int, width: int, text_len: int, device, dtype=torch.float32):

@@ -26,3 +26,13 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
             if not p.any():
                 p.copy_(0.02 * torch.randn(p.shape, generator=gen))
     return save_model(model, path)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models run fastest on one thread (and two threads thrash on a busy 2-core machine); a test
+    module opts in with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -34,13 +34,7 @@ FOUR_HEADS = dataclasses.replace(TINY, dim=64, heads=4, ffn_dim=128)  # Ulysses 
 THREE_HEADS = dataclasses.replace(TINY, dim=48, heads=3, ffn_dim=96)  # ring at P = 2
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread (and two threads thrash on a busy 2-core machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --- one process ---------------------------------------------------------------------------------

@@ -34,13 +34,7 @@ from tessera.train.vae import clip_losses, train_vae
 TRAINERS = {"dit": train_dit, "vae": train_vae}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread (and two threads thrash on a busy 2-core machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class Squares:
