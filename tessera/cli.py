@@ -90,8 +90,8 @@ def _expanded(prompt: str, seed: int, announce: bool = True, lm: Path | None = N
     return caption
 
 
-# Conditioned generation (pipeline.image / animate / extend / connect / loop / edit / long). Each takes the
-# same sampler flags as `generate`; the size of a given image or video is the output's size.
+# Conditioned generation (pipeline.image / animate / extend / connect / loop / edit / long). Each takes
+# `generate`'s --steps, --guidance and --seed; the size of a given image or video is the output's size.
 
 
 def _start(model: Path | None, device: str, prompt: str, expand: bool, seed: int, lm: Path | None = None):
@@ -159,17 +159,9 @@ def extend(
     from tessera.video import read_video
 
     m, prompt = _start(model, device, prompt, expand, seed)
-    direction = "forward" if forward else "backward"
+    source, direction = read_video(video_path), "forward" if forward else "backward"
     joined = pipeline.extend(
-        m,
-        read_video(video_path),
-        prompt,
-        frames,
-        direction,
-        overlap,
-        steps=steps,
-        guidance=guidance,
-        seed=seed,
+        m, source, prompt, frames, direction, overlap, steps=steps, guidance=guidance, seed=seed
     )
     _write(out, joined, fps)
 

@@ -3,7 +3,8 @@
 `sample_latents` is the single place where text is encoded, noise is drawn, given latent frames are
 held clean (DESIGN.md: per-frame time, `t = 0` on given frames) and the flow is integrated. The public
 functions (`generate`, and the conditioned ones built on it) only decide the shapes and the
-conditions, then decode.
+conditions, then decode. Each passes its sampler keywords (`Sampling`: steps, guidance, seed, sampler,
+progress) through to `sample_latents` unchanged.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, TypedDict
 
 import torch
 
@@ -21,12 +23,26 @@ from tessera.flow.samplers import guided, sample_euler, sample_heun, sdedit_star
 from tessera.flow.schedules import timesteps, token_shift
 from tessera.models.text import Tokenizer
 
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing.Unpack from Python 3.11
+
 SAMPLERS = {"euler": sample_euler, "heun": sample_heun}
 MAX_SIDE = 2048
 
 
 class RequestError(ValueError):
     """A generation request the model cannot serve; the message names the argument and valid values."""
+
+
+class Sampling(TypedDict, total=False):
+    """The sampler keywords every capability takes and passes through to `sample_latents`; each one
+    left out takes its default there (25 steps, guidance 5, seed 0, euler, no progress bar)."""
+
+    steps: int
+    guidance: float
+    seed: int
+    sampler: str
+    progress: bool
 
 
 # ---------------------------------------------------------------------------------------------
@@ -127,6 +143,17 @@ def check_request(config: ModelConfig, frames: int, height: int, width: int, dev
         )
 
 
+def _request_shape(model: Model, frames: int, height: int, width: int) -> tuple[int, int, int]:
+    """The latent shape (T_z, h, w) of `frames` frames at height x width, once `check_request` passes."""
+    check_request(model.config, frames, height, width, _device(model))
+    return (1 + (frames - 1) // 4, height // 8, width // 8)
+
+
+def _device(model: Model) -> torch.device:
+    """The device the model's DiT (and so sampling) runs on."""
+    return next(model.dit.parameters()).device
+
+
 def estimate_memory(config: ModelConfig, frames: int, height: int, width: int) -> int:
     """Rough peak bytes of sampling with guidance (two branches) and chunked, tiled decoding."""
     pt, ph, pw = config.dit.patch
@@ -181,7 +208,7 @@ def across_ranks(model: Model, sp: int = 0) -> Iterator[bool]:
 
     from tessera.parallel import sequence_parallel
 
-    device = next(model.dit.parameters()).device
+    device = _device(model)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
@@ -224,7 +251,7 @@ def sample_latents(
         raise RequestError(f"--sampler must be one of {', '.join(SAMPLERS)}; got '{sampler}'")
     if steps < 1:
         raise RequestError(f"--steps must be at least 1; got {steps}")
-    device = next(model.dit.parameters()).device
+    device = _device(model)
     t_z, h, w = latent_shape
     captions = [prompt] if guidance == 1 else [prompt, ""]  # conditional, then the null caption
     text, text_mask = encode_text(model, captions, device)
@@ -250,20 +277,11 @@ def generate(
     frames: int = 33,
     height: int = 128,
     width: int = 128,
-    steps: int = 25,
-    guidance: float = 5.0,
-    seed: int = 0,
-    sampler: str = "euler",
-    progress: bool = False,
+    **sampling: Unpack[Sampling],
 ) -> torch.Tensor:
     """Text-to-video: uint8 frames (T, H, W, 3) for `prompt`."""
-    from tessera.video import to_uint8
-
-    device = next(model.dit.parameters()).device
-    check_request(model.config, frames, height, width, device)
-    shape = (1 + (frames - 1) // 4, height // 8, width // 8)
-    z = sample_latents(model, prompt, shape, steps, guidance, seed, sampler, progress=progress)
-    return to_uint8(model.vae.decode_latents(z).float().cpu())
+    z = sample_latents(model, prompt, _request_shape(model, frames, height, width), **sampling)
+    return decode(model, z)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -281,11 +299,7 @@ def conditioned(
     pixel_mask: torch.Tensor,
     height: int,
     width: int,
-    steps: int = 25,
-    guidance: float = 5.0,
-    seed: int = 0,
-    sampler: str = "euler",
-    progress: bool = False,
+    **sampling: Unpack[Sampling],
 ) -> torch.Tensor:
     """Latents (1, C_z, T_z, h, w) of a clip whose pixel frames `pixel_mask (T,)` are given by `clip`.
 
@@ -294,10 +308,8 @@ def conditioned(
     """
     from tessera.train.tasks import build_cond, given_latents
 
-    frames = pixel_mask.shape[0]
-    device = next(model.dit.parameters()).device
-    check_request(model.config, frames, height, width, device)
-    shape = (1 + (frames - 1) // 4, height // 8, width // 8)
+    shape = _request_shape(model, pixel_mask.shape[0], height, width)
+    device = _device(model)
     x0_given = given = cond = None
     if pixel_mask.any():
         cond = build_cond(model.vae, clip.to(device), pixel_mask.to(device))[None]  # (1, C_z + 4, T_z, h, w)
@@ -305,9 +317,7 @@ def conditioned(
         if held.any():
             # The masked video's latents: on a given prefix they equal the prefix's own encoding.
             x0_given, given = cond[:, : model.config.vae.z_channels], held
-    return sample_latents(
-        model, prompt, shape, steps, guidance, seed, sampler, x0_given, given, cond, progress
-    )
+    return sample_latents(model, prompt, shape, x0_given=x0_given, given=given, cond=cond, **sampling)
 
 
 def decode(model: Model, z: torch.Tensor) -> torch.Tensor:
@@ -321,8 +331,7 @@ def encode(model: Model, frames_u8: torch.Tensor) -> torch.Tensor:
     """uint8 frames (T, H, W, 3), T = 1 + 4k -> normalised latents (1, C_z, T_z, h, w) (posterior mean)."""
     from tessera.video import to_tensor
 
-    device = next(model.dit.parameters()).device
-    return model.vae.encode_latents(to_tensor(frames_u8)[None].to(device))
+    return model.vae.encode_latents(to_tensor(frames_u8)[None].to(_device(model)))
 
 
 def fit(frames_u8: torch.Tensor, height: int, width: int, what: str = "input") -> torch.Tensor:
@@ -377,18 +386,10 @@ def _out(
 
 
 def image(
-    model: Model,
-    prompt: str,
-    width: int = 128,
-    height: int = 128,
-    steps: int = 25,
-    guidance: float = 5.0,
-    seed: int = 0,
-    sampler: str = "euler",
-    progress: bool = False,
+    model: Model, prompt: str, width: int = 128, height: int = 128, **sampling: Unpack[Sampling]
 ) -> torch.Tensor:
     """Text-to-image: uint8 (H, W, 3), sampled as a one-frame video; large frames decode in tiles."""
-    return generate(model, prompt, 1, height, width, steps, guidance, seed, sampler, progress)[0]
+    return generate(model, prompt, 1, height, width, **sampling)[0]
 
 
 def animate(
@@ -399,12 +400,11 @@ def animate(
     height: int | None = None,
     width: int | None = None,
     return_latents: bool = False,
-    **sampling,
+    **sampling: Unpack[Sampling],
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Image-to-video: uint8 (frames, H, W, 3) starting at `image (H, W, 3)` (size: the image's own).
 
     Pixel frame 0 is given; latent frame 0 (the image encoded alone, exact by causality) is held clean.
-    `sampling` takes `steps`, `guidance`, `seed`, `sampler`, `progress`.
     """
     from tessera.train.tasks import pixel_mask_for
 
@@ -425,7 +425,7 @@ def extend(
     direction: str = "forward",
     overlap: int | None = None,
     return_latents: bool = False,
-    **sampling,
+    **sampling: Unpack[Sampling],
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Continue `video (T, H, W, 3)` forward or backward with a new clip of `frames` frames.
 
@@ -491,7 +491,7 @@ def connect(
     prompt: str,
     frames: int = 33,
     return_latents: bool = False,
-    **sampling,
+    **sampling: Unpack[Sampling],
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """A bridge of `frames` frames from where A ends to where B starts: returns A, the bridge, B joined.
 
@@ -528,7 +528,7 @@ def loop(
     height: int = 128,
     width: int = 128,
     return_latents: bool = False,
-    **sampling,
+    **sampling: Unpack[Sampling],
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """A clip of `frames` frames that starts and ends on the same frame (`first_last` with one frame).
 
@@ -543,9 +543,8 @@ def loop(
     if frames < 5:
         raise RequestError(f"--frames must be at least 5 to loop; got {frames}")
     if video is None:
-        device = next(model.dit.parameters()).device
-        check_request(model.config, frames, height, width, device)
-        still = decode(model, sample_latents(model, prompt, (1, height // 8, width // 8), **_plain(sampling)))
+        _request_shape(model, frames, height, width)  # refuse the whole request before sampling the still
+        still = generate(model, prompt, 1, height, width, **sampling)
     else:
         still = fit(torch.as_tensor(video)[:1], height, width, "video")
     clip = _clip(still, frames, 0)
@@ -555,19 +554,13 @@ def loop(
     return _out(model, z, return_latents)
 
 
-def _plain(sampling: dict) -> dict:
-    """Sampler keywords as `sample_latents` names them."""
-    keys = ("steps", "guidance", "seed", "sampler", "progress")
-    return {k: sampling[k] for k in keys if k in sampling}
-
-
 def edit(
     model: Model,
     video: torch.Tensor,
     prompt: str,
     strength: float = 0.6,
     return_latents: bool = False,
-    **sampling,
+    **sampling: Unpack[Sampling],
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """SDEdit: re-imagine `video (T, H, W, 3)` under `prompt`, keeping more of it the lower `strength`.
 
@@ -576,14 +569,11 @@ def edit(
     """
     video = torch.as_tensor(video)
     frames, height, width = (int(v) for v in video.shape[:3])
-    device = next(model.dit.parameters()).device
-    check_request(model.config, frames, height, width, device)
+    _request_shape(model, frames, height, width)
     if not 0.0 <= strength <= 1.0:
         raise RequestError(f"--strength must be in [0, 1]; got {strength}")
     x0_src = encode(model, video)
-    z = sample_latents(
-        model, prompt, tuple(x0_src.shape[2:]), x0_src=x0_src, strength=strength, **_plain(sampling)
-    )
+    z = sample_latents(model, prompt, tuple(x0_src.shape[2:]), x0_src=x0_src, strength=strength, **sampling)
     return _out(model, z, return_latents)
 
 
@@ -595,13 +585,12 @@ def long(
     overlap: int | None = None,
     height: int = 128,
     width: int = 128,
-    seed: int = 0,
-    **sampling,
+    **sampling: Unpack[Sampling],
 ) -> torch.Tensor:
     """A video longer than the trained length: a text-to-video window, then forward extensions.
 
     Each later window's prefix is the previous windows' last `overlap` frames (1 + 4k), re-encoded
-    from pixels and held clean, as in `extend`; window i samples with seed + i.
+    from pixels and held clean, as in `extend`; window i samples with seed + i (`seed` default 0).
     """
     _check_frames(frames)
     _check_frames(window)
@@ -611,7 +600,8 @@ def long(
     overlap = 1 + 4 * ((t_z - 1) // 2) if overlap is None else overlap
     if (overlap - 1) % 4 or not 1 <= overlap <= window - 4:
         raise RequestError(f"--overlap must be 1 + 4k frames between 1 and {window - 4}; got {overlap}")
-    out = generate(model, prompt, min(frames, window), height, width, seed=seed, **_plain(sampling))
+    seed = sampling.pop("seed", 0)
+    out = generate(model, prompt, min(frames, window), height, width, seed=seed, **sampling)
     i = 1
     while len(out) < frames:
         size = overlap + min(window - overlap, frames - len(out))  # the last window may be shorter

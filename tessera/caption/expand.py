@@ -22,7 +22,7 @@ from pathlib import Path
 
 from tessera.caption.parse import Facts, ObjectFacts, ParseError, parse
 from tessera.world.captions import detailed_caption, place
-from tessera.world.sampler import STATIC_CAMERA_MOTIONS, WorldConfig, WorldSampler, _paths_clear
+from tessera.world.sampler import STATIC_CAMERA_MOTIONS, WorldConfig, WorldSampler, draw_camera, paths_clear
 from tessera.world.scene import (
     CAMERA_MOVES,
     COLOURS,
@@ -34,7 +34,6 @@ from tessera.world.scene import (
     SHAPES,
     SIZES,
     TIMES_OF_DAY,
-    CameraPath,
     Object,
     Scene,
 )
@@ -103,7 +102,7 @@ def build_scene(facts: Facts, rng: random.Random, seed: int) -> Scene:
         if objects is None:
             continue
         scene = _scene(objects, facts, rng, seed)
-        if attempt == ATTEMPTS - 1 or _paths_clear(scene):
+        if attempt == ATTEMPTS - 1 or paths_clear(scene):
             return scene
     raise RuntimeError(f"could not build a scene for the stated facts {facts}")
 
@@ -111,9 +110,7 @@ def build_scene(facts: Facts, rng: random.Random, seed: int) -> Scene:
 def _scene(objects: list[Object], facts: Facts, rng: random.Random, seed: int) -> Scene:
     still = any(o.motion in STATIC_CAMERA_MOTIONS for o in objects)
     move = facts.camera or ("static" if still else rng.choice(tuple(CAMERA_MOVES)))
-    direction = facts.camera_direction or rng.choice(CAMERA_MOVES[move])
-    camera = CameraPath(move=move, direction=direction, distance=rng.uniform(7.5, 9.0),
-                        height=rng.uniform(2.5, 3.5), fov=rng.uniform(40.0, 52.0))  # fmt: skip
+    camera = draw_camera(rng, move, facts.camera_direction)
     return Scene(
         objects=tuple(objects), camera=camera, ground=facts.ground or rng.choice(GROUNDS),
         time_of_day=facts.time_of_day or rng.choice(TIMES_OF_DAY), seed=rng.getrandbits(31) ^ seed,
@@ -136,7 +133,7 @@ def _draw_objects(
         if motion == "roll" and shape not in ROLLING_SHAPES:
             motion = "slide"  # a cube cannot roll; the world slides it (the motion was not stated)
         colour = ob.colour or rng.choice(tuple(COLOURS))
-        unit = sampler._unit(rng, motion, len(out), (shape, colour, motion))
+        unit = sampler.draw_unit(rng, motion, len(out), (shape, colour, motion))
         slot[i] = len(out)
         unit[0] |= _stated_attrs(ob)
         if motion in PAIR_MOTIONS:

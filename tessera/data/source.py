@@ -21,6 +21,8 @@ import torch
 
 from tessera.data.buckets import Shape, nearest_bucket, pick_shape
 from tessera.data.folder import FolderDataset
+from tessera.world.dataset import render_clips, scene_seed
+from tessera.world.sampler import WorldConfig, WorldSampler
 
 
 def _generator(*keys: object) -> torch.Generator:
@@ -71,8 +73,8 @@ class WorldSource:
     ) -> None:
         self.shapes, self.seed, self.device, self.split = shapes, seed, torch.device(device), split
         self.size = clips or None
-        self._samplers: dict[int, object] = {}
-        self._kept: dict[int, dict] = {}  # clip -> {"frames" (T, H, W, 3) uint8, captions}: finite sets
+        self._samplers: dict[int, WorldSampler] = {}  # frames -> the sampler of clips that long
+        self._kept: dict[tuple, dict] = {}  # (clip, shape) -> a `render_clips` dict: finite sets
 
     def key(self, index: int) -> int:
         """The id of the clip behind global index `index` (for caches)."""
@@ -85,39 +87,31 @@ class WorldSource:
     def samples(self, indices: list[int], shape: Shape | None = None) -> list[dict]:
         """Several samples, rendered in one batch per shape (much faster on a GPU). Each clip draws its
         shape from the weighted shapes, unless `shape` is given for all."""
-        from tessera.world import captions, render
+        from tessera.video import to_tensor
 
         clips = [self.key(i) for i in indices]
         shapes = [shape or pick_shape(self.shapes, _generator(self.seed, "shape", c)) for c in clips]
         keys = list(zip(clips, shapes, strict=True))  # a clip is kept once per shape it is drawn at
         rendered = {k: self._kept[k] for k in keys if k in self._kept}
         todo = list(dict.fromkeys(k for k in keys if k not in rendered))
-        for s in dict.fromkeys(s for _, s in todo):
+        for s in dict.fromkeys(s for _, s in todo):  # s = (T, H, W)
             group = [c for c, s_c in todo if s_c == s]
-            scenes = [self._scene(c, s[0]) for c in group]
-            frames = render(scenes, (s[2], s[1]), self.device).frames  # (B, T, H, W, 3) uint8
-            frames = frames.reshape(len(group), *s, 3)
-            for c, scene, f in zip(group, scenes, frames, strict=True):
-                detailed, short = captions(scene)
-                rendered[(c, s)] = {"frames": f, "caption": detailed, "short_caption": short}
+            seeds = [scene_seed(self.seed, 0, c) for c in group]
+            made = render_clips(self._sampler(s[0]), seeds, (s[2], s[1]), self.device)
+            rendered |= {(c, s): clip for c, clip in zip(group, made, strict=True)}
         if self.size:
             self._kept.update(rendered)
-        out = []
-        for c, s in keys:
-            item = rendered[(c, s)]
-            video = item["frames"].permute(3, 0, 1, 2).float() / 127.5 - 1.0  # (3, T, H, W)
-            out.append(
-                {"video": video, "caption": item["caption"], "short_caption": item["short_caption"], "key": c}
-            )
-        return out
+        return [
+            {"video": to_tensor(rendered[k]["frames"]), "caption": rendered[k]["caption"],
+             "short_caption": rendered[k]["short_caption"], "key": k[0]}
+            for k in keys
+        ]  # fmt: skip
 
-    def _scene(self, clip: int, frames: int):
-        from tessera.world import WorldConfig, WorldSampler
-        from tessera.world.dataset import scene_seed
-
+    def _sampler(self, frames: int) -> WorldSampler:
+        """The scene sampler of clips `frames` long (made once per length)."""
         if frames not in self._samplers:
             self._samplers[frames] = WorldSampler(WorldConfig(frames=frames), self.split)
-        return self._samplers[frames].sample(scene_seed(self.seed, 0, clip))
+        return self._samplers[frames]
 
 
 def samples(source, indices: list[int], shape: Shape | None = None) -> list[dict]:

@@ -4,6 +4,8 @@ Sample `index` of rank `rank` is the scene drawn from seed `mix(seed, rank, inde
 deterministic by (seed, rank, index) whatever the number of DataLoader workers: worker w of W takes
 the indices i with i % W == w. Scenes are rendered `render_batch` at a time on `device` (batched on a
 GPU), then yielded one by one.
+
+`render_clips` (seeds -> rendered, captioned clips) is shared with the trainers' `WorldSource`.
 """
 
 from __future__ import annotations
@@ -35,6 +37,29 @@ def mix(*values: int) -> int:
 def scene_seed(seed: int, rank: int, index: int) -> int:
     """The scene seed of sample `index` on `rank`."""
     return mix(seed, rank, index)
+
+
+def render_clips(
+    sampler: WorldSampler,
+    seeds: list[int],
+    size: tuple[int, int],
+    device: str | torch.device = "cpu",
+    antialias: bool = True,
+    with_truth: bool = False,
+) -> list[dict]:
+    """The scenes `sampler` draws from `seeds`, rendered in one batch at size (width, height) on
+    `device`. Per clip: `frames` uint8 (T, H, W, 3), `caption` (detailed), `short_caption`, `seed`, and
+    with `with_truth` also `ids` and `depth` (T, H, W)."""
+    scenes = [sampler.sample(s) for s in seeds]
+    out = render(scenes, size, device, antialias=antialias)
+    clips = []
+    for b, scene in enumerate(scenes):
+        detailed, short = captions(scene)
+        clip = {"frames": out.frames[b], "caption": detailed, "short_caption": short, "seed": scene.seed}
+        if with_truth:
+            clip |= {k: torch.as_tensor(v) for k, v in clip_arrays(out, b).items()}
+        clips.append(clip)
+    return clips
 
 
 def _rank_world() -> tuple[int, int]:
@@ -84,13 +109,9 @@ class WorldDataset(IterableDataset):
             yield from self._render(rank, batch)
 
     def _render(self, rank: int, indices: list[int]) -> Iterator[dict]:
-        scenes = [self.sampler.sample(scene_seed(self.seed, rank, i)) for i in indices]
-        out = render(scenes, self.size, self.device, antialias=self.antialias)
-        video = out.frames.permute(0, 4, 1, 2, 3).float() / 127.5 - 1.0  # (B, 3, T, H, W)
-        for b, (scene, index) in enumerate(zip(scenes, indices, strict=True)):
-            detailed, short = captions(scene)
-            item = {"video": video[b], "caption": detailed, "short_caption": short, "seed": scene.seed,
-                    "index": index}  # fmt: skip
-            if self.with_truth:
-                item |= {k: torch.as_tensor(v) for k, v in clip_arrays(out, b).items()}
-            yield item
+        from tessera.video import to_tensor
+
+        seeds = [scene_seed(self.seed, rank, i) for i in indices]
+        clips = render_clips(self.sampler, seeds, self.size, self.device, self.antialias, self.with_truth)
+        for index, clip in zip(indices, clips, strict=True):
+            yield {"video": to_tensor(clip.pop("frames")), **clip, "index": index}  # video (3, T, H, W)

@@ -3,6 +3,9 @@
 The held-out (shape, colour, motion) triples are listed in `WorldConfig.heldout`: the "train" split
 never contains an object with one of them, the "heldout" split always contains at least one (its first
 object). Everything is a pure function of the seed (Python's `random.Random`, no global state).
+
+Prompt expansion (`tessera.caption.expand`) builds scenes around stated facts from the same pieces:
+`WorldSampler.draw_unit` (one object or a pair with start places), `draw_camera` and `paths_clear`.
 """
 
 from __future__ import annotations
@@ -104,7 +107,7 @@ class WorldSampler:
         rng = random.Random(seed)
         for _ in range(200):  # rejection: placements whose paths would overlap are redrawn
             scene = self._draw(rng, seed)
-            if scene is not None and _paths_clear(scene):
+            if scene is not None and paths_clear(scene):
                 return scene
         raise RuntimeError(f"could not place a scene for seed {seed}; the WorldConfig may be too narrow")
 
@@ -121,7 +124,7 @@ class WorldSampler:
             if not fits and not first:
                 break
             motion = first[2] if first else rng.choice(fits)
-            objects += self._unit(rng, motion, len(objects), first)
+            objects += self.draw_unit(rng, motion, len(objects), first)
         if not objects:
             return None
         if any(o["motion"] == "roll" and o["shape"] not in ROLLING_SHAPES for o in objects):
@@ -134,11 +137,7 @@ class WorldSampler:
         ):
             return None
         still = any(o["motion"] in STATIC_CAMERA_MOTIONS for o in objects)
-        move = "static" if still else rng.choice(cfg.camera_moves)
-        camera = CameraPath(
-            move=move, direction=rng.choice(CAMERA_MOVES[move]), distance=rng.uniform(7.5, 9.0),
-            height=rng.uniform(2.5, 3.5), fov=rng.uniform(40.0, 52.0),
-        )  # fmt: skip
+        camera = draw_camera(rng, "static" if still else rng.choice(cfg.camera_moves))
         return Scene(
             objects=tuple(Object(**o) for o in objects), camera=camera, ground=rng.choice(cfg.grounds),
             time_of_day=rng.choice(cfg.times_of_day), frames=cfg.frames, fps=cfg.fps, seed=seed,
@@ -162,8 +161,12 @@ class WorldSampler:
             "yaw": yaw,
         }
 
-    def _unit(self, rng: random.Random, motion: str, first_index: int, forced) -> list[dict]:
-        """One object, or two for a pair motion (orbit, collide, pass_behind), with start places."""
+    def draw_unit(
+        self, rng: random.Random, motion: str, first_index: int, forced: tuple[str, str, str] | None = None
+    ) -> list[dict]:
+        """`Object` keyword dicts of one object moving by `motion`, or two for a pair motion (orbit,
+        collide, pass_behind: the partner comes along), with start places. `first_index` is the first
+        object's index in the scene (partners refer to it); `forced` fixes its (shape, colour, motion)."""
         d = rng.choice(DIRECTIONS)
         sign = -1.0 if d == "left" else 1.0
         a = self._attrs(rng, motion, forced)
@@ -204,9 +207,17 @@ class WorldSampler:
                 occ | {"x": rng.uniform(-1.0, 1.0), "z": rng.uniform(0.3, 1.2), "yaw": 0.0}]  # fmt: skip
 
 
-def _paths_clear(scene: Scene) -> bool:
-    """No two objects come closer than their bounding radii allow (colliding pairs meet exactly once,
-    by design), and nothing starts outside a generous stage."""
+def draw_camera(rng: random.Random, move: str, direction: str | None = None) -> CameraPath:
+    """A camera path of `move` in `direction` (drawn when None), at a distance, height and field of
+    view drawn from the world's ranges."""
+    direction = direction or rng.choice(CAMERA_MOVES[move])
+    return CameraPath(move=move, direction=direction, distance=rng.uniform(7.5, 9.0),
+                      height=rng.uniform(2.5, 3.5), fov=rng.uniform(40.0, 52.0))  # fmt: skip
+
+
+def paths_clear(scene: Scene) -> bool:
+    """Whether no two objects come closer than their bounding radii allow (colliding pairs meet
+    exactly once, by design); scenes that fail are drawn again."""
     pos = positions(scene)  # (T, K, 3)
     radius = np.array([ob.radius for ob in scene.objects])
     for i in range(len(scene.objects)):
