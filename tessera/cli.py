@@ -472,6 +472,9 @@ def train_dit(
     sp: Annotated[int | None, Opt(help="Ranks sharing each clip (sequence parallel; bucketed).")] = None,
     compile: Annotated[bool | None, Opt("--compile/--no-compile", help="torch.compile the blocks.")] = None,
     checkpointing: Annotated[bool | None, Opt("--checkpointing/--no-checkpointing")] = None,
+    checkpoint_fraction: Annotated[
+        float | None, Opt(help="With --checkpointing: the fraction of blocks that recompute (0, 1].")
+    ] = None,
     ckpt_every: CkptOpt = None,
     sample_every: SampleEveryOpt = None,
     sample_prompt: Annotated[str | None, Opt(help="Prompt of the samples.")] = None,
