@@ -242,11 +242,16 @@ def test_one_shape_per_step(tiny_model_dir: Path):
     cfg = tiny_config("dit", shapes="1x32x32:1,9x32x32:2,5x32x48:1", batch_shapes="one")
     batch = make_batch(range(6), Squares(), model, cfg, torch.device("cpu"), None, (5, 32, 48))
     assert {tuple(x.shape[1:]) for x in batch.x0} == {(2, 4, 6)}  # every clip fitted to the step's shape
-    world = WorldSource(shapes, clips=3)  # a finite world keeps each clip once per shape it is drawn at
+    # A finite world of 8 clips gives each shape its share by weight (1x32x32: 2, 9x32x32: 4, 5x32x48:
+    # 2) and keeps each clip at one shape: memory stays at 8 clips however the steps draw shapes.
+    world = WorldSource(shapes, clips=8)
     a, b = world.samples([0, 1], (1, 32, 32)), world.samples([0, 1], (9, 32, 32))
     assert a[0]["video"].shape == (3, 1, 32, 32) and b[0]["video"].shape == (3, 9, 32, 32)
-    assert a[0]["caption"] == world.samples([3], (1, 32, 32))[0]["caption"]  # index 3 repeats clip 0
-    assert len(world._kept) == 4
+    assert [s["key"] for s in a + b] == [0, 1, 2, 3]
+    assert a[0]["caption"] == world.samples([2], (1, 32, 32))[0]["caption"]  # index 2 repeats clip 0
+    for shape, _ in shapes:
+        world.samples(list(range(10)), shape)
+    assert len(world._kept) == 8
 
 
 def test_cond_is_built_from_the_masked_video():

@@ -45,8 +45,8 @@ class FolderSource:
         epoch, j = divmod(index, self.size)
         return int(torch.randperm(self.size, generator=_generator(self.seed, "epoch", epoch))[j])
 
-    def key(self, index: int) -> int:
-        """The id of the clip behind global index `index` (for caches)."""
+    def key(self, index: int, shape: Shape | None = None) -> int:
+        """The id of the clip behind global index `index` (for caches; any shape is fitted from it)."""
         return self.item(index)
 
     def sample(self, index: int, shape: Shape | None = None) -> dict:
@@ -76,9 +76,28 @@ class WorldSource:
         self._samplers: dict[int, WorldSampler] = {}  # frames -> the sampler of clips that long
         self._kept: dict[tuple, dict] = {}  # (clip, shape) -> a `render_clips` dict: finite sets
 
-    def key(self, index: int) -> int:
-        """The id of the clip behind global index `index` (for caches)."""
-        return index % self.size if self.size else index
+    def key(self, index: int, shape: Shape | None = None) -> int:
+        """The id of the clip behind global index `index` (for caches). In a finite set, clips asked for
+        at one given `shape` (one shape per training step) come from that shape's share of the set, in
+        proportion to its weight, so each clip is kept at one shape and memory stays at `clips` clips."""
+        if not self.size:
+            return index
+        offset, count = self._share(shape)
+        return offset + index % count
+
+    def _share(self, shape: Shape | None) -> tuple[int, int]:
+        """(first clip, clip count) of `shape`'s share of the finite set; the whole set for None or a
+        shape not in the weighted list."""
+        names = [s for s, _ in self.shapes]
+        if shape is None or shape not in names:
+            return 0, self.size
+        total = sum(w for _, w in self.shapes)
+        bounds = [0]
+        for _, w in self.shapes:
+            bounds.append(bounds[-1] + w)
+        i = names.index(shape)
+        first, last = (round(self.size * b / total) for b in (bounds[i], bounds[i + 1]))
+        return first, max(1, last - first)
 
     def sample(self, index: int, shape: Shape | None = None) -> dict:
         """The sample at global index `index`: a world clip rendered at a drawn shape (or `shape`)."""
@@ -89,7 +108,7 @@ class WorldSource:
         shape from the weighted shapes, unless `shape` is given for all."""
         from tessera.video import to_tensor
 
-        clips = [self.key(i) for i in indices]
+        clips = [self.key(i, shape) for i in indices]
         shapes = [shape or pick_shape(self.shapes, _generator(self.seed, "shape", c)) for c in clips]
         keys = list(zip(clips, shapes, strict=True))  # a clip is kept once per shape it is drawn at
         rendered = {k: self._kept[k] for k in keys if k in self._kept}

@@ -65,7 +65,7 @@ class LatentCache:
     def load(self, indices: range, source, vae: nn.Module, shape: Shape | None = None) -> list[dict]:
         """Items {"x0", "caption", "short_caption", "key"} of `indices` (all fitted to `shape` if given),
         encoding only the missing ones."""
-        keys = [(source.key(g), shape) for g in indices]
+        keys = [(source.key(g, shape), shape) for g in indices]
         missing = [g for g, k in zip(indices, keys, strict=True) if k not in self.items]
         if missing:
             device = next(vae.parameters()).device
