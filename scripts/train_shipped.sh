@@ -2,7 +2,7 @@
 # Train the shipped `s` model on one GPU, one stage per call of at most ~9 minutes (a device call's
 # limit is 10): every stage checkpoints and stops cleanly at its time limit, and the next resumes.
 #
-#   bash scripts/train_shipped.sh vae        [MIN]   # VAE from scratch, then its held-out PSNR
+#   bash scripts/train_shipped.sh vae        [MIN]   # VAE from scratch (or $VAE_INIT), then its held-out PSNR
 #   bash scripts/train_shipped.sh vae-more   [MIN]   # continue the VAE
 #   bash scripts/train_shipped.sh dit        [MIN]   # DiT (and text encoder) on the trained VAE
 #   bash scripts/train_shipped.sh dit-more   [MIN]   # continue the DiT
@@ -16,8 +16,9 @@ runs=${RUNS:-runs}
 tessera=(python -m tessera.cli)
 export PYTHONUNBUFFERED=1
 case $stage in
-vae)
-  "${tessera[@]}" train vae --out "$runs/vae" --config scripts/shipped/vae.json --time-limit-min "${2:-7.5}"
+vae)  # VAE_INIT=FOLDER starts from an earlier VAE's weights (a model folder) instead of random ones
+  "${tessera[@]}" train vae --out "$runs/vae" --config scripts/shipped/vae.json --time-limit-min "${2:-7.5}" \
+    ${VAE_INIT:+--init "$VAE_INIT"}
   "${tessera[@]}" train eval-vae "$runs/vae/model" --clips 32 --shape 17x128x128 ;;
 vae-more)
   "${tessera[@]}" train vae --resume "$runs/vae" --time-limit-min "${2:-8}"
