@@ -324,11 +324,12 @@ def model_init(
     out: Annotated[Path, Opt("--out", help="Folder to write.")],
     preset: Annotated[str, Opt(help="tiny, s, b, l or wan-1.3b.")] = "s",
     seed: Annotated[int, Opt(help="Initialisation seed.")] = 0,
+    vae: Annotated[Path | None, Opt(help="Model folder whose VAE (and tokenizer) to take.")] = None,
 ) -> None:
-    """Write a randomly initialised (untrained) model folder."""
+    """Write a randomly initialised (untrained) model folder, optionally around a trained VAE."""
     from tessera import pipeline
 
-    typer.echo(f"wrote {pipeline.init_model_folder(preset, out, seed=seed)}")
+    typer.echo(f"wrote {pipeline.init_model_folder(preset, out, seed=seed, vae=vae)}")
 
 
 @model_app.command("pack")

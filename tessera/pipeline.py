@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, TypedDict
 
 import torch
 
-from tessera.checkpoint import Model, build_model, load_model, save_model
+from tessera.checkpoint import Model, build_model, load_into, load_model, load_tensors, read_json, save_model
 from tessera.config import ModelConfig, get_preset
 from tessera.flow.samplers import guided, sample_euler, sample_heun, sdedit_start
 from tessera.flow.schedules import timesteps, token_shift
@@ -81,13 +81,25 @@ def load(path: str | Path | None = None, device: str = "auto") -> Model:
     return load_model(path, pick_device(device))
 
 
-def init_model_folder(preset: str, out: str | Path, seed: int = 0) -> Path:
-    """Write a randomly initialised model folder: the tokenizer trained on world captions."""
+def init_model_folder(preset: str, out: str | Path, seed: int = 0, vae: str | Path | None = None) -> Path:
+    """Write a randomly initialised model folder: the tokenizer trained on world captions. With `vae` (a
+    model folder holding at least `vae.safetensors`, config.json and tokenizer.json, e.g. a VAE run's
+    model), its VAE weights and tokenizer are taken and only the text encoder and DiT are random: a
+    starting point for DiT training on a VAE trained elsewhere."""
     config = get_preset(preset)
     torch.manual_seed(seed)
-    model = build_model(config, train_tokenizer(config))
+    if vae is None:
+        model = build_model(config, train_tokenizer(config))
+    else:
+        vae = Path(vae)
+        theirs = ModelConfig.from_dict(read_json(vae / "config.json"))
+        if theirs.vae != config.vae:
+            raise RequestError(f"{vae}: its VAE config differs from preset '{preset}''s; use that preset")
+        model = build_model(config, Tokenizer.from_file(vae / "tokenizer.json"))
+        load_into(model.vae, load_tensors(vae, "vae"), f"{vae}/vae")
+    source = f" with the VAE of {vae}" if vae is not None else ""
     card = (
-        f"# tessera `{preset}` (UNTRAINED)\n\nRandomly initialised with seed {seed} by "
+        f"# tessera `{preset}` (UNTRAINED)\n\nRandomly initialised with seed {seed}{source} by "
         "`tessera model init`. Its output is noise: use it for tests and experiments only.\n"
     )
     return save_model(model, out, card=card)

@@ -109,3 +109,19 @@ def test_training_state_round_trip_and_atomic_overwrite(tmp_path):
     loaded, meta = load_state(tmp_path / "state")
     assert meta == {"step": 6} and torch.equal(loaded["opt.exp_avg.0"], tensors["opt.exp_avg.0"] + 1)
     assert [p.name for p in tmp_path.iterdir()] == ["state"]  # no temp folders left behind
+
+
+def test_model_init_around_a_trained_vae(tiny_model_dir, tmp_path):
+    from tessera.pipeline import init_model_folder
+
+    vae_only = tmp_path / "vae-only"  # what a run ships back: the VAE, its config and tokenizer
+    vae_only.mkdir()
+    for name in ("vae.safetensors", "config.json", "tokenizer.json"):
+        shutil.copy(tiny_model_dir / name, vae_only / name)
+    model = load_model(init_model_folder("tiny", tmp_path / "m", seed=3, vae=vae_only))
+    source = load_model(tiny_model_dir)
+    for k, v in source.vae.state_dict().items():
+        assert torch.equal(model.vae.state_dict()[k], v), k
+    assert model.tokenizer.to_str() == source.tokenizer.to_str()
+    with pytest.raises(ValueError, match="VAE config differs"):
+        init_model_folder("s", tmp_path / "m2", vae=vae_only)
