@@ -24,7 +24,7 @@ from tessera.train import state as st
 from tessera.train.commands import train_command
 from tessera.train.config import ConfigError, make_config, parse_shapes, read_config_file
 from tessera.train.distributed import launch_local
-from tessera.train.dit import DiTStep, encode_batch, make_batch, train_dit
+from tessera.train.dit import DiTStep, LatentCache, encode_batch, make_batch, train_dit
 from tessera.train.logger import read_metrics
 from tessera.train.run import RunError, resume_config
 from tessera.train.tasks import build_cond, draw_task, for_task, given_latents, mask_channels, pixel_mask_for
@@ -252,6 +252,22 @@ def test_one_shape_per_step(tiny_model_dir: Path):
     for shape, _ in shapes:
         world.samples(list(range(10)), shape)
     assert len(world._kept) == 8
+
+
+def test_cached_latents_give_the_batch_of_uncached_ones(tiny_model_dir: Path):
+    model = load_model(tiny_model_dir)
+    cfg = tiny_config("dit", shapes="9x32x32", tasks="loop:1,last:1,t2v:1", world_clips=4)
+    world = WorldSource(parse_shapes(cfg.shapes), clips=4)
+    cpu = torch.device("cpu")
+    plain = make_batch(range(6), world, model, cfg, cpu, None)
+    cache = LatentCache()
+    make_batch(range(6), world, model, cfg, cpu, cache)  # fills the cache
+    cached = make_batch(range(6), world, model, cfg, cpu, cache)
+    for x0, y0, c, d in zip(plain.x0, cached.x0, plain.cond, cached.cond, strict=True):
+        torch.testing.assert_close(x0, y0, rtol=1e-4, atol=1e-5)  # loop clips: the re-timed clip's latents
+        assert (c is None) == (d is None)
+        if c is not None:
+            torch.testing.assert_close(c, d, rtol=1e-4, atol=1e-5)
 
 
 def test_cond_is_built_from_the_masked_video():

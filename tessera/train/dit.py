@@ -71,8 +71,7 @@ class LatentCache:
             device = next(vae.parameters()).device
             fresh = samples(source, missing, shape)
             videos = [s["video"].to(device) for s in fresh]
-            x0s, _ = encode_batch(vae, videos, [torch.zeros(v.shape[1], dtype=torch.bool) for v in videos])
-            for sample, x0 in zip(fresh, x0s, strict=True):
+            for sample, x0 in zip(fresh, encode_clips(vae, videos), strict=True):
                 self.items[(sample["key"], shape)] = {**sample, "video": None, "x0": x0}
         return [self.items[k] for k in keys]
 
@@ -135,8 +134,8 @@ def make_batch(
         if cache is None:
             videos = [for_task(task, item["video"]) for task, item in zip(tasks, items, strict=True)]
             x0s, conds = encode_batch(model.vae, videos, pixel_masks)
-        else:  # latents from the cache; the clips with given frames (or re-timed by their task) reloaded
-            x0s, conds = [item["x0"] for item in items], [None] * len(items)
+        else:  # latents from the cache; clips with given frames (for cond) or re-timed by their task reloaded
+            x0s = [item["x0"] for item in items]
             need = [
                 i
                 for i, (task, m) in enumerate(zip(tasks, pixel_masks, strict=True))
@@ -144,10 +143,14 @@ def make_batch(
             ]
             clips = [s["video"].to(device) for s in samples(source, [indices[i] for i in need], shape)]
             videos = [for_task(tasks[i], v) for i, v in zip(need, clips, strict=True)]
-            fresh, fresh_conds = encode_batch(model.vae, videos, [pixel_masks[i] for i in need])
-            for i, x0, cond in zip(need, fresh, fresh_conds, strict=True):
-                x0s[i] = x0 if tasks[i] == "loop" else x0s[i]
+            conds = [None] * len(items)
+            for i, cond in zip(
+                need, encode_conds(model.vae, videos, [pixel_masks[i] for i in need]), strict=True
+            ):
                 conds[i] = cond
+            looped = [k for k, i in enumerate(need) if tasks[i] == "loop"]  # their cached x0 is of the source
+            for k, x0 in zip(looped, encode_clips(model.vae, [videos[k] for k in looped]), strict=True):
+                x0s[need[k]] = x0
     ids, text_mask = model.tokenizer.encode(captions, model.config.text.max_len)
     return Batch(ids.to(device), text_mask.to(device), x0s, noises, ts, conds, masks, tokens, loss_frames)
 
@@ -165,25 +168,36 @@ def encode_batch(
 ) -> tuple[list[Tensor], list[Tensor | None]]:
     """Clean latents x0 of every clip (3, T, H, W) and `cond` of those with given frames (None for
     text-to-video), with one VAE call per clip shape for each."""
+    return encode_clips(vae, videos), encode_conds(vae, videos, pixel_masks)
+
+
+# Training clips are encoded whole (not chunked): they are short, and chunking would cost a kernel launch
+# per layer and chunk.
+
+
+@torch.no_grad()
+def encode_clips(vae: nn.Module, videos: list[Tensor]) -> list[Tensor]:
+    """Normalised latents (C_z, T_z, h, w), fp32, of clips (3, T, H, W): one VAE call per clip shape."""
     x0s: list[Tensor] = [torch.empty(0)] * len(videos)
-    conds: list[Tensor | None] = [None] * len(videos)
     for group in group_by_shape([tuple(v.shape) for v in videos]):
-        # Whole clips at once (not chunked): training clips are short, and chunking would cost a
-        # kernel launch per layer and chunk.
-        clips = torch.stack([videos[i] for i in group])
-        z = vae.encode_latents(clips, chunked=False).float()  # (B, C_z, T_z, h, w)
+        z = vae.encode_latents(torch.stack([videos[i] for i in group]), chunked=False).float()
         for k, i in enumerate(group):
             x0s[i] = z[k]
-        given = [i for i in group if pixel_masks[i].any()]
-        if given:
-            clips, masks = (
-                torch.stack([videos[i] for i in given]),
-                torch.stack([pixel_masks[i] for i in given]),
-            )
-            c = build_conds(vae, clips, masks, chunked=False).float()
-            for k, i in enumerate(given):
-                conds[i] = c[k]
-    return x0s, conds
+    return x0s
+
+
+@torch.no_grad()
+def encode_conds(vae: nn.Module, videos: list[Tensor], pixel_masks: list[Tensor]) -> list[Tensor | None]:
+    """`cond` of each clip with given frames, None for the others: one VAE call per clip shape."""
+    conds: list[Tensor | None] = [None] * len(videos)
+    given = [i for i, m in enumerate(pixel_masks) if m.any()]
+    for group in group_by_shape([tuple(videos[i].shape) for i in given]):
+        idx = [given[k] for k in group]
+        clips, masks = torch.stack([videos[i] for i in idx]), torch.stack([pixel_masks[i] for i in idx])
+        c = build_conds(vae, clips, masks, chunked=False).float()
+        for k, i in enumerate(idx):
+            conds[i] = c[k]
+    return conds
 
 
 # ---------------------------------------------------------------------------------------------
