@@ -33,7 +33,7 @@ from tessera.train import distributed
 from tessera.train.common import autocast, card, finite, initial_model, optimizer_step, set_lr, ship_model
 from tessera.train.config import ConfigError, DiTTrainConfig, parse_shapes, parse_weights
 from tessera.train.logger import Logger, save_sample
-from tessera.train.run import StopFlag, load_checkpoint, save_checkpoint, start
+from tessera.train.run import StopFlag, end_of_step, load_checkpoint, save_checkpoint, start
 from tessera.train.state import EMA, generator, lr_at
 from tessera.train.tasks import build_conds, draw_task, for_task, given_latents
 
@@ -319,6 +319,9 @@ def train_dit(cfg: DiTTrainConfig, out: str | Path, resume: bool = False, source
         write = lambda: save_model(ship, run / "model", card("dit", cfg, step, d.device))
         save_checkpoint(run, d, {"raw": trainee}, ema, {"adamw": (trainee, optimizer)}, meta, write)
 
+    def sample(step: int) -> None:
+        write_samples(ship_model(model, ema, d), run, cfg, step, d.device)
+
     with StopFlag(cfg.time_limit_min) as stop, logger, distributed.sequence_parallel(model.dit, d):
         while step < cfg.steps:
             first = step * cfg.batch_size + d.dp_rank * local
@@ -342,12 +345,7 @@ def train_dit(cfg: DiTTrainConfig, out: str | Path, resume: bool = False, source
             lr = optimizer.param_groups[0]["lr"]
             metrics = {"loss": loss, "grad_norm": grad_norm, "lr": lr, "data_s": t_data}
             logger.step(step, tokens, metrics, write=step % cfg.log_every == 0 or step == cfg.steps)
-            if cfg.sample_every and step % cfg.sample_every == 0:
-                write_samples(ship_model(model, ema, d), run, cfg, step, d.device)
-            stopping = stops > 0
-            if stopping or step == cfg.steps or (cfg.ckpt_every and step % cfg.ckpt_every == 0):
-                checkpoint()
-            if stopping:
+            if end_of_step(step, cfg, stops > 0, checkpoint, sample):
                 break
     distributed.barrier(d)
     return {"step": step, "losses": losses}

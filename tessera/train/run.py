@@ -105,6 +105,18 @@ def save_checkpoint(
     save_state(run / "state", tensors, {**meta, "ema_updates": ema.updates, "optimizers": skeletons})
 
 
+def end_of_step(
+    step: int, cfg: TrainConfig, stopping: bool, checkpoint: Callable[[], None], sample: Callable[[int], None]
+) -> bool:
+    """After step `step`: `sample(step)` and `checkpoint()` at their intervals, a checkpoint also on the
+    last step and on a stop. Returns whether the loop ends here (on a stop)."""
+    if cfg.sample_every and step % cfg.sample_every == 0:
+        sample(step)
+    if stopping or step == cfg.steps or (cfg.ckpt_every and step % cfg.ckpt_every == 0):
+        checkpoint()
+    return stopping
+
+
 def load_checkpoint(
     run: Path, d: Dist, modules: dict[str, nn.Module], ema: EMA, optimizers: Optimizers
 ) -> dict[str, Any]:

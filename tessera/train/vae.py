@@ -28,7 +28,7 @@ from tessera.train.common import autocast, card, finite, initial_model, optimize
 from tessera.train.config import ConfigError, VAETrainConfig, parse_shapes
 from tessera.train.distributed import Dist
 from tessera.train.logger import Logger, save_sample
-from tessera.train.run import StopFlag, load_checkpoint, save_checkpoint, start
+from tessera.train.run import StopFlag, end_of_step, load_checkpoint, save_checkpoint, start
 from tessera.train.state import EMA, generator, lr_at
 
 STATS_OFFSET = 1 << 40  # sample indices for latent statistics, far from any training index
@@ -245,6 +245,11 @@ def train_vae(cfg: VAETrainConfig, out: str | Path, resume: bool = False, source
 
         save_checkpoint(run, d, modules, ema, optimizers, meta, write)
 
+    def sample(step: int) -> None:
+        ship = ship_model(model, ema, d)
+        if ship is not None:
+            write_sample(ship.vae.to(d.device), source, run, step, d.device)
+
     use_adv = lambda s: disc is not None and s >= cfg.adv_start
     with StopFlag(cfg.time_limit_min) as stop, logger:
         while step < cfg.steps:
@@ -276,14 +281,7 @@ def train_vae(cfg: VAETrainConfig, out: str | Path, resume: bool = False, source
             metrics |= {k: v / cfg.batch_size for k, v in zip(["d_loss", *TERMS], sums[1:], strict=True)}
             pixels = sum(x.numel() / 3 for x in groups) * d.world_size
             logger.step(step, pixels, metrics, write=step % cfg.log_every == 0 or step == cfg.steps)
-            if cfg.sample_every and step % cfg.sample_every == 0:
-                ship = ship_model(model, ema, d)
-                if ship is not None:
-                    write_sample(ship.vae.to(d.device), source, run, step, d.device)
-            stopping = stops > 0
-            if stopping or step == cfg.steps or (cfg.ckpt_every and step % cfg.ckpt_every == 0):
-                checkpoint()
-            if stopping:
+            if end_of_step(step, cfg, stops > 0, checkpoint, sample):
                 break
     distributed.barrier(d)
     return {"step": step, "losses": losses}
