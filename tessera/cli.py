@@ -175,7 +175,7 @@ def connect(
     model: ModelOpt = None, steps: Steps = 25, guidance: Guidance = 5.0, seed: Seed = 0,
     device: Device = "auto", expand: Expand = True, fps: Fps = 16.0,
 ) -> None:  # fmt: skip
-    """A bridge from VIDEO_A's last frame to VIDEO_B's first; writes A, the bridge and B joined."""
+    """A bridge from where VIDEO_A ends to where VIDEO_B starts; writes A, the bridge and B joined."""
     from tessera import pipeline
     from tessera.video import read_video
 

@@ -542,7 +542,7 @@ def loop(
     return_latents: bool = False,
     **sampling: Unpack[Sampling],
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-    """A clip of `frames` frames that starts and ends on the same frame (`first_last` with one frame).
+    """A clip of `frames` frames that starts and ends on the same frame (the trained `loop` pattern).
 
     The loop frame is `video`'s first frame (fitted to height x width) or, without a video, a
     one-frame sample of `prompt`. Latent 0 is held clean; the far end goes through `cond`. Before
@@ -561,7 +561,7 @@ def loop(
         still = fit(torch.as_tensor(video)[:1], height, width, "video")
     clip = _clip(still, frames, 0)
     clip[:, -1] = clip[:, 0]
-    z = conditioned(model, prompt, clip, pixel_mask_for("first_last", frames), height, width, **sampling)
+    z = conditioned(model, prompt, clip, pixel_mask_for("loop", frames), height, width, **sampling)
     z[:, :, -1] = z[:, :, 0]  # the loop closes in latent space: last latent frame := first
     return _out(model, z, return_latents)
 
