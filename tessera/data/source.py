@@ -75,6 +75,12 @@ class WorldSource:
         self.size = clips or None
         self._samplers: dict[int, WorldSampler] = {}  # frames -> the sampler of clips that long
         self._kept: dict[tuple, dict] = {}  # (clip, shape) -> a `render_clips` dict: finite sets
+        # Each shape's share of a finite set, (first clip, count) in proportion to its weight.
+        edges = torch.tensor([0.0] + [w for _, w in shapes]).cumsum(0) / sum(w for _, w in shapes)
+        firsts = [round(float(e) * clips) for e in edges]
+        self._shares = {
+            s: (a, max(1, b - a)) for (s, _), a, b in zip(shapes, firsts, firsts[1:], strict=False)
+        }
 
     def key(self, index: int, shape: Shape | None = None) -> int:
         """The id of the clip behind global index `index` (for caches). In a finite set, clips asked for
@@ -82,22 +88,8 @@ class WorldSource:
         proportion to its weight, so each clip is kept at one shape and memory stays at `clips` clips."""
         if not self.size:
             return index
-        offset, count = self._share(shape)
+        offset, count = self._shares.get(shape, (0, self.size))
         return offset + index % count
-
-    def _share(self, shape: Shape | None) -> tuple[int, int]:
-        """(first clip, clip count) of `shape`'s share of the finite set; the whole set for None or a
-        shape not in the weighted list."""
-        names = [s for s, _ in self.shapes]
-        if shape is None or shape not in names:
-            return 0, self.size
-        total = sum(w for _, w in self.shapes)
-        bounds = [0]
-        for _, w in self.shapes:
-            bounds.append(bounds[-1] + w)
-        i = names.index(shape)
-        first, last = (round(self.size * b / total) for b in (bounds[i], bounds[i + 1]))
-        return first, max(1, last - first)
 
     def sample(self, index: int, shape: Shape | None = None) -> dict:
         """The sample at global index `index`: a world clip rendered at a drawn shape (or `shape`)."""
