@@ -43,10 +43,10 @@ class FolderDataset:
             raise DataError(f"{path}: data path not found (give a folder, a manifest.jsonl, or 'world')")
         self.root = path if path.is_dir() else path.parent
         if path.is_file():
-            self.items = _read_manifest(path)
+            self.items = read_manifest(path)
         else:
             manifest = next((path / m for m in MANIFESTS if (path / m).exists()), None)
-            self.items = _read_manifest(manifest) if manifest else _scan(path)
+            self.items = read_manifest(manifest) if manifest else _scan(path)
         if not self.items:
             raise DataError(
                 f"{path}: no videos or images found (suffixes {' '.join(VIDEO_SUFFIXES + IMAGE_SUFFIXES)})"
@@ -83,7 +83,9 @@ def _scan(folder: Path) -> list[Item]:
     return items
 
 
-def _read_manifest(path: Path) -> list[Item]:
+def read_manifest(path: Path, must_exist: bool = True) -> list[Item]:
+    """The items of a `manifest.jsonl` ({"file": relative path, "caption": text} per line); a listed file
+    that is missing is an error unless `must_exist` is False (ingest reports it as unreadable)."""
     items = []
     for n, line in enumerate(path.read_text().splitlines(), start=1):
         if not line.strip():
@@ -96,7 +98,7 @@ def _read_manifest(path: Path) -> list[Item]:
         if not isinstance(file, str) or not isinstance(caption, str):
             raise DataError(f"{path}:{n}: 'file' and 'caption' must be strings")
         file_path = path.parent / file
-        if not file_path.exists():
+        if must_exist and not file_path.exists():
             raise DataError(f"{path}:{n}: {file_path} not found")
         items.append(Item(file_path, caption))
     return items

@@ -43,7 +43,7 @@ import torch.nn.functional as F
 
 from tessera.checkpoint import atomic_write_text
 from tessera.data.buckets import BucketError, Shape, nearest_bucket, resize_crop
-from tessera.data.folder import IMAGE_SUFFIXES, VIDEO_SUFFIXES, DataError
+from tessera.data.folder import IMAGE_SUFFIXES, VIDEO_SUFFIXES, DataError, read_manifest
 
 DEFAULT_BUCKETS: tuple[Shape, ...] = ((33, 128, 128), (33, 128, 224), (33, 224, 128), (17, 128, 128),
                                       (17, 128, 224), (17, 224, 128))  # fmt: skip
@@ -264,21 +264,12 @@ def list_inputs(videos: str | Path | list) -> list[Path]:
     if not p.exists():
         raise DataError(f"{p}: not found (give a folder of videos, a video file or a manifest.jsonl)")
     if p.is_file():
-        return _manifest_files(p) if p.suffix.lower() == ".jsonl" else [p]
+        return (
+            [item.path for item in read_manifest(p, must_exist=False)]
+            if p.suffix.lower() == ".jsonl"
+            else [p]
+        )
     return sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith("."))
-
-
-def _manifest_files(manifest: Path) -> list[Path]:
-    """The files a manifest lists (missing ones too: ingest reports them as unreadable)."""
-    files = []
-    for n, line in enumerate(manifest.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            files.append(manifest.parent / json.loads(line)["file"])
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
-            raise DataError(f'{manifest}:{n}: expected {{"file": ...}}, got {line[:80]!r}') from e
-    return files
 
 
 def ingest(
