@@ -49,6 +49,9 @@ def main() -> None:
     )
     model = load_model(args.init, device)
     model.vae.requires_grad_(False)
+    if cfg.compile:  # as `tessera train dit` does
+        for block in model.dit.blocks:
+            block.compile()
     trainee = DiTStep(model.dit, model.text, packed=cfg.batching == "packed").train().requires_grad_(True)
     opt = torch.optim.AdamW(trainee.parameters(), lr=1e-5)
     shapes = parse_shapes(cfg.shapes)
@@ -78,6 +81,7 @@ def main() -> None:
             t2 = sync(device)
         rows.append((t1 - t0, t2 - t1, batch.tokens))
     key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    print(p_data.key_averages().table(sort_by=key, row_limit=8))
     print(p_net.key_averages().table(sort_by=key, row_limit=12))
     data, net = (sum(r[i] for r in rows[1:]) / (len(rows) - 1) for i in (0, 1))
     tokens = sum(r[2] for r in rows) / len(rows)

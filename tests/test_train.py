@@ -29,7 +29,7 @@ from tessera.train.logger import read_metrics
 from tessera.train.run import RunError, resume_config
 from tessera.train.tasks import build_cond, draw_task, for_task, given_latents, mask_channels, pixel_mask_for
 from tessera.train.tb import EventWriter, crc32c, read_records
-from tessera.train.vae import clip_losses, train_vae
+from tessera.train.vae import clip_losses, contrast, train_vae
 
 TRAINERS = {"dit": train_dit, "vae": train_vae}
 
@@ -215,15 +215,24 @@ def test_connect_loop_and_random_tasks():
     assert torch.equal(pixel_mask_for("random", 33, generator=g1), pixel_mask_for("random", 33, generator=g2))
 
 
-def test_batched_encoding_matches_clip_by_clip():
+@pytest.mark.parametrize("voxels", [None, 9 * 32 * 32])  # None: the default cap; else one clip a call
+def test_batched_encoding_matches_clip_by_clip(voxels, monkeypatch):
+    if voxels:
+        monkeypatch.setattr("tessera.train.dit.ENCODE_VOXELS", voxels)
     config = get_preset("tiny")
     vae = build_model(config, Tokenizer.train(["x"] * 5, 300)).vae.eval()
     videos = [
         torch.rand(3, 9, 32, 32) * 2 - 1,
         torch.rand(3, 1, 32, 32) * 2 - 1,
         torch.rand(3, 9, 32, 32) * 2 - 1,
+        torch.rand(3, 9, 32, 32) * 2 - 1,
     ]
-    masks = [pixel_mask_for("last", 9), torch.zeros(1, dtype=torch.bool), pixel_mask_for("connect", 9, 2)]
+    masks = [
+        pixel_mask_for("last", 9),
+        torch.zeros(1, dtype=torch.bool),
+        pixel_mask_for("connect", 9, 2),
+        pixel_mask_for("i2v", 9),
+    ]
     x0s, conds = encode_batch(vae, videos, masks)
     for video, mask, x0, cond in zip(videos, masks, x0s, conds, strict=True):
         torch.testing.assert_close(x0, vae.encode_latents(video[None])[0], rtol=1e-4, atol=1e-5)
@@ -397,6 +406,25 @@ def test_vae_loss_terms_are_fp32_under_bf16_autocast():
     for k in ref:
         assert low[k].dtype == torch.float32 and torch.allclose(low[k], ref[k], rtol=1e-5), k
     assert torch.nn.functional.cosine_similarity(g_ref, g_low, dim=0) > 0.999
+
+
+def test_detail_weight_counts_a_small_object_by_contrast_not_area():
+    """A 4x4 object on flat ground: blurring it away costs little plain L1 (it is 1/64 of the frame);
+    with `detail_weight` its pixels weigh by their contrast, so losing it costs several times more,
+    while an error spread evenly over the ground costs the same either way (mean weight 1)."""
+    x = torch.full((1, 3, 1, 32, 32), -0.5)
+    x[:, 0, :, 14:18, 14:18] = 0.9  # a red square
+    lost = x.clone()
+    lost[:, :, :, 14:18, 14:18] = -0.5  # the reconstruction without it
+    mean, logvar = torch.zeros(1, 4, 1, 4, 4), torch.zeros(1, 4, 1, 4, 4)
+    plain, weighted = (make_config("vae", preset="tiny", detail_weight=w) for w in (0.0, 10.0))
+    assert contrast(x[:, :, :, :8, :8]).abs().max() == 0  # flat ground has no contrast
+    l1 = {c.detail_weight: clip_losses(x, lost, mean, logvar, c)["l1"] for c in (plain, weighted)}
+    assert l1[10.0] > 4 * l1[0.0]
+    flat = torch.full_like(x, -0.5)
+    shift = flat + 0.1
+    flat_l1 = [clip_losses(flat, shift, mean, logvar, c)["l1"] for c in (plain, weighted)]
+    torch.testing.assert_close(flat_l1[0], flat_l1[1])
 
 
 def test_vae_learns_under_bf16_autocast(tmp_path: Path, tiny_model_dir: Path):

@@ -107,7 +107,8 @@ def make_batch(
     the batch does not depend on how clips are grouped; the VAE then runs once per clip shape."""
     mix = parse_weights(cfg.tasks, "tasks")
     if cache is not None:
-        items = cache.load(indices, source, model.vae, shape)
+        with autocast(cfg, device):  # like every VAE call here: bf16 on a GPU
+            items = cache.load(indices, source, model.vae, shape)
     else:
         items = [{**s, "video": s["video"].to(device)} for s in samples(source, indices, shape)]
     captions, tasks, pixel_masks, ts, noises, masks, tokens = [], [], [], [], [], [], 0
@@ -171,15 +172,29 @@ def encode_batch(
     return encode_clips(vae, videos), encode_conds(vae, videos, pixel_masks)
 
 
-# Training clips are encoded whole (not chunked): they are short, and chunking would cost a kernel launch
-# per layer and chunk.
+# Training clips are encoded whole (not chunked in time): they are short, and chunking would cost a kernel
+# launch per layer and chunk. Clips of one shape go through the VAE together, at most ENCODE_VOXELS
+# pixels (frames x height x width, summed over the clips) a call, which bounds its activation memory
+# (64 clips of 65x128x128 at once asked for 8 GiB in one convolution and ran out of memory on an H100).
+ENCODE_VOXELS = 16 * 33 * 128 * 128
+
+
+def encode_groups(videos: list[Tensor]) -> list[list[int]]:
+    """Indices of same-shape clips (C, T, H, W), in groups of at most ENCODE_VOXELS pixels (one clip at
+    least)."""
+    out = []
+    for group in group_by_shape([tuple(v.shape) for v in videos]):
+        per = max(1, ENCODE_VOXELS // videos[group[0]][0].numel())
+        out += [group[i : i + per] for i in range(0, len(group), per)]
+    return out
 
 
 @torch.no_grad()
 def encode_clips(vae: nn.Module, videos: list[Tensor]) -> list[Tensor]:
-    """Normalised latents (C_z, T_z, h, w), fp32, of clips (3, T, H, W): one VAE call per clip shape."""
+    """Normalised latents (C_z, T_z, h, w), fp32, of clips (3, T, H, W): one VAE call per clip shape
+    (and per ENCODE_VOXELS)."""
     x0s: list[Tensor] = [torch.empty(0)] * len(videos)
-    for group in group_by_shape([tuple(v.shape) for v in videos]):
+    for group in encode_groups(videos):
         z = vae.encode_latents(torch.stack([videos[i] for i in group]), chunked=False).float()
         for k, i in enumerate(group):
             x0s[i] = z[k]
@@ -191,7 +206,7 @@ def encode_conds(vae: nn.Module, videos: list[Tensor], pixel_masks: list[Tensor]
     """`cond` of each clip with given frames, None for the others: one VAE call per clip shape."""
     conds: list[Tensor | None] = [None] * len(videos)
     given = [i for i, m in enumerate(pixel_masks) if m.any()]
-    for group in group_by_shape([tuple(videos[i].shape) for i in given]):
+    for group in encode_groups([videos[i] for i in given]):
         idx = [given[k] for k in group]
         clips, masks = torch.stack([videos[i] for i in idx]), torch.stack([pixel_masks[i] for i in idx])
         c = build_conds(vae, clips, masks, chunked=False).float()
@@ -298,7 +313,8 @@ def train_dit(cfg: DiTTrainConfig, out: str | Path, resume: bool = False, source
     trainee = DiTStep(model.dit, model.text, packed=cfg.batching == "packed")
     wrapped = distributed.wrap(trainee, d)
     params = [p for p in trainee.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    fused = d.device.type == "cuda" and d.mode != "fsdp"  # one kernel for all tensors: fewer launches
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused or None)
     ema = EMA(trainee)
     step = 0
     if resume:
