@@ -11,6 +11,7 @@ time each took. Look at every GIF before committing it.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -90,9 +91,9 @@ def main() -> None:
         print(f"{name}: {tuple(frames.shape)} in {seconds:.1f} s")
     where = args.model or "the shipped model"
     device = next(model.dit.parameters()).device
-    head = (
-        f"# Gallery\n\nMade by `python scripts/gallery.py` with {where}, {args.steps} steps, on {device}.\n\n"
-    )
+    command = " ".join(["python scripts/gallery.py", *sys.argv[1:]])
+    settings = f"{args.steps} steps, {args.frames} frames, on {device}"
+    head = f"# Gallery\n\nMade by `{command}` with {where}, {settings}.\n\n"
     (out / "gallery.md").write_text(head + "\n".join(rows) + "\n")
 
 

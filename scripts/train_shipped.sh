@@ -2,14 +2,18 @@
 # Train the shipped `s` model on one GPU, one stage per call of at most ~9 minutes (a device call's
 # limit is 10): every stage checkpoints and stops cleanly at its time limit, and the next resumes.
 #
-#   bash scripts/train_shipped.sh vae        [MIN]   # VAE from scratch (or $VAE_INIT), then its held-out PSNR
-#   bash scripts/train_shipped.sh vae-more   [MIN]   # continue the VAE
-#   bash scripts/train_shipped.sh dit        [MIN]   # DiT (and text encoder) on the trained VAE
-#   bash scripts/train_shipped.sh dit-more   [MIN]   # continue the DiT
+#   bash scripts/train_shipped.sh vae        [MIN [FLAGS]]  # VAE from scratch (or $VAE_INIT), then its PSNR
+#   bash scripts/train_shipped.sh vae-more   [MIN]          # continue the VAE
+#   bash scripts/train_shipped.sh dit        [MIN [FLAGS]]  # DiT (and text encoder) from $RUNS/vae/model
+#   bash scripts/train_shipped.sh dit-more   [MIN]          # continue the DiT
 #   bash scripts/train_shipped.sh pack DEST          # bf16 model folder -> DEST (e.g. tessera/assets/model)
 #   bash scripts/train_shipped.sh eval DEST OUT      # quick benchmark of DEST into OUT
 #
-# The training configs are scripts/shipped/{vae,dit}.json; runs go to $RUNS (default runs/).
+# The training configs are scripts/shipped/{vae,dit}.json; FLAGS (e.g. --warmup 100) go to the trainer
+# after them. Runs go to $RUNS (default runs/). A second round refines the VAE of a trained model and then
+# the DiT on it (how the shipped model was made; tessera/assets/model/README.md lists every call):
+#   RUNS=runs/r2 VAE_INIT=runs/dit/model bash scripts/train_shipped.sh vae 6.3
+#   RUNS=runs/r2 bash scripts/train_shipped.sh dit 8.5 --warmup 100     # the DiT comes with the VAE's init
 set -euo pipefail
 stage=${1:?stage: vae, vae-more, dit, dit-more, pack or eval}
 runs=${RUNS:-runs}
@@ -18,14 +22,14 @@ export PYTHONUNBUFFERED=1
 case $stage in
 vae)  # VAE_INIT=FOLDER starts from an earlier VAE's weights (a model folder) instead of random ones
   "${tessera[@]}" train vae --out "$runs/vae" --config scripts/shipped/vae.json --time-limit-min "${2:-7.5}" \
-    ${VAE_INIT:+--init "$VAE_INIT"}
+    ${VAE_INIT:+--init "$VAE_INIT"} "${@:3}"
   "${tessera[@]}" train eval-vae "$runs/vae/model" --clips 32 --shape 17x128x128 ;;
 vae-more)
   "${tessera[@]}" train vae --resume "$runs/vae" --time-limit-min "${2:-8}"
   "${tessera[@]}" train eval-vae "$runs/vae/model" --clips 32 --shape 17x128x128 ;;
 dit)
   "${tessera[@]}" train dit --out "$runs/dit" --config scripts/shipped/dit.json --init "$runs/vae/model" \
-    --time-limit-min "${2:-8.5}" ;;
+    --time-limit-min "${2:-8.5}" "${@:3}" ;;
 dit-more)
   "${tessera[@]}" train dit --resume "$runs/dit" --time-limit-min "${2:-8}" ;;
 pack)

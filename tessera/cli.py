@@ -397,6 +397,7 @@ BatchShapesOpt = Annotated[
     str | None, Opt(help="mixed: each clip draws its shape; one: each step draws one for the whole batch.")
 ]
 LrOpt = Annotated[float | None, Opt(help="Peak learning rate.")]
+WarmupOpt = Annotated[int | None, Opt(help="Steps of linear learning-rate warm-up.")]
 TrainDeviceOpt = Annotated[str | None, Opt(help="auto, cpu, cuda.")]
 DistOpt = Annotated[str | None, Opt(help="auto, none, ddp, fsdp (launch with torchrun).")]
 CkptOpt = Annotated[int | None, Opt(help="Checkpoint every N steps.")]
@@ -427,6 +428,7 @@ def train_vae(
     ] = None,
     batch_shapes: BatchShapesOpt = None,
     lr: LrOpt = None,
+    warmup: WarmupOpt = None,
     adv_weight: Annotated[float | None, Opt(help="Adversarial term weight (0 = off).")] = None,
     adv_start: Annotated[int | None, Opt(help="Steps before the discriminator acts.")] = None,
     world_clips: Annotated[
@@ -468,6 +470,7 @@ def train_dit(
         int | None, Opt(help="> 0: repeat the first N world clips, rendered once.")
     ] = None,
     lr: LrOpt = None,
+    warmup: WarmupOpt = None,
     device: TrainDeviceOpt = None,
     distributed: DistOpt = None,
     sp: Annotated[int | None, Opt(help="Ranks sharing each clip (sequence parallel; bucketed).")] = None,
