@@ -23,10 +23,10 @@ case $stage in
 vae)  # VAE_INIT=FOLDER starts from an earlier VAE's weights (a model folder) instead of random ones
   "${tessera[@]}" train vae --out "$runs/vae" --config scripts/shipped/vae.json --time-limit-min "${2:-7.5}" \
     ${VAE_INIT:+--init "$VAE_INIT"} "${@:3}"
-  "${tessera[@]}" train eval-vae "$runs/vae/model" --clips 32 --shape 17x128x128 ;;
+  for shape in 17x128x128 33x128x128; do "${tessera[@]}" train eval-vae "$runs/vae/model" --clips 32 --shape $shape; done ;;
 vae-more)
   "${tessera[@]}" train vae --resume "$runs/vae" --time-limit-min "${2:-8}"
-  "${tessera[@]}" train eval-vae "$runs/vae/model" --clips 32 --shape 17x128x128 ;;
+  for shape in 17x128x128 33x128x128; do "${tessera[@]}" train eval-vae "$runs/vae/model" --clips 32 --shape $shape; done ;;
 dit)
   "${tessera[@]}" train dit --out "$runs/dit" --config scripts/shipped/dit.json --init "$runs/vae/model" \
     --time-limit-min "${2:-8.5}" "${@:3}" ;;
