@@ -300,13 +300,16 @@ def eval_(
     limit: Annotated[int | None, Opt(help="First N prompts only.")] = None,
     steps: Annotated[int | None, Opt(help="Sampler steps.")] = None,
     size: Annotated[str | None, Opt(help="WIDTHxHEIGHT of generated clips.")] = None,
+    capabilities: Annotated[
+        bool, Opt("--capabilities", help="Also score image-to-video, extend, connect, loop and edit.")
+    ] = False,
 ) -> None:
     """Score a model (or the truth) on the world benchmark; writes results.json and reports."""
     from tessera.eval.suite import eval_command
 
     eval_command(
         model, suite, out, truth=truth, compare=compare, device=device, parser=parser, skvideo=skvideo,
-        limit=limit, steps=steps, size=_size(size) if size else None,
+        limit=limit, steps=steps, size=_size(size) if size else None, capabilities=capabilities,
     )  # fmt: skip
     typer.echo(f"wrote {out}")
 

@@ -177,3 +177,28 @@ def test_report_builds_from_tiny_run(tmp_path, monkeypatch):
         eval_command(None, "nope", tmp_path / "x", truth=True)
     with pytest.raises(EvalError, match="MODEL"):
         eval_command(None, "quick", tmp_path / "x", truth=False)
+
+
+def test_capability_scores_on_a_truth_clip(tiny_model_dir, tmp_path):
+    """Each conditioned capability runs on a world clip and scores in range; image-to-video holds the given
+    frame's latent exactly, so its i2v_psnr is the VAE's own reconstruction of that still."""
+    from tessera import pipeline
+    from tessera.checkpoint import load_model
+    from tessera.eval import EvalError, eval_command
+    from tessera.eval.capability import CAPABILITY_METRICS, capability_scores, recolour
+
+    model = load_model(tiny_model_dir, "cpu")
+    prompt = load_prompt_set("quick")[0]
+    truth = corrupt.render_clip(prompt.scene(), (32, 32), "cpu").frames[:9]
+    scores = capability_scores(model, prompt.caption, truth, {"steps": 2, "seed": 0})
+    assert set(scores) == set(CAPABILITY_METRICS) and all(np.isfinite(v) for v in scores.values())
+    assert 0 <= scores["edit_monotonic"] <= 1 and scores["loop_closure"] >= 0
+    still = pipeline.decode(model, pipeline.encode(model, torch.as_tensor(truth[:1]))).numpy()
+    assert scores["i2v_psnr"] == pytest.approx(psnr(still, truth[:1]), abs=0.05)
+    from tessera.world.scene import COLOURS
+
+    words = recolour("A small red cube and a blue sphere.").split(" ")
+    assert words[2] in COLOURS and words[2] != "red" and " ".join(words[3:]) == "cube and a blue sphere."
+    assert recolour("no colour here") == "no colour here"
+    with pytest.raises(EvalError, match="capabilities"):
+        eval_command(None, "quick", tmp_path / "x", truth=True, capabilities=True)

@@ -49,4 +49,60 @@ def edit_monotonic(source: np.ndarray, edits: list[tuple[float, np.ndarray]]) ->
     return float(np.mean([b[1] >= a[1] for a, b in pairs])) if pairs else 1.0
 
 
-__all__ = ["change", "connect_psnr", "edit_monotonic", "extend_seam", "i2v_psnr", "loop_closure"]
+CAPABILITY_METRICS = ("i2v_psnr", "extend_seam", "connect_psnr", "loop_closure", "edit_monotonic")
+EDIT_STRENGTHS = (0.3, 0.6, 0.9)
+
+
+def recolour(caption: str) -> str:
+    """The caption with its first colour word swapped for another (the edit prompt); unchanged if none."""
+    from tessera.world.scene import COLOURS
+
+    words = caption.split(" ")
+    for i, w in enumerate(words):
+        if w in COLOURS:
+            words[i] = next(c for c in COLOURS if c not in (w, "white"))
+            return " ".join(words)
+    return caption
+
+
+def capability_scores(model, caption: str, truth: np.ndarray, sampling: dict) -> dict[str, float]:
+    """Run each conditioned capability of `model` on a truth clip (T, H, W, 3) uint8 with its caption and
+    score it: i2v_psnr (animate its first frame), extend_seam (extend its first half forward, against
+    the truth's mean frame change), connect_psnr (bridge its head to its tail: the bridge's own first 5
+    and last 4 frames against the given ones), loop_closure (a loop of the caption), edit_monotonic
+    (SDEdit toward a recoloured caption at EDIT_STRENGTHS)."""
+    import torch
+
+    from tessera import pipeline
+
+    frames, h, w = truth.shape[:3]
+    half = 1 + (frames - 1) // 2 // 4 * 4
+    clip = torch.as_tensor(truth)
+    x = truth.astype(np.float32) / 255
+    truth_change = float(np.abs(np.diff(x, axis=0)).mean())
+    animated = pipeline.animate(model, clip[0], caption, frames, **sampling).numpy()
+    extended = pipeline.extend(model, clip[:half], caption, frames, "forward", **sampling).numpy()
+    _, z = pipeline.connect(model, clip[:5], clip[-4:], caption, frames, return_latents=True, **sampling)
+    bridge = pipeline.decode(model, z).numpy()
+    looped = pipeline.loop(model, caption, frames, height=h, width=w, **sampling).numpy()
+    edited = recolour(caption)
+    edits = [(s, pipeline.edit(model, clip, edited, s, **sampling).numpy()) for s in EDIT_STRENGTHS]
+    return {
+        "i2v_psnr": i2v_psnr(animated, truth[0]),
+        "extend_seam": extend_seam(extended, half, truth_change),
+        "connect_psnr": connect_psnr(bridge, truth[:5], truth[-4:]),
+        "loop_closure": loop_closure(looped),
+        "edit_monotonic": edit_monotonic(truth, edits),
+    }
+
+
+__all__ = [
+    "CAPABILITY_METRICS",
+    "capability_scores",
+    "change",
+    "connect_psnr",
+    "edit_monotonic",
+    "extend_seam",
+    "i2v_psnr",
+    "loop_closure",
+]

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from tessera.eval.alignment import object_permanence, text_alignment
+from tessera.eval.capability import CAPABILITY_METRICS, capability_scores
 from tessera.eval.corrupt import render_clip
 from tessera.eval.fwd import fwd, random_encoder
 from tessera.eval.geometry import consistency_3d, physics
@@ -58,6 +59,7 @@ def eval_command(
     limit: int | None = None,
     steps: int | None = None,
     size: tuple[int, int] | None = None,
+    capabilities: bool = False,
 ) -> dict:
     """`tessera eval`: score MODEL (or the truth renders with `truth`) on a suite and write results.json,
     report.md and report.html into `out`; or, with `compare` = (A, B), put two result folders side by
@@ -75,7 +77,9 @@ def eval_command(
         w, h = size or (settings.width, settings.height)
         settings = SuiteSettings(w, h, steps or settings.steps, settings.guidance, settings.seed)
     prompts = load_prompt_set(suite)[:limit]
-    results = run_suite(prompts, Path(out), model, settings, device, parser, skvideo)
+    if capabilities and model is None:
+        raise EvalError("--capabilities scores a model's conditioned capabilities; give a MODEL folder")
+    results = run_suite(prompts, Path(out), model, settings, device, parser, skvideo, capabilities)
     results["suite"] = str(suite)
     write_report(results, Path(out))
     return results
@@ -89,9 +93,11 @@ def run_suite(
     device: str = "auto",
     parser_dir: Path | None = None,
     skvideo: Path | None = None,
+    capabilities: bool = False,
 ) -> dict:
     """Score every prompt; returns {"metrics": {name: mean}, "prompts": [rows], ...} and writes contact
-    sheets to out/sheets."""
+    sheets to out/sheets. With `capabilities`, each prompt's truth clip also drives the conditioned
+    capabilities (`capability.capability_scores`), and their means join the metrics."""
     from tessera.video import contact_sheet, save_image
 
     t0, dev = time.time(), str(pick_device(device))
@@ -138,6 +144,8 @@ def run_suite(
                 "sheet": f"sheets/{p.id}.png",
             }
         )
+        if capabilities:
+            rows[-1]["capabilities"] = capability_scores(net, p.caption, truth.frames, _sampling(settings))
         videos.append(video)
         truths.append(truth.frames)
         print(
@@ -145,6 +153,8 @@ def run_suite(
             flush=True,
         )
     metrics = {k: mean([r["metrics"][k] for r in rows]) for k in CLIP_METRICS}
+    if capabilities:
+        metrics |= {k: mean([r["capabilities"][k] for r in rows]) for k in CAPABILITY_METRICS}
     encoder = parser if parser is not None else random_encoder()
     metrics["fwd"] = 0.0 if net is None else fwd(videos, truths, encoder)
     notes = [
@@ -186,20 +196,14 @@ def _load_model(path: Path, device: str):
     return load(path, device)
 
 
+def _sampling(s: SuiteSettings) -> dict:
+    return {"steps": s.steps, "guidance": s.guidance, "seed": s.seed}
+
+
 def _generate(model, p: EvalPrompt, s: SuiteSettings) -> np.ndarray:
     from tessera.pipeline import generate
 
-    video = generate(
-        model,
-        p.caption,
-        frames=p.frames,
-        height=s.height,
-        width=s.width,
-        steps=s.steps,
-        guidance=s.guidance,
-        seed=s.seed,
-    )
-    return video.numpy()
+    return generate(model, p.caption, frames=p.frames, height=s.height, width=s.width, **_sampling(s)).numpy()
 
 
 def _plain(x):
