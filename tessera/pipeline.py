@@ -545,9 +545,11 @@ def loop(
     """A clip of `frames` frames that starts and ends on the same frame (the trained `loop` pattern).
 
     The loop frame is `video`'s first frame (fitted to height x width) or, without a video, a
-    one-frame sample of `prompt`. Latent 0 is held clean; the far end goes through `cond`. Before
-    decoding, the last latent frame is overwritten with the first, so the two ends share latents
-    exactly. For seamless repeated playback drop the last frame.
+    one-frame sample of `prompt`. Latent 0 is held clean; the far end goes through `cond`, and the model
+    closes the loop itself. (Overwriting the last latent frame with the first, as this did before, made
+    the ends worse: with the shipped model the last-to-first change was 3.9-8.4 times the clip's median
+    frame change on three quick-suite prompts, against 1.4-2.9 without; the first latent decodes to one
+    frame, any later one to four.) For seamless repeated playback drop the last frame.
     """
     from tessera.train.tasks import pixel_mask_for
 
@@ -562,7 +564,6 @@ def loop(
     clip = _clip(still, frames, 0)
     clip[:, -1] = clip[:, 0]
     z = conditioned(model, prompt, clip, pixel_mask_for("loop", frames), height, width, **sampling)
-    z[:, :, -1] = z[:, :, 0]  # the loop closes in latent space: last latent frame := first
     return _out(model, z, return_latents)
 
 

@@ -72,10 +72,25 @@ def test_connect_with_motion_holds_a_tail_clean(model):
     torch.testing.assert_close(z[:, :, :2], pipeline.encode(model, a[-5:]), rtol=0, atol=1e-5)
 
 
-def test_loop_ends_on_its_first_latent(model):
-    frames, z = pipeline.loop(model, "x", frames=9, height=32, width=32, return_latents=True, **FAST)
-    assert frames.shape == (9, 32, 32, 3)
-    assert torch.equal(z[:, :, -1], z[:, :, 0])
+def test_loop_gives_its_frame_at_both_ends(model, monkeypatch):
+    """The trained `loop` pattern: the loop frame given first (its latent held clean) and last."""
+    from tessera.train.tasks import given_latents, pixel_mask_for
+
+    seen = {}
+    real = pipeline.conditioned
+
+    def spy(m, prompt, frames_in, mask, *args, **kwargs):
+        seen.update(clip=frames_in, mask=mask)
+        return real(m, prompt, frames_in, mask, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "conditioned", spy)
+    source = clip(5, seed=3)
+    out, z = pipeline.loop(model, "x", 9, source, 32, 32, return_latents=True, **FAST)
+    assert out.shape == (9, 32, 32, 3)
+    assert torch.equal(seen["mask"], pixel_mask_for("loop", 9))
+    assert given_latents(seen["mask"]).tolist() == [True, False, False]  # only latent 0 held clean
+    assert torch.equal(seen["clip"][:, -1], seen["clip"][:, 0])  # the same frame at the far end
+    torch.testing.assert_close(z[:, :, :1], pipeline.encode(model, source[:1]), rtol=0, atol=1e-5)
 
 
 def test_edit_at_strength_zero_returns_the_source_latents(model):
