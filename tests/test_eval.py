@@ -179,6 +179,19 @@ def test_report_builds_from_tiny_run(tmp_path, monkeypatch):
         eval_command(None, "quick", tmp_path / "x", truth=False)
 
 
+def test_long_permanence_counts_objects_kept_after_the_first_segment():
+    from tessera.eval.capability import long_permanence
+
+    present = {("cube", "red"): [1] * 8 + [1] * 4 + [0] * 4, ("sphere", "blue"): [0] * 16}
+    tracks = {k: type("T", (), {"present": np.array(v, bool)})() for k, v in present.items()}
+    parse = type("P", (), {"find": lambda self, shape, colour: tracks.get((shape, colour))})()
+    segments = [(0, 8), (8, 12), (12, 16)]
+    # the red cube is drawn at first and kept through one of the two later segments; the blue sphere is
+    # never drawn (not counted: nothing to keep); a cone has no track at all
+    assert long_permanence([("cube", "red"), ("sphere", "blue"), ("cone", "green")], parse, segments) == 0.5
+    assert long_permanence([("sphere", "blue")], parse, segments) == 0.0
+
+
 def test_capability_scores_on_a_truth_clip(tiny_model_dir, tmp_path):
     """Each conditioned capability runs on a world clip and scores in range; image-to-video holds the given
     frame's latent exactly, so its i2v_psnr is the VAE's own reconstruction of that still."""
@@ -190,8 +203,19 @@ def test_capability_scores_on_a_truth_clip(tiny_model_dir, tmp_path):
     model = load_model(tiny_model_dir, "cpu")
     prompt = load_prompt_set("quick")[0]
     truth = corrupt.render_clip(prompt.scene(), (32, 32), "cpu").frames[:9]
-    scores = capability_scores(model, prompt.caption, truth, {"steps": 2, "seed": 0})
+    lengths = []
+
+    def parse_fn(video):  # a parse in which the prompt's first object is seen in every frame
+        lengths.append(len(video))
+        track = type("T", (), {"present": np.ones(len(video), bool)})()
+        return type(
+            "P", (), {"find": lambda self, shape, colour: track if (shape, colour) == objects[0] else None}
+        )()
+
+    objects = [(o.shape, o.colour) for o in prompt.scene().objects]
+    scores = capability_scores(model, prompt.caption, truth, {"steps": 2, "seed": 0}, objects, parse_fn)
     assert set(scores) == set(CAPABILITY_METRICS) and all(np.isfinite(v) for v in scores.values())
+    assert lengths == [1 + 4 * 8] and scores["long_permanence"] == 1.0  # 4x the 9-frame clip, kept throughout
     assert 0 <= scores["edit_monotonic"] <= 1 and scores["loop_closure"] >= 0
     still = pipeline.decode(model, pipeline.encode(model, torch.as_tensor(truth[:1]))).numpy()
     assert scores["i2v_psnr"] == pytest.approx(psnr(still, truth[:1]), abs=0.05)

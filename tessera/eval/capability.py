@@ -1,6 +1,7 @@
 """Scores for the conditioned capabilities (image-to-video, extend, connect, loop, edit).
 
-Each takes uint8 videos (T, H, W, 3) and what was given, and returns a float; none needs a parser.
+Each takes uint8 videos (T, H, W, 3) and what was given, and returns a float; only `long_permanence`
+needs a parse (of the long video, by the scene parser).
 """
 
 from __future__ import annotations
@@ -49,7 +50,31 @@ def edit_monotonic(source: np.ndarray, edits: list[tuple[float, np.ndarray]]) ->
     return float(np.mean([b[1] >= a[1] for a, b in pairs])) if pairs else 1.0
 
 
-CAPABILITY_METRICS = ("i2v_psnr", "extend_seam", "connect_psnr", "loop_closure", "edit_monotonic")
+def long_permanence(objects: list[tuple[str, str]], parse, segments: list[tuple[int, int]]) -> float:
+    """Objects kept across the joins of a rolling-window video: for each prompt object (shape, colour)
+    seen in most frames of the first segment, the fraction of later segments [a, b) in which it is seen
+    in most frames (its parse track: `parse.find(shape, colour)`); the mean over such objects. 0 when no
+    prompt object is seen in the first segment (nothing was drawn to keep)."""
+    kept = []
+    for shape, colour in objects:
+        track = parse.find(shape, colour)
+        if track is None:
+            continue
+        seen = [bool(track.present[a:b].mean() >= 0.5) for a, b in segments]
+        if seen[0]:
+            kept.append(float(np.mean(seen[1:])) if len(seen) > 1 else 1.0)
+    return float(np.mean(kept)) if kept else 0.0
+
+
+CAPABILITY_METRICS = (
+    "i2v_psnr",
+    "extend_seam",
+    "connect_psnr",
+    "loop_closure",
+    "edit_monotonic",
+    "long_permanence",
+)
+LONG_TIMES = 4  # `long` runs at this many times the suite's clip length, in windows of that length
 EDIT_STRENGTHS = (0.3, 0.6, 0.9)
 
 
@@ -65,12 +90,16 @@ def recolour(caption: str) -> str:
     return caption
 
 
-def capability_scores(model, caption: str, truth: np.ndarray, sampling: dict) -> dict[str, float]:
+def capability_scores(
+    model, caption: str, truth: np.ndarray, sampling: dict, objects=(), parse_fn=None
+) -> dict[str, float]:
     """Run each conditioned capability of `model` on a truth clip (T, H, W, 3) uint8 with its caption and
     score it: i2v_psnr (animate its first frame), extend_seam (extend its first half forward, against
     the truth's mean frame change), connect_psnr (bridge its head to its tail: the bridge's own first 5
     and last 4 frames against the given ones), loop_closure (a loop of the caption), edit_monotonic
-    (SDEdit toward a recoloured caption at EDIT_STRENGTHS)."""
+    (SDEdit toward a recoloured caption at EDIT_STRENGTHS); with `parse_fn` (uint8 video -> parse) also
+    long_permanence of `objects` ((shape, colour) pairs) in a `long` video LONG_TIMES the clip's length,
+    in windows of the clip's length (segments: the first window, then each extension's new frames)."""
     import torch
 
     from tessera import pipeline
@@ -87,7 +116,16 @@ def capability_scores(model, caption: str, truth: np.ndarray, sampling: dict) ->
     looped = pipeline.loop(model, caption, frames, height=h, width=w, **sampling).numpy()
     edited = recolour(caption)
     edits = [(s, pipeline.edit(model, clip, edited, s, **sampling).numpy()) for s in EDIT_STRENGTHS]
+    long_score = None
+    if parse_fn is not None:
+        length = 1 + LONG_TIMES * (frames - 1)
+        video = pipeline.long(model, caption, length, frames, height=h, width=w, **sampling).numpy()
+        overlap = 1 + 4 * ((frames - 1) // 4 // 2)  # `long`'s default overlap for this window
+        cuts = [0, frames, *range(frames + frames - overlap, length, frames - overlap), length]
+        segments = [(a, b) for a, b in zip(cuts, cuts[1:], strict=False) if b > a]
+        long_score = long_permanence(list(objects), parse_fn(video), segments)
     return {
+        "long_permanence": long_score,
         "i2v_psnr": i2v_psnr(animated, truth[0]),
         "extend_seam": extend_seam(extended, half, truth_change),
         "connect_psnr": connect_psnr(bridge, truth[:5], truth[-4:]),
@@ -99,6 +137,7 @@ def capability_scores(model, caption: str, truth: np.ndarray, sampling: dict) ->
 __all__ = [
     "CAPABILITY_METRICS",
     "capability_scores",
+    "long_permanence",
     "change",
     "connect_psnr",
     "edit_monotonic",

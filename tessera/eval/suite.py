@@ -145,7 +145,11 @@ def run_suite(
             }
         )
         if capabilities:
-            rows[-1]["capabilities"] = capability_scores(net, p.caption, truth.frames, _sampling(settings))
+            objects = [(o.shape, o.colour) for o in scene.objects]
+            parse_fn = (lambda v: parse_video(parser, v)) if parser else None
+            rows[-1]["capabilities"] = capability_scores(
+                net, p.caption, truth.frames, _sampling(settings), objects, parse_fn
+            )
         videos.append(video)
         truths.append(truth.frames)
         print(
