@@ -605,6 +605,19 @@ def long(
     Each later window's prefix is the previous windows' last `overlap` frames (1 + 4k), re-encoded
     from pixels and held clean, as in `extend`; window i samples with seed + i (`seed` default 0).
     """
+    segments, overlap = long_segments(frames, window, overlap)
+    seed = sampling.pop("seed", 0)
+    out = generate(model, prompt, segments[0][1], height, width, seed=seed, **sampling)
+    for i, (a, b) in enumerate(segments[1:], start=1):  # the last window may be shorter
+        out = extend(model, out, prompt, overlap + b - a, "forward", overlap, seed=seed + i, **sampling)
+    return out
+
+
+def long_segments(
+    frames: int, window: int = 33, overlap: int | None = None
+) -> tuple[list[tuple[int, int]], int]:
+    """How `long` lays out a video: the frames [a, b) each window adds (the first window, then each
+    extension's new frames), and the overlap in frames (default: about half a window, 1 + 4k)."""
     _check_frames(frames)
     _check_frames(window)
     if window < 9:
@@ -613,14 +626,9 @@ def long(
     overlap = 1 + 4 * ((t_z - 1) // 2) if overlap is None else overlap
     if (overlap - 1) % 4 or not 1 <= overlap <= window - 4:
         raise RequestError(f"--overlap must be 1 + 4k frames between 1 and {window - 4}; got {overlap}")
-    seed = sampling.pop("seed", 0)
-    out = generate(model, prompt, min(frames, window), height, width, seed=seed, **sampling)
-    i = 1
-    while len(out) < frames:
-        size = overlap + min(window - overlap, frames - len(out))  # the last window may be shorter
-        out = extend(model, out, prompt, size, "forward", overlap, seed=seed + i, **sampling)
-        i += 1
-    return out
+    cuts = [0, min(frames, window), *range(window + window - overlap, frames, window - overlap)]
+    cuts = sorted(set(cuts + [frames]))
+    return list(zip(cuts, cuts[1:], strict=False)), overlap
 
 
 def _check_frames(frames: int) -> None:

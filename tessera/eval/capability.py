@@ -120,9 +120,7 @@ def capability_scores(
     if parse_fn is not None:
         length = 1 + LONG_TIMES * (frames - 1)
         video = pipeline.long(model, caption, length, frames, height=h, width=w, **sampling).numpy()
-        overlap = 1 + 4 * ((frames - 1) // 4 // 2)  # `long`'s default overlap for this window
-        cuts = [0, frames, *range(frames + frames - overlap, length, frames - overlap), length]
-        segments = [(a, b) for a, b in zip(cuts, cuts[1:], strict=False) if b > a]
+        segments, _ = pipeline.long_segments(length, frames)
         long_score = long_permanence(list(objects), parse_fn(video), segments)
     return {
         "long_permanence": long_score,
