@@ -543,24 +543,15 @@ def data_recaption(
 
 
 def main() -> None:
-    """Console entry point: run the app, turning library errors into one-line messages."""
+    """Console entry point: run the app, turning library errors into one-line messages.
+
+    Usage errors (an unknown option, a bad value) are click's own messages: typer prints them in
+    standalone mode, whichever click (its own copy or the package) it runs on."""
     try:
-        app(standalone_mode=False)
+        app()
     except (ValueError, FileNotFoundError) as e:
         typer.echo(f"error: {e}", err=True)
         sys.exit(2)
-    except typer.Exit as e:
-        sys.exit(e.exit_code)
-    except typer.Abort:
-        typer.echo("aborted", err=True)
-        sys.exit(130)
-    except Exception as e:  # click usage errors: show click's own message
-        import click
-
-        if isinstance(e, click.ClickException):
-            e.show()
-            sys.exit(e.exit_code)
-        raise
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ def test_generate_writes_the_requested_video_deterministically(tiny_model_dir, t
         (["--frames", "100001"], "frames at"),
         (["--sampler", "rk9"], "--sampler"),
         (["--model", "/nonexistent"], "model folder not found"),
+        (["--no-such-flag"], "No such option: --no-such-flag"),
     ],
 )
 def test_invalid_requests_exit_nonzero_naming_the_argument(tiny_model_dir, tmp_path, flags, named):
