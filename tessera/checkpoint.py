@@ -83,6 +83,16 @@ def build_model(config: ModelConfig, tokenizer: Tokenizer, device: torch.device 
 # Atomic writes
 
 
+def usual_mode(path: Path) -> None:
+    """Give `path` (and, for a folder, everything in it) the permissions a plain `open`/`mkdir` would
+    have under the process umask. Temp files and folders are private (0600/0700) and keep that mode
+    through the rename, which would leave a saved model unreadable to the other users of a machine."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for p in [path, *(path.rglob("*") if path.is_dir() else [])]:
+        p.chmod((0o777 if p.is_dir() else 0o666) & ~umask)
+
+
 @contextmanager
 def atomic_dir(path: Path) -> Iterator[Path]:
     """Yield a temp folder beside `path`; on success it replaces `path` in one rename."""
@@ -93,6 +103,7 @@ def atomic_dir(path: Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
         yield tmp
+        usual_mode(tmp)
         old = None
         if path.exists():
             old = path.with_name(f".{path.name}.old-{os.getpid()}")
@@ -112,6 +123,7 @@ def atomic_write_text(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     with os.fdopen(fd, "w") as f:
         f.write(text)
+    usual_mode(Path(tmp))
     os.replace(tmp, path)
 
 

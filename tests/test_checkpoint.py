@@ -1,7 +1,9 @@
 """Model folders: bit-identical round trips, sharding, and clear refusals of bad files."""
 
 import json
+import os
 import shutil
+import stat
 
 import pytest
 import torch
@@ -40,6 +42,18 @@ def test_save_load_is_bit_identical(tiny_model_dir, tmp_path):
             assert torch.equal(p, q), k
     assert b.tokenizer.to_str() == a.tokenizer.to_str()
     assert "UNTRAINED" in b.card
+
+
+def test_saved_folders_get_the_umask_permissions_not_the_temp_files_private_ones(tiny_model_dir, tmp_path):
+    old = os.umask(0o022)
+    try:
+        out = save_model(load_model(tiny_model_dir), tmp_path / "copy")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o755
+    files = list(out.iterdir())
+    assert {p.suffix for p in files} >= {".json", ".safetensors", ".md"}
+    assert {stat.S_IMODE(p.stat().st_mode) for p in files} == {0o644}
 
 
 def test_bf16_storage_halves_the_bytes_and_loads_as_fp32(tiny_model_dir, tmp_path):
