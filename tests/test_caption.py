@@ -227,6 +227,12 @@ def test_tiny_captioner_overfits_a_few_clips_to_exact_captions(clips, tmp_path):
         for a, b in zip(model.state_dict().values(), loaded.model.state_dict().values(), strict=True)
     )
     assert caption_clips(loaded, list(frames)) == want  # prepare() is the identity at the input size
+    save_captioner(bundle, tmp_path / "cap16", dtype=torch.bfloat16)  # as shipped: parameters in bf16
+    size = {n: sum(f.stat().st_size for f in (tmp_path / n).glob("*.safetensors")) for n in ("cap", "cap16")}
+    assert size["cap16"] < 0.6 * size["cap"]
+    narrowed = load_captioner(tmp_path / "cap16").model.state_dict()
+    for name, p in model.named_parameters():
+        assert narrowed[name].dtype == torch.float32 and torch.equal(narrowed[name], p.bfloat16().float())
     assert prepare(frames[0], cfg).shape == (3, cfg.frames, cfg.size, cfg.size)
 
 

@@ -56,7 +56,9 @@ CAPTIONER_PRESETS: dict[str, CaptionerConfig] = {
     "tiny": CaptionerConfig(
         frames=4, size=32, patch=8, vocab_size=512, max_len=128, dim=64, enc_depth=1, dec_depth=2, heads=2
     ),  # fmt: skip
-    "s": CaptionerConfig(),
+    # 128x128 frames in 16x16-pixel tokens: the token count (and cost) of 64x64 in 8x8 patches, with
+    # 4x the pixels per token, so a small object's shape is more than a few pixels wide.
+    "s": CaptionerConfig(size=128, patch=16),
 }
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from tessera.caption.model import Captioner, CaptionerConfig, beam_search, greedy, prepare
-from tessera.checkpoint import CheckpointError, atomic_dir, load_into, load_tensors, save_tensors
+from tessera.checkpoint import CheckpointError, atomic_dir, load_into, load_tensors, narrow, save_tensors
 from tessera.models.text import Tokenizer
 
 
@@ -39,13 +39,18 @@ def default_dir() -> Path:
 
 
 def save_captioner(
-    bundle: CaptionerBundle, out: str | Path, metrics: dict | None = None, card: str = ""
+    bundle: CaptionerBundle,
+    out: str | Path,
+    metrics: dict | None = None,
+    card: str = "",
+    dtype: torch.dtype | None = None,
 ) -> Path:
-    """Write a captioner folder atomically."""
+    """Write a captioner folder atomically; `dtype` (e.g. torch.bfloat16, as shipped) stores the
+    parameters narrower, like `save_model`."""
     out = Path(out)
     with atomic_dir(out) as tmp:
         (tmp / "config.json").write_text(json.dumps(bundle.cfg.to_dict(), indent=2))
-        save_tensors(tmp, "captioner", bundle.model.state_dict(), {"component": "captioner"})
+        save_tensors(tmp, "captioner", narrow(bundle.model, dtype), {"component": "captioner"})
         bundle.tokenizer.save(tmp / "tokenizer.json")
         if metrics is not None:
             (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
