@@ -5,6 +5,7 @@
 #   bash scripts/train_shipped.sh vae        [MIN [FLAGS]]  # VAE from scratch (or $VAE_INIT), then its PSNR
 #   bash scripts/train_shipped.sh vae-more   [MIN]          # continue the VAE
 #   bash scripts/train_shipped.sh dit        [MIN [FLAGS]]  # DiT (and text encoder) from $RUNS/vae/model
+#                                                          # (or from the model folder $DIT_INIT)
 #   bash scripts/train_shipped.sh dit-more   [MIN]          # continue the DiT
 #   bash scripts/train_shipped.sh pack DEST          # bf16 model folder -> DEST (e.g. tessera/assets/model)
 #   bash scripts/train_shipped.sh eval DEST OUT      # quick benchmark of DEST into OUT
@@ -14,6 +15,8 @@
 # the DiT on it (how the shipped model was made; tessera/assets/model/README.md lists every call):
 #   RUNS=runs/r2 VAE_INIT=runs/dit/model bash scripts/train_shipped.sh vae 6.3
 #   RUNS=runs/r2 bash scripts/train_shipped.sh dit 8.5 --warmup 100     # the DiT comes with the VAE's init
+# and a further DiT chunk can start from a packed model (a fresh optimizer; nothing large to carry):
+#   RUNS=runs/r4 DIT_INIT=tessera/assets/model bash scripts/train_shipped.sh dit 8.7 --warmup 100
 set -euo pipefail
 stage=${1:?stage: vae, vae-more, dit, dit-more, pack or eval}
 runs=${RUNS:-runs}
@@ -28,7 +31,7 @@ vae-more)
   "${tessera[@]}" train vae --resume "$runs/vae" --time-limit-min "${2:-8}"
   for shape in 17x128x128 33x128x128; do "${tessera[@]}" train eval-vae "$runs/vae/model" --clips 32 --shape $shape; done ;;
 dit)
-  "${tessera[@]}" train dit --out "$runs/dit" --config scripts/shipped/dit.json --init "$runs/vae/model" \
+  "${tessera[@]}" train dit --out "$runs/dit" --config scripts/shipped/dit.json --init "${DIT_INIT:-$runs/vae/model}" \
     --time-limit-min "${2:-8.5}" "${@:3}" ;;
 dit-more)
   "${tessera[@]}" train dit --resume "$runs/dit" --time-limit-min "${2:-8}" ;;
