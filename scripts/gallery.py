@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from tessera import pipeline
+from tessera.eval.capability import recolour
 from tessera.video import write_video
 from tessera.world import WorldConfig, WorldSampler, captions, render
 
@@ -37,7 +38,7 @@ def capabilities(model, size: int, frames: int, sampling: dict) -> dict[str, cal
     b, _ = world_clip(SEEDS[1], frames, size)
     c, cap_c = world_clip(SEEDS[2], frames, size)
     d, cap_d = world_clip(SEEDS[3], frames, size)
-    edited = cap_d.replace("red", "blue") if "red" in cap_d else cap_d.replace("blue", "red")
+    edited = recolour(cap_d)  # the source caption with its first colour swapped, as `eval --capabilities`
     kw = dict(height=size, width=size)
     return {
         "text-to-video": lambda: (pipeline.generate(model, cap_a, frames, **kw, **sampling), cap_a),
