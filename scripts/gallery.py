@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from tessera import pipeline
-from tessera.eval.capability import recolour
+from tessera.eval.capability import half_clip, recolour
 from tessera.video import write_video
 from tessera.world import WorldConfig, WorldSampler, captions, render
 
@@ -33,7 +33,7 @@ def world_clip(seed: int, frames: int, size: int) -> tuple[torch.Tensor, str]:
 
 def capabilities(model, size: int, frames: int, sampling: dict) -> dict[str, callable]:
     """name -> a function returning (frames (T, H, W, 3) uint8, prompt)."""
-    half = 1 + (frames - 1) // 2 // 4 * 4  # a shorter clip of the form 1 + 4k
+    half = half_clip(frames)
     a, cap_a = world_clip(SEEDS[0], frames, size)
     b, _ = world_clip(SEEDS[1], frames, size)
     c, cap_c = world_clip(SEEDS[2], frames, size)

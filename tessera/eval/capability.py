@@ -78,6 +78,11 @@ LONG_TIMES = 4  # `long` runs at this many times the suite's clip length, in win
 EDIT_STRENGTHS = (0.3, 0.6, 0.9)
 
 
+def half_clip(frames: int) -> int:
+    """Frames in the first half of a clip of `frames`, rounded down to the 1 + 4k a given prefix needs."""
+    return 1 + (frames - 1) // 2 // 4 * 4
+
+
 def recolour(caption: str) -> str:
     """The caption with its first colour word swapped for another (the edit prompt); unchanged if none."""
     from tessera.world.scene import COLOURS
@@ -105,7 +110,7 @@ def capability_scores(
     from tessera import pipeline
 
     frames, h, w = truth.shape[:3]
-    half = 1 + (frames - 1) // 2 // 4 * 4
+    half = half_clip(frames)
     clip = torch.as_tensor(truth)
     x = truth.astype(np.float32) / 255
     truth_change = float(np.abs(np.diff(x, axis=0)).mean())

@@ -203,7 +203,8 @@ def encode_clips(vae: nn.Module, videos: list[Tensor]) -> list[Tensor]:
 
 @torch.no_grad()
 def encode_conds(vae: nn.Module, videos: list[Tensor], pixel_masks: list[Tensor]) -> list[Tensor | None]:
-    """`cond` of each clip with given frames, None for the others: one VAE call per clip shape."""
+    """`cond` of each clip with given frames, None for the others: one VAE call per clip shape (and per
+    ENCODE_VOXELS)."""
     conds: list[Tensor | None] = [None] * len(videos)
     given = [i for i, m in enumerate(pixel_masks) if m.any()]
     for group in encode_groups([videos[i] for i in given]):
