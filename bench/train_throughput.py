@@ -14,6 +14,13 @@ Prints one table with the device, versions and date. Definitions:
 - MFU = 3 x forward FLOPs (`dit_flops`: matmuls and attention; recomputation not counted) / step time
   / peak. When a step does not fit in memory it is retried with more of the blocks checkpointed (the
   "ckpt" column: the fraction of blocks that recompute their activations; recomputation is not counted).
+  `--checkpoint-mode selective` keeps the attention outputs of checkpointed blocks and recomputes the
+  rest (the "ckpt" column then reads "0.5 sel").
+- `--memory-budget 0.5,0.3`: instead of whole blocks, let the compiler choose what each compiled block
+  recomputes (torch's activation memory budget: 1 keeps what the default partitioner keeps, 0 recomputes
+  all it can; it drops the activations that are cheapest to recompute per byte first, so attention
+  outputs are kept and matmul and pointwise outputs go); tried in order until one fits, no block
+  checkpointing ("ckpt" shows "budget B").
 - forward: bf16 weights, inference mode, both models compiled with `torch.compile` (or both eager);
   ratio = diffusers time / ours (above 1 means ours is faster). Wan's text width is 4096 (umT5) and
   ours is the preset's; both see `--text-len` text tokens.
@@ -31,6 +38,7 @@ import json
 import platform
 
 import torch
+import torch._functorch.config  # the activation memory budget (--memory-budget)
 from timing import matmul_peak, timed
 
 from tessera.config import get_preset
@@ -50,12 +58,17 @@ def latent_inputs(cfg, frames: int, height: int, width: int, text_len: int, devi
     return x, t, text, mask, cond, (t_z // pt) * (h // ph) * (w // pw)
 
 
-def train_bench(preset: str, args, device: torch.device, peak: float, checkpointing: float) -> dict:
-    """One training configuration; {"oom": True} when it does not fit."""
+def train_bench(
+    preset: str, args, device: torch.device, peak: float, checkpointing: float, budget: float = 1.0
+) -> dict:
+    """One training configuration; {"oom": True} when it does not fit. `budget`: the compiler's
+    activation memory budget for each block (compiled runs only)."""
     cfg = get_preset(preset).dit
     dit = DiT(cfg).to(device)
-    dit.checkpointing = checkpointing
+    dit.checkpointing, dit.checkpoint_mode = checkpointing, args.checkpoint_mode
     if args.compile:
+        torch._dynamo.reset()  # compiled blocks are reused across DiT instances: recompile for this budget
+        torch._functorch.config.activation_memory_budget = budget
         for block in dit.blocks:
             block.compile()
     fused = device.type == "cuda"
@@ -88,20 +101,22 @@ def train_bench(preset: str, args, device: torch.device, peak: float, checkpoint
     return dict(
         preset=preset, tokens=tokens, params_m=params / 1e6, step_s=s, tokens_per_s=tokens / s,
         tflops=flops / s / 1e12, mfu=flops / s / peak, peak_gib=peak_mem, checkpointing=checkpointing,
+        budget=budget,
     )  # fmt: skip
 
 
-def fractions(arg: str) -> list[float]:
-    """--checkpointing -> the fractions of checkpointed blocks to try, in order, until one fits."""
+def fractions(arg: str, name: str = "--checkpointing") -> list[float]:
+    """--checkpointing -> the fractions of checkpointed blocks to try, in order, until one fits (or
+    --memory-budget -> the budgets)."""
     named = {"auto": [0.0, 0.25, 0.5, 0.75, 1.0], "on": [1.0], "off": [0.0]}
     if arg in named:
         return named[arg]
     try:
         values = [float(v) for v in arg.split(",")]
     except ValueError:
-        raise SystemExit(f"--checkpointing: auto, on, off or fractions like 0.5,1; got '{arg}'") from None
+        raise SystemExit(f"{name}: auto, on, off or fractions like 0.5,1; got '{arg}'") from None
     if not all(0 <= v <= 1 for v in values):
-        raise SystemExit(f"--checkpointing fractions must be in [0, 1]; got '{arg}'")
+        raise SystemExit(f"{name} fractions must be in [0, 1]; got '{arg}'")
     return values
 
 
@@ -171,10 +186,18 @@ def main() -> None:
         help="auto (the smallest fraction of checkpointed blocks that fits: 0, 0.25, 0.5, 0.75, 1), on, off, "
         "or a comma-separated list of fractions to try in order",
     )
+    p.add_argument("--checkpoint-mode", choices=("full", "selective"), default="full")
+    p.add_argument(
+        "--memory-budget",
+        help="comma-separated activation memory budgets in [0, 1] to try in order, with no block "
+        "checkpointing (compiled runs only; replaces --checkpointing)",
+    )
     p.add_argument("--no-compile", dest="compile", action="store_false")
     p.add_argument("--no-diffusers", dest="diffusers", action="store_false")
     p.add_argument("--json", help="also write the results to this file")
     args = p.parse_args()
+    if args.memory_budget and not args.compile:
+        p.error("--memory-budget needs compiled blocks; drop --no-compile")
     device = torch.device(args.device)
     torch.backends.cuda.matmul.allow_tf32 = True
     lines = header(device)
@@ -189,17 +212,22 @@ def main() -> None:
         cols = ("preset", "tokens", "params", "ckpt", "step s", "tokens/s", "TFLOP/s", "MFU", "peak GiB")
         print(f"\n| {' | '.join(cols)} |\n|{'---|' * len(cols)}")
         for preset in args.presets.split(","):
-            tries = fractions(args.checkpointing)
-            for ckpt in tries:
-                r = train_bench(preset, args, device, peak, ckpt)
+            if args.memory_budget:
+                tries = [(0.0, b) for b in fractions(args.memory_budget, "--memory-budget")]
+            else:
+                tries = [(f, 1.0) for f in fractions(args.checkpointing)]
+            for ckpt, budget in tries:
+                r = train_bench(preset, args, device, peak, ckpt, budget)
                 free(device)
+                what = f"budget {budget:g}" if args.memory_budget else f"{ckpt:g}"
+                what += " sel" if args.checkpoint_mode == "selective" and ckpt else ""
                 if not r.get("oom"):
                     break
-                print(f"| {preset} | out of memory with checkpointing {ckpt:g} of the blocks |", flush=True)
+                print(f"| {preset} | out of memory with checkpointing {what} |", flush=True)
             results["train"].append(r)
             if not r.get("oom"):
                 print(
-                    f"| {preset} | {r['tokens']} | {r['params_m']:.0f}M | {ckpt:g} | "
+                    f"| {preset} | {r['tokens']} | {r['params_m']:.0f}M | {what} | "
                     f"{r['step_s']:.3f} | {r['tokens_per_s']:.0f} | {r['tflops']:.0f} | "
                     f"{100 * r['mfu']:.1f}% | {r['peak_gib']:.1f} |",
                     flush=True,

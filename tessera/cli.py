@@ -482,6 +482,9 @@ def train_dit(
     checkpoint_fraction: Annotated[
         float | None, Opt(help="With --checkpointing: the fraction of blocks that recompute (0, 1].")
     ] = None,
+    checkpoint_mode: Annotated[
+        str | None, Opt(help="With --checkpointing: full, or selective (keep attention outputs).")
+    ] = None,
     ckpt_every: CkptOpt = None,
     sample_every: SampleEveryOpt = None,
     sample_prompt: Annotated[str | None, Opt(help="Prompt of the samples.")] = None,

@@ -149,18 +149,51 @@ def test_padding_text_tokens_do_not_change_the_output() -> None:
         assert (model(**inputs)[0] - v[0]).abs().max() > 1e-3
 
 
+def _attention_calls(model: DiT, inputs: dict) -> tuple[list[torch.Tensor], int, int, int]:
+    """Gradients of one forward + backward, the fused attention kernels run in forward and in backward
+    (their recomputation), and the matmuls run in backward (ATen calls seen by a dispatch mode)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from tessera.models.dit import _ATTENTION_OPS
+
+    class Count(TorchDispatchMode):
+        calls = matmuls = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            Count.calls += func in _ATTENTION_OPS
+            Count.matmuls += func.__name__.split(".")[0] in ("mm", "addmm", "bmm")
+            return func(*args, **(kwargs or {}))
+
+    model.zero_grad()
+    with Count():
+        loss = model(**inputs).square().mean()
+        forward, Count.matmuls = Count.calls, 0
+        loss.backward()
+    return [p.grad.clone() for p in model.parameters()], forward, Count.calls - forward, Count.matmuls
+
+
 def test_checkpointing_gives_the_same_gradients() -> None:
     model = make_dit().train()
     inputs = make_inputs()
-    grads = []
-    for ckpt in (False, True, 0.5):  # none, every block, the first half of the blocks
-        model.zero_grad()
-        model.checkpointing = ckpt
-        model(**inputs).square().mean().backward()
-        grads.append([p.grad.clone() for p in model.parameters()])
-    for other in grads[1:]:
-        for a, b in zip(grads[0], other, strict=True):
+    runs = {}
+    # none, every block, the first half of the blocks; then keeping attention outputs
+    modes = [(False, "full"), (True, "full"), (0.5, "full"), (True, "selective"), (0.5, "selective")]
+    for ckpt, mode in modes:
+        model.checkpointing, model.checkpoint_mode = ckpt, mode
+        runs[ckpt, mode] = _attention_calls(model, inputs)
+    reference, forward, again, matmuls = runs[False, "full"]
+    assert forward == 2 * len(model.blocks) and again == 0  # self- and cross-attention per block
+    for grads, *_ in runs.values():
+        for a, b in zip(reference, grads, strict=True):
             torch.testing.assert_close(a, b)
+    # Full checkpointing reruns both attentions of each checkpointed block; selective reruns none.
+    assert runs[True, "full"][2] == forward and runs[0.5, "full"][2] == forward // 2
+    assert runs[True, "selective"][2] == 0 and runs[0.5, "selective"][2] == 0
+    # ...but it does recompute the linear layers: as many more matmuls in backward as full checkpointing.
+    assert runs[True, "selective"][3] == runs[True, "full"][3] > matmuls
+    model.checkpoint_mode = "some"
+    with pytest.raises(ValueError, match="checkpoint_mode 'some'; allowed: full, selective"):
+        model(**inputs)
 
 
 def test_parameter_counts_of_presets() -> None:

@@ -16,11 +16,12 @@ are clean (t = 0) while the rest are noisy (DESIGN.md, "conditioning on given fr
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
+from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
 
 from tessera.config import DiTConfig
 from tessera.models.layers import MLP, RMSNorm, SegmentMask, attention, modulate, segment_mask
@@ -29,6 +30,24 @@ from tessera.models.rope import apply_rope, rope_freqs
 from tessera.parallel import SequenceParallelError, gather_sequence, local_shard, sequence_attention
 
 Rope = tuple[Tensor, Tensor]  # (cos, sin), each (N, head_dim/2)
+
+CHECKPOINT_MODES = ("full", "selective")
+# The attention kernels whose outputs a "selective" checkpoint keeps (every fused SDPA backend).
+_ATTENTION_OPS = {
+    getattr(torch.ops.aten, name).default
+    for name in (
+        "_scaled_dot_product_cudnn_attention",
+        "_scaled_dot_product_flash_attention",
+        "_scaled_dot_product_efficient_attention",
+        "_scaled_dot_product_flash_attention_for_cpu",
+    )
+    if hasattr(torch.ops.aten, name)
+}
+
+
+def _keep_attention(ctx, op, *args, **kwargs) -> CheckpointPolicy:
+    """Selective checkpointing: save attention outputs, recompute everything else in backward."""
+    return CheckpointPolicy.MUST_SAVE if op in _ATTENTION_OPS else CheckpointPolicy.PREFER_RECOMPUTE
 
 
 def timestep_embedding(t: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:
@@ -93,8 +112,21 @@ class Block(nn.Module):
         self.norm2 = nn.LayerNorm(D, eps=cfg.eps, elementwise_affine=False)
         self.mlp = MLP(D, cfg.ffn_dim)
         self.modulation = nn.Parameter(torch.zeros(6, D))  # this block's offset to the shared projection
+        # Set by DiT._run: None, or a mode of CHECKPOINT_MODES. The checkpoint sits inside forward so that
+        # a compiled block compiles it too (the compiler then honours the selective policy).
+        self.recompute: str | None = None
 
-    def forward(
+    def forward(self, *args) -> Tensor:
+        """See `_forward`; with `recompute` set (and gradients on), activations are recomputed in
+        backward: all of them ("full") or all but the attention outputs ("selective")."""
+        if self.recompute is None or not (self.training and torch.is_grad_enabled()):
+            return self._forward(*args)
+        if self.recompute == "selective":
+            context = functools.partial(create_selective_checkpoint_contexts, _keep_attention)
+            return checkpoint(self._forward, *args, use_reentrant=False, context_fn=context)
+        return checkpoint(self._forward, *args, use_reentrant=False)
+
+    def _forward(
         self,
         x: Tensor,
         e: Tensor,
@@ -145,8 +177,11 @@ class DiT(nn.Module):
         # Activation checkpointing (set by the trainer): False, True (every block), or the fraction of
         # blocks, counted from the first, that recompute their activations in backward. A fraction
         # trades memory for less recomputation: the largest model that fits runs fastest with the
-        # smallest fraction that fits.
+        # smallest fraction that fits. `checkpoint_mode` "full" recomputes the whole block; "selective"
+        # keeps the attention outputs (the costliest part to recompute at long sequences, and small:
+        # one (N, D) tensor per attention) and recomputes the linear layers and pointwise ops.
         self.checkpointing: bool | float = False
+        self.checkpoint_mode = "full"
         self.sp_group = None  # sequence-parallel process group, set by tessera.parallel.sequence_parallel
         self.reset_parameters()
 
@@ -245,13 +280,13 @@ class DiT(nn.Module):
         """Blocks and head on embedded tokens x (B, N, D) -> (B, N, C*pt*ph*pw)."""
         e = self.time_proj(e_time).unflatten(-1, (6, -1))  # (B, F, 6, D)
         rope = rope_freqs(self.cfg.dim // self.cfg.heads, pos, self.cfg.rope_theta)
+        if self.checkpoint_mode not in CHECKPOINT_MODES:
+            allowed = ", ".join(CHECKPOINT_MODES)
+            raise ValueError(f"checkpoint_mode '{self.checkpoint_mode}'; allowed: {allowed}")
         recompute = round(float(self.checkpointing) * len(self.blocks))
         for i, block in enumerate(self.blocks):
-            args = (x, e, frame, rope, self_mask, text, cross_mask)
-            if i < recompute and self.training and torch.is_grad_enabled():
-                x = checkpoint(block, *args, use_reentrant=False)
-            else:
-                x = block(*args)
+            block.recompute = self.checkpoint_mode if i < recompute else None
+            x = block(x, e, frame, rope, self_mask, text, cross_mask)
         return self.head(x, e_time, frame)
 
     def _time_embedding(self, t: Tensor) -> Tensor:

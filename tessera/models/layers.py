@@ -134,15 +134,18 @@ def _cuda_backends(tokens: int) -> list[Any]:
     """SDPA backends, fastest first; math always runs.
 
     Long sequences (H100, head dim 128: cuDNN ~620 TFLOP/s, flash ~360) go to cuDNN first. Short ones go
-    to flash: cuDNN builds an execution plan for every new shape, and a training batch of small mixed
-    clips brings new shapes all the time (measured on the H100: 430 ms of CPU in cuDNN attention
-    backward per step against 5 ms of GPU work, at 64 clips of up to 1,088 tokens)."""
-    from torch.nn.attention import SDPBackend
+    to flash, and with a mask (which flash cannot take: the cross-attention to captions) to
+    memory-efficient attention, cuDNN last: cuDNN builds an execution plan for every new shape, and a
+    training batch of small clips brings new shapes all the time (measured on the H100: 430 ms of CPU in
+    cuDNN attention backward per step against 5 ms of GPU work, at 64 clips of up to 1,088 tokens; and
+    220 ms of CPU in the masked cross-attention per step at 128 clips of 576 tokens, whose caption
+    length changes from batch to batch)."""
+    from torch.nn.attention import SDPBackend as B
 
-    fast = [SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION]
+    fast = [B.CUDNN_ATTENTION, B.FLASH_ATTENTION, B.EFFICIENT_ATTENTION]
     if tokens < CUDNN_FROM_TOKENS:
-        fast.reverse()
-    return [*fast, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+        fast = fast[1:] + fast[:1]
+    return [*fast, B.MATH]
 
 
 def _sdpa(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:

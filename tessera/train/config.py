@@ -101,6 +101,7 @@ class DiTTrainConfig:
     compile: bool = False
     checkpointing: bool = False  # activation checkpointing in the DiT blocks
     checkpoint_fraction: float = 1.0  # with checkpointing: the fraction of blocks (from the first) it covers
+    checkpoint_mode: str = "full"  # recompute whole blocks, or "selective": all but the attention outputs
     distributed: str = "auto"
     sp: int = 1  # sequence parallel: ranks sharing each clip's tokens (needs batching "bucketed")
     log_every: int = 10
@@ -117,6 +118,12 @@ class DiTTrainConfig:
         _check(self.world_clips >= 0, "world_clips", self.world_clips, "an integer >= 0")
         _check(
             0 < self.checkpoint_fraction <= 1, "checkpoint_fraction", self.checkpoint_fraction, "in (0, 1]"
+        )
+        _check(
+            self.checkpoint_mode in ("full", "selective"),
+            "checkpoint_mode",
+            self.checkpoint_mode,
+            "full or selective",
         )
         _check(self.shift >= 0, "shift", self.shift, "0 (token-dependent) or a positive shift")
         _check(self.sp >= 1, "sp", self.sp, "an integer >= 1 (ranks per sequence-parallel group)")

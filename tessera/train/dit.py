@@ -308,6 +308,7 @@ def train_dit(cfg: DiTTrainConfig, out: str | Path, resume: bool = False, source
     model.vae.eval().requires_grad_(False)
     model.text.requires_grad_(not cfg.freeze_text)
     model.dit.checkpointing = cfg.checkpoint_fraction if cfg.checkpointing else False
+    model.dit.checkpoint_mode = cfg.checkpoint_mode
     if cfg.compile:
         for block in model.dit.blocks:
             block.compile()
