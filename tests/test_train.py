@@ -305,6 +305,8 @@ def test_config_file_then_flags_and_errors(tmp_path: Path):
         make_config("vae", steps="ten")
     with pytest.raises(ValueError, match="unknown conditioning tasks"):
         make_config("dit", tasks="t2v:1,fly:2")
+    with pytest.raises(ConfigError, match="checkpoint_mode.*full or selective"):
+        make_config("dit", checkpoint_mode="attention")
     with pytest.raises(ConfigError, match="--out"):
         train_command("dit")
 
