@@ -401,6 +401,10 @@ BatchShapesOpt = Annotated[
 ]
 LrOpt = Annotated[float | None, Opt(help="Peak learning rate.")]
 WarmupOpt = Annotated[int | None, Opt(help="Steps of linear learning-rate warm-up.")]
+ScheduleOpt = Annotated[
+    str | None, Opt(help="After warm-up: cosine (to lr * min-lr-ratio at --steps) or constant.")
+]
+MinLrOpt = Annotated[float | None, Opt(help="Where the cosine schedule ends, as a fraction of --lr.")]
 TrainDeviceOpt = Annotated[str | None, Opt(help="auto, cpu, cuda.")]
 DistOpt = Annotated[str | None, Opt(help="auto, none, ddp, fsdp (launch with torchrun).")]
 CkptOpt = Annotated[int | None, Opt(help="Checkpoint every N steps.")]
@@ -432,6 +436,8 @@ def train_vae(
     batch_shapes: BatchShapesOpt = None,
     lr: LrOpt = None,
     warmup: WarmupOpt = None,
+    schedule: ScheduleOpt = None,
+    min_lr_ratio: MinLrOpt = None,
     adv_weight: Annotated[float | None, Opt(help="Adversarial term weight (0 = off).")] = None,
     adv_start: Annotated[int | None, Opt(help="Steps before the discriminator acts.")] = None,
     world_clips: Annotated[
@@ -474,6 +480,8 @@ def train_dit(
     ] = None,
     lr: LrOpt = None,
     warmup: WarmupOpt = None,
+    schedule: ScheduleOpt = None,
+    min_lr_ratio: MinLrOpt = None,
     device: TrainDeviceOpt = None,
     distributed: DistOpt = None,
     sp: Annotated[int | None, Opt(help="Ranks sharing each clip (sequence parallel; bucketed).")] = None,

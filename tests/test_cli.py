@@ -44,6 +44,16 @@ def test_invalid_requests_exit_nonzero_naming_the_argument(tiny_model_dir, tmp_p
     assert not (tmp_path / "x.mp4").exists()
 
 
+def test_train_flags_reach_the_config_and_bad_values_are_named(tmp_path):
+    run = tmp_path / "run"
+    r = tessera("train", "dit", "--out", str(run), "--preset", "tiny", "--schedule", "linear")
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert "'schedule' = 'linear'" in r.stderr and "cosine or constant" in r.stderr
+    r = tessera("train", "vae", "--out", str(run), "--preset", "tiny", "--min-lr-ratio", "2")
+    assert r.returncode != 0 and "'min_lr_ratio' = 2.0" in r.stderr and "[0, 1]" in r.stderr
+    assert not run.exists()  # refused before any work
+
+
 def test_model_init_and_info(tmp_path):
     r = tessera("model", "init", "--preset", "tiny", "--out", str(tmp_path / "m"))
     assert r.returncode == 0, r.stderr
