@@ -32,7 +32,8 @@ from tessera.parallel import SequenceParallelError, gather_sequence, local_shard
 Rope = tuple[Tensor, Tensor]  # (cos, sin), each (N, head_dim/2)
 
 CHECKPOINT_MODES = ("full", "selective")
-# The attention kernels whose outputs a "selective" checkpoint keeps (every fused SDPA backend).
+# The attention kernels whose outputs a "selective" checkpoint keeps (every fused SDPA backend; the
+# flex_attention of packed batches on CUDA is not an ATen op and is recomputed like the rest).
 _ATTENTION_OPS = {
     getattr(torch.ops.aten, name).default
     for name in (

@@ -140,12 +140,12 @@ def _cuda_backends(tokens: int) -> list[Any]:
     cuDNN attention backward per step against 5 ms of GPU work, at 64 clips of up to 1,088 tokens; and
     220 ms of CPU in the masked cross-attention per step at 128 clips of 576 tokens, whose caption
     length changes from batch to batch)."""
-    from torch.nn.attention import SDPBackend as B
+    from torch.nn.attention import SDPBackend as Backend
 
-    fast = [B.CUDNN_ATTENTION, B.FLASH_ATTENTION, B.EFFICIENT_ATTENTION]
+    fast = [Backend.CUDNN_ATTENTION, Backend.FLASH_ATTENTION, Backend.EFFICIENT_ATTENTION]
     if tokens < CUDNN_FROM_TOKENS:
         fast = fast[1:] + fast[:1]
-    return [*fast, B.MATH]
+    return [*fast, Backend.MATH]
 
 
 def _sdpa(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:

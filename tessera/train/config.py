@@ -119,12 +119,10 @@ class DiTTrainConfig:
         _check(
             0 < self.checkpoint_fraction <= 1, "checkpoint_fraction", self.checkpoint_fraction, "in (0, 1]"
         )
-        _check(
-            self.checkpoint_mode in ("full", "selective"),
-            "checkpoint_mode",
-            self.checkpoint_mode,
-            "full or selective",
-        )
+        from tessera.models.dit import CHECKPOINT_MODES
+
+        modes = " or ".join(CHECKPOINT_MODES)
+        _check(self.checkpoint_mode in CHECKPOINT_MODES, "checkpoint_mode", self.checkpoint_mode, modes)
         _check(self.shift >= 0, "shift", self.shift, "0 (token-dependent) or a positive shift")
         _check(self.sp >= 1, "sp", self.sp, "an integer >= 1 (ranks per sequence-parallel group)")
         _check(
