@@ -15,7 +15,8 @@ Prints one table with the device, versions and date. Definitions:
   / peak. When a step does not fit in memory it is retried with more of the blocks checkpointed (the
   "ckpt" column: the fraction of blocks that recompute their activations; recomputation is not counted).
   `--checkpoint-mode selective` keeps the attention outputs of checkpointed blocks and recomputes the
-  rest (the "ckpt" column then reads "0.5 sel").
+  rest (the "ckpt" column then reads "0.5 sel"); `--checkpoint-mode full,selective` runs both searches
+  and prints the step-time ratio of the first mode to each other one, measured in the same process.
 - `--memory-budget 0.5,0.3`: instead of whole blocks, let the compiler choose what each compiled block
   recomputes (torch's activation memory budget: 1 keeps what the default partitioner keeps, 0 recomputes
   all it can; it drops the activations that are cheapest to recompute per byte first, so attention
@@ -59,13 +60,19 @@ def latent_inputs(cfg, frames: int, height: int, width: int, text_len: int, devi
 
 
 def train_bench(
-    preset: str, args, device: torch.device, peak: float, checkpointing: float, budget: float = 1.0
+    preset: str,
+    args,
+    device: torch.device,
+    peak: float,
+    checkpointing: float,
+    budget: float = 1.0,
+    mode: str = "full",
 ) -> dict:
     """One training configuration; {"oom": True} when it does not fit. `budget`: the compiler's
-    activation memory budget for each block (compiled runs only)."""
+    activation memory budget for each block (compiled runs only); `mode`: the DiT's checkpoint_mode."""
     cfg = get_preset(preset).dit
     dit = DiT(cfg).to(device)
-    dit.checkpointing, dit.checkpoint_mode = checkpointing, args.checkpoint_mode
+    dit.checkpointing, dit.checkpoint_mode = checkpointing, mode
     if args.compile:
         torch._dynamo.reset()  # compiled blocks are reused across DiT instances: recompile for this budget
         torch._functorch.config.activation_memory_budget = budget
@@ -186,7 +193,11 @@ def main() -> None:
         help="auto (the smallest fraction of checkpointed blocks that fits: 0, 0.25, 0.5, 0.75, 1), on, off, "
         "or a comma-separated list of fractions to try in order",
     )
-    p.add_argument("--checkpoint-mode", choices=("full", "selective"), default="full")
+    p.add_argument(
+        "--checkpoint-mode",
+        default="full",
+        help="full, selective, or both as 'full,selective' (each searched, then their step-time ratio)",
+    )
     p.add_argument(
         "--memory-budget",
         help="comma-separated activation memory budgets in [0, 1] to try in order, with no block "
@@ -198,6 +209,9 @@ def main() -> None:
     args = p.parse_args()
     if args.memory_budget and not args.compile:
         p.error("--memory-budget needs compiled blocks; drop --no-compile")
+    modes = args.checkpoint_mode.split(",")
+    if not modes or set(modes) - {"full", "selective"}:
+        p.error(f"--checkpoint-mode: full, selective or full,selective; got '{args.checkpoint_mode}'")
     device = torch.device(args.device)
     torch.backends.cuda.matmul.allow_tf32 = True
     lines = header(device)
@@ -211,27 +225,35 @@ def main() -> None:
         results["train"] = []
         cols = ("preset", "tokens", "params", "ckpt", "step s", "tokens/s", "TFLOP/s", "MFU", "peak GiB")
         print(f"\n| {' | '.join(cols)} |\n|{'---|' * len(cols)}")
+        ratios = []
         for preset in args.presets.split(","):
             if args.memory_budget:
                 tries = [(0.0, b) for b in fractions(args.memory_budget, "--memory-budget")]
             else:
                 tries = [(f, 1.0) for f in fractions(args.checkpointing)]
-            for ckpt, budget in tries:
-                r = train_bench(preset, args, device, peak, ckpt, budget)
-                free(device)
-                what = f"budget {budget:g}" if args.memory_budget else f"{ckpt:g}"
-                what += " sel" if args.checkpoint_mode == "selective" and ckpt else ""
+            fitted = {}
+            for mode in modes:
+                for ckpt, budget in tries:
+                    r = train_bench(preset, args, device, peak, ckpt, budget, mode)
+                    free(device)
+                    what = f"budget {budget:g}" if args.memory_budget else f"{ckpt:g}"
+                    what += " sel" if mode == "selective" and ckpt else ""
+                    if not r.get("oom"):
+                        break
+                    print(f"| {preset} | out of memory with checkpointing {what} |", flush=True)
+                results["train"].append(r | {"mode": mode})
                 if not r.get("oom"):
-                    break
-                print(f"| {preset} | out of memory with checkpointing {what} |", flush=True)
-            results["train"].append(r)
-            if not r.get("oom"):
-                print(
-                    f"| {preset} | {r['tokens']} | {r['params_m']:.0f}M | {what} | "
-                    f"{r['step_s']:.3f} | {r['tokens_per_s']:.0f} | {r['tflops']:.0f} | "
-                    f"{100 * r['mfu']:.1f}% | {r['peak_gib']:.1f} |",
-                    flush=True,
-                )
+                    fitted[mode] = r["step_s"]
+                    print(
+                        f"| {preset} | {r['tokens']} | {r['params_m']:.0f}M | {what} | "
+                        f"{r['step_s']:.3f} | {r['tokens_per_s']:.0f} | {r['tflops']:.0f} | "
+                        f"{100 * r['mfu']:.1f}% | {r['peak_gib']:.1f} |",
+                        flush=True,
+                    )
+            if modes[0] in fitted:
+                ratios += [(preset, m, fitted[modes[0]] / s) for m, s in fitted.items() if m != modes[0]]
+        for preset, mode, ratio in ratios:
+            print(f"{preset}: step time {modes[0]} / {mode} = {ratio:.2f} (above 1: {mode} is faster)")
 
     if args.only in ("all", "forward"):
         mode = "compiled" if args.compile else "eager"
