@@ -22,6 +22,7 @@ Prints one table with the device, versions and date. Definitions:
   all it can; it drops the activations that are cheapest to recompute per byte first, so attention
   outputs are kept and matmul and pointwise outputs go); tried in order until one fits, no block
   checkpointing ("ckpt" shows "budget B").
+- `--profile` prints the top kernels of one more training step of each configuration that fits.
 - forward: bf16 weights, inference mode, both models compiled with `torch.compile` (or both eager);
   ratio = diffusers time / ours (above 1 means ours is faster). Wan's text width is 4096 (umT5) and
   ours is the preset's; both see `--text-len` text tokens.
@@ -40,7 +41,7 @@ import platform
 
 import torch
 import torch._functorch.config  # the activation memory budget (--memory-budget)
-from timing import matmul_peak, timed
+from timing import matmul_peak, sync, timed
 
 from tessera.config import get_preset
 from tessera.models.dit import DiT, dit_flops
@@ -102,6 +103,12 @@ def train_bench(
         s = timed(step, device, warmup=2, iters=args.steps)
     except torch.OutOfMemoryError:
         return {"oom": True}
+    if args.profile:  # one more step under the profiler: its kernels, most GPU time first
+        with torch.profiler.profile() as prof:
+            step()
+            sync(device)
+        key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+        print(prof.key_averages().table(sort_by=key, row_limit=15, max_name_column_width=70), flush=True)
     flops = 3 * dit_flops(cfg, tokens, args.text_len)
     peak_mem = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
     params = sum(p.numel() for p in dit.parameters())
@@ -203,6 +210,7 @@ def main() -> None:
         help="comma-separated activation memory budgets in [0, 1] to try in order, with no block "
         "checkpointing (compiled runs only; replaces --checkpointing)",
     )
+    p.add_argument("--profile", action="store_true", help="print the top kernels of one training step")
     p.add_argument("--no-compile", dest="compile", action="store_false")
     p.add_argument("--no-diffusers", dest="diffusers", action="store_false")
     p.add_argument("--json", help="also write the results to this file")
