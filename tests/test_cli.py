@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -61,3 +62,31 @@ def test_model_init_and_info(tmp_path):
     assert r.returncode == 0 and "UNTRAINED" in r.stdout and "dit:" in r.stdout
     r = tessera("model", "init", "--preset", "huge", "--out", str(tmp_path / "m2"))
     assert r.returncode == 2 and "unknown preset 'huge'" in r.stderr
+
+
+def test_readme_documents_real_commands_and_flags():
+    """Every command line in the README's Commands block is a real command, and every flag it shows is
+    one that command takes (the README lost this section once without any test noticing)."""
+    import re
+
+    from typer.testing import CliRunner
+
+    from tessera.cli import app
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    sections = [s.split("\n", 1)[0] for s in readme.split("\n## ")[1:]]
+    for name in ("The two commands", "Commands", "The world", "Training", "Many GPUs", "The benchmark"):
+        assert name in sections, name
+    block = readme.split("\n## Commands\n", 1)[1].split("```bash\n", 1)[1].split("\n```", 1)[0]
+    lines = block.replace("\\\n", " ").splitlines()
+    groups = {"model", "world", "train", "data"}
+    checked = 0
+    for line in (ln.split("#")[0] for ln in lines if ln.startswith("tessera ")):
+        words = line.split()
+        command = words[1:3] if words[1] in groups else words[1:2]
+        result = CliRunner().invoke(app, [*command, "--help"], terminal_width=200)
+        assert result.exit_code == 0, (line, result.output)
+        for flag in re.findall(r"(?<![\w-])--[a-z][\w-]*", line):
+            assert flag in result.output, (command, flag)
+        checked += 1
+    assert checked >= 15  # the block has 19 command lines
