@@ -12,7 +12,6 @@ after lowercasing.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -102,18 +101,9 @@ class Tokenizer:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write `tokenizer.json` atomically: a temp file in the same folder, then one rename."""
-        from tessera.checkpoint import usual_mode  # checkpoint imports this module
+        from tessera.checkpoint import atomic_write_text  # checkpoint imports this module
 
-        path = Path(path)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(self.to_str())
-            usual_mode(Path(tmp))
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write_text(Path(path), self.to_str())
 
     def encode(self, texts: list[str], max_len: int) -> tuple[Tensor, Tensor]:
         """Captions -> ids (B, L) long and mask (B, L) bool (True = real token).
