@@ -439,6 +439,9 @@ def train_vae(
     warmup: WarmupOpt = None,
     schedule: ScheduleOpt = None,
     min_lr_ratio: MinLrOpt = None,
+    object_weight: Annotated[
+        float | None, Opt(help="World data: extra L1 weight on object pixels (0 = off).")
+    ] = None,
     adv_weight: Annotated[float | None, Opt(help="Adversarial term weight (0 = off).")] = None,
     adv_start: Annotated[int | None, Opt(help="Steps before the discriminator acts.")] = None,
     world_clips: Annotated[

@@ -29,7 +29,7 @@ from tessera.train.logger import read_metrics
 from tessera.train.run import RunError, resume_config
 from tessera.train.tasks import build_cond, draw_task, for_task, given_latents, mask_channels, pixel_mask_for
 from tessera.train.tb import EventWriter, crc32c, read_records
-from tessera.train.vae import clip_losses, contrast, train_vae
+from tessera.train.vae import clip_losses, contrast, load_batch, object_region, reconstruction_psnr, train_vae
 
 TRAINERS = {"dit": train_dit, "vae": train_vae}
 
@@ -307,6 +307,8 @@ def test_config_file_then_flags_and_errors(tmp_path: Path):
         make_config("dit", tasks="t2v:1,fly:2")
     with pytest.raises(ConfigError, match="checkpoint_mode.*full or selective"):
         make_config("dit", checkpoint_mode="attention")
+    with pytest.raises(ConfigError, match="object_weight.*only the world engine gives object masks"):
+        make_config("vae", data=str(tmp_path), object_weight=20.0)
     with pytest.raises(ConfigError, match="--out"):
         train_command("dit")
 
@@ -427,6 +429,66 @@ def test_detail_weight_counts_a_small_object_by_contrast_not_area():
     shift = flat + 0.1
     flat_l1 = [clip_losses(flat, shift, mean, logvar, c)["l1"] for c in (plain, weighted)]
     torch.testing.assert_close(flat_l1[0], flat_l1[1])
+
+
+def test_object_weight_counts_a_small_object_by_its_mask():
+    """Contrast weighting also rewards the edges of a checkerboard; the world's object masks name the
+    object itself. Losing a 4x4 object costs many times more with `object_weight`, its silhouette (the
+    mask grown by 2 px) counts too, an even error costs the same (mean weight 1), and without masks
+    (user data) the loss is the plain one."""
+    x = torch.full((1, 3, 1, 32, 32), -0.5)
+    x[:, :, :, ::4] = 0.5  # stripes: high contrast everywhere, like a checkerboard
+    x[:, 0, :, 14:18, 14:18] = 0.9
+    objects = torch.zeros(1, 1, 32, 32, dtype=torch.bool)
+    objects[..., 14:18, 14:18] = True
+    grown = object_region(objects)
+    assert grown.shape == (1, 1, 1, 32, 32) and grown.sum() == 8 * 8 and grown[..., 12:20, 12:20].all()
+    lost = x.clone()
+    lost[:, :, :, 14:18, 14:18] = -0.5
+    mean, logvar = torch.zeros(1, 4, 1, 4, 4), torch.zeros(1, 4, 1, 4, 4)
+    plain, detail, weighted = (
+        make_config("vae", preset="tiny", detail_weight=d, object_weight=o)
+        for d, o in ((0, 0), (10, 0), (0, 20))
+    )
+    l1 = [clip_losses(x, lost, mean, logvar, c, objects)["l1"] for c in (plain, detail, weighted)]
+    assert l1[2] > 8 * l1[0] and l1[2] > 3 * l1[1]  # the stripes took most of the contrast weight
+    even = x + 0.1
+    even_l1 = [clip_losses(x, even, mean, logvar, c, objects)["l1"] for c in (plain, weighted)]
+    torch.testing.assert_close(even_l1[0], even_l1[1])
+    torch.testing.assert_close(clip_losses(x, lost, mean, logvar, weighted)["l1"], l1[0])
+
+
+def test_world_object_masks_reach_the_vae_batch_and_its_psnr():
+    """With `objects`, world samples carry the renderer's object pixels (ids > 0) at the clip's shape;
+    `load_batch` groups them with their clips, and `reconstruction_psnr` scores those pixels apart: a
+    "VAE" that blurs loses small objects far more than it loses the ground."""
+    shapes = parse_shapes("5x64x64,1x32x48")
+    world = WorldSource(shapes, seed=3, objects=True)
+    plain = WorldSource(shapes, seed=3)
+    for i in range(4):
+        a, b = world.sample(i), plain.sample(i)
+        assert "objects" not in b and torch.equal(a["video"], b["video"])
+        assert a["objects"].dtype == torch.bool and a["objects"].shape == a["video"].shape[1:]
+    cfg = make_config("vae", preset="tiny", object_weight=20.0, shapes="5x64x64,1x32x48")
+    groups, eps, objects = load_batch(range(6), world, cfg, torch.device("cpu"), 4)
+    for x, e, m in zip(groups, eps, objects, strict=True):
+        assert m is not None and m.shape == (x.shape[0], *x.shape[2:]) and m.any() and len(e) == len(x)
+    assert load_batch(range(6), plain, cfg, torch.device("cpu"), 4)[2] == [None] * len(groups)
+
+    class Blur(torch.nn.Module):
+        def encode(self, x):
+            return (x, None)
+
+        def decode(self, z):
+            f = z.transpose(1, 2).flatten(0, 1)
+            f = torch.nn.functional.avg_pool2d(f, 7, stride=1, padding=3, count_include_pad=False)
+            return f.view(z.shape[0], z.shape[2], *f.shape[1:]).transpose(1, 2)
+
+    got = reconstruction_psnr(
+        Blur(), WorldSource(parse_shapes("5x64x64"), objects=True), 4, torch.device("cpu")
+    )
+    assert got["object_psnr"] < got["psnr"] - 3, got
+    assert reconstruction_psnr(Blur(), plain, 2, torch.device("cpu"))["object_psnr"] is None
 
 
 def test_vae_learns_under_bf16_autocast(tmp_path: Path, tiny_model_dir: Path):

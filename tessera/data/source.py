@@ -70,8 +70,10 @@ class WorldSource:
         clips: int = 0,
         device: torch.device | str = "cpu",
         split: str = "train",
+        objects: bool = False,
     ) -> None:
         self.shapes, self.seed, self.device, self.split = shapes, seed, torch.device(device), split
+        self.objects = objects  # samples carry `objects`, the (T, H, W) bool mask of object pixels
         self.size = clips or None
         self._samplers: dict[int, WorldSampler] = {}  # frames -> the sampler of clips that long
         self._kept: dict[tuple, dict] = {}  # (clip, shape) -> a `render_clips` dict: finite sets
@@ -108,13 +110,16 @@ class WorldSource:
         for s in dict.fromkeys(s for _, s in todo):  # s = (T, H, W)
             group = [c for c, s_c in todo if s_c == s]
             seeds = [scene_seed(self.seed, 0, c) for c in group]
-            made = render_clips(self._sampler(s[0]), seeds, (s[2], s[1]), self.device)
+            made = render_clips(
+                self._sampler(s[0]), seeds, (s[2], s[1]), self.device, with_objects=self.objects
+            )
             rendered |= {(c, s): clip for c, clip in zip(group, made, strict=True)}
         if self.size:
             self._kept.update(rendered)
         return [
             {"video": to_tensor(rendered[k]["frames"]), "caption": rendered[k]["caption"],
-             "short_caption": rendered[k]["short_caption"], "key": k[0]}
+             "short_caption": rendered[k]["short_caption"], "key": k[0],
+             **({"objects": rendered[k]["objects"]} if self.objects else {})}
             for k in keys
         ]  # fmt: skip
 
@@ -139,8 +144,10 @@ def make_source(
     seed: int,
     device: torch.device | str = "cpu",
     world_clips: int = 0,
+    objects: bool = False,
 ) -> FolderSource | WorldSource:
-    """'world' -> WorldSource; a folder or manifest.jsonl -> FolderSource."""
+    """'world' -> WorldSource (with `objects`, its samples carry object masks); a folder or
+    manifest.jsonl -> FolderSource."""
     if data == "world":
-        return WorldSource(shapes, seed=seed, clips=world_clips, device=device)
+        return WorldSource(shapes, seed=seed, clips=world_clips, device=device, objects=objects)
     return FolderSource(data, shapes, seed=seed)

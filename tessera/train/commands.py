@@ -61,8 +61,12 @@ def _trainer(kind: str):
 def eval_vae_command(
     model: str | Path, clips: int = 16, shape: str = "17x128x128", device: str = "auto"
 ) -> str:
-    """Reconstruction PSNR of a model folder's VAE on held-out world clips, as one line of text."""
-    from tessera.train.vae import evaluate_vae
+    """Reconstruction PSNR of a model folder's VAE on held-out world clips (whole, and on the pixels of
+    their objects), as one line of text."""
+    from tessera.train.vae import evaluate_vae, object_text
 
     psnr = evaluate_vae(model, clips=clips, shape=shape, device=device)
-    return f"{model}: reconstruction PSNR {psnr:.2f} dB on {clips} held-out world clips of {shape}"
+    return (
+        f"{model}: reconstruction PSNR {psnr['psnr']:.2f} dB on {clips} held-out world clips of {shape}"
+        f"{object_text(psnr)}"
+    )

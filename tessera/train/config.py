@@ -43,6 +43,7 @@ class VAETrainConfig:
     ema_decay: float = 0.999
     l1_weight: float = 1.0
     detail_weight: float = 0.0  # > 0: L1 per pixel weighted by 1 + this x its contrast to its surround
+    object_weight: float = 0.0  # > 0 (world data): L1 on object pixels weighted by 1 + this (world masks)
     ssim_weight: float = 0.5  # structural term: 1 - SSIM per frame
     kl_weight: float = 1e-6
     adv_weight: float = 0.0  # 0 turns the adversarial term off
@@ -63,8 +64,12 @@ class VAETrainConfig:
 
     def __post_init__(self) -> None:
         _check_common(self)
-        for name in ("l1_weight", "detail_weight", "ssim_weight", "kl_weight", "adv_weight"):
+        for name in ("l1_weight", "detail_weight", "object_weight", "ssim_weight", "kl_weight", "adv_weight"):
             _check(getattr(self, name) >= 0, name, getattr(self, name), "a weight >= 0")
+        _check(
+            self.object_weight == 0 or self.data == "world", "object_weight", self.object_weight,
+            "0 unless data is 'world' (only the world engine gives object masks)",
+        )  # fmt: skip
         _check(self.stats_clips >= 1, "stats_clips", self.stats_clips, "an integer >= 1")
         _check(self.world_clips >= 0, "world_clips", self.world_clips, "an integer >= 0")
 

@@ -1,9 +1,10 @@
 """VAE training, top to bottom.
 
-Loss per clip: L1 + `ssim_weight` (1 - SSIM, per frame) on the reconstruction of a posterior sample,
-plus `kl_weight` KL to N(0, 1), plus, after `adv_start` steps, `adv_weight` times a hinge generator
-loss against a PatchGAN discriminator over frames trained from scratch (no pretrained perceptual
-network is needed). Clip losses are averaged over the global batch. Batches may mix shapes (images
+Loss per clip: L1 (pixels weighted up by their contrast with `detail_weight`, and on world data by the
+object masks with `object_weight`) + `ssim_weight` (1 - SSIM, per frame) on the reconstruction of a
+posterior sample, plus `kl_weight` KL to N(0, 1), plus, after `adv_start` steps, `adv_weight` times a
+hinge generator loss against a PatchGAN discriminator over frames trained from scratch (no pretrained
+perceptual network is needed). Clip losses are averaged over the global batch. Batches may mix shapes (images
 and clips): the VAE runs once per shape inside one module call.
 
 Every checkpoint writes the EMA weights with freshly measured latent statistics: the per-channel mean
@@ -105,13 +106,23 @@ class VAEStep(nn.Module):
 
 
 def clip_losses(
-    x: Tensor, recon: Tensor, mean: Tensor, logvar: Tensor, cfg: VAETrainConfig
+    x: Tensor,
+    recon: Tensor,
+    mean: Tensor,
+    logvar: Tensor,
+    cfg: VAETrainConfig,
+    objects: Tensor | None = None,
 ) -> dict[str, Tensor]:
-    """Per-clip (B,) terms: l1 (detail-weighted with `cfg.detail_weight`), ssim (1 - SSIM), kl."""
+    """Per-clip (B,) terms: l1 (weighted by contrast with `cfg.detail_weight` and by the object mask
+    `objects` (B, T, H, W) with `cfg.object_weight`), ssim (1 - SSIM), kl."""
     B = x.shape[0]
     err = (recon.float() - x.float()).abs()
+    w = torch.ones_like(err[:, :1])
     if cfg.detail_weight > 0:
-        w = 1 + cfg.detail_weight * contrast(x.float())
+        w = w + cfg.detail_weight * contrast(x.float())
+    if cfg.object_weight > 0 and objects is not None:
+        w = w + cfg.object_weight * object_region(objects)
+    if cfg.detail_weight > 0 or (cfg.object_weight > 0 and objects is not None):
         err = err * (w / w.mean(dim=(1, 2, 3, 4), keepdim=True))  # the mean weight stays 1 per clip
     l1 = err.mean(dim=(1, 2, 3, 4))
     s = 1 - ssim(frames_of(recon.float()), frames_of(x.float())).view(B, -1).mean(1)
@@ -130,6 +141,19 @@ def contrast(x: Tensor, window: int = 15) -> Tensor:
     local = F.avg_pool2d(f, window, stride=1, padding=window // 2, count_include_pad=False)
     d = (f - local).abs().mean(dim=1, keepdim=True)  # (B T, 1, H, W)
     return d.view(B, T, 1, H, W).transpose(1, 2)
+
+
+def object_region(objects: Tensor, grow: int = 2) -> Tensor:
+    """The object mask (B, T, H, W) grown by `grow` pixels, as (B, 1, T, H, W) floats: the pixels just
+    outside an object hold its silhouette against the ground, so they count as the object's.
+
+    The world's objects cover about 3% of a frame; the shipped VAE, trained on plain and contrast-
+    weighted L1, reconstructed world clips at 28.7 dB but their object pixels at 15.3 dB (objects
+    mostly gone), which capped what any DiT on its latents could draw."""
+    B, T, H, W = objects.shape
+    m = objects.reshape(B * T, 1, H, W).float()
+    m = F.max_pool2d(m, 2 * grow + 1, stride=1, padding=grow)
+    return m.view(B, T, 1, H, W).transpose(1, 2)
 
 
 def adversarial_g(disc: nn.Module, recon: Tensor) -> Tensor:
@@ -158,13 +182,16 @@ def vae_loss(
     outs: list[tuple[Tensor, Tensor, Tensor]],
     disc: nn.Module | None,
     cfg: VAETrainConfig,
+    objects: list[Tensor | None] | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Weighted loss summed over clips (the caller divides by the global batch), and the sums of each
-    unweighted term (TERMS order) for logging. `disc` None: no adversarial term (warm-up or off).
+    unweighted term (TERMS order) for logging. `disc` None: no adversarial term (warm-up or off);
+    `objects` the object masks of each group (None where the data has none).
     Call it outside autocast: the reconstruction terms are computed in fp32."""
     total, terms = groups[0].new_zeros((), dtype=torch.float32), groups[0].new_zeros(len(TERMS))
-    for x, (recon, mean, logvar) in zip(groups, outs, strict=True):
-        parts = clip_losses(x, recon, mean, logvar, cfg)
+    objects = objects or [None] * len(groups)
+    for x, (recon, mean, logvar), obj in zip(groups, outs, objects, strict=True):
+        parts = clip_losses(x, recon, mean, logvar, cfg, obj)
         parts["adv"] = torch.zeros_like(parts["l1"])
         if disc is not None:
             with autocast(cfg, recon.device):  # D runs as in its own step (bf16 on CUDA)
@@ -186,21 +213,24 @@ def load_batch(
     device: torch.device,
     z_channels: int,
     shape: Shape | None = None,
-) -> tuple[list[Tensor], list[Tensor]]:
+) -> tuple[list[Tensor], list[Tensor], list[Tensor | None]]:
     """Clips at global `indices` (all of `shape` if given) grouped by shape: (groups (B_g, 3, T, H, W),
-    posterior noise per group (B_g, C_z, T_z, H/8, W/8)), each clip's noise drawn from its own
-    (seed, index) generator."""
-    videos, eps = [], []
+    posterior noise per group (B_g, C_z, T_z, H/8, W/8), object masks per group (B_g, T, H, W) or None
+    where the source has none), each clip's noise drawn from its own (seed, index) generator."""
+    videos, eps, objects = [], [], []
     for g, sample in zip(indices, samples(source, indices, shape), strict=True):
         video = sample["video"]
         _, t, h, w = video.shape
         videos.append(video)
+        objects.append(sample.get("objects"))
         shape = (z_channels, *latent_shape((t, h, w)))
         eps.append(torch.randn(shape, generator=generator(cfg.seed, "posterior", g)))
     groups = group_by_shape([tuple(v.shape) for v in videos])
+    stack = lambda xs, group: torch.stack([xs[i] for i in group]).to(device)
     return (
-        [torch.stack([videos[i] for i in group]).to(device) for group in groups],
-        [torch.stack([eps[i] for i in group]).to(device) for group in groups],
+        [stack(videos, group) for group in groups],
+        [stack(eps, group) for group in groups],
+        [None if any(objects[i] is None for i in group) else stack(objects, group) for group in groups],
     )
 
 
@@ -242,7 +272,9 @@ def train_vae(cfg: VAETrainConfig, out: str | Path, resume: bool = False, source
         step = load_checkpoint(run, d, modules, ema, optimizers)["step"]
 
     shapes = parse_shapes(cfg.shapes)
-    source = source or make_source(cfg.data, shapes, cfg.seed, d.device, cfg.world_clips)
+    source = source or make_source(
+        cfg.data, shapes, cfg.seed, d.device, cfg.world_clips, cfg.object_weight > 0
+    )
     local = cfg.batch_size // d.world_size
     logger = Logger(run, step, cfg.steps, d.main, "train vae")
     losses: list[float] = []
@@ -256,7 +288,8 @@ def train_vae(cfg: VAETrainConfig, out: str | Path, resume: bool = False, source
             set_latent_stats(ship.vae.to(d.device), source, cfg, d.device)
             psnr = reconstruction_psnr(ship.vae, source, cfg.stats_clips, d.device)
             extra = (
-                f"- latent stats from {cfg.stats_clips} clips; reconstruction PSNR {psnr:.2f} dB on them\n"
+                f"- latent stats from {cfg.stats_clips} clips; reconstruction PSNR {psnr['psnr']:.2f} dB "
+                f"on them{object_text(psnr)}\n"
             )
             save_model(ship.to("cpu"), run / "model", card("vae", cfg, step, d.device, extra))
 
@@ -272,13 +305,15 @@ def train_vae(cfg: VAETrainConfig, out: str | Path, resume: bool = False, source
         while step < cfg.steps:
             first = step * cfg.batch_size + d.rank * local
             shape = step_shape(shapes, cfg.seed, step) if cfg.batch_shapes == "one" else None
-            groups, eps = load_batch(range(first, first + local), source, cfg, d.device, z_channels, shape)
+            groups, eps, objects = load_batch(
+                range(first, first + local), source, cfg, d.device, z_channels, shape
+            )
             stops = distributed.all_sum([float(stop.should_stop())], d)[0]
             set_lr(optimizer, lr_at(step, cfg.lr, cfg.warmup, cfg.steps, cfg.schedule, cfg.min_lr_ratio))
             with autocast(cfg, d.device):  # generator (VAE) step: the networks in bf16 on CUDA ...
                 outs = wrapped(groups, eps)
             # ... and the loss terms in fp32 (SSIM's variances are lost in bf16; see `ssim`)
-            total, terms = vae_loss(groups, outs, disc if use_adv(step) else None, cfg)
+            total, terms = vae_loss(groups, outs, disc if use_adv(step) else None, cfg, objects)
             (total * d.world_size / cfg.batch_size).backward()
             grad_norm = optimizer_step(optimizer, params, cfg.grad_clip)
             ema.update(cfg.ema_decay)
@@ -323,15 +358,27 @@ def set_latent_stats(vae: nn.Module, source, cfg: VAETrainConfig, device: torch.
 @torch.no_grad()
 def reconstruction_psnr(
     vae: nn.Module, source, clips: int, device: torch.device, offset: int = STATS_OFFSET
-) -> float:
-    """Mean PSNR (dB, pixels in [0, 255] scale) of mean-latent reconstructions of `clips` clips."""
-    total = 0.0
+) -> dict[str, float | None]:
+    """Mean PSNR (dB, pixels compared on a [0, 1] scale) of mean-latent reconstructions of `clips`
+    clips: {"psnr": of whole clips, "object_psnr": of their object pixels alone, over the clips that
+    show objects (None where the source has no object masks or no clip shows one)}."""
+    whole, objects = [], []
+    db = lambda mse: 10 * math.log10(1 / max(mse, 1e-12))
     for i in range(clips):
-        x = source.sample(offset + i)["video"].to(device)[None]
+        sample = source.sample(offset + i)
+        x = sample["video"].to(device)[None]
         recon = vae.decode(vae.encode(x)[0]).clamp(-1, 1)
-        mse = ((recon.float() - x.float()) / 2).square().mean().item()  # on a [0, 1] scale
-        total += 10 * math.log10(1 / max(mse, 1e-12))
-    return total / clips
+        err = ((recon.float() - x.float()) / 2).square().mean(1)[0]  # (T, H, W) on a [0, 1] scale
+        whole.append(db(err.mean().item()))
+        mask = sample.get("objects")
+        if mask is not None and mask.any():
+            objects.append(db(err[mask.to(err.device)].mean().item()))
+    return {"psnr": sum(whole) / clips, "object_psnr": sum(objects) / len(objects) if objects else None}
+
+
+def object_text(psnr: dict) -> str:
+    """', objects X dB' where `reconstruction_psnr` measured the object pixels, else ''."""
+    return "" if psnr["object_psnr"] is None else f", their object pixels {psnr['object_psnr']:.2f} dB"
 
 
 @torch.no_grad()
@@ -349,9 +396,10 @@ def write_sample(vae: nn.Module, source, run: Path, step: int, device: torch.dev
 
 def evaluate_vae(
     model_dir: str | Path, clips: int = 16, shape: str = "17x128x128", device: str = "auto"
-) -> float:
+) -> dict[str, float | None]:
     """Reconstruction PSNR of a model folder's (or a run folder's `model/`) VAE on `clips` held-out world
-    clips of `shape` (pixels compared in [0, 1], posterior-mean latents)."""
+    clips of `shape` (pixels compared in [0, 1], posterior-mean latents), whole and on object pixels
+    (`reconstruction_psnr`'s dict)."""
     from tessera.data.source import WorldSource
     from tessera.pipeline import load
 
@@ -360,5 +408,5 @@ def evaluate_vae(
         model_dir = model_dir / "model"
     model = load(model_dir, device)
     dev = next(model.vae.parameters()).device
-    source = WorldSource(parse_shapes(shape), seed=0, device=dev, split="heldout")
+    source = WorldSource(parse_shapes(shape), seed=0, device=dev, split="heldout", objects=True)
     return reconstruction_psnr(model.vae, source, clips, dev, offset=0)

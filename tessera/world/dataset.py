@@ -46,10 +46,12 @@ def render_clips(
     device: str | torch.device = "cpu",
     antialias: bool = True,
     with_truth: bool = False,
+    with_objects: bool = False,
 ) -> list[dict]:
     """The scenes `sampler` draws from `seeds`, rendered in one batch at size (width, height) on
-    `device`. Per clip: `frames` uint8 (T, H, W, 3), `caption` (detailed), `short_caption`, `seed`, and
-    with `with_truth` also `ids` and `depth` (T, H, W)."""
+    `device`. Per clip: `frames` uint8 (T, H, W, 3), `caption` (detailed), `short_caption`, `seed`;
+    with `with_truth` also `ids` and `depth` (T, H, W) as numpy arrays, and with `with_objects` the mask
+    `objects` bool (T, H, W) of pixels showing an object, on `device`."""
     scenes = [sampler.sample(s) for s in seeds]
     out = render(scenes, size, device, antialias=antialias)
     clips = []
@@ -58,6 +60,8 @@ def render_clips(
         clip = {"frames": out.frames[b], "caption": detailed, "short_caption": short, "seed": scene.seed}
         if with_truth:
             clip |= {k: torch.as_tensor(v) for k, v in clip_arrays(out, b).items()}
+        if with_objects:
+            clip["objects"] = out.ids[b] > 0
         clips.append(clip)
     return clips
 
