@@ -304,6 +304,9 @@ def eval_(
     capabilities: Annotated[
         bool, Opt("--capabilities", help="Also score image-to-video, extend, connect, loop and edit.")
     ] = False,
+    vae_only: Annotated[
+        bool, Opt("--vae-only", help="Score MODEL's VAE round trip of the truth renders (the VAE's ceiling).")
+    ] = False,
 ) -> None:
     """Score a model (or the truth) on the world benchmark; writes results.json and reports."""
     from tessera.eval.suite import eval_command
@@ -311,6 +314,7 @@ def eval_(
     eval_command(
         model, suite, out, truth=truth, compare=compare, device=device, parser=parser, skvideo=skvideo,
         limit=limit, steps=steps, seed=seed, size=_size(size) if size else None, capabilities=capabilities,
+        vae_only=vae_only,
     )  # fmt: skip
     typer.echo(f"wrote {out}")
 

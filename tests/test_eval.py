@@ -193,6 +193,33 @@ def test_eval_seed_replaces_the_suites_sampling_seed(tiny_model_dir, tmp_path):
     assert sheet == sheet0 and sheet != sheet1  # the same video for the suite's own seed, another for seed 1
 
 
+def test_vae_only_scores_the_vae_round_trip_of_the_truth(tiny_model_dir, tmp_path, monkeypatch):
+    """`--vae-only` samples nothing: the left half of each sheet is the model's VAE round trip of the truth
+    render (the right half), and the scores are those of that round trip."""
+    from tessera.eval import EvalError, eval_command
+    from tessera.eval.corrupt import render_clip
+    from tessera.eval.prompts import load_prompt_set
+    from tessera.eval.recon import vae_roundtrip
+    from tessera.eval.score import Score
+    from tessera.pipeline import load
+
+    def no_sampling(*a, **k):
+        raise AssertionError("--vae-only must not sample")
+
+    monkeypatch.setattr("tessera.eval.suite._generate", no_sampling)
+    seen = []
+    monkeypatch.setattr("tessera.eval.suite.flicker", lambda video, truth: seen.append(video) or Score(0.5))
+    res = eval_command(
+        tiny_model_dir, "quick", tmp_path / "v", limit=1, size=(32, 32), device="cpu", vae_only=True
+    )
+    truth = render_clip(load_prompt_set("quick")[0].scene(), (32, 32), "cpu").frames
+    want = vae_roundtrip(load(tiny_model_dir, "cpu").vae, truth)
+    assert res["vae_only"] and np.array_equal(seen[0], want) and not np.array_equal(want, truth)
+    assert "VAE round trip" in (tmp_path / "v" / "report.md").read_text()
+    with pytest.raises(EvalError, match="--vae-only"):
+        eval_command(None, "quick", tmp_path / "x", truth=True, vae_only=True)
+
+
 def test_long_permanence_counts_objects_kept_after_the_first_segment():
     from tessera.eval.capability import long_permanence
 

