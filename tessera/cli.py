@@ -483,6 +483,9 @@ def train_dit(
         bool | None, Opt("--freeze-text/--train-text", help="Freeze the text encoder.")
     ] = None,
     cache_latents: Annotated[bool | None, Opt("--cache-latents/--no-cache-latents")] = None,
+    object_weight: Annotated[
+        float | None, Opt(help="World data: extra loss weight on latent cells under an object (0 = off).")
+    ] = None,
     world_clips: Annotated[
         int | None, Opt(help="> 0: repeat the first N world clips, rendered once.")
     ] = None,

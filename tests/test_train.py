@@ -24,7 +24,15 @@ from tessera.train import state as st
 from tessera.train.commands import train_command
 from tessera.train.config import ConfigError, make_config, parse_shapes, read_config_file
 from tessera.train.distributed import launch_local
-from tessera.train.dit import DiTStep, LatentCache, encode_batch, make_batch, train_dit
+from tessera.train.dit import (
+    DiTStep,
+    LatentCache,
+    encode_batch,
+    frame_loss,
+    make_batch,
+    object_cells,
+    train_dit,
+)
 from tessera.train.logger import read_metrics
 from tessera.train.run import RunError, resume_config
 from tessera.train.tasks import build_cond, draw_task, for_task, given_latents, mask_channels, pixel_mask_for
@@ -489,6 +497,55 @@ def test_world_object_masks_reach_the_vae_batch_and_its_psnr():
     )
     assert got["object_psnr"] < got["psnr"] - 3, got
     assert reconstruction_psnr(Blur(), plain, 2, torch.device("cpu"))["object_psnr"] is None
+
+
+def test_dit_object_weight_weighs_the_latent_cells_an_object_touches(tiny_model_dir: Path):
+    """`object_weight` for the DiT: an object's mask (grown 2 px) marks the latent cells it touches (frame
+    0 alone, then 4 frames, by 8x8 pixels); within each frame those cells weigh 1 + w, so an error on the
+    object costs more than the same error on the ground, a frame still counts once, and an even error
+    costs what it costs unweighted. Cached and uncached batches (a looped clip re-timed) carry the same
+    weights, and only world data has masks."""
+    objects = torch.zeros(9, 32, 32, dtype=torch.bool)
+    objects[0, 0:2, 0:2] = True  # frame 0: its own latent frame
+    objects[3, 10:14, 20:22] = True  # frame 3: latent frame 1 (frames 1-4); grown to rows 8-15, cols 18-23
+    cells = object_cells(objects)
+    assert cells.shape == (3, 4, 4)
+    assert cells.nonzero().tolist() == [[0, 0, 0], [1, 1, 2]]
+
+    x0, noise = torch.zeros(1, 4, 3, 4, 4), torch.zeros(1, 4, 3, 4, 4)
+    keep = torch.ones(1, 3, dtype=torch.bool)
+    weight = (1 + 9 * cells)[None]
+    on_object, on_ground = torch.zeros(1, 4, 3, 4, 4), torch.zeros(1, 4, 3, 4, 4)
+    on_object[:, :, 1, 1, 2], on_ground[:, :, 1, 3, 3] = 1.0, 1.0
+    plain = [frame_loss(e, x0, noise, keep) for e in (on_object, on_ground)]
+    weighted = [frame_loss(e, x0, noise, keep, weight) for e in (on_object, on_ground)]
+    torch.testing.assert_close(plain[0], plain[1])
+    torch.testing.assert_close(weighted[0], 10 * weighted[1])  # 1 + 9 against 1, in the same frame
+    assert weighted[0] > plain[0] > weighted[1]  # a frame's weights average to 1 per cell, not more
+    even = torch.full((1, 4, 3, 4, 4), 0.3)
+    torch.testing.assert_close(frame_loss(even, x0, noise, keep, weight), frame_loss(even, x0, noise, keep))
+
+    model = load_model(tiny_model_dir)
+    cfg = tiny_config("dit", shapes="9x32x32", tasks="loop:1,t2v:1", world_clips=4, object_weight=9.0)
+    world = WorldSource(parse_shapes(cfg.shapes), clips=4, objects=True)
+    cpu = torch.device("cpu")
+    plain_batch = make_batch(range(6), world, model, cfg, cpu, None)
+    cache = LatentCache()
+    make_batch(range(6), world, model, cfg, cpu, cache)
+    cached = make_batch(range(6), world, model, cfg, cpu, cache)
+    assert plain_batch.weight is not None and cached.weight is not None
+    for i, (a, b) in enumerate(zip(plain_batch.weight, cached.weight, strict=True)):
+        assert a.shape == plain_batch.x0[i].shape[1:] and (a > 1).any()
+        assert torch.equal(a, b)
+    kinds = []  # each clip's weights are of its mask as played (a loop plays its first half back and forth)
+    for i, w in enumerate(plain_batch.weight):
+        mask = world.samples([i], (9, 32, 32))[0]["objects"]
+        as_is, looped = (1 + 9 * object_cells(m) for m in (mask, for_task("loop", mask[None])[0]))
+        kinds.append("t2v" if torch.equal(w, as_is) else "loop" if torch.equal(w, looped) else "neither")
+    assert sorted(set(kinds)) == ["loop", "t2v"], kinds
+    assert make_batch(range(2), world, model, tiny_config("dit", shapes="9x32x32"), cpu, None).weight is None
+    with pytest.raises(ConfigError, match="object_weight.*only the world engine gives object masks"):
+        make_config("dit", data="somewhere", object_weight=1.0)
 
 
 def test_vae_learns_under_bf16_autocast(tmp_path: Path, tiny_model_dir: Path):

@@ -88,6 +88,7 @@ class DiTTrainConfig:
     tasks: str = "t2v:6,i2v:2,extend:2,tail:1,connect:1,loop:1,first_last:1,last:1,random:1"
     caption_dropout: float = 0.1  # empty caption, for classifier-free guidance
     short_caption_prob: float = 0.2  # use the short caption instead of the detailed one
+    object_weight: float = 0.0  # > 0 (world data): latent cells under an object weigh 1 + this in the loss
     freeze_text: bool = False  # False: the text encoder trains jointly with the DiT
     cache_latents: bool = False  # encode each clip once (needs a finite data set or world_clips > 0)
     world_clips: int = 0  # > 0: the world source repeats its first N clips, rendered once and kept
@@ -121,6 +122,11 @@ class DiTTrainConfig:
         for name in ("caption_dropout", "short_caption_prob"):
             _check(0 <= getattr(self, name) <= 1, name, getattr(self, name), "a probability in [0, 1]")
         _check(self.world_clips >= 0, "world_clips", self.world_clips, "an integer >= 0")
+        _check(self.object_weight >= 0, "object_weight", self.object_weight, "a weight >= 0")
+        _check(
+            self.object_weight == 0 or self.data == "world", "object_weight", self.object_weight,
+            "0 unless data is 'world' (only the world engine gives object masks)",
+        )  # fmt: skip
         _check(
             0 < self.checkpoint_fraction <= 1, "checkpoint_fraction", self.checkpoint_fraction, "in (0, 1]"
         )

@@ -10,7 +10,8 @@ Each step takes `batch_size` clips (split over ranks) by global sample index and
 All draws use a generator seeded by (seed, sample index): a resumed run and a run over several ranks
 see exactly the same numbers. The text encoder and the DiT then run on the whole batch, packed into
 one sequence (per-clip attention) or one call per shape ("bucketed"), and the loss is the squared
-error to `v = noise - x0` averaged over every loss frame of the global batch (as `flow_loss` defines).
+error to `v = noise - x0` averaged over every loss frame of the global batch (as `flow_loss` defines);
+with `object_weight` (world data) the latent cells under an object weigh more within each frame.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tessera.checkpoint import Model, save_model
@@ -36,6 +38,7 @@ from tessera.train.logger import Logger, save_sample
 from tessera.train.run import StopFlag, end_of_step, load_checkpoint, save_checkpoint, start
 from tessera.train.state import EMA, generator, lr_at
 from tessera.train.tasks import build_conds, draw_task, for_task, given_latents
+from tessera.train.vae import object_region
 
 
 @dataclass
@@ -49,12 +52,14 @@ class Batch:
     t: list[Tensor]  # each (T_z,): 0 on given frames
     cond: list[Tensor | None]  # each (C + 4, T_z, h, w), or None for text-to-video
     loss_mask: list[Tensor]  # each (T_z,) bool: frames that carry loss
+    weight: list[Tensor] | None  # with object_weight: each (T_z, h, w), 1 + object_weight on object cells
     tokens: int  # spacetime patches in the batch
     loss_frames: int  # frames that carry loss, counted on the CPU (no GPU sync)
 
 
 class LatentCache:
-    """Per clip key: clean latents and captions, computed once with the frozen VAE ("encode once, train
+    """Per clip key: clean latents, captions and object cells (`object_cells`, if the source gives
+    masks), computed once with the frozen VAE ("encode once, train
     many epochs") and kept on the training device; needs a source with `key(index)` and finitely many
     clips. `cond` inputs are not cached: random masks rarely repeat, so they are built each step from the
     clip (which a finite world source keeps rendered)."""
@@ -72,12 +77,31 @@ class LatentCache:
             fresh = samples(source, missing, shape)
             videos = [s["video"].to(device) for s in fresh]
             for sample, x0 in zip(fresh, encode_clips(vae, videos), strict=True):
-                self.items[(sample["key"], shape)] = {**sample, "video": None, "x0": x0}
+                cells = {"cells": object_cells(sample["objects"])} if "objects" in sample else {}
+                self.items[(sample["key"], shape)] = {
+                    **sample,
+                    "video": None,
+                    "objects": None,
+                    "x0": x0,
+                    **cells,
+                }
         return [self.items[k] for k in keys]
 
 
 # ---------------------------------------------------------------------------------------------
 # Inputs
+
+
+def object_cells(objects: Tensor) -> Tensor:
+    """The latent cells (T_z, h, w) that an object touches, as 0/1 floats, from a clip's object mask
+    (T, H, W) grown by `object_region`'s 2 pixels: a cell is one latent frame (frame 0 alone, then 4
+    frames, as the causal VAE groups them) by 8x8 pixels.
+
+    The world's objects cover a few percent of a frame, so a plain flow-matching loss spends nearly all
+    of its weight on the ground and sky; the objects' shape and colour are what the prompt names."""
+    region = object_region(objects[None])[0]  # (1, T, H, W)
+    region = torch.cat([region[:, :1].expand(-1, 3, -1, -1), region], dim=1)  # frame 0: its own cell
+    return F.max_pool3d(region[None], (4, 8, 8))[0, 0]
 
 
 def pick_caption(sample: dict, cfg: DiTTrainConfig, gen: torch.Generator) -> str:
@@ -112,6 +136,7 @@ def make_batch(
     else:
         items = [{**s, "video": s["video"].to(device)} for s in samples(source, indices, shape)]
     captions, tasks, pixel_masks, ts, noises, masks, tokens = [], [], [], [], [], [], 0
+    weigh = cfg.object_weight > 0
     for g, item in zip(indices, items, strict=True):
         gen = generator(cfg.seed, "sample", g)
         latent = (
@@ -135,14 +160,19 @@ def make_batch(
         if cache is None:
             videos = [for_task(task, item["video"]) for task, item in zip(tasks, items, strict=True)]
             x0s, conds = encode_batch(model.vae, videos, pixel_masks)
+            cells = [
+                task_cells(task, item) if weigh else None for task, item in zip(tasks, items, strict=True)
+            ]
         else:  # latents from the cache; clips with given frames (for cond) or re-timed by their task reloaded
             x0s = [item["x0"] for item in items]
+            cells = [item.get("cells") for item in items]
             need = [
                 i
                 for i, (task, m) in enumerate(zip(tasks, pixel_masks, strict=True))
                 if m.any() or task == "loop"
             ]
-            clips = [s["video"].to(device) for s in samples(source, [indices[i] for i in need], shape)]
+            loaded = samples(source, [indices[i] for i in need], shape)
+            clips = [s["video"].to(device) for s in loaded]
             videos = [for_task(tasks[i], v) for i, v in zip(need, clips, strict=True)]
             conds = [None] * len(items)
             for i, cond in zip(
@@ -152,8 +182,22 @@ def make_batch(
             looped = [k for k, i in enumerate(need) if tasks[i] == "loop"]  # their cached x0 is of the source
             for k, x0 in zip(looped, encode_clips(model.vae, [videos[k] for k in looped]), strict=True):
                 x0s[need[k]] = x0
+                cells[need[k]] = task_cells("loop", loaded[k]) if weigh else None
+    weights = None
+    if weigh:
+        if any(c is None for c in cells):
+            raise ConfigError("object_weight needs object masks: train on data 'world'")
+        weights = [1 + cfg.object_weight * c.to(device) for c in cells]
     ids, text_mask = model.tokenizer.encode(captions, model.config.text.max_len)
-    return Batch(ids.to(device), text_mask.to(device), x0s, noises, ts, conds, masks, tokens, loss_frames)
+    return Batch(
+        ids.to(device), text_mask.to(device), x0s, noises, ts, conds, masks, weights, tokens, loss_frames
+    )
+
+
+def task_cells(task: str, sample: dict) -> Tensor | None:
+    """`object_cells` of the clip a task trains on (re-timed like its video), None without a mask."""
+    objects = sample.get("objects")
+    return None if objects is None else object_cells(for_task(task, objects[None])[0])
 
 
 def to_device(xs: list[Tensor], device: torch.device) -> list[Tensor]:
@@ -235,9 +279,10 @@ class DiTStep(nn.Module):
                 add_noise(x0[None], n[None], t[None])[0] for x0, n, t in zip(b.x0, b.noise, b.t, strict=True)
             ]
             v = self.dit.forward_packed(x_t, b.t, text, text_mask, b.cond)
+            weights = b.weight or [None] * len(v)
             return sum(
-                frame_loss(v_i[None], x0[None], n[None], keep[None])
-                for v_i, x0, n, keep in zip(v, b.x0, b.noise, b.loss_mask, strict=True)
+                frame_loss(v_i[None], x0[None], n[None], keep[None], None if w is None else w[None])
+                for v_i, x0, n, keep, w in zip(v, b.x0, b.noise, b.loss_mask, weights, strict=True)
             )
         # Bucketed: one batched DiT call per distinct clip shape, noise and loss batched with it.
         total = text.new_zeros((), dtype=torch.float32)
@@ -245,19 +290,25 @@ class DiTStep(nn.Module):
             x0, noise = torch.stack([b.x0[i] for i in group]), torch.stack([b.noise[i] for i in group])
             t, keep = torch.stack([b.t[i] for i in group]), torch.stack([b.loss_mask[i] for i in group])
             conds = [b.cond[i] for i in group]
+            weight = None if b.weight is None else torch.stack([b.weight[i] for i in group])
             cond = None
             if any(c is not None for c in conds):
                 zero = x0.new_zeros(self.dit.cfg.cond_channels, *x0.shape[2:])
                 cond = torch.stack([zero if c is None else c for c in conds])
             v = self.dit(add_noise(x0, noise, t), t, text[group], text_mask[group], cond)
-            total = total + frame_loss(v, x0, noise, keep)
+            total = total + frame_loss(v, x0, noise, keep, weight)
         return total
 
 
-def frame_loss(v: Tensor, x0: Tensor, noise: Tensor, keep: Tensor) -> Tensor:
+def frame_loss(v: Tensor, x0: Tensor, noise: Tensor, keep: Tensor, weight: Tensor | None = None) -> Tensor:
     """Sum over kept frames of each frame's mean squared error to the target v = noise - x0: v, x0, noise
-    (B, C, T_z, h, w), keep (B, T_z) bool -> () fp32."""
-    err = (v.float() - (noise - x0).float()).square().mean(dim=(1, 3, 4))  # (B, T_z)
+    (B, C, T_z, h, w), keep (B, T_z) bool -> () fp32. With `weight` (B, T_z, h, w) each frame's mean is
+    weighted over its cells (a frame still counts once; within it, object cells count more)."""
+    sq = (v.float() - (noise - x0).float()).square()
+    if weight is None:
+        err = sq.mean(dim=(1, 3, 4))  # (B, T_z)
+    else:
+        err = (sq.mean(dim=1) * weight).sum(dim=(2, 3)) / weight.sum(dim=(2, 3))
     return torch.where(keep, err, torch.zeros_like(err)).sum()
 
 
@@ -323,7 +374,9 @@ def train_dit(cfg: DiTTrainConfig, out: str | Path, resume: bool = False, source
         step = load_checkpoint(run, d, {"raw": trainee}, ema, {"adamw": (trainee, optimizer)})["step"]
 
     shapes = parse_shapes(cfg.shapes)
-    source = source or make_source(cfg.data, shapes, cfg.seed, d.device, cfg.world_clips)
+    source = source or make_source(
+        cfg.data, shapes, cfg.seed, d.device, cfg.world_clips, cfg.object_weight > 0
+    )
     if cfg.cache_latents and (getattr(source, "size", None) is None or not hasattr(source, "key")):
         raise ConfigError("cache_latents needs a finite data set: a data folder, or world_clips > 0")
     cache = LatentCache() if cfg.cache_latents else None
