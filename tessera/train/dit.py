@@ -58,11 +58,11 @@ class Batch:
 
 
 class LatentCache:
-    """Per clip key: clean latents, captions and object cells (`object_cells`, if the source gives
-    masks), computed once with the frozen VAE ("encode once, train
-    many epochs") and kept on the training device; needs a source with `key(index)` and finitely many
-    clips. `cond` inputs are not cached: random masks rarely repeat, so they are built each step from the
-    clip (which a finite world source keeps rendered)."""
+    """Per clip key: clean latents, captions and, where the source gives object masks, their
+    `object_cells`, computed once with the frozen VAE ("encode once, train many epochs") and kept on the
+    training device; needs a source with `key(index)` and finitely many clips. `cond` inputs are not
+    cached: random masks rarely repeat, so they are built each step from the clip (which a finite world
+    source keeps rendered)."""
 
     def __init__(self) -> None:
         self.items: dict[object, dict] = {}
@@ -77,14 +77,10 @@ class LatentCache:
             fresh = samples(source, missing, shape)
             videos = [s["video"].to(device) for s in fresh]
             for sample, x0 in zip(fresh, encode_clips(vae, videos), strict=True):
-                cells = {"cells": object_cells(sample["objects"])} if "objects" in sample else {}
-                self.items[(sample["key"], shape)] = {
-                    **sample,
-                    "video": None,
-                    "objects": None,
-                    "x0": x0,
-                    **cells,
-                }
+                item = {**sample, "video": None, "objects": None, "x0": x0}  # masks kept as cells only
+                if "objects" in sample:
+                    item["cells"] = object_cells(sample["objects"])
+                self.items[(sample["key"], shape)] = item
         return [self.items[k] for k in keys]
 
 
