@@ -300,6 +300,7 @@ def eval_(
     limit: Annotated[int | None, Opt(help="First N prompts only.")] = None,
     steps: Annotated[int | None, Opt(help="Sampler steps.")] = None,
     seed: Annotated[int | None, Opt(help="Sampling seed (default: the suite's, 0).")] = None,
+    guidance: Annotated[float | None, Opt(help="Guidance scale (default: the suite's, 5; 1 = off).")] = None,
     size: Annotated[str | None, Opt(help="WIDTHxHEIGHT of generated clips.")] = None,
     capabilities: Annotated[
         bool, Opt("--capabilities", help="Also score image-to-video, extend, connect, loop and edit.")
@@ -314,7 +315,7 @@ def eval_(
     eval_command(
         model, suite, out, truth=truth, compare=compare, device=device, parser=parser, skvideo=skvideo,
         limit=limit, steps=steps, seed=seed, size=_size(size) if size else None, capabilities=capabilities,
-        vae_only=vae_only,
+        vae_only=vae_only, guidance=guidance,
     )  # fmt: skip
     typer.echo(f"wrote {out}")
 

@@ -179,8 +179,8 @@ def test_report_builds_from_tiny_run(tmp_path, monkeypatch):
         eval_command(None, "quick", tmp_path / "x", truth=False)
 
 
-def test_eval_seed_replaces_the_suites_sampling_seed(tiny_model_dir, tmp_path):
-    from tessera.eval import eval_command
+def test_eval_seed_and_guidance_replace_the_suites_sampler_settings(tiny_model_dir, tmp_path):
+    from tessera.eval import EvalError, eval_command
 
     def run(name: str, **kw) -> tuple[dict, bytes]:
         res = eval_command(
@@ -191,6 +191,16 @@ def test_eval_seed_replaces_the_suites_sampling_seed(tiny_model_dir, tmp_path):
     (default, sheet), (zero, sheet0), (one, sheet1) = run("d"), run("s0", seed=0), run("s1", seed=1)
     assert default["settings"]["seed"] == zero["settings"]["seed"] == 0 and one["settings"]["seed"] == 1
     assert sheet == sheet0 and sheet != sheet1  # the same video for the suite's own seed, another for seed 1
+    five, sheet5 = run("g5", guidance=5.0)
+    two, sheet2 = run("g2", guidance=2.0)
+    assert default["settings"]["guidance"] == five["settings"]["guidance"] == 5.0 and sheet5 == sheet
+    assert two["settings"] == {**default["settings"], "guidance": 2.0} and sheet2 != sheet
+    for bad, message in (
+        ({"guidance": -1.0}, "--guidance must be at least 0"),
+        ({"steps": 0}, "--steps must"),
+    ):
+        with pytest.raises(EvalError, match=message):
+            eval_command(tiny_model_dir, "quick", tmp_path / "bad", limit=1, **bad)
 
 
 def test_vae_only_scores_the_vae_round_trip_of_the_truth(tiny_model_dir, tmp_path, monkeypatch):

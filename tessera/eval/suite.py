@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -62,11 +62,13 @@ def eval_command(
     capabilities: bool = False,
     seed: int | None = None,
     vae_only: bool = False,
+    guidance: float | None = None,
 ) -> dict:
     """`tessera eval`: score MODEL (or the truth renders with `truth`) on a suite and write results.json,
     report.md and report.html into `out`; or, with `compare` = (A, B), put two result folders side by
-    side in `out`. Returns the results dict. `seed` replaces the suite's sampling seed: scores of one
-    model under two seeds show how much of a difference between models the benchmark can resolve.
+    side in `out`. Returns the results dict. `steps`, `size`, `guidance` and `seed` replace the suite's
+    sampler settings; scores of one model under two seeds show how much of a difference between models
+    the benchmark can resolve.
     `vae_only` scores MODEL's VAE round trip of the truth renders instead of generated videos: the
     ceiling that the VAE sets on every metric (no DiT could score above what its latents decode to)."""
     from tessera.eval.report import write_compare, write_report
@@ -77,11 +79,15 @@ def eval_command(
         raise EvalError(f"--suite must be one of {', '.join(SUITES)} (or a prompt-set .json); got '{suite}'")
     if truth == (model is not None):
         raise EvalError("give a MODEL folder to evaluate, or --truth for the ground-truth ceiling (not both)")
-    settings = SUITES.get(suite, SUITES["quick"])
-    if steps is not None or size is not None or seed is not None:
-        w, h = size or (settings.width, settings.height)
-        seed = settings.seed if seed is None else seed
-        settings = SuiteSettings(w, h, steps or settings.steps, settings.guidance, seed)
+    if steps is not None and steps < 1:
+        raise EvalError(f"--steps must be at least 1; got {steps}")
+    if guidance is not None and guidance < 0:
+        raise EvalError(f"--guidance must be at least 0 (1 = no guidance, 0 = unconditional); got {guidance}")
+    width, height = size or (None, None)
+    given = {"steps": steps, "guidance": guidance, "seed": seed, "width": width, "height": height}
+    settings = replace(
+        SUITES.get(suite, SUITES["quick"]), **{k: v for k, v in given.items() if v is not None}
+    )
     prompts = load_prompt_set(suite)[:limit]
     if capabilities and model is None:
         raise EvalError("--capabilities scores a model's conditioned capabilities; give a MODEL folder")
