@@ -10,7 +10,15 @@ import torch
 
 from tessera.caption.expand import expand, expand_for_generate, expand_with_lm, lm_prompt, missing_facts
 from tessera.caption.metrics import score, summarise
-from tessera.caption.model import CAPTIONER_PRESETS, Captioner, beam_search, caption_loss, greedy, prepare
+from tessera.caption.model import (
+    CAPTIONER_PRESETS,
+    Captioner,
+    CaptionerConfig,
+    beam_search,
+    caption_loss,
+    greedy,
+    prepare,
+)
 from tessera.caption.parse import ParseError, parse, scene_facts
 from tessera.caption.train import CaptionerTrainConfig, train_captioner, world_clips
 from tessera.caption.weights import CaptionerBundle, caption_clips, load_captioner, save_captioner
@@ -234,6 +242,59 @@ def test_tiny_captioner_overfits_a_few_clips_to_exact_captions(clips, tmp_path):
     for name, p in model.named_parameters():
         assert narrowed[name].dtype == torch.float32 and torch.equal(narrowed[name], p.bfloat16().float())
     assert prepare(frames[0], cfg).shape == (3, cfg.frames, cfg.size, cfg.size)
+
+
+def test_conv_stem_gives_the_patch_stems_tokens_one_per_tubelet():
+    cfg = CAPTIONER_PRESETS["tiny"]
+    torch.manual_seed(0)
+    patch, conv = Captioner(cfg), Captioner(dataclasses.replace(cfg, stem="conv"))
+    video = torch.rand(2, 3, cfg.frames, cfg.size, cfg.size) * 2 - 1
+    t, s = cfg.frames // cfg.tubelet, cfg.size // cfg.patch
+    assert conv.stem(video).shape == patch.stem(video).shape == (2, cfg.dim, t, s, s)
+    assert conv.encode(video).shape == patch.encode(video).shape == (2, t * s * s, cfg.dim)
+    later = video.clone()
+    later[:, :, cfg.tubelet :] = 0  # frames after the first tubelet change
+    a, b = conv.stem(video), conv.stem(later)
+    assert torch.equal(a[:, :, 0], b[:, :, 0]) and not torch.allclose(a[:, :, 1:], b[:, :, 1:])
+
+
+def test_bad_stems_name_the_allowed_values():
+    cfg = CAPTIONER_PRESETS["tiny"]
+    with pytest.raises(ValueError, match="stem must be one of patch, conv; got 'pixels'"):
+        Captioner(dataclasses.replace(cfg, stem="pixels"))
+    for size, patch in ((24, 6), (32, 2)):
+        with pytest.raises(ValueError, match=r"power of two >= 4 \(4, 8, 16, 32"):
+            Captioner(dataclasses.replace(cfg, size=size, patch=patch, stem="conv"))
+    Captioner(dataclasses.replace(cfg, size=24, patch=6))  # the patch stem takes any patch
+    d = CAPTIONER_PRESETS["s-conv"].to_dict()
+    assert CaptionerConfig.from_dict(d) == dataclasses.replace(CAPTIONER_PRESETS["s"], stem="conv")
+    with pytest.raises(ValueError, match=r"missing \['stem'\]"):
+        CaptionerConfig.from_dict({k: v for k, v in d.items() if k != "stem"})
+
+
+def test_conv_stem_captioner_overfits_two_clips_and_reloads(clips, tmp_path):
+    cfg, frames, texts = clips
+    tok = Tokenizer.train(texts * 4, 512)
+    cfg = dataclasses.replace(cfg, vocab_size=tok.vocab_size, stem="conv")
+    torch.manual_seed(0)
+    model = Captioner(cfg)
+    video = frames[:2].permute(0, 4, 1, 2, 3).float() / 127.5 - 1.0
+    ids, mask = tok.encode(texts[:2], cfg.max_len)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(70):
+        loss = caption_loss(model, video, ids, mask)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.05 * losses[0], losses
+    model.eval()  # the two captions differ, so the encoder tells the clips apart
+    assert [tok.decode(r) for r in greedy(model, video, tok.bos_id)] == [t.lower() for t in texts[:2]]
+    save_captioner(CaptionerBundle(model, tok), tmp_path / "cap")
+    loaded = load_captioner(tmp_path / "cap").model
+    assert loaded.cfg.stem == "conv"
+    assert torch.equal(loaded(video, ids), model(video, ids))
 
 
 def test_trainer_smoke_and_resume(tmp_path):

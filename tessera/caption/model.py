@@ -2,16 +2,20 @@
 with cross-attention, plus greedy and beam decoding.
 
 Input: a clip resampled to `frames` frames spread evenly over it and resized to `size` x `size`
-(`prepare`), float (B, 3, F, S, S) in [-1, 1]. The encoder cuts it into tubelets of
-(tubelet, patch, patch) pixels (a strided Conv3d), adds learned time and space positions and runs
-`enc_depth` bidirectional blocks. The decoder reads caption tokens (`<s>` first, BPE ids of the
-project's `Tokenizer`) with causal self-attention and cross-attention to the video tokens; the caption
-ends with `<pad>` (id 0), which doubles as the end token.
+(`prepare`), float (B, 3, F, S, S) in [-1, 1]. The encoder's stem turns each tubelet of
+(tubelet, patch, patch) pixels into one token: `stem="patch"` with one strided Conv3d (one linear map
+per tubelet), `stem="conv"` with a stack of 3x3 stride-2 convolutions per frame before the tubelet's
+frames are merged (`ConvStem`, the "early convolutions" of Xiao et al. 2021, so that a token sees a
+small object's outline and highlights, not only a linear map of its pixels). Then it adds learned time
+and space positions and runs `enc_depth` bidirectional blocks. The decoder reads caption tokens (`<s>`
+first, BPE ids of the project's `Tokenizer`) with causal self-attention and cross-attention to the
+video tokens; the caption ends with `<pad>` (id 0), which doubles as the end token.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from itertools import pairwise
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +25,7 @@ from tessera.models.layers import MLP, RMSNorm, attention
 from tessera.models.text import Block
 
 END = 0  # `<pad>` ends a caption
+STEMS = ("patch", "conv")  # how video becomes tokens: one strided Conv3d, or `ConvStem`
 
 
 @dataclass(frozen=True)
@@ -31,6 +36,7 @@ class CaptionerConfig:
     size: int = 64
     tubelet: int = 2  # frames per video token
     patch: int = 8  # pixels per side of a video token
+    stem: str = "patch"  # one of STEMS
     vocab_size: int = 1024
     max_len: int = 160  # caption tokens, `<s>` included
     dim: int = 256
@@ -59,7 +65,43 @@ CAPTIONER_PRESETS: dict[str, CaptionerConfig] = {
     # 128x128 frames in 16x16-pixel tokens: the token count (and cost) of 64x64 in 8x8 patches, with
     # 4x the pixels per token, so a small object's shape is more than a few pixels wide.
     "s": CaptionerConfig(size=128, patch=16),
+    # "s" with the convolutional stem: the same tokens, each from four 3x3 stride-2 convolutions.
+    "s-conv": CaptionerConfig(size=128, patch=16, stem="conv"),
 }
+
+
+class ConvStem(nn.Module):
+    """Video (B, 3, T, S, S) -> tokens (B, D, T / tubelet, S / patch, S / patch), like the patch stem.
+
+    Per frame, log2(patch) 3x3 stride-2 convolutions, each followed by a norm and GELU, double the
+    channels up to `dim` (dim/8, dim/4, dim/2, dim for patch 16) and halve the side; a 1x1 convolution
+    mixes the last one. A (tubelet, 1, 1) Conv3d then merges each tubelet's frames into one token.
+    """
+
+    def __init__(self, dim: int, patch: int, tubelet: int) -> None:
+        super().__init__()
+        n = patch.bit_length() - 1  # stride-2 layers: patch = 2**n
+        widths = [3] + [max(dim >> (n - 1 - i), 1) for i in range(n)]  # 3, ..., dim/2, dim
+        self.convs = nn.ModuleList(nn.Conv2d(a, b, 3, 2, 1) for a, b in pairwise(widths))
+        # LayerNorm over channels at each pixel (as in ConvNeXt), not over the frame (GroupNorm) or the
+        # batch (BatchNorm, as in the paper): a frame's overall brightness (time of day) survives, and
+        # train = eval. (LayerNorm, not RMSNorm, for its fused backward: half the stem's time on the CPU.)
+        self.norms = nn.ModuleList(nn.LayerNorm(c) for c in widths[1:])
+        self.proj = nn.Conv2d(dim, dim, 1)
+        self.merge = nn.Conv3d(dim, dim, (tubelet, 1, 1), (tubelet, 1, 1))
+
+    def forward(self, video: Tensor) -> Tensor:
+        B, C, T, S, _ = video.shape
+        x = video.transpose(1, 2).reshape(B * T, C, S, S)  # (B*T, 3, S, S): frames one by one
+        # Channels last in memory, so that the per-pixel norm's (B*T, s, s, c) view needs no copy.
+        x = x.contiguous(memory_format=torch.channels_last)
+        for conv, norm in zip(self.convs, self.norms, strict=True):
+            x = norm(conv(x).permute(0, 2, 3, 1))  # (B*T, s/2, s/2, c), normed over c at each pixel
+            x = F.gelu(x).permute(0, 3, 1, 2)  # (B*T, c, s/2, s/2)
+        x = self.proj(x)  # (B*T, D, h, w), h = w = S / patch
+        _, D, h, w = x.shape
+        x = x.reshape(B, T, D, h, w).transpose(1, 2)  # (B, D, T, h, w)
+        return self.merge(x)  # (B, D, T / tubelet, h, w)
 
 
 class DecoderBlock(nn.Module):
@@ -101,11 +143,21 @@ class Captioner(nn.Module):
             raise ValueError(
                 f"captioner config: frames % tubelet, size % patch and dim % heads must be 0: {cfg}"
             )
+        if cfg.stem not in STEMS:
+            raise ValueError(f"captioner config: stem must be one of {', '.join(STEMS)}; got '{cfg.stem}'")
+        if cfg.stem == "conv" and (cfg.patch < 4 or cfg.patch & (cfg.patch - 1)):
+            raise ValueError(
+                "captioner config: stem='conv' needs patch a power of two >= 4 (4, 8, 16, 32, ...: one "
+                f"stride-2 convolution per halving); got patch={cfg.patch}"
+            )
         self.cfg = cfg
         t, s = cfg.frames // cfg.tubelet, cfg.size // cfg.patch
-        self.stem = nn.Conv3d(
-            3, cfg.dim, (cfg.tubelet, cfg.patch, cfg.patch), (cfg.tubelet, cfg.patch, cfg.patch)
-        )
+        if cfg.stem == "conv":
+            self.stem = ConvStem(cfg.dim, cfg.patch, cfg.tubelet)
+        else:
+            self.stem = nn.Conv3d(
+                3, cfg.dim, (cfg.tubelet, cfg.patch, cfg.patch), (cfg.tubelet, cfg.patch, cfg.patch)
+            )
         self.time_pos = nn.Parameter(torch.randn(t, 1, cfg.dim) * 0.02)
         self.space_pos = nn.Parameter(torch.randn(1, s * s, cfg.dim) * 0.02)
         self.encoder = nn.ModuleList(Block(cfg.dim, cfg.heads) for _ in range(cfg.enc_depth))
