@@ -5,16 +5,22 @@
 #
 #   scripts/recaption_experiment.sh VAE_MODEL MINUTES_PER_DIT [OUT]
 #
-# VAE_MODEL: the model/ folder of a `tessera train vae` run (its preset is the DiT's preset: use a small
-# one, s or tiny). MINUTES_PER_DIT: --time-limit-min of each DiT run, a safety net: both runs get the
-# same fixed --steps, and the table says if either stopped early. OUT: default runs/recaption.
+# VAE_MODEL: a model folder whose VAE and tokenizer both DiTs start from, with an untrained DiT: the
+# model/ folder of a `tessera train vae` run, or the shipped VAE around a fresh DiT
+# (`tessera model init --vae tessera/assets/model --out runs/recaption-vae`). Its preset is the DiTs'
+# preset: use a small one, s or tiny. MINUTES_PER_DIT: --time-limit-min of each DiT run, a safety net:
+# both runs get the same fixed --steps, and the table says if either stopped early. OUT: default
+# runs/recaption.
 # Rerunning resumes unfinished runs and keeps finished evaluations.
 #
 # Settings, the same for both runs (environment variables, defaults in brackets):
 #   STEPS [3000] BATCH [16] SHAPES [17x128x128: the quick suite's clips; the full suite's are 33 frames]
-#   TASKS [t2v:1] LR [1e-4]
+#   TASKS [t2v:1] LR [1e-4] WORLD_CLIPS [0: fresh world clips every step; N > 0: the first N clips,
+#   rendered once, their latents cached]
 #   SEED [0] DEVICE [auto] CAPTION_DROPOUT [0.1]
 #   EVAL_SUITE [quick] EVAL_STEPS [the suite's] EVAL_LIMIT [all prompts] EXPAND_SEED [0]
+#   TRAIN_ONLY [0; 1: stop after training, e.g. to fit a time-limited call; rerun to evaluate]
+# A rerun passes STEPS to the resumed runs, so both can be given the same new total.
 #
 # Prompts. Both DiTs get the same prompts in two conditions:
 #   detailed  `tessera eval` as it is: each prompt is the scene's own detailed caption, i.e. the ideal
@@ -24,9 +30,10 @@
 #             so they score at chance for both models alike;
 # and, as the baseline the recipe must beat, the short-caption DiT prompted with the short captions.
 set -euo pipefail
+tessera() { python -m tessera.cli "$@"; }  # the checkout's own CLI, installed or not
 
 if [ $# -lt 2 ]; then
-  sed -n 2,25p "$0"
+  sed -n 2,31p "$0"
   exit 2
 fi
 vae=$1
@@ -34,6 +41,7 @@ minutes=$2
 out=${3:-runs/recaption}
 STEPS=${STEPS:-3000} BATCH=${BATCH:-16} SHAPES=${SHAPES:-17x128x128} TASKS=${TASKS:-t2v:1}
 LR=${LR:-1e-4} SEED=${SEED:-0} DEVICE=${DEVICE:-auto} CAPTION_DROPOUT=${CAPTION_DROPOUT:-0.1}
+WORLD_CLIPS=${WORLD_CLIPS:-0} TRAIN_ONLY=${TRAIN_ONLY:-0}
 EVAL_SUITE=${EVAL_SUITE:-quick} EVAL_STEPS=${EVAL_STEPS:-} EVAL_LIMIT=${EVAL_LIMIT:-} EXPAND_SEED=${EXPAND_SEED:-0}
 
 [ -f "$vae/config.json" ] || { echo "error: $vae is not a model folder (no config.json)" >&2; exit 2; }
@@ -50,12 +58,13 @@ train() {  # NAME SHORT_CAPTION_PROB
   local run=$out/$1 t0=$SECONDS
   if [ -f "$run/state/state.json" ]; then
     echo "== resuming $run"
-    tessera train dit --resume "$run" --time-limit-min "$minutes" --device "$DEVICE"
+    tessera train dit --resume "$run" --steps "$STEPS" --time-limit-min "$minutes" --device "$DEVICE"
   else
     rm -rf "$run"  # a run that never reached its first checkpoint starts again
     cat > "$out/$1.config.json" <<EOF
 {"short_caption_prob": $2, "caption_dropout": $CAPTION_DROPOUT, "tasks": "$TASKS", "shapes": "$SHAPES",
- "seed": $SEED, "lr": $LR, "sample_every": 0}
+ "seed": $SEED, "lr": $LR, "sample_every": 0, "object_weight": 0.0,
+ "world_clips": $WORLD_CLIPS, "cache_latents": $([ "$WORLD_CLIPS" -gt 0 ] && echo true || echo false)}
 EOF
     echo "== training $run (short_caption_prob $2)"
     tessera train dit --out "$run" --init "$vae" --preset "$preset" --config "$out/$1.config.json" \
@@ -68,6 +77,7 @@ done_for() {  # EVAL_DIR ARM: true when that evaluation exists for the arm's cur
 }
 train dit-short 1.0
 train dit-detailed 0.0
+[ "$TRAIN_ONLY" = 1 ] && exit 0
 
 # 2. Evaluate: the same prompts and sampler settings for both.
 eval_flags=(--suite "$EVAL_SUITE" --device "$DEVICE")
@@ -95,7 +105,7 @@ from pathlib import Path
 from tessera.caption.expand import expand
 from tessera.eval.prompts import EvalPrompt, load_prompt_set
 from tessera.eval.report import write_report
-from tessera.eval.suite import SUITES, SuiteSettings, run_suite
+from tessera.eval.suite import SUITES, run_suite
 
 model, out, text, suite, device, seed, steps, limit = sys.argv[1:]
 
@@ -118,7 +128,7 @@ def given(p: EvalPrompt) -> str:
 prompts = [Reworded(**dataclasses.asdict(p) | {"caption": given(p), "original": p.caption})
            for p in load_prompt_set(suite)[: int(limit) if limit else None]]
 s = SUITES.get(suite, SUITES["quick"])
-settings = SuiteSettings(s.width, s.height, int(steps) if steps else s.steps, s.guidance, s.seed)
+settings = dataclasses.replace(s, steps=int(steps)) if steps else s
 results = run_suite(prompts, Path(out), Path(model), settings, device)
 results["suite"] = f"{suite} ({text} prompts, expansion seed {seed})"
 write_report(results, Path(out))
