@@ -56,7 +56,10 @@ step_of() {  # RUN -> the step of its last checkpoint
 }
 train() {  # NAME SHORT_CAPTION_PROB
   local run=$out/$1 t0=$SECONDS
-  if [ -f "$run/state/state.json" ]; then
+  if [ -f "$run/state/state.json" ] && [ "$(step_of "$run")" = "$STEPS" ]; then
+    echo "== $run has its $STEPS steps"  # resuming would render and encode its clips only to stop
+    return
+  elif [ -f "$run/state/state.json" ]; then
     echo "== resuming $run"
     tessera train dit --resume "$run" --steps "$STEPS" --time-limit-min "$minutes" --device "$DEVICE"
   else
