@@ -18,12 +18,13 @@ from tessera.caption.model import (
     caption_loss,
     greedy,
     prepare,
+    repeat_bans,
 )
 from tessera.caption.parse import ParseError, parse, scene_facts
 from tessera.caption.train import CaptionerTrainConfig, train_captioner, world_clips
 from tessera.caption.weights import CaptionerBundle, caption_clips, load_captioner, save_captioner
 from tessera.models.text import Tokenizer
-from tessera.world import WorldSampler, detailed_caption
+from tessera.world import WorldSampler, caption_corpus, detailed_caption
 
 FACT_KEYS = ("shape", "colour", "size", "material", "motion")
 
@@ -244,14 +245,71 @@ def test_tiny_captioner_overfits_a_few_clips_to_exact_captions(clips, tmp_path):
     assert prepare(frames[0], cfg).shape == (3, cfg.frames, cfg.size, cfg.size)
 
 
+def _has_adjacent_repeat(seq, span, word_start=(True, True, True)):
+    """Whether some span of at most `span` tokens that begins a word follows a copy of itself."""
+    return any(
+        seq[n - k : n] == seq[n - 2 * k : n - k] and word_start[seq[n - k]]
+        for k in range(1, span + 1)
+        for n in range(2 * k, len(seq) + 1)
+    )
+
+
+def test_repeat_bans_are_exactly_the_tokens_that_would_repeat_a_span():
+    import random
+
+    rng = random.Random(0)
+    for _ in range(3000):
+        seq, span = [rng.randrange(3) for _ in range(rng.randrange(14))], rng.randrange(6)
+        starts = [rng.random() < 0.6 for _ in range(3)]  # which tokens begin a word
+        if _has_adjacent_repeat(seq, span, starts):
+            continue  # the guard never lets a decoder write one
+        if not _has_adjacent_repeat(seq, span):
+            want = {t for t in range(3) if _has_adjacent_repeat(seq + [t], span)}
+            assert set(repeat_bans(seq, span)) == want, (seq, span)
+        want = {t for t in range(3) if _has_adjacent_repeat(seq + [t], span, starts)}
+        assert set(repeat_bans(seq, span, starts)) == want, (seq, span, starts)
+
+
+def test_repeat_guard_stops_a_stuck_decoder_and_never_touches_world_captions():
+    cfg = CAPTIONER_PRESETS["tiny"]
+    model = Captioner(cfg).eval()
+    rank = torch.full((cfg.vocab_size,), -10.0)
+    rank[[5, 6, 7, 0]] = torch.tensor([4.0, 3.0, 2.0, 1.0])  # a decoder stuck on token 5; 0 ends
+    model.logits = lambda memory, ids: rank.expand(ids.shape[0], ids.shape[1], -1).clone()
+    video = torch.zeros(2, 3, cfg.frames, cfg.size, cfg.size)
+    assert greedy(model, video, 1, repeat_span=0) == [[5] * (cfg.max_len - 1)] * 2  # unguarded: it loops
+    for rows in (greedy(model, video, 1), beam_search(model, video, 1, beams=3)):
+        for row in rows:
+            assert not _has_adjacent_repeat(row, 12) and len(row) < cfg.max_len - 1, row
+    # World captions never repeat a span that begins a word back to back, so no true next token is ever
+    # banned, even where a small vocabulary spells a word in letters ("o f f")
+    texts = [t.lower() for t in caption_corpus(300, 3)]
+    tok = Tokenizer.train(texts, 512)
+    starts = [tok.decode([i]).startswith(" ") for i in range(tok.vocab_size)]
+    ids, mask = tok.encode(texts, 400)
+    for row, keep in zip(ids, mask, strict=True):
+        seq = row[keep].tolist()[1:]
+        assert all(seq[n] not in repeat_bans(seq[:n], word_start=starts) for n in range(len(seq)))
+
+
 def test_conv_stem_gives_the_patch_stems_tokens_one_per_tubelet():
     cfg = CAPTIONER_PRESETS["tiny"]
     torch.manual_seed(0)
     patch, conv = Captioner(cfg), Captioner(dataclasses.replace(cfg, stem="conv"))
+    both = Captioner(dataclasses.replace(cfg, stem="conv+patch"))
     video = torch.rand(2, 3, cfg.frames, cfg.size, cfg.size) * 2 - 1
     t, s = cfg.frames // cfg.tubelet, cfg.size // cfg.patch
     assert conv.stem(video).shape == patch.stem(video).shape == (2, cfg.dim, t, s, s)
     assert conv.encode(video).shape == patch.encode(video).shape == (2, t * s * s, cfg.dim)
+    assert both.encode(video).shape == (2, t * s * s, cfg.dim)
+    assert patch.linear_stem is None and conv.linear_stem is None
+    # conv+patch with its convolutions silenced (merge zeroed) and the patch model's other weights is
+    # the patch model: the two stems' tokens are summed
+    weights = {k.replace("stem.", "linear_stem.", 1) if k.startswith("stem.") else k: v
+               for k, v in patch.state_dict().items()}  # fmt: skip
+    assert both.load_state_dict(weights, strict=False).unexpected_keys == []
+    torch.nn.init.zeros_(both.stem.merge.weight), torch.nn.init.zeros_(both.stem.merge.bias)
+    assert torch.allclose(both.encode(video), patch.encode(video), atol=1e-6)
     later = video.clone()
     later[:, :, cfg.tubelet :] = 0  # frames after the first tubelet change
     a, b = conv.stem(video), conv.stem(later)
@@ -260,7 +318,7 @@ def test_conv_stem_gives_the_patch_stems_tokens_one_per_tubelet():
 
 def test_bad_stems_name_the_allowed_values():
     cfg = CAPTIONER_PRESETS["tiny"]
-    with pytest.raises(ValueError, match="stem must be one of patch, conv; got 'pixels'"):
+    with pytest.raises(ValueError, match="stem must be one of patch, conv, conv\\+patch; got 'pixels'"):
         Captioner(dataclasses.replace(cfg, stem="pixels"))
     for size, patch in ((24, 6), (32, 2)):
         with pytest.raises(ValueError, match=r"power of two >= 4 \(4, 8, 16, 32"):
@@ -272,10 +330,11 @@ def test_bad_stems_name_the_allowed_values():
         CaptionerConfig.from_dict({k: v for k, v in d.items() if k != "stem"})
 
 
-def test_conv_stem_captioner_overfits_two_clips_and_reloads(clips, tmp_path):
+@pytest.mark.parametrize("stem", ["conv", "conv+patch"])
+def test_conv_stem_captioner_overfits_two_clips_and_reloads(clips, tmp_path, stem):
     cfg, frames, texts = clips
     tok = Tokenizer.train(texts * 4, 512)
-    cfg = dataclasses.replace(cfg, vocab_size=tok.vocab_size, stem="conv")
+    cfg = dataclasses.replace(cfg, vocab_size=tok.vocab_size, stem=stem)
     torch.manual_seed(0)
     model = Captioner(cfg)
     video = frames[:2].permute(0, 4, 1, 2, 3).float() / 127.5 - 1.0
@@ -293,7 +352,7 @@ def test_conv_stem_captioner_overfits_two_clips_and_reloads(clips, tmp_path):
     assert [tok.decode(r) for r in greedy(model, video, tok.bos_id)] == [t.lower() for t in texts[:2]]
     save_captioner(CaptionerBundle(model, tok), tmp_path / "cap")
     loaded = load_captioner(tmp_path / "cap").model
-    assert loaded.cfg.stem == "conv"
+    assert loaded.cfg.stem == stem
     assert torch.equal(loaded(video, ids), model(video, ids))
 
 

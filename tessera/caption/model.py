@@ -6,7 +6,9 @@ Input: a clip resampled to `frames` frames spread evenly over it and resized to 
 (tubelet, patch, patch) pixels into one token: `stem="patch"` with one strided Conv3d (one linear map
 per tubelet), `stem="conv"` with a stack of 3x3 stride-2 convolutions per frame before the tubelet's
 frames are merged (`ConvStem`, the "early convolutions" of Xiao et al. 2021, so that a token sees a
-small object's outline and highlights, not only a linear map of its pixels). Then it adds learned time
+small object's outline and highlights, not only a linear map of its pixels), `stem="conv+patch"` with
+the sum of the two (the convolutions' features plus the linear map of the raw pixels, which the
+convolutions' per-pixel norms do not see). Then it adds learned time
 and space positions and runs `enc_depth` bidirectional blocks. The decoder reads caption tokens (`<s>`
 first, BPE ids of the project's `Tokenizer`) with causal self-attention and cross-attention to the
 video tokens; the caption ends with `<pad>` (id 0), which doubles as the end token.
@@ -25,7 +27,13 @@ from tessera.models.layers import MLP, RMSNorm, attention
 from tessera.models.text import Block
 
 END = 0  # `<pad>` ends a caption
-STEMS = ("patch", "conv")  # how video becomes tokens: one strided Conv3d, or `ConvStem`
+# Decoding never lets a span of up to this many tokens that starts a word follow a copy of itself
+# ("four four", "the cube the cube"): a stuck decoder loops so on clips unlike its training data, and no
+# world caption has such a repeat (checked on 6,000 with the shipped tokenizer; a span that starts inside
+# a word, as the "f f" of a small vocabulary's "o f f", is allowed), so the guard leaves them alone.
+REPEAT_SPAN = 12
+# How video becomes tokens: one strided Conv3d, `ConvStem`, or the sum of the two.
+STEMS = ("patch", "conv", "conv+patch")
 
 
 @dataclass(frozen=True)
@@ -67,6 +75,8 @@ CAPTIONER_PRESETS: dict[str, CaptionerConfig] = {
     "s": CaptionerConfig(size=128, patch=16),
     # "s" with the convolutional stem: the same tokens, each from four 3x3 stride-2 convolutions.
     "s-conv": CaptionerConfig(size=128, patch=16, stem="conv"),
+    # "s-conv" plus the patch stem's linear map of each tubelet's pixels, added to its tokens.
+    "s-hybrid": CaptionerConfig(size=128, patch=16, stem="conv+patch"),
 }
 
 
@@ -145,19 +155,21 @@ class Captioner(nn.Module):
             )
         if cfg.stem not in STEMS:
             raise ValueError(f"captioner config: stem must be one of {', '.join(STEMS)}; got '{cfg.stem}'")
-        if cfg.stem == "conv" and (cfg.patch < 4 or cfg.patch & (cfg.patch - 1)):
+        if cfg.stem != "patch" and (cfg.patch < 4 or cfg.patch & (cfg.patch - 1)):
             raise ValueError(
-                "captioner config: stem='conv' needs patch a power of two >= 4 (4, 8, 16, 32, ...: one "
-                f"stride-2 convolution per halving); got patch={cfg.patch}"
+                f"captioner config: stem='{cfg.stem}' needs patch a power of two >= 4 (4, 8, 16, 32, ...: "
+                f"one stride-2 convolution per halving); got patch={cfg.patch}"
             )
         self.cfg = cfg
         t, s = cfg.frames // cfg.tubelet, cfg.size // cfg.patch
-        if cfg.stem == "conv":
-            self.stem = ConvStem(cfg.dim, cfg.patch, cfg.tubelet)
+        tubelet = (cfg.tubelet, cfg.patch, cfg.patch)
+        if cfg.stem == "patch":
+            self.stem = nn.Conv3d(3, cfg.dim, tubelet, tubelet)
         else:
-            self.stem = nn.Conv3d(
-                3, cfg.dim, (cfg.tubelet, cfg.patch, cfg.patch), (cfg.tubelet, cfg.patch, cfg.patch)
-            )
+            self.stem = ConvStem(cfg.dim, cfg.patch, cfg.tubelet)
+        # "conv+patch": the patch stem's linear map beside the convolutions (a plain patch stem keeps the
+        # name `stem`, so its checkpoints load).
+        self.linear_stem = nn.Conv3d(3, cfg.dim, tubelet, tubelet) if cfg.stem == "conv+patch" else None
         self.time_pos = nn.Parameter(torch.randn(t, 1, cfg.dim) * 0.02)
         self.space_pos = nn.Parameter(torch.randn(1, s * s, cfg.dim) * 0.02)
         self.encoder = nn.ModuleList(Block(cfg.dim, cfg.heads) for _ in range(cfg.enc_depth))
@@ -179,6 +191,8 @@ class Captioner(nn.Module):
                 "(use tessera.caption.model.prepare)"
             )
         x = self.stem(video)  # (B, D, F/tubelet, S/patch, S/patch)
+        if self.linear_stem is not None:
+            x = x + self.linear_stem(video)
         B, D, t, h, w = x.shape
         x = x.flatten(3).permute(0, 2, 3, 1) + self.time_pos + self.space_pos  # (B, t, h*w, D)
         x = x.reshape(B, t * h * w, D)
@@ -215,15 +229,42 @@ def caption_loss(model: Captioner, video: Tensor, ids: Tensor, mask: Tensor) -> 
     return F.cross_entropy(logits[keep], targets[keep])
 
 
+def repeat_bans(seq: list[int], span: int = REPEAT_SPAN, word_start: list[bool] | None = None) -> list[int]:
+    """Tokens that, appended to `seq`, would end a span of at most `span` tokens that repeats the span
+    just before it: for a span of k, the token k back, when the k - 1 tokens after it are the last ones.
+    With `word_start` (per token id, True where the token begins a word), only spans that begin a word."""
+    n = len(seq)
+    ks = range(1, min(span, (n + 1) // 2) + 1)
+    return [seq[n - k] for k in ks if seq[n - k + 1 :] == seq[n - 2 * k + 1 : n - k]
+            and (word_start is None or word_start[seq[n - 2 * k + 1]])]  # fmt: skip
+
+
+def _ban_repeats(logits: Tensor, ids: Tensor, span: int, word_start: list[bool] | None) -> Tensor:
+    """logits (R, V) for the token after each row of ids (R, L), `<s>` first; repeats set to -inf."""
+    if span > 0:
+        for row, seq in enumerate(ids[:, 1:].tolist()):
+            banned = repeat_bans(seq, span, word_start)
+            if banned:
+                logits[row, banned] = -float("inf")
+    return logits
+
+
 @torch.no_grad()
-def greedy(model: Captioner, video: Tensor, bos: int) -> list[list[int]]:
-    """Greedy decoding: video (B, 3, F, S, S) -> token ids per clip (without `<s>` and the end)."""
+def greedy(
+    model: Captioner,
+    video: Tensor,
+    bos: int,
+    repeat_span: int = REPEAT_SPAN,
+    word_start: list[bool] | None = None,
+) -> list[list[int]]:
+    """Greedy decoding: video (B, 3, F, S, S) -> token ids per clip (without `<s>` and the end); no span
+    of up to `repeat_span` tokens (0 = no guard) that begins a word follows itself (`repeat_bans`)."""
     memory = model.encode(video)
     B = video.shape[0]
     ids = torch.full((B, 1), bos, dtype=torch.long, device=video.device)
     done = torch.zeros(B, dtype=torch.bool, device=video.device)
     for _ in range(model.cfg.max_len - 1):
-        nxt = model.logits(memory, ids)[:, -1].argmax(-1)
+        nxt = _ban_repeats(model.logits(memory, ids)[:, -1], ids, repeat_span, word_start).argmax(-1)
         nxt = torch.where(done, END, nxt)
         ids = torch.cat([ids, nxt[:, None]], dim=1)
         done |= nxt == END
@@ -234,9 +275,16 @@ def greedy(model: Captioner, video: Tensor, bos: int) -> list[list[int]]:
 
 @torch.no_grad()
 def beam_search(
-    model: Captioner, video: Tensor, bos: int, beams: int = 4, alpha: float = 0.6
+    model: Captioner,
+    video: Tensor,
+    bos: int,
+    beams: int = 4,
+    alpha: float = 0.6,
+    repeat_span: int = REPEAT_SPAN,
+    word_start: list[bool] | None = None,
 ) -> list[list[int]]:
-    """Beam search per clip; hypotheses are ranked by log-probability / length**alpha."""
+    """Beam search per clip; hypotheses are ranked by log-probability / length**alpha; repeats banned as
+    in `greedy`."""
     out = []
     for b in range(video.shape[0]):
         memory = model.encode(video[b : b + 1]).expand(beams, -1, -1)
@@ -245,6 +293,7 @@ def beam_search(
         finished: list[tuple[float, list[int]]] = []
         for step in range(model.cfg.max_len - 1):
             logp = model.logits(memory[: len(ids)], ids)[:, -1].log_softmax(-1)  # (k, V)
+            logp = _ban_repeats(logp, ids, repeat_span, word_start)
             total = (scores[:, None] + logp).flatten()
             top = total.topk(min(beams * 2, total.numel()))
             keep_ids, keep_scores = [], []

@@ -85,14 +85,15 @@ def caption_clips(
     if beams < 1:
         raise ValueError(f"beams must be >= 1, got {beams}")
     device = next(bundle.model.parameters()).device
-    out: list[str] = []
+    tok, out = bundle.tokenizer, []
+    starts = [tok.decode([i]).startswith(" ") for i in range(tok.vocab_size)]  # for the repeat guard
     for start in range(0, len(clips), batch_size):
         video = torch.stack([prepare(c, bundle.cfg) for c in clips[start : start + batch_size]]).to(device)
-        bos = bundle.tokenizer.bos_id
-        rows = (
-            greedy(bundle.model, video, bos) if beams == 1 else beam_search(bundle.model, video, bos, beams)
-        )
-        out += [bundle.tokenizer.decode(r).strip() for r in rows]
+        if beams == 1:
+            rows = greedy(bundle.model, video, tok.bos_id, word_start=starts)
+        else:
+            rows = beam_search(bundle.model, video, tok.bos_id, beams, word_start=starts)
+        out += [tok.decode(r).strip() for r in rows]
     return out
 
 
