@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from tessera.caption.expand import expand, expand_for_generate, expand_with_lm, lm_prompt, missing_facts
-from tessera.caption.metrics import score, summarise
+from tessera.caption.metrics import material_visible, score, summarise
 from tessera.caption.model import (
     CAPTIONER_PRESETS,
     Captioner,
@@ -69,6 +69,23 @@ def test_scores_are_one_on_truth_and_drop_on_a_wrong_colour():
     wrong = text.replace(f"{ob.colour} {ob.shape}", f"{other} {ob.shape}")
     n = len(scene.objects)
     assert summarise(score(wrong, scene))["colour_f1"] == pytest.approx((n - 1) / n)
+
+
+def test_material_shows_on_a_sphere_not_on_a_cube_and_is_scored_only_there():
+    from tessera.world import Object, Scene
+
+    ball = Object("sphere", "red", "large", "shiny", x=-1.5)
+    box = Object("cube", "blue", "large", "shiny", x=1.5, yaw=0.4)
+    scene = Scene(objects=(ball, box), frames=4, fps=4.0)
+    visible = material_visible([scene, Scene(objects=(box,), frames=4, fps=4.0)], 64, "cpu")
+    assert visible == [[True, False], [False]]  # a sphere always turns some facet to the sun
+    text = detailed_caption(scene)
+    assert summarise(score(text, scene, [True, False]))["material_seen_accuracy"] == 1.0
+    matte = text.replace("shiny", "matte")  # both materials wrong; only the sphere's counts
+    s = summarise(score(matte, scene, [True, False]))
+    assert s["material_seen_accuracy"] == 0.0 and s["material_f1"] == 0.0
+    assert "material_seen_accuracy" not in summarise(score(matte, scene, [False, False]))
+    assert "material_seen_accuracy" not in summarise(score(matte, scene))
 
 
 PROMPTS = [

@@ -6,16 +6,50 @@ attributes. Attribute F1 counts (object, attribute, value) facts: a true positiv
 equal to its matched object's truth; precision divides by the attributes the caption states, recall by
 the scene's (4 per object). Motion accuracy is the share of scene objects whose matched caption object
 has the right motion; camera accuracy asks for the right move and direction.
+
+The world does not always show an object's material: a shiny cube's highlight appears only when a face
+catches the sun just so. `material_visible` finds the objects whose pixels change when their material
+is flipped, and `score` given those flags also reports material accuracy on them alone (on the rest no
+captioner can beat a coin toss).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections import Counter
+
+import torch
 
 from tessera.caption.parse import Facts, ParseError, parse, scene_facts
 
 ATTRIBUTES = ("shape", "colour", "size", "material")
+FLIP = {"shiny": "matte", "matte": "shiny"}
+
+
+def material_visible(
+    scenes: list, size: int, device: torch.device | str, levels: int = 24, pixels: int = 3, batch: int = 256
+) -> list[list[bool]]:
+    """Per scene, per object: whether its material shows in `size` x `size` renders, i.e. whether in
+    some frame at least `pixels` of its own pixels change by more than `levels` of 255 in some channel
+    when every object's material is flipped (shiny <-> matte). Renders `batch` scenes at a time."""
+    from tessera.world import render
+
+    def flipped(scene):
+        objects = tuple(dataclasses.replace(ob, material=FLIP[ob.material]) for ob in scene.objects)
+        return dataclasses.replace(scene, objects=objects)
+
+    out = []
+    for start in range(0, len(scenes), batch):
+        chunk = scenes[start : start + batch]
+        a, b = render(chunk, (size, size), device), render([flipped(s) for s in chunk], (size, size), device)
+        changed = (a.frames.int() - b.frames.int()).abs().amax(-1) > levels  # (B, T, H, W)
+        for i, scene in enumerate(chunk):
+            own = [
+                (changed[i] & (a.ids[i] == k + 1)).sum(dim=(1, 2)).max() for k in range(len(scene.objects))
+            ]
+            out.append([bool(n >= pixels) for n in own])  # object k's most changed pixels in one frame
+    return out
 
 
 def match(pred: Facts, truth: Facts) -> list[tuple[int, int]]:
@@ -37,8 +71,9 @@ def _agree(p, t) -> int:
     )
 
 
-def score(caption: str, scene) -> Counter:
-    """Counts for one caption of `scene`: tp/pred/true per attribute, motion and camera hits."""
+def score(caption: str, scene, visible: list[bool] | None = None) -> Counter:
+    """Counts for one caption of `scene`: tp/pred/true per attribute, motion and camera hits; with
+    `visible` (per scene object, from `material_visible`) also material hits on the visible ones."""
     try:
         pred = parse(caption)
     except ParseError:  # e.g. a caption naming more objects than the world holds: nothing it says counts
@@ -53,6 +88,9 @@ def score(caption: str, scene) -> Counter:
         for a in ATTRIBUTES:
             c[f"{a}.tp"] += getattr(p, a) is not None and getattr(p, a) == getattr(t, a)
         c["motion.hit"] += p.motion == t.motion
+        c["material_seen.hit"] += bool(visible and visible[j]) and p.material == t.material
+    if visible is not None:
+        c["material_seen.objects"] += sum(visible)
     c["objects"] += len(truth.objects)
     c["count.hit"] += len(pred.objects) == len(truth.objects)
     c["camera.hit"] += (pred.camera, pred.camera_direction) == (truth.camera, truth.camera_direction)
@@ -71,6 +109,8 @@ def summarise(c: Counter) -> dict[str, float]:
     out["motion_accuracy"] = c["motion.hit"] / max(1, c["objects"])
     out["camera_accuracy"] = c["camera.hit"] / max(1, c["clips"])
     out["object_count_accuracy"] = c["count.hit"] / max(1, c["clips"])
+    if c["material_seen.objects"]:  # material accuracy on the objects whose material shows
+        out["material_seen_accuracy"] = c["material_seen.hit"] / c["material_seen.objects"]
     out["clips"] = c["clips"]
     return out
 
