@@ -3,7 +3,7 @@ rendered as sampled and with every material flipped, shiny <-> matte, some frame
 of the object's own pixels changed by more than `--levels` of 255). Where it does not show, no captioner
 can beat a coin toss, so the share of visible objects bounds material accuracy: visible + half the rest.
 
-    python bench/material_visibility.py [--clips 128] [--size 128] [--split train] [--device auto]
+    python bench/material_visibility.py [--clips 128] [--preset s-hybrid] [--split train] [--device auto]
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ app.add_typer(model_app, name="model")
 app.add_typer(world_app, name="world")
 data_app = typer.Typer(no_args_is_help=True, help="Turn videos into training data.")
 app.add_typer(data_app, name="data")
-train_app = typer.Typer(no_args_is_help=True, help="Train the VAE or the DiT; runs resume exactly.")
+train_app = typer.Typer(no_args_is_help=True, help="Train the VAE, the DiT or the captioner; runs resume.")
 app.add_typer(train_app, name="train")
 
 Opt = typer.Option
@@ -526,6 +526,46 @@ def train_eval_vae(
     from tessera.train.commands import eval_vae_command
 
     typer.echo(eval_vae_command(model, clips=clips, shape=shape, device=device))
+
+
+@train_app.command("captioner")
+def train_captioner(
+    out: RunOut = None,
+    resume: ResumeOpt = None,
+    preset: Annotated[str | None, Opt(help="tiny, s, s-conv or s-hybrid (default s).")] = None,
+    steps: StepsOpt = None,
+    batch_size: Annotated[int | None, Opt(help="Clips per step.")] = None,
+    lr: LrOpt = None,
+    warmup: WarmupOpt = None,
+    pool: Annotated[int | None, Opt(help="World clips rendered once and drawn from.")] = None,
+    eval_clips: Annotated[int | None, Opt(help="Clips per split scored at the end.")] = None,
+    beam_clips: Annotated[int | None, Opt(help="Of those, how many also with beam search.")] = None,
+    seed: Annotated[int | None, Opt(help="Seed of the pool, the batches and the weights.")] = None,
+    tokenizer_corpus: Annotated[int | None, Opt(help="World captions the tokenizer is trained on.")] = None,
+    device: TrainDeviceOpt = None,
+    ckpt_every: CkptOpt = None,
+    log_every: LogEveryOpt = None,
+    time_limit_min: TimeLimitOpt = None,
+) -> None:
+    """Train the captioner on world clips and their detailed captions, then score it."""
+    flags = dict(locals())  # the flags only, before the import adds a name
+    from tessera.caption.train import train_command
+
+    typer.echo(train_command(**flags))
+
+
+@train_app.command("eval-captioner")
+def train_eval_captioner(
+    captioner: Annotated[Path, typer.Argument(help="Captioner folder (e.g. tessera/assets/captioner).")],
+    clips: Annotated[int, Opt(help="Clips per split (unseen train-split scenes, held-out split).")] = 64,
+    beam_clips: Annotated[int, Opt(help="Of those, how many also with beam search.")] = 8,
+    device: Annotated[str, Opt(help="auto, cpu, cuda.")] = "auto",
+    out: Annotated[Path | None, Opt(help="Write the scores as JSON here.")] = None,
+) -> None:
+    """Caption world clips and score the captions against the truth (attribute F1, motion, camera)."""
+    from tessera.caption.train import eval_command
+
+    typer.echo(eval_command(captioner, clips, beam_clips, device, out))
 
 
 @data_app.command("ingest")

@@ -387,6 +387,40 @@ def test_trainer_smoke_and_resume(tmp_path):
     assert 0.0 <= more["metrics"]["heldout_greedy"]["attribute_f1"] <= 1.0
 
 
+def test_captioner_commands_train_resume_and_evaluate(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from tessera.cli import app
+
+    run, runner = tmp_path / "run", CliRunner()
+    tiny = ["--preset", "tiny", "--batch-size", "2", "--pool", "2", "--tokenizer-corpus", "20"]
+    tiny += ["--eval-clips", "1", "--beam-clips", "1"]
+    r = runner.invoke(
+        app, ["train", "captioner", "--out", str(run), *tiny, "--steps", "2", "--device", "cpu"]
+    )
+    assert r.exit_code == 0, r.output
+    assert "captioner run stopped at step 2" in r.output and "| heldout_greedy |" in r.output
+    r = runner.invoke(app, ["train", "captioner", "--resume", str(run), "--steps", "3"])  # its own config
+    assert r.exit_code == 0 and "stopped at step 3" in r.output, r.output
+    saved = json.loads((run / "train_config.json").read_text())
+    assert (saved["preset"], saved["steps"], saved["pool"], saved["device"]) == ("tiny", 3, 2, "cpu")
+    scores = tmp_path / "scores.json"
+    args = ["train", "eval-captioner", str(run / "model"), "--clips", "2", "--beam-clips", "0"]
+    r = runner.invoke(app, [*args, "--device", "cpu", "--out", str(scores)])
+    assert r.exit_code == 0 and "| train_greedy |" in r.output, r.output
+    got = json.loads(scores.read_text())
+    assert got["train_greedy"]["clips"] == got["heldout_greedy"]["clips"] == 2 and "train_beam4" not in got
+    for bad, message in (
+        (["train", "captioner", "--steps", "2"], "give --out RUN for a new captioner run or --resume RUN"),
+        (["train", "captioner", "--resume", str(tmp_path)], "not a captioner run folder"),
+        (["train", "eval-captioner", str(run / "model"), "--clips", "2", "--beam-clips", "3"], "beam-clips"),
+    ):
+        r = runner.invoke(app, bad)
+        assert isinstance(r.exception, ValueError) and message in str(r.exception), (bad, r.output)
+
+
 def test_generate_expands_through_the_local_lm(tiny_lm, tiny_model_dir, tmp_path):
     import subprocess
     import sys

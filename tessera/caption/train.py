@@ -11,8 +11,8 @@
 5. At the end the captioner is scored (greedy and beam) on unseen train-split clips and on the held-out
    split (`metrics.py`); the scores go to `RUN/metrics.json` and `RUN/model/metrics.json`.
 
-On the H100: `python -c "from tessera.caption.train import *; train_captioner(CaptionerTrainConfig(),
-'runs/captioner')"`.
+On the H100: `tessera train captioner --out runs/captioner --preset s-hybrid --device cuda`; a run's
+scores again, on any device: `tessera train eval-captioner runs/captioner/model`.
 """
 
 from __future__ import annotations
@@ -21,13 +21,14 @@ import json
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 
 from tessera.caption.metrics import material_visible, score, summarise
 from tessera.caption.model import CAPTIONER_PRESETS, Captioner, CaptionerConfig, caption_loss
 from tessera.caption.weights import CaptionerBundle, caption_clips, save_captioner
-from tessera.checkpoint import load_state, save_state
+from tessera.checkpoint import atomic_write_text, load_state, save_state
 from tessera.models.text import Tokenizer
 from tessera.pipeline import pick_device
 from tessera.train.state import flatten, generator, lr_at, unflatten
@@ -76,8 +77,6 @@ def world_clips(
 
 def train_captioner(cfg: CaptionerTrainConfig, out: str, resume: bool = False) -> dict:
     """Train (or resume) a captioner run in folder `out`; returns {"step", "loss", "metrics"}."""
-    from pathlib import Path
-
     run, device, t0 = Path(out), pick_device(cfg.device), time.monotonic()
     if cfg.preset not in CAPTIONER_PRESETS:
         raise ValueError(
@@ -86,7 +85,7 @@ def train_captioner(cfg: CaptionerTrainConfig, out: str, resume: bool = False) -
     if (run / "state").exists() and not resume:
         raise ValueError(f"{run} already holds a captioner run; resume it or pick a new folder")
     run.mkdir(parents=True, exist_ok=True)
-    (run / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    atomic_write_text(run / "train_config.json", json.dumps(asdict(cfg), indent=2))
     mcfg = CAPTIONER_PRESETS[cfg.preset]
     tokenizer = Tokenizer.train(caption_corpus(cfg.tokenizer_corpus, cfg.seed), mcfg.vocab_size)
     mcfg = CaptionerConfig(**{**mcfg.to_dict(), "vocab_size": tokenizer.vocab_size})
@@ -127,8 +126,43 @@ def train_captioner(cfg: CaptionerTrainConfig, out: str, resume: bool = False) -
         "device": str(device),
     }
     save_captioner(bundle, run / "model", metrics, card=_card(cfg, metrics))
-    (run / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    atomic_write_text(run / "metrics.json", json.dumps(metrics, indent=2))
     return {"step": step, "loss": loss, "metrics": metrics}
+
+
+def train_command(out: str | Path | None, resume: str | Path | None, **flags) -> str:
+    """`tessera train captioner`: a new run in `out` from the flags given (None = the default), or the run
+    `resume` continued under its own config with the given flags changed (e.g. more steps). Returns the
+    scores as a table and the step reached."""
+    if (out is None) == (resume is None):
+        raise ValueError("give --out RUN for a new captioner run or --resume RUN to continue one")
+    flags = {k: v for k, v in flags.items() if v is not None}
+    base: dict = {}
+    if resume is not None:
+        saved = Path(resume) / "train_config.json"
+        if not saved.is_file():
+            raise ValueError(f"{resume}: not a captioner run folder (no train_config.json)")
+        base = json.loads(saved.read_text())
+    cfg = CaptionerTrainConfig(**{**base, **flags})
+    result = train_captioner(cfg, str(out if out is not None else resume), resume=resume is not None)
+    return f"{metrics_table(result['metrics'])}\ncaptioner run stopped at step {result['step']}"
+
+
+def eval_command(
+    captioner: str | Path, clips: int, beam_clips: int, device: str = "auto", out: str | Path | None = None
+) -> str:
+    """`tessera train eval-captioner`: `evaluate` a captioner folder on `clips` clips per split (the first
+    `beam_clips` also with beam search); the scores as a table, and as JSON into `out` if given."""
+    from tessera.caption.weights import load_captioner
+
+    if clips < 1 or not 0 <= beam_clips <= clips:
+        raise ValueError(f"need clips >= 1 and 0 <= beam-clips <= clips; got {clips} and {beam_clips}")
+    dev = pick_device(device)
+    cfg = CaptionerTrainConfig(eval_clips=clips, beam_clips=beam_clips)
+    metrics = evaluate(load_captioner(captioner, dev), cfg, dev)
+    if out is not None:
+        atomic_write_text(Path(out), json.dumps(metrics, indent=2))
+    return metrics_table(metrics)
 
 
 def _step(model: Captioner, opt, cfg: CaptionerTrainConfig, step: int, frames, ids, mask) -> float:
@@ -181,26 +215,24 @@ def evaluate(bundle: CaptionerBundle, cfg: CaptionerTrainConfig, device: torch.d
     return out
 
 
-def _card(cfg: CaptionerTrainConfig, metrics: dict) -> str:
-    cols = (
-        "attribute_f1",
-        "shape_f1",
-        "colour_f1",
-        "size_f1",
-        "material_f1",
-        "material_seen_accuracy",
-        "motion_accuracy",
-        "camera_accuracy",
-    )
+def metrics_table(metrics: dict) -> str:
+    """The scores of `evaluate` as a markdown table, one row per split and decoding."""
+    cols = ("attribute_f1", "shape_f1", "colour_f1", "size_f1", "material_f1", "material_seen_accuracy",
+            "motion_accuracy", "camera_accuracy")  # fmt: skip
     rows = [f"| {k} | " + " | ".join(f"{v.get(c, float('nan')):.3f}" for c in cols) + f" | {v['clips']} |"
             for k, v in metrics.items() if isinstance(v, dict) and "attribute_f1" in v]  # fmt: skip
+    return "\n".join([
+        "| eval | attribute F1 | shape | colour | size | material | material acc. where shown | motion acc. "
+        "| camera acc. | clips |",
+        "|---|---|---|---|---|---|---|---|---|---|", *rows,
+    ])  # fmt: skip
+
+
+def _card(cfg: CaptionerTrainConfig, metrics: dict) -> str:
     return "\n".join([
         "# tessera captioner", "",
         f"Video-to-text captioner (preset `{cfg.preset}`) trained from scratch on {cfg.pool} world clips "
         f"and their detailed captions, {metrics['steps']} steps of batch {cfg.batch_size} "
         f"on {metrics['device']} "
-        f"({metrics['minutes']:.1f} min).", "",
-        "| eval | attribute F1 | shape | colour | size | material | material acc. where shown | motion acc. "
-        "| camera acc. | clips |",
-        "|---|---|---|---|---|---|---|---|---|---|", *rows, "",
+        f"({metrics['minutes']:.1f} min).", "", metrics_table(metrics), "",
     ])  # fmt: skip
