@@ -86,7 +86,7 @@ def caption_clips(
         raise ValueError(f"beams must be >= 1, got {beams}")
     device = next(bundle.model.parameters()).device
     tok, out = bundle.tokenizer, []
-    starts = [tok.decode([i]).startswith(" ") for i in range(tok.vocab_size)]  # for the repeat guard
+    starts = tok.word_starts()  # for the repeat guard
     for start in range(0, len(clips), batch_size):
         video = torch.stack([prepare(c, bundle.cfg) for c in clips[start : start + batch_size]]).to(device)
         if beams == 1:

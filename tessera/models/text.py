@@ -130,6 +130,10 @@ class Tokenizer:
             ids = ids.tolist()
         return self._tok.decode(list(ids), skip_special_tokens=True)
 
+    def word_starts(self) -> list[bool]:
+        """Per token id: whether the token begins a word (its text starts with a space)."""
+        return [self.decode([i]).startswith(" ") for i in range(self.vocab_size)]
+
 
 class Block(nn.Module):
     """Pre-norm transformer block: bidirectional self-attention over real tokens, then an MLP."""
