@@ -341,6 +341,18 @@ def model_init(
     typer.echo(f"wrote {pipeline.init_model_folder(preset, out, seed=seed, vae=vae)}")
 
 
+@model_app.command("grow")
+def model_grow(
+    src: Annotated[Path, typer.Argument(help="Trained model folder.")],
+    preset: Annotated[str, Opt(help="The deeper preset to grow into (e.g. s-deep from s).")],
+    out: Annotated[Path, Opt("--out", help="Folder to write.")],
+) -> None:
+    """Write SRC with more DiT blocks that start silent: the same samples, a deeper net to train on."""
+    from tessera import pipeline
+
+    typer.echo(f"wrote {pipeline.grow_model_folder(src, preset, out)}")
+
+
 @model_app.command("pack")
 def model_pack(
     src: Annotated[Path, typer.Argument(help="Model folder (e.g. RUN/model of a training run).")],

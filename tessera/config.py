@@ -111,6 +111,8 @@ PRESETS: dict[str, ModelConfig] = {
     # (39 MB) so the package stays small, and a 33x128x128 clip samples in well under a minute on 2
     # CPU cores.
     "s": _preset("s", _SMALL_VAE, _SMALL_TEXT, dim=256, depth=8, heads=4, ffn_dim=1024),
+    # `s` with half as many blocks again (a 13.3M DiT): grown from a trained `s` by `tessera model grow`.
+    "s-deep": _preset("s-deep", _SMALL_VAE, _SMALL_TEXT, dim=256, depth=12, heads=4, ffn_dim=1024),
     "b": _preset("b", VAEConfig(), _BIG_TEXT, dim=768, depth=12, heads=12, ffn_dim=3072),
     "l": _preset("l", VAEConfig(), _BIG_TEXT, dim=1024, depth=24, heads=16, ffn_dim=4096),
     # The Wan 2.1 1.3B transformer's shape, for benchmarks.

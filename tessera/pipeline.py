@@ -9,6 +9,7 @@ progress) through to `sample_latents` unchanged.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,6 +22,7 @@ from tessera.checkpoint import Model, build_model, load_into, load_model, load_t
 from tessera.config import ModelConfig, get_preset
 from tessera.flow.samplers import guided, sample_euler, sample_heun, sdedit_start
 from tessera.flow.schedules import timesteps, token_shift
+from tessera.models.dit import deepen
 from tessera.models.text import Tokenizer
 
 if TYPE_CHECKING:
@@ -101,6 +103,31 @@ def init_model_folder(preset: str, out: str | Path, seed: int = 0, vae: str | Pa
     card = (
         f"# tessera `{preset}` (UNTRAINED)\n\nRandomly initialised with seed {seed}{source} by "
         "`tessera model init`. Its output is noise: use it for tests and experiments only.\n"
+    )
+    return save_model(model, out, card=card)
+
+
+def grow_model_folder(src: str | Path, preset: str, out: str | Path) -> Path:
+    """Write the trained model folder `src` as the deeper `preset` (the same but for the DiT's depth):
+    the VAE, text encoder and tokenizer as they are, the DiT grown by `deepen` so that the new folder
+    generates exactly what `src` does until it is trained further (`tessera train dit --init OUT`)."""
+    model, config = load_model(src), get_preset(preset)
+    depth = model.config.dit.depth
+    deeper = dataclasses.replace(model.config.dit, depth=config.dit.depth)
+    if (model.config.vae, model.config.text, deeper) != (config.vae, config.text, config.dit):
+        raise RequestError(
+            f"{src} holds a '{model.config.preset}' model, which differs from preset '{preset}' in more "
+            "than the DiT's depth; grow into a preset that only adds blocks (e.g. s -> s-deep)"
+        )
+    if config.dit.depth <= depth:
+        raise RequestError(
+            f"preset '{preset}' has {config.dit.depth} DiT blocks and {src} has {depth}; growing needs more"
+        )
+    model.dit, model.config = deepen(model.dit, config.dit.depth), config
+    card = (
+        f"# tessera `{preset}` grown from {src} (not trained further)\n\nWritten by `tessera model grow`: "
+        f"the source's weights, its {depth} DiT blocks interleaved with {config.dit.depth - depth} new ones "
+        "that start silent, so it samples exactly as the source does.\n"
     )
     return save_model(model, out, card=card)
 

@@ -139,3 +139,21 @@ def test_model_init_around_a_trained_vae(tiny_model_dir, tmp_path):
     assert model.tokenizer.to_str() == source.tokenizer.to_str()
     with pytest.raises(ValueError, match="VAE config differs"):
         init_model_folder("s", tmp_path / "m2", vae=vae_only)
+
+
+def test_model_grow_samples_as_its_source_and_refuses_other_shapes(tiny_model_dir, tmp_path):
+    from tessera.pipeline import RequestError, grow_model_folder, init_model_folder
+
+    src = init_model_folder("s", tmp_path / "s", seed=4)
+    grown = load_model(grow_model_folder(src, "s-deep", tmp_path / "deep"))
+    source = load_model(src)
+    assert grown.config.preset == "s-deep" and len(grown.dit.blocks) == 12 and len(source.dit.blocks) == 8
+    with torch.no_grad():
+        for a, b in zip(_outputs(source), _outputs(grown), strict=True):
+            assert torch.equal(a, b)
+    assert "grown from" in grown.card and grown.tokenizer.to_str() == source.tokenizer.to_str()
+    with pytest.raises(RequestError, match="differs from preset 's-deep' in more than the DiT's depth"):
+        grow_model_folder(tiny_model_dir, "s-deep", tmp_path / "x")
+    with pytest.raises(RequestError, match="preset 's' has 8 DiT blocks .* growing needs more"):
+        grow_model_folder(tmp_path / "deep", "s", tmp_path / "y")
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()

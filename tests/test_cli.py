@@ -62,6 +62,8 @@ def test_model_init_and_info(tmp_path):
     assert r.returncode == 0 and "UNTRAINED" in r.stdout and "dit:" in r.stdout
     r = tessera("model", "init", "--preset", "huge", "--out", str(tmp_path / "m2"))
     assert r.returncode == 2 and "unknown preset 'huge'" in r.stderr
+    r = tessera("model", "grow", str(tmp_path / "m"), "--preset", "s-deep", "--out", str(tmp_path / "m3"))
+    assert r.returncode == 2 and "in more than the DiT's depth" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_readme_documents_real_commands_and_flags():

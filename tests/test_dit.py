@@ -8,7 +8,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from tessera.config import PRESETS, DiTConfig
 from tessera.models import layers
-from tessera.models.dit import DiT, dit_flops
+from tessera.models.dit import DiT, deepen, dit_flops
 from tessera.models.rope import apply_rope, rope_freqs, rope_split
 
 CFG: DiTConfig = PRESETS["tiny"].dit
@@ -196,8 +196,35 @@ def test_checkpointing_gives_the_same_gradients() -> None:
         model(**inputs)
 
 
+def test_deepen_keeps_the_function_and_the_new_blocks_learn() -> None:
+    model, inputs = make_dit(), make_inputs()
+    grown = deepen(model, 5)  # 2 blocks -> 5: old 0, two copies of it, old 1, one copy
+    assert len(grown.blocks) == 5 and grown.cfg.depth == 5
+    with torch.no_grad():
+        assert torch.equal(grown(**inputs), model(**inputs))  # exactly: new blocks add zeros
+    for j, i in [(0, 0), (3, 1)]:  # old blocks in their places, unchanged
+        for k, v in model.blocks[i].state_dict().items():
+            assert torch.equal(grown.blocks[j].state_dict()[k], v), (j, k)
+    new = [grown.blocks[j] for j in (1, 2, 4)]
+    for block in new:  # a copy of the block before it, with what it writes silenced
+        assert not block.self_attn.out.weight.any() and not block.mlp.fc2.weight.any()
+        assert not block.cross_attn.out.weight.any() and block.self_attn.qkv.weight.any()
+    assert torch.equal(new[1].self_attn.qkv.weight, model.blocks[0].self_attn.qkv.weight)
+    assert torch.equal(new[2].mlp.fc1.weight, model.blocks[1].mlp.fc1.weight)
+    # One optimizer step moves the silenced projections, so the new blocks start to contribute.
+    grown.train()
+    opt = torch.optim.SGD(grown.parameters(), lr=0.1)
+    grown(**inputs).square().mean().backward()
+    opt.step()
+    assert all(b.self_attn.out.weight.any() and b.mlp.fc2.weight.any() for b in new)
+    with torch.no_grad():
+        assert not torch.allclose(grown.eval()(**inputs), model(**inputs))
+    with pytest.raises(ValueError, match="depth 1 is below the network's 2 blocks"):
+        deepen(model, 1)
+
+
 def test_parameter_counts_of_presets() -> None:
-    for name, lo, hi in [("s", 5e6, 15e6), ("wan-1.3b", 1.2e9, 1.5e9)]:
+    for name, lo, hi in [("s", 9.1e6, 9.2e6), ("s-deep", 13.3e6, 13.4e6), ("wan-1.3b", 1.2e9, 1.5e9)]:
         with torch.device("meta"):
             model = DiT(PRESETS[name].dit)
         n = sum(p.numel() for p in model.parameters())

@@ -16,6 +16,7 @@ are clean (t = 0) while the rest are noisy (DESIGN.md, "conditioning on given fr
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 
@@ -336,6 +337,29 @@ class DiT(nn.Module):
                 f"text_mask must be bool {tuple(text.shape[:2])}, got {text_mask.dtype} "
                 f"{tuple(text_mask.shape)}"
             )
+
+
+def deepen(dit: DiT, depth: int) -> DiT:
+    """A copy of `dit` with `depth` blocks that computes exactly the same function (a warm start for a
+    deeper network). Each old block keeps its place and is followed by its share of the new ones,
+    spread evenly; a new block is a copy of the old block before it with the three projections that
+    write to the residual stream (self-attention out, cross-attention out, MLP fc2) set to zero, so it
+    adds nothing until training moves them, while its other weights start as trained features."""
+    old = len(dit.blocks)
+    if depth < old:
+        raise ValueError(f"depth {depth} is below the network's {old} blocks; growing only adds blocks")
+    grown = DiT(dataclasses.replace(dit.cfg, depth=depth)).to(dit.patch_embed.weight.device)
+    sources = [j * old // depth for j in range(depth)]  # each old block's index, repeated for its copies
+    state = {k: v for k, v in dit.state_dict().items() if not k.startswith("blocks.")}
+    for j, i in enumerate(sources):
+        block = {f"blocks.{j}.{k}": v for k, v in dit.blocks[i].state_dict().items()}
+        if j > 0 and sources[j - 1] == i:  # a copy: silence what it writes
+            for name in ("self_attn.out", "cross_attn.out", "mlp.fc2"):
+                for part in ("weight", "bias"):
+                    block[f"blocks.{j}.{name}.{part}"] = torch.zeros_like(block[f"blocks.{j}.{name}.{part}"])
+        state |= block
+    grown.load_state_dict(state)
+    return grown
 
 
 def dit_flops(cfg: DiTConfig, tokens: int, text_len: int) -> float:
