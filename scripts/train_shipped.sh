@@ -17,6 +17,9 @@
 #   RUNS=runs/r2 bash scripts/train_shipped.sh dit 8.5 --warmup 100     # the DiT comes with the VAE's init
 # and a further DiT chunk can start from a packed model (a fresh optimizer; nothing large to carry):
 #   RUNS=runs/r4 DIT_INIT=tessera/assets/model bash scripts/train_shipped.sh dit 8.7 --warmup 100
+# and a deeper DiT can start from a trained one, sampling exactly as it did (how the sixth version began):
+#   python -m tessera.cli model grow tessera/assets/model --preset s-deep --out runs/grown
+#   DIT_INIT=runs/grown bash scripts/train_shipped.sh dit 7.9 --preset s-deep --warmup 100
 set -euo pipefail
 stage=${1:?stage: vae, vae-more, dit, dit-more, pack or eval}
 runs=${RUNS:-runs}

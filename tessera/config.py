@@ -107,11 +107,11 @@ _BIG_TEXT = TextConfig(vocab_size=8192, max_len=256, dim=512, depth=6, heads=8)
 PRESETS: dict[str, ModelConfig] = {
     # Tests: seconds on a CPU.
     "tiny": _preset("tiny", _TINY_VAE, _TINY_TEXT, dim=32, depth=2, heads=2, ffn_dim=64, freq_dim=32),
-    # The shipped size: a 9.1M-parameter DiT, a 2.1M text encoder and an 8.2M VAE. Stored in bf16
-    # (39 MB) so the package stays small, and a 33x128x128 clip samples in well under a minute on 2
-    # CPU cores.
+    # Small enough to ship in the package: a 9.1M-parameter DiT, a 2.1M text encoder and an 8.2M VAE,
+    # 39 MB in bf16; a 33x128x128 clip samples in well under a minute on 2 CPU cores.
     "s": _preset("s", _SMALL_VAE, _SMALL_TEXT, dim=256, depth=8, heads=4, ffn_dim=1024),
-    # `s` with half as many blocks again (a 13.3M DiT): grown from a trained `s` by `tessera model grow`.
+    # The shipped model's size: `s` with half as many blocks again (a 13.4M DiT, 48 MB in bf16), grown
+    # from a trained `s` by `tessera model grow`.
     "s-deep": _preset("s-deep", _SMALL_VAE, _SMALL_TEXT, dim=256, depth=12, heads=4, ffn_dim=1024),
     "b": _preset("b", VAEConfig(), _BIG_TEXT, dim=768, depth=12, heads=12, ffn_dim=3072),
     "l": _preset("l", VAEConfig(), _BIG_TEXT, dim=1024, depth=24, heads=16, ffn_dim=4096),

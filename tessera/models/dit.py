@@ -341,10 +341,12 @@ class DiT(nn.Module):
 
 def deepen(dit: DiT, depth: int) -> DiT:
     """A copy of `dit` with `depth` blocks that computes exactly the same function (a warm start for a
-    deeper network). Each old block keeps its place and is followed by its share of the new ones,
-    spread evenly; a new block is a copy of the old block before it with the three projections that
-    write to the residual stream (self-attention out, cross-attention out, MLP fc2) set to zero, so it
-    adds nothing until training moves them, while its other weights start as trained features."""
+    deeper network). The old blocks keep their order, each followed by its share of the new ones
+    (block j of the result comes from old block `j * old // depth`: 8 -> 12 puts one new block after
+    each of blocks 0, 2, 4 and 6); a new block is a copy of the old block before it with the three
+    projections that write to the residual stream (self-attention out, cross-attention out, MLP fc2)
+    set to zero, so it adds nothing until training moves them, while its other weights start as
+    trained features."""
     old = len(dit.blocks)
     if depth < old:
         raise ValueError(f"depth {depth} is below the network's {old} blocks; growing only adds blocks")
