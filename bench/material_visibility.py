@@ -13,10 +13,8 @@ from collections import defaultdict
 
 from tessera.caption.metrics import material_visible
 from tessera.caption.model import CAPTIONER_PRESETS
-from tessera.caption.train import CLIP_SECONDS
+from tessera.caption.train import eval_seeds, world_clips
 from tessera.pipeline import pick_device
-from tessera.world import WorldConfig, WorldSampler
-from tessera.world.dataset import scene_seed
 
 
 def main() -> None:
@@ -29,12 +27,9 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     args = ap.parse_args()
     device, cfg = pick_device(args.device), CAPTIONER_PRESETS[args.preset]
-    seeds = [scene_seed(1_000_003, 7, i) for i in range(args.clips)]  # as `caption.train.evaluate`
-    sampler = WorldSampler(
-        WorldConfig(frames=cfg.frames, fps=max(cfg.frames - 1, 1) / CLIP_SECONDS), args.split
-    )
-    scenes = [sampler.sample(s) for s in seeds]  # the scenes of `caption.train.world_clips`
-    visible = material_visible(scenes, cfg.size, device, args.levels, args.pixels)
+    # the clips of the captioner evaluation (`caption.train.evaluate`)
+    frames, scenes = world_clips(cfg, args.split, eval_seeds(args.clips), device)
+    visible = material_visible(scenes, frames, args.levels, args.pixels)
     by: dict[str, dict[str, list[bool]]] = defaultdict(lambda: defaultdict(list))
     for scene, flags in zip(scenes, visible, strict=True):
         for ob, seen in zip(scene.objects, flags, strict=True):

@@ -72,12 +72,13 @@ def test_scores_are_one_on_truth_and_drop_on_a_wrong_colour():
 
 
 def test_material_shows_on_a_sphere_not_on_a_cube_and_is_scored_only_there():
-    from tessera.world import Object, Scene
+    from tessera.world import Object, Scene, render
 
     ball = Object("sphere", "red", "large", "shiny", x=-1.5)
     box = Object("cube", "blue", "large", "shiny", x=1.5, yaw=0.4)
     scene = Scene(objects=(ball, box), frames=4, fps=4.0)
-    visible = material_visible([scene, Scene(objects=(box,), frames=4, fps=4.0)], 64, "cpu")
+    scenes = [scene, Scene(objects=(box,), frames=4, fps=4.0)]
+    visible = material_visible(scenes, render(scenes, (64, 64), "cpu").frames)
     assert visible == [[True, False], [False]]  # a sphere always turns some facet to the sun
     text = detailed_caption(scene)
     assert summarise(score(text, scene, [True, False]))["material_seen_accuracy"] == 1.0

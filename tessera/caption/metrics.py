@@ -28,11 +28,12 @@ FLIP = {"shiny": "matte", "matte": "shiny"}
 
 
 def material_visible(
-    scenes: list, size: int, device: torch.device | str, levels: int = 24, pixels: int = 3, batch: int = 256
+    scenes: list, frames: torch.Tensor, levels: int = 24, pixels: int = 3, batch: int = 256
 ) -> list[list[bool]]:
-    """Per scene, per object: whether its material shows in `size` x `size` renders, i.e. whether in
-    some frame at least `pixels` of its own pixels change by more than `levels` of 255 in some channel
-    when every object's material is flipped (shiny <-> matte). Renders `batch` scenes at a time."""
+    """Per scene, per object: whether its material shows in `frames`, the scenes' uint8 renders
+    (N, T, S, S, 3), i.e. whether in some frame at least `pixels` of its own pixels change by more than
+    `levels` of 255 in some channel when every object's material is flipped (shiny <-> matte). Only the
+    flipped scenes are rendered (`batch` at a time); materials do not move objects, so their ids hold."""
     from tessera.world import render
 
     def flipped(scene):
@@ -42,11 +43,11 @@ def material_visible(
     out = []
     for start in range(0, len(scenes), batch):
         chunk = scenes[start : start + batch]
-        a, b = render(chunk, (size, size), device), render([flipped(s) for s in chunk], (size, size), device)
-        changed = (a.frames.int() - b.frames.int()).abs().amax(-1) > levels  # (B, T, H, W)
-        for i, scene in enumerate(chunk):
+        b = render([flipped(s) for s in chunk], tuple(frames.shape[2:4]), frames.device)
+        changed = (frames[start : start + len(chunk)].int() - b.frames.int()).abs().amax(-1) > levels
+        for i, scene in enumerate(chunk):  # changed[i]: (T, H, W)
             own = [
-                (changed[i] & (a.ids[i] == k + 1)).sum(dim=(1, 2)).max() for k in range(len(scene.objects))
+                (changed[i] & (b.ids[i] == k + 1)).sum(dim=(1, 2)).max() for k in range(len(scene.objects))
             ]
             out.append([bool(n >= pixels) for n in own])  # object k's most changed pixels in one frame
     return out

@@ -75,6 +75,11 @@ def world_clips(
     return frames, scenes
 
 
+def eval_seeds(count: int, seed: int = 0) -> list[int]:
+    """The scene seeds of the evaluation clips (one list for both splits; never drawn in training)."""
+    return [scene_seed(seed + 1_000_003, 7, i) for i in range(count)]
+
+
 def train_captioner(cfg: CaptionerTrainConfig, out: str, resume: bool = False) -> dict:
     """Train (or resume) a captioner run in folder `out`; returns {"step", "loss", "metrics"}."""
     run, device, t0 = Path(out), pick_device(cfg.device), time.monotonic()
@@ -193,9 +198,10 @@ def evaluate(bundle: CaptionerBundle, cfg: CaptionerTrainConfig, device: torch.d
     bundle.model.eval()
     out: dict = {}
     for split in ("train", "heldout"):
-        seeds = [scene_seed(cfg.seed + 1_000_003, 7, i) for i in range(cfg.eval_clips)]
-        frames, scenes = world_clips(bundle.cfg, split, seeds, device, cfg.render_batch)
-        visible = material_visible(scenes, bundle.cfg.size, device, batch=cfg.render_batch)
+        frames, scenes = world_clips(
+            bundle.cfg, split, eval_seeds(cfg.eval_clips, cfg.seed), device, cfg.render_batch
+        )
+        visible = material_visible(scenes, frames, batch=cfg.render_batch)
         clips = list(frames)
         greedy_caps = caption_clips(bundle, clips, beams=1, batch_size=64)
         out[f"{split}_greedy"] = summarise(
