@@ -13,6 +13,8 @@ from typing import Annotated
 
 import typer
 
+from tessera.config import PRESETS
+
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="tessera: text-to-video with its own synthetic 3D world."
 )
@@ -331,7 +333,7 @@ def info(model: Annotated[Path, typer.Argument(help="Model folder.")]) -> None:
 @model_app.command("init")
 def model_init(
     out: Annotated[Path, Opt("--out", help="Folder to write.")],
-    preset: Annotated[str, Opt(help="tiny, s, b, l or wan-1.3b.")] = "s",
+    preset: Annotated[str, Opt(help=f"One of {', '.join(PRESETS)}.")] = "s",
     seed: Annotated[int, Opt(help="Initialisation seed.")] = 0,
     vae: Annotated[Path | None, Opt(help="Model folder whose VAE (and tokenizer) to take.")] = None,
 ) -> None:
@@ -408,7 +410,7 @@ def world_show(
 
 # Options shared by `train vae` and `train dit`; None means 'keep the training config's value'.
 RunOut = Annotated[Path | None, Opt(help="New run folder.")]
-PresetOpt = Annotated[str | None, Opt(help="tiny, s, b, l or wan-1.3b (default s).")]
+PresetOpt = Annotated[str | None, Opt(help=f"One of {', '.join(PRESETS)} (default s).")]
 DataOpt = Annotated[str | None, Opt(help="'world' or a folder / manifest.jsonl of videos and images.")]
 StepsOpt = Annotated[int | None, Opt(help="Total steps.")]
 BatchOpt = Annotated[int | None, Opt(help="Global batch (split over ranks).")]
