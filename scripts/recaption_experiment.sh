@@ -20,6 +20,8 @@
 #   SEED [0] DEVICE [auto] CAPTION_DROPOUT [0.1]
 #   EVAL_SUITE [quick] EVAL_STEPS [the suite's] EVAL_LIMIT [all prompts] EXPAND_SEED [0]
 #   TRAIN_ONLY [0; 1: stop after training, e.g. to fit a time-limited call; rerun to evaluate]
+#   ARMS ["dit-short dit-detailed"; one of them trains and evaluates that DiT alone, e.g. one per
+#   machine; the table then has the rows of the arms found in OUT]
 # A rerun passes STEPS to the resumed runs, so both can be given the same new total.
 #
 # Prompts. Both DiTs get the same prompts in two conditions:
@@ -33,7 +35,7 @@ set -euo pipefail
 tessera() { python -m tessera.cli "$@"; }  # the checkout's own CLI, installed or not
 
 if [ $# -lt 2 ]; then
-  sed -n 2,31p "$0"
+  sed -n 2,33p "$0"
   exit 2
 fi
 vae=$1
@@ -41,7 +43,7 @@ minutes=$2
 out=${3:-runs/recaption}
 STEPS=${STEPS:-3000} BATCH=${BATCH:-16} SHAPES=${SHAPES:-17x128x128} TASKS=${TASKS:-t2v:1}
 LR=${LR:-1e-4} SEED=${SEED:-0} DEVICE=${DEVICE:-auto} CAPTION_DROPOUT=${CAPTION_DROPOUT:-0.1}
-WORLD_CLIPS=${WORLD_CLIPS:-0} TRAIN_ONLY=${TRAIN_ONLY:-0}
+WORLD_CLIPS=${WORLD_CLIPS:-0} TRAIN_ONLY=${TRAIN_ONLY:-0} ARMS=${ARMS:-dit-short dit-detailed}
 EVAL_SUITE=${EVAL_SUITE:-quick} EVAL_STEPS=${EVAL_STEPS:-} EVAL_LIMIT=${EVAL_LIMIT:-} EXPAND_SEED=${EXPAND_SEED:-0}
 
 [ -f "$vae/config.json" ] || { echo "error: $vae is not a model folder (no config.json)" >&2; exit 2; }
@@ -78,15 +80,20 @@ EOF
 done_for() {  # EVAL_DIR ARM: true when that evaluation exists for the arm's current step
   [ -f "$1/results.json" ] && [ "$(cat "$1/step.txt" 2>/dev/null)" = "$(step_of "$out/$2")" ]
 }
-train dit-short 1.0
-train dit-detailed 0.0
+for arm in $ARMS; do
+  case $arm in
+  dit-short) train dit-short 1.0 ;;
+  dit-detailed) train dit-detailed 0.0 ;;
+  *) echo "error: ARMS names '$arm'; allowed: dit-short, dit-detailed" >&2; exit 2 ;;
+  esac
+done
 [ "$TRAIN_ONLY" = 1 ] && exit 0
 
 # 2. Evaluate: the same prompts and sampler settings for both.
 eval_flags=(--suite "$EVAL_SUITE" --device "$DEVICE")
 [ -n "$EVAL_STEPS" ] && eval_flags+=(--steps "$EVAL_STEPS")
 [ -n "$EVAL_LIMIT" ] && eval_flags+=(--limit "$EVAL_LIMIT")
-for arm in dit-short dit-detailed; do
+for arm in $ARMS; do
   if ! done_for "$out/eval-$arm-detailed" "$arm"; then
     echo "== tessera eval $arm (detailed captions)"
     tessera eval "$out/$arm/model" "${eval_flags[@]}" --out "$out/eval-$arm-detailed"
@@ -138,8 +145,8 @@ write_report(results, Path(out))
 PY
   step_of "$out/$1" > "$out/eval-$1-$2/step.txt"
 }
-for arm in dit-short dit-detailed; do reworded_eval "$arm" expanded; done
-reworded_eval dit-short short
+for arm in $ARMS; do reworded_eval "$arm" expanded; done
+[[ " $ARMS " == *" dit-short "* ]] && reworded_eval dit-short short
 
 # 3. The table, last.
 python - "$out" "$STEPS" <<'PY'
@@ -164,6 +171,9 @@ print("\n| DiT trained on | prompted with | steps | train s | text_alignment | "
 print("|---" * (6 + len(PARTS)) + "|")
 warn, reached = [], {}
 for arm, label in (("dit-short", "short captions"), ("dit-detailed", "detailed captions")):
+    if not (out / arm / "state" / "state.json").exists():
+        warn.append(f"{arm} has not been trained in {out}: its rows are missing")
+        continue
     state = json.loads((out / arm / "state" / "state.json").read_text())
     secs = out / arm / "train_seconds.txt"
     reached[arm] = state["step"]
@@ -180,10 +190,11 @@ for arm, label in (("dit-short", "short captions"), ("dit-detailed", "detailed c
               f"{secs.read_text().strip() if secs.exists() else '?'} | **{fmt(r['metrics']['text_alignment'])}** | "
               + " | ".join(fmt(x) for x in parts)
               + f" | {fmt(split['train']['text_alignment'])} / {fmt(split['heldout']['text_alignment'])} |")
-r = json.loads((out / "eval-dit-detailed-detailed" / "results.json").read_text())
-print(f"\nsuite {r['suite']}, {len(r['prompts'])} prompts, sampler steps {r['settings']['steps']}, "
-      f"guidance {r['settings']['guidance']}, {r['settings']['width']}x{r['settings']['height']}, "
-      f"device {r['device']}; reports in {out}/eval-*/report.md")
+for res in sorted(out.glob("eval-*-detailed/results.json"))[:1]:
+    r = json.loads(res.read_text())
+    print(f"\nsuite {r['suite']}, {len(r['prompts'])} prompts, sampler steps {r['settings']['steps']}, "
+          f"guidance {r['settings']['guidance']}, {r['settings']['width']}x{r['settings']['height']}, "
+          f"device {r['device']}; reports in {out}/eval-*/report.md")
 if len(set(reached.values())) > 1:
     warn.append(f"the runs stopped at different steps {reached}: this is not a same-steps comparison")
 for w in warn:
