@@ -18,6 +18,7 @@
 #   TASKS [t2v:1] LR [1e-4] WORLD_CLIPS [0: fresh world clips every step; N > 0: the first N clips,
 #   rendered once, their latents cached]
 #   SEED [0] DEVICE [auto] CAPTION_DROPOUT [0.1]
+#   OBJECT_WEIGHT [0; the shipped DiT trains with 10: without it, a few thousand steps draw no objects]
 #   EVAL_SUITE [quick] EVAL_STEPS [the suite's] EVAL_LIMIT [all prompts] EXPAND_SEED [0]
 #   TRAIN_ONLY [0; 1: stop after training, e.g. to fit a time-limited call; rerun to evaluate]
 #   ARMS ["dit-short dit-detailed"; one of them trains and evaluates that DiT alone, e.g. one per
@@ -35,7 +36,7 @@ set -euo pipefail
 tessera() { python -m tessera.cli "$@"; }  # the checkout's own CLI, installed or not
 
 if [ $# -lt 2 ]; then
-  sed -n 2,33p "$0"
+  sed -n 2,34p "$0"
   exit 2
 fi
 vae=$1
@@ -43,7 +44,7 @@ minutes=$2
 out=${3:-runs/recaption}
 STEPS=${STEPS:-3000} BATCH=${BATCH:-16} SHAPES=${SHAPES:-17x128x128} TASKS=${TASKS:-t2v:1}
 LR=${LR:-1e-4} SEED=${SEED:-0} DEVICE=${DEVICE:-auto} CAPTION_DROPOUT=${CAPTION_DROPOUT:-0.1}
-WORLD_CLIPS=${WORLD_CLIPS:-0} TRAIN_ONLY=${TRAIN_ONLY:-0} ARMS=${ARMS:-dit-short dit-detailed}
+OBJECT_WEIGHT=${OBJECT_WEIGHT:-0} WORLD_CLIPS=${WORLD_CLIPS:-0} TRAIN_ONLY=${TRAIN_ONLY:-0} ARMS=${ARMS:-dit-short dit-detailed}
 EVAL_SUITE=${EVAL_SUITE:-quick} EVAL_STEPS=${EVAL_STEPS:-} EVAL_LIMIT=${EVAL_LIMIT:-} EXPAND_SEED=${EXPAND_SEED:-0}
 
 [ -f "$vae/config.json" ] || { echo "error: $vae is not a model folder (no config.json)" >&2; exit 2; }
@@ -68,7 +69,7 @@ train() {  # NAME SHORT_CAPTION_PROB
     rm -rf "$run"  # a run that never reached its first checkpoint starts again
     cat > "$out/$1.config.json" <<EOF
 {"short_caption_prob": $2, "caption_dropout": $CAPTION_DROPOUT, "tasks": "$TASKS", "shapes": "$SHAPES",
- "seed": $SEED, "lr": $LR, "sample_every": 0, "object_weight": 0.0,
+ "seed": $SEED, "lr": $LR, "sample_every": 0, "object_weight": $OBJECT_WEIGHT,
  "world_clips": $WORLD_CLIPS, "cache_latents": $([ "$WORLD_CLIPS" -gt 0 ] && echo true || echo false)}
 EOF
     echo "== training $run (short_caption_prob $2)"
