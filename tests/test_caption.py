@@ -71,15 +71,19 @@ def test_scores_are_one_on_truth_and_drop_on_a_wrong_colour():
     assert summarise(score(wrong, scene))["colour_f1"] == pytest.approx((n - 1) / n)
 
 
-def test_material_shows_on_a_sphere_not_on_a_cube_and_is_scored_only_there():
+def test_material_shows_on_round_and_flat_shapes_and_is_scored_only_where_shown():
     from tessera.world import Object, Scene, render
 
     ball = Object("sphere", "red", "large", "shiny", x=-1.5)
     box = Object("cube", "blue", "large", "shiny", x=1.5, yaw=0.4)
+    far = Object("cylinder", "white", "small", "shiny", x=60.0, z=-60.0)  # outside the picture
     scene = Scene(objects=(ball, box), frames=4, fps=4.0)
-    scenes = [scene, Scene(objects=(box,), frames=4, fps=4.0)]
-    visible = material_visible(scenes, render(scenes, (64, 64), "cpu").frames)
-    assert visible == [[True, False], [False]]  # a sphere always turns some facet to the sun
+    scenes = [scene, Scene(objects=(box,), frames=4, fps=4.0), Scene(objects=(ball, far), frames=4, fps=4.0)]
+    frames = render(scenes, (64, 64), "cpu").frames
+    # shiny surfaces mirror the sky and the ground, so a cube's flat faces show it too (with only a
+    # narrow sun highlight, as the world had until 2026-11-25, the cube's did not); an object that is
+    # not in the picture cannot show anything
+    assert material_visible(scenes, frames) == [[True, True], [True], [True, False]]
     text = detailed_caption(scene)
     assert summarise(score(text, scene, [True, False]))["material_seen_accuracy"] == 1.0
     matte = text.replace("shiny", "matte")  # both materials wrong; only the sphere's counts

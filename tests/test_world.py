@@ -98,10 +98,13 @@ def _hue(rgb):
     return colorsys.rgb_to_hsv(*rgb)
 
 
+@pytest.mark.parametrize("material", ["matte", "shiny"])
 @pytest.mark.parametrize("colour", list(COLOURS))
-def test_objects_have_the_hue_of_their_named_colour_under_neutral_light(colour):
+def test_objects_have_the_hue_of_their_named_colour_under_neutral_light(colour, material):
+    # shiny objects mirror the blue sky and the grey checker floor, tinted by their own colour: their
+    # brightness changes, their hue and saturation do not
     scene = Scene(
-        (Object("sphere", colour, "large", "matte"),), CameraPath(distance=5.0), "checker", "noon", 1
+        (Object("sphere", colour, "large", material),), CameraPath(distance=5.0), "checker", "noon", 1
     )
     out = render(scene, (48, 48), antialias=False)
     pixels = out.frames[0, 0][out.ids[0, 0] == 1].float().numpy() / 255.0

@@ -356,14 +356,39 @@ def _object_points(rows: Rows, q, d, t, normal):
 
 def _shade_objects(rows: Rows, q, d, t, normal, local, lit) -> torch.Tensor:
     """Colour (O, 3) of rays d (O, 3) that hit objects q (O,) at t: colour with a faint two-tone pattern
-    (so spinning and rolling show), Lambert + Blinn-Phong for shiny ones, in sun where `lit`, fog."""
+    (so spinning and rolling show), Lambert for matte ones, a metal that mirrors the sky and the ground
+    for shiny ones, in sun where `lit`, fog."""
     ro = q // rows.scale.shape[1]
     light = rows.light[ro]
     pattern = 1.0 - 0.2 * (local[:, 0] * local[:, 2] < 0).float()
     albedo = rows.albedo.flatten(0, 1)[q] * pattern[:, None]
     view = -torch.nn.functional.normalize(d, dim=-1)
-    colour = shading.surface(albedo, normal, lit, light, rows.shiny.flatten()[q], view)
+    shiny = rows.shiny.flatten()[q]
+    env = torch.zeros_like(shiny)
+    s = shiny.nonzero().squeeze(1)
+    if len(s):
+        point = rows.eye[ro[s]] + t[s, None] * d[s]
+        env[s] = _reflected(rows, ro[s], point, normal[s], view[s])
+    colour = shading.surface(albedo, normal, lit, light, shiny, view, env)
     return shading.fog(colour, t * d.norm(dim=-1), light[:, 12:15])
+
+
+def _reflected(rows: Rows, ro, point, normal, view) -> torch.Tensor:
+    """Brightness (S,) of what shiny surface points (S, 3) of rows `ro` mirror toward the eye: the sky
+    (without its stars) above the horizon, the lit ground's texture (its coarse level: reflections are
+    slightly blurred) below it, luminance only (shading.surface tints it by the object's colour)."""
+    r = 2.0 * (normal * view).sum(-1, keepdim=True) * normal - view
+    light = rows.light[ro]
+    colour = shading.sky(r, light, rows.night[ro], stars=False)
+    down = r[:, 1] < -1e-3
+    if down.any():
+        rd, pd, ld = r[down], point[down], light[down]
+        tg = (pd[:, 1] / -rd[:, 1]).clamp(max=4 * shading.FOG_DISTANCE)
+        x, z = pd[:, 0] + tg * rd[:, 0], pd[:, 2] + tg * rd[:, 2]
+        albedo = shading.ground_albedo(x, z, torch.full_like(x, 0.35), rows.ground[ro[down]]).T
+        ground = albedo * (ld[:, 6:9] + ld[:, 1:2].clamp(min=0) * ld[:, 3:6])
+        colour[down] = shading.fog(ground, tg, ld[:, 12:15])
+    return colour @ colour.new_tensor(shading.LUMA)
 
 
 def _lit(n: int, blocked: torch.Tensor, facing: torch.Tensor | None = None) -> torch.Tensor:

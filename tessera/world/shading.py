@@ -26,6 +26,9 @@ LIGHTS: dict[str, dict[str, tuple[float, float, float]]] = {
 }  # fmt: skip
 GROUND_IDS = {"checker": 0, "grass": 1, "sand": 2, "tiles": 3, "wood": 4}
 FOG_DISTANCE = 45.0  # metres at which fog reaches 1 - 1/e
+METAL_DIFFUSE = 0.25  # share of the diffuse light a shiny (metal) surface keeps
+METAL_GAIN = 1.3  # mirrored brightness to light: the noon sky's horizon (luminance 0.81) gives 1.05
+LUMA = (0.2126, 0.7152, 0.0722)  # Rec. 709 luminance weights
 
 
 def light_array(time_of_day: str) -> np.ndarray:
@@ -225,17 +228,23 @@ def fog(colour: torch.Tensor, dist: torch.Tensor, horizon: torch.Tensor) -> torc
     return colour + w[..., None] * (horizon - colour)
 
 
-def surface(albedo, n, sun_vis, light, shiny, view) -> torch.Tensor:
-    """Lit colour (..., 3): hemispheric ambient + Lambert sun light (times shadow visibility `sun_vis`)
-    + Blinn-Phong highlight where `shiny` > 0. `view` points from the surface to the eye; `light` is
-    broadcastable (..., 15)."""
+def surface(albedo, n, sun_vis, light, shiny, view, env=None) -> torch.Tensor:
+    """Lit colour (..., 3): the object's colour times hemispheric ambient + Lambert sun light (times
+    shadow visibility `sun_vis`). Where `shiny` > 0 a metal tinted by that colour instead: METAL_DIFFUSE
+    of the diffuse light plus (1 - METAL_DIFFUSE) * METAL_GAIN * `env` (...), the brightness of what the
+    surface mirrors (the sky or the ground, see render._reflected), so its hue stays the named colour's
+    while its brightness follows the mirrored world, plus a Blinn-Phong highlight of the sun. `view`
+    points from the surface to the eye; `light` is broadcastable (..., 15)."""
     sun, sun_rgb, ambient = light[..., 0:3], light[..., 3:6], light[..., 6:9]
     ndl = (n * sun).sum(-1).clamp_min(0.0) * sun_vis
     sky_light = ambient * (0.7 + 0.3 * n[..., 1:2])
-    colour = albedo * (sky_light + ndl[..., None] * sun_rgb)
+    diffuse = sky_light + ndl[..., None] * sun_rgb
+    if env is not None:
+        metal = (1.0 - METAL_DIFFUSE) * (METAL_GAIN * env[..., None] - diffuse)
+        diffuse = diffuse + shiny[..., None] * metal
     half = torch.nn.functional.normalize(sun + view, dim=-1)
     spec = (n * half).sum(-1).clamp_min(0.0) ** 60 * sun_vis * shiny
-    return colour + 0.9 * spec[..., None] * sun_rgb
+    return albedo * diffuse + 0.9 * spec[..., None] * sun_rgb
 
 
 def elevation_degrees(time_of_day: str) -> float:
