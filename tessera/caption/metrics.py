@@ -7,8 +7,9 @@ equal to its matched object's truth; precision divides by the attributes the cap
 the scene's (4 per object). Motion accuracy is the share of scene objects whose matched caption object
 has the right motion; camera accuracy asks for the right move and direction.
 
-The world does not always show an object's material: a shiny cube's highlight appears only when a face
-catches the sun just so. `material_visible` finds the objects whose pixels change when their material
+The world does not always show an object's material: a shiny object mirrors the sky and the ground, but
+one that is tiny, far or mostly hidden may not change a pixel (about 5-7% of objects; before session
+11 the only sign was a narrow sun highlight, which 62% never showed). `material_visible` finds the objects whose pixels change when their material
 is flipped, and `score` given those flags also reports material accuracy on them alone (on the rest no
 captioner can beat a coin toss).
 """
