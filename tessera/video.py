@@ -379,7 +379,7 @@ def write_video(
         raise VideoError(path, f"cannot write suffix {suffix!r}; allowed: {allowed}, or a folder (no suffix)")
     if suffix == ".png" and len(x) != 1:
         raise VideoError(path, f"a .png holds one frame, got {len(x)}; write to a folder (no suffix) instead")
-    with _atomic_file(path) as tmp:
+    with atomic_file(path) as tmp:
         if suffix in (".mp4", ".webm"):
             _write_pyav(tmp, x, fps, quality, suffix)
         elif suffix in (".gif", ".webp"):
@@ -414,8 +414,9 @@ def _temp_name(path: Path, suffix: str) -> Path:
 
 
 @contextmanager
-def _atomic_file(path: Path) -> Iterator[Path]:
-    """Yield a temporary path next to `path`; rename it onto `path` only if the block succeeds."""
+def atomic_file(path: Path) -> Iterator[Path]:
+    """Yield a temporary path next to `path` (with its suffix); rename it onto `path` only if the block
+    succeeds. Every file tessera writes outside a model or run folder goes through it."""
     if path.is_dir():
         raise VideoError(path, "is a folder; give a file name with a suffix")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -520,7 +521,7 @@ def save_image(path: str | os.PathLike, image: Image.Image | Frames) -> Path:
         )
     if not isinstance(image, Image.Image):
         image = Image.fromarray(_as_uint8_frames(image[None])[0])  # (H, W, 3) seen as a one-frame clip
-    with _atomic_file(path) as tmp:
+    with atomic_file(path) as tmp:
         image.save(tmp, format=formats[path.suffix.lower()])
     return path
 

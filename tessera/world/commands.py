@@ -31,13 +31,6 @@ def _check_common(frames: int, size: tuple[int, int], fps: float, split: str) ->
     return _check_size(size)
 
 
-def _atomic_write(path: Path, write) -> None:
-    """Call write(temp_path), then rename onto `path`."""
-    tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def clip_done(out: Path, name: str) -> bool:
     """All three files of clip `name` are in `out`."""
     return all((out / f"{name}{ext}").is_file() for ext in (".mp4", ".json", ".npz"))
@@ -56,7 +49,7 @@ def render_command(
 ) -> Path:
     """Render `count` clips of size (width, height) into folder `out`; returns the folder. Clips that
     are already complete are kept, so an interrupted run can be rerun to finish."""
-    from tessera.video import write_video
+    from tessera.video import atomic_file, write_video
 
     size = _check_common(frames, size, fps, split)
     if int(count) < 1:
@@ -78,8 +71,10 @@ def render_command(
             truth = {"file": f"{name}.mp4", "seed": scene.seed, "split": split, "caption": detailed,
                      "short_caption": short} | clip_truth(scene, result, b)  # fmt: skip
             arrays = clip_arrays(result, b)
-            _atomic_write(out / f"{name}.npz", lambda p, a=arrays: _save_npz(p, a))
-            _atomic_write(out / f"{name}.json", lambda p, t=truth: p.write_text(json.dumps(t)))
+            with atomic_file(out / f"{name}.npz") as tmp:
+                _save_npz(tmp, arrays)
+            with atomic_file(out / f"{name}.json") as tmp:
+                tmp.write_text(json.dumps(truth))
             write_video(out / f"{name}.mp4", result.frames[b].cpu(), fps=float(fps))
     lines = [
         json.dumps(
@@ -94,7 +89,8 @@ def render_command(
         )  # fmt: skip
         for name, s in scenes.items()
     ]
-    _atomic_write(out / "captions.jsonl", lambda p: p.write_text("\n".join(lines) + "\n"))
+    with atomic_file(out / "captions.jsonl") as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
     return out
 
 
@@ -112,7 +108,7 @@ def show_command(
     fps: float = 16.0,
 ) -> Path:
     """Draw a contact sheet (PNG) of the clip of `seed` with its short and detailed caption."""
-    from tessera.video import contact_sheet
+    from tessera.video import atomic_file, contact_sheet
 
     size = _check_common(frames, size, fps, split)
     out = Path(out)
@@ -122,5 +118,6 @@ def show_command(
     detailed, short = captions(scene)
     sheet = contact_sheet(render(scene, size).frames[0], columns=8, title=f"{short}\n{detailed}")
     out.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(out, lambda p: sheet.save(p, format="PNG"))
+    with atomic_file(out) as tmp:
+        sheet.save(tmp, format="PNG")
     return out
