@@ -368,17 +368,17 @@ def _shade_objects(rows: Rows, q, d, t, normal, local, lit) -> torch.Tensor:
     s = shiny.nonzero().squeeze(1)
     if len(s):
         point = rows.eye[ro[s]] + t[s, None] * d[s]
-        env[s] = _reflected(rows, ro[s], point, normal[s], view[s])
+        env[s] = _reflected(rows, ro[s], light[s], point, normal[s], view[s])
     colour = shading.surface(albedo, normal, lit, light, shiny, view, env)
     return shading.fog(colour, t * d.norm(dim=-1), light[:, 12:15])
 
 
-def _reflected(rows: Rows, ro, point, normal, view) -> torch.Tensor:
-    """Brightness (S,) of what shiny surface points (S, 3) of rows `ro` mirror toward the eye: the sky
-    (without its stars) above the horizon, the lit ground's texture (its coarse level: reflections are
-    slightly blurred) below it, luminance only (shading.surface tints it by the object's colour)."""
+def _reflected(rows: Rows, ro, light, point, normal, view) -> torch.Tensor:
+    """Brightness (S,) of what shiny surface points (S, 3) of rows `ro` (their light (S, 15)) mirror
+    toward the eye: the sky (without its stars) above the horizon, the lit ground's texture (its coarse
+    level: reflections are slightly blurred) below it, luminance only (shading.surface tints it by the
+    object's colour)."""
     r = 2.0 * (normal * view).sum(-1, keepdim=True) * normal - view
-    light = rows.light[ro]
     colour = shading.sky(r, light, rows.night[ro], stars=False)
     down = r[:, 1] < -1e-3
     if down.any():

@@ -228,7 +228,7 @@ def fog(colour: torch.Tensor, dist: torch.Tensor, horizon: torch.Tensor) -> torc
     return colour + w[..., None] * (horizon - colour)
 
 
-def surface(albedo, n, sun_vis, light, shiny, view, env=None) -> torch.Tensor:
+def surface(albedo, n, sun_vis, light, shiny, view, env) -> torch.Tensor:
     """Lit colour (..., 3): the object's colour times hemispheric ambient + Lambert sun light (times
     shadow visibility `sun_vis`). Where `shiny` > 0 a metal tinted by that colour instead: METAL_DIFFUSE
     of the diffuse light plus (1 - METAL_DIFFUSE) * METAL_GAIN * `env` (...), the brightness of what the
@@ -239,9 +239,8 @@ def surface(albedo, n, sun_vis, light, shiny, view, env=None) -> torch.Tensor:
     ndl = (n * sun).sum(-1).clamp_min(0.0) * sun_vis
     sky_light = ambient * (0.7 + 0.3 * n[..., 1:2])
     diffuse = sky_light + ndl[..., None] * sun_rgb
-    if env is not None:
-        metal = (1.0 - METAL_DIFFUSE) * (METAL_GAIN * env[..., None] - diffuse)
-        diffuse = diffuse + shiny[..., None] * metal
+    metal = (1.0 - METAL_DIFFUSE) * (METAL_GAIN * env[..., None] - diffuse)
+    diffuse = diffuse + shiny[..., None] * metal
     half = torch.nn.functional.normalize(sun + view, dim=-1)
     spec = (n * half).sum(-1).clamp_min(0.0) ** 60 * sun_vis * shiny
     return albedo * diffuse + 0.9 * spec[..., None] * sun_rgb
