@@ -546,12 +546,16 @@ def train_eval_vae(
 def train_captioner(
     out: RunOut = None,
     resume: ResumeOpt = None,
-    preset: Annotated[str | None, Opt(help="tiny, s, s-conv or s-hybrid (default s).")] = None,
+    preset: Annotated[str | None, Opt(help="tiny, s, s-conv, s-hybrid or s-hybrid-160 (default s).")] = None,
     steps: StepsOpt = None,
     batch_size: Annotated[int | None, Opt(help="Clips per step.")] = None,
     lr: LrOpt = None,
     warmup: WarmupOpt = None,
     pool: Annotated[int | None, Opt(help="World clips rendered once and drawn from.")] = None,
+    refresh: Annotated[
+        int | None, Opt(help="Pool clips replaced by new scenes every --refresh-every steps (0: none).")
+    ] = None,
+    refresh_every: Annotated[int | None, Opt(help="Steps between pool refreshes.")] = None,
     eval_clips: Annotated[int | None, Opt(help="Clips per split scored at the end.")] = None,
     beam_clips: Annotated[int | None, Opt(help="Of those, how many also with beam search.")] = None,
     seed: Annotated[int | None, Opt(help="Seed of the pool, the batches and the weights.")] = None,

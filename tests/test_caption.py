@@ -21,7 +21,7 @@ from tessera.caption.model import (
     repeat_bans,
 )
 from tessera.caption.parse import ParseError, parse, scene_facts
-from tessera.caption.train import CaptionerTrainConfig, train_captioner, world_clips
+from tessera.caption.train import CaptionerTrainConfig, pool_scenes, train_captioner, world_clips
 from tessera.caption.weights import CaptionerBundle, caption_clips, load_captioner, save_captioner
 from tessera.models.text import Tokenizer
 from tessera.world import WorldSampler, caption_corpus, detailed_caption
@@ -390,6 +390,59 @@ def test_trainer_smoke_and_resume(tmp_path):
     more = train_captioner(dataclasses.replace(cfg, steps=3), str(tmp_path / "run"), resume=True)
     assert more["step"] == 3
     assert 0.0 <= more["metrics"]["heldout_greedy"]["attribute_f1"] <= 1.0
+
+
+def test_pool_refresh_replaces_one_chunk_at_a_time_with_scenes_never_drawn():
+    cfg = CaptionerTrainConfig(pool=6, refresh=2, refresh_every=5)
+    seen, before = set(), pool_scenes(cfg, 0)
+    assert before == list(range(6))
+    for step in range(1, 61):
+        now = pool_scenes(cfg, step)
+        changed = [j for j in range(6) if now[j] != before[j]]
+        if step % 5:
+            assert not changed
+        else:  # refresh k = step / 5 renews chunk (k - 1) mod 3, i.e. slots 0-1, 2-3, 4-5, 0-1, ...
+            k = step // 5
+            assert changed == [2 * ((k - 1) % 3), 2 * ((k - 1) % 3) + 1], step
+            assert not seen & {now[j] for j in changed}  # never drawn before
+        assert [i % 6 for i in now] == list(range(6))
+        assert pool_scenes(cfg, step, range(2, 4)) == now[2:4]
+        seen |= set(before)
+        before = now
+    assert pool_scenes(dataclasses.replace(cfg, refresh=0), 60) == list(range(6))
+    with pytest.raises(ValueError, match="refresh must divide pool"):
+        train_captioner(dataclasses.replace(cfg, refresh=4), "unused")
+
+
+def test_refreshing_run_resumes_exactly_where_it_stopped(tmp_path, monkeypatch):
+    import tessera.caption.train as captrain
+
+    cfg = CaptionerTrainConfig(
+        preset="tiny", steps=5, batch_size=2, pool=4, refresh=2, refresh_every=1, tokenizer_corpus=20,
+        eval_clips=1, beam_clips=0, device="cpu", ckpt_every=3, log_every=10,
+    )  # fmt: skip
+    train_captioner(cfg, str(tmp_path / "whole"))
+    step, renders = captrain._step, []
+
+    def crash_at_4(model, opt, c, s, *rest):
+        if s == 4:
+            raise KeyboardInterrupt  # after the checkpoint of step 3
+        return step(model, opt, c, s, *rest)
+
+    monkeypatch.setattr(captrain, "_step", crash_at_4)
+    with pytest.raises(KeyboardInterrupt):
+        train_captioner(cfg, str(tmp_path / "cut"))
+    monkeypatch.setattr(captrain, "_step", step)
+    world = captrain.world_clips
+    monkeypatch.setattr(captrain, "world_clips", lambda *a, **k: renders.append(a[2]) or world(*a, **k))
+    assert train_captioner(cfg, str(tmp_path / "cut"), resume=True)["step"] == 5
+    # The resumed pool is the one step 3 had (refreshes 1-3 applied), then refresh 4 renews slots 2-3.
+    seed = captrain.scene_seed
+    assert renders[0] == [seed(0, 0, i) for i in pool_scenes(cfg, 3)]
+    assert renders[1] == [seed(0, 0, i) for i in (2 + 4 * 2, 3 + 4 * 2)]
+    a = load_captioner(tmp_path / "whole" / "model").model.state_dict()
+    b = load_captioner(tmp_path / "cut" / "model").model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_captioner_commands_train_resume_and_evaluate(tmp_path):

@@ -77,6 +77,8 @@ CAPTIONER_PRESETS: dict[str, CaptionerConfig] = {
     "s-conv": CaptionerConfig(size=128, patch=16, stem="conv"),
     # "s-conv" plus the patch stem's linear map of each tubelet's pixels, added to its tokens.
     "s-hybrid": CaptionerConfig(size=128, patch=16, stem="conv+patch"),
+    # "s-hybrid" on 160x160 frames: 1.56x the pixels (and tokens) per object.
+    "s-hybrid-160": CaptionerConfig(size=160, patch=16, stem="conv+patch"),
 }
 
 

@@ -1,11 +1,13 @@
 """Training the captioner on world clips and their detailed captions, top to bottom.
 
 1. A BPE tokenizer is trained on the captions of `tokenizer_corpus` train-split scenes.
-2. A pool of `pool` train-split clips is rendered once on the device (uint8, kept there) at the
-   captioner's input size: `frames` frames over the world's 2-second clip (the same scene at a lower
-   frame rate: the world's motion is closed form in time, so the clip and its caption are unchanged).
+2. A pool of `pool` train-split clips is rendered on the device (uint8, kept there) at the captioner's
+   input size: `frames` frames over the world's 2-second clip (the same scene at a lower frame rate: the
+   world's motion is closed form in time, so the clip and its caption are unchanged). With `refresh`,
+   every `refresh_every` steps the next `refresh` clips of the pool (in turn) are replaced by scenes never
+   drawn before, so a long run sees many more scenes than the pool holds (`pool_scenes`).
 3. Each step draws `batch_size` pool clips (seeded by (seed, step), so a resumed run draws the same
-   batches) and takes one AdamW step on the teacher-forced next-token loss.
+   batches from the same pool) and takes one AdamW step on the teacher-forced next-token loss.
 4. Checkpoints: `RUN/model/` (a captioner folder) and `RUN/state/` (weights, optimizer, step), each by
    one atomic rename; `resume=True` continues from `RUN/state/`.
 5. At the end the captioner is scored (greedy and beam) on unseen train-split clips and on the held-out
@@ -49,6 +51,8 @@ class CaptionerTrainConfig:
     warmup: int = 200
     weight_decay: float = 0.05
     pool: int = 20000
+    refresh: int = 0  # pool clips replaced by new scenes every `refresh_every` steps; 0 = a fixed pool
+    refresh_every: int = 20
     render_batch: int = 256
     tokenizer_corpus: int = 4000
     seed: int = 0
@@ -80,12 +84,41 @@ def eval_seeds(count: int, seed: int = 0) -> list[int]:
     return [scene_seed(seed + 1_000_003, 7, i) for i in range(count)]
 
 
+def pool_scenes(cfg: CaptionerTrainConfig, step: int, slots: range | None = None) -> list[int]:
+    """The train-split scene index each pool slot (of `slots`, default all) holds when step `step` runs.
+
+    Slot j starts with scene j. Refresh k (at step k * refresh_every, k >= 1) gives chunk (k - 1) mod
+    (pool / refresh) of `refresh` slots their next scenes; slot j's g-th scene is j + g * pool, so no scene
+    comes twice, and the pool at any step follows from the step alone (a resumed run renders it again).
+    """
+    refreshes = step // cfg.refresh_every if cfg.refresh else 0
+    chunks = cfg.pool // cfg.refresh if cfg.refresh else 1
+    out = []
+    for j in slots if slots is not None else range(cfg.pool):
+        c = j // cfg.refresh if cfg.refresh else 0
+        out.append(j + cfg.pool * ((refreshes - 1 - c) // chunks + 1 if refreshes > c else 0))
+    return out
+
+
+def _pool_tokens(tokenizer: Tokenizer, scenes, max_len: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Detailed captions of `scenes` as ids and mask padded to `max_len` (so refreshed rows fit)."""
+    ids, mask = tokenizer.encode([detailed_caption(s) for s in scenes], max_len)
+    pad = max_len - ids.shape[1]
+    ids = torch.nn.functional.pad(ids, (0, pad), value=tokenizer.pad_id)
+    return ids.to(device), torch.nn.functional.pad(mask, (0, pad)).to(device)
+
+
 def train_captioner(cfg: CaptionerTrainConfig, out: str, resume: bool = False) -> dict:
     """Train (or resume) a captioner run in folder `out`; returns {"step", "loss", "metrics"}."""
     run, device, t0 = Path(out), pick_device(cfg.device), time.monotonic()
     if cfg.preset not in CAPTIONER_PRESETS:
         raise ValueError(
             f"unknown captioner preset '{cfg.preset}'; choose one of {', '.join(CAPTIONER_PRESETS)}"
+        )
+    if cfg.refresh and (cfg.refresh < 0 or cfg.pool % cfg.refresh or cfg.refresh_every < 1):
+        raise ValueError(
+            f"refresh must divide pool and refresh_every be at least 1; got refresh={cfg.refresh}, "
+            f"pool={cfg.pool}, refresh_every={cfg.refresh_every}"
         )
     if (run / "state").exists() and not resume:
         raise ValueError(f"{run} already holds a captioner run; resume it or pick a new folder")
@@ -103,17 +136,27 @@ def train_captioner(cfg: CaptionerTrainConfig, out: str, resume: bool = False) -
         model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         opt.load_state_dict(unflatten(meta["optimizer"], tensors))
         step = meta["step"]
-    frames, scenes = world_clips(mcfg, "train", [scene_seed(cfg.seed, 0, i) for i in range(cfg.pool)], device,
-                                 cfg.render_batch)  # fmt: skip
-    ids, mask = tokenizer.encode([detailed_caption(s) for s in scenes], mcfg.max_len)
-    ids, mask = ids.to(device), mask.to(device)
+    start = step
+    seeds = [scene_seed(cfg.seed, 0, i) for i in pool_scenes(cfg, step)]
+    frames, scenes = world_clips(mcfg, "train", seeds, device, cfg.render_batch)
+    ids, mask = _pool_tokens(tokenizer, scenes, mcfg.max_len, device)
     params = sum(p.numel() for p in model.parameters()) / 1e6
-    print(f"captioner: {params:.1f}M params, pool of {cfg.pool} clips "
+    fresh = f", {cfg.refresh} new every {cfg.refresh_every} steps" if cfg.refresh else ""
+    print(f"captioner: {params:.1f}M params, pool of {cfg.pool} clips{fresh} "
           f"rendered in {time.monotonic() - t0:.0f}s", flush=True)  # fmt: skip
     loss = float("nan")
     deadline = t0 + 60 * cfg.time_limit_min if cfg.time_limit_min > 0 else None
     bundle = CaptionerBundle(model, tokenizer)
     while step < cfg.steps and (deadline is None or time.monotonic() < deadline):
+        if cfg.refresh and step > start and step % cfg.refresh_every == 0:
+            chunk = (step // cfg.refresh_every - 1) % (cfg.pool // cfg.refresh)
+            slots = range(chunk * cfg.refresh, (chunk + 1) * cfg.refresh)
+            seeds = [scene_seed(cfg.seed, 0, i) for i in pool_scenes(cfg, step, slots)]
+            new, new_scenes = world_clips(mcfg, "train", seeds, device, cfg.render_batch)
+            frames[slots.start : slots.stop] = new
+            ids[slots.start : slots.stop], mask[slots.start : slots.stop] = _pool_tokens(
+                tokenizer, new_scenes, mcfg.max_len, device
+            )
         loss = _step(model, opt, cfg, step, frames, ids, mask)
         step += 1
         if step % cfg.log_every == 0:
