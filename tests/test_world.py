@@ -248,6 +248,11 @@ def test_frames_do_not_depend_on_batch_or_chunking():
     assert torch.equal(batch.depth[1], alone.depth[0])
     k = len(scenes[1].objects)
     assert torch.equal(batch.coverage[1, :, :k], alone.coverage[0])
+    # A caller's bf16 autocast (the DiT trainer renders inside one) does not reach the renderer.
+    assert any(o.material == "shiny" for sc in scenes for o in sc.objects)  # the mirror path runs
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = render(scenes, (40, 32), max_rays=40 * 32 * 4)
+    assert torch.equal(mixed.frames, batch.frames) and torch.equal(mixed.depth, batch.depth)
 
 
 def test_simulate_cache_returns_read_only_paths_and_fresh_events():

@@ -586,24 +586,27 @@ def render(
     width, height = _check_size(size)
     if not scenes:
         raise ValueError("render needs at least one scene")
-    rows, trajs = pack(scenes, width, height, torch.device(device))
-    shading.ground_atlas(device, {s.ground for s in scenes})
-    n_rows, k_max = rows.eye.shape[0], rows.pos.shape[1]
-    b, t_len = len(scenes), n_rows // len(scenes)
-    frames = torch.empty(n_rows, height, width, 3, dtype=torch.uint8, device=device)
-    ids = torch.empty(n_rows, height, width, dtype=torch.uint8, device=device)
-    depth = torch.empty(n_rows, height, width, dtype=torch.float32, device=device)
-    coverage = torch.empty(n_rows, k_max, dtype=torch.int32, device=device)
-    occlusion = torch.empty(n_rows, k_max, k_max, dtype=torch.bool, device=device)
-    max_rays = max_rays or (CPU_RAYS if torch.device(device).type == "cpu" else GPU_RAYS)
-    chunks = -(-n_rows * width * height // max_rays)  # ceil; then rows split evenly among chunks
-    step = max(1, -(-n_rows // chunks))
-    for start in range(0, n_rows, step):
-        sl = slice(start, min(start + step, n_rows))
-        c, label, dep, cov, occ = render_rows(rows.take(sl), width, height, antialias)
-        frames[sl] = c.clamp_(0, 1).mul_(255).add_(0.5)  # the copy truncates to uint8
-        ids[sl] = torch.where(label < k_max, label + 1, 0)
-        depth[sl], coverage[sl], occlusion[sl] = dep, cov, occ
+    # The renderer's arithmetic is fp32 by design: a caller's autocast (a training step's bf16) must not
+    # reach it (a bf16 matmul would also move colours by a level or more).
+    with torch.autocast(torch.device(device).type, enabled=False):
+        rows, trajs = pack(scenes, width, height, torch.device(device))
+        shading.ground_atlas(device, {s.ground for s in scenes})
+        n_rows, k_max = rows.eye.shape[0], rows.pos.shape[1]
+        b, t_len = len(scenes), n_rows // len(scenes)
+        frames = torch.empty(n_rows, height, width, 3, dtype=torch.uint8, device=device)
+        ids = torch.empty(n_rows, height, width, dtype=torch.uint8, device=device)
+        depth = torch.empty(n_rows, height, width, dtype=torch.float32, device=device)
+        coverage = torch.empty(n_rows, k_max, dtype=torch.int32, device=device)
+        occlusion = torch.empty(n_rows, k_max, k_max, dtype=torch.bool, device=device)
+        max_rays = max_rays or (CPU_RAYS if torch.device(device).type == "cpu" else GPU_RAYS)
+        chunks = -(-n_rows * width * height // max_rays)  # ceil; then rows split evenly among chunks
+        step = max(1, -(-n_rows // chunks))
+        for start in range(0, n_rows, step):
+            sl = slice(start, min(start + step, n_rows))
+            c, label, dep, cov, occ = render_rows(rows.take(sl), width, height, antialias)
+            frames[sl] = c.clamp_(0, 1).mul_(255).add_(0.5)  # the copy truncates to uint8
+            ids[sl] = torch.where(label < k_max, label + 1, 0)
+            depth[sl], coverage[sl], occlusion[sl] = dep, cov, occ
     shp = (b, t_len)
     cpu = [(rows.eye.view(*shp, 3)), rows.cam.view(*shp, 3, 3)]
     k = np.stack([intrinsics(width, height, s.camera.fov) for s in scenes])
