@@ -577,13 +577,16 @@ def train_eval_captioner(
     captioner: Annotated[Path, typer.Argument(help="Captioner folder (e.g. tessera/assets/captioner).")],
     clips: Annotated[int, Opt(help="Clips per split (unseen train-split scenes, held-out split).")] = 64,
     beam_clips: Annotated[int, Opt(help="Of those, how many also with beam search.")] = 8,
+    pool_clips: Annotated[
+        int, Opt(help="Also score the first N clips a seed-0 training run draws (overfitting shows).")
+    ] = 0,
     device: Annotated[str, Opt(help="auto, cpu, cuda.")] = "auto",
     out: Annotated[Path | None, Opt(help="Write the scores as JSON here.")] = None,
 ) -> None:
     """Caption world clips and score the captions against the truth (attribute F1, motion, camera)."""
     from tessera.caption.train import eval_command
 
-    typer.echo(eval_command(captioner, clips, beam_clips, device, out))
+    typer.echo(eval_command(captioner, clips, beam_clips, device, out, pool_clips))
 
 
 @data_app.command("ingest")

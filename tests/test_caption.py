@@ -466,14 +466,16 @@ def test_captioner_commands_train_resume_and_evaluate(tmp_path):
     assert (saved["preset"], saved["steps"], saved["pool"], saved["device"]) == ("tiny", 3, 2, "cpu")
     scores = tmp_path / "scores.json"
     args = ["train", "eval-captioner", str(run / "model"), "--clips", "2", "--beam-clips", "0"]
-    r = runner.invoke(app, [*args, "--device", "cpu", "--out", str(scores)])
-    assert r.exit_code == 0 and "| train_greedy |" in r.output, r.output
+    r = runner.invoke(app, [*args, "--device", "cpu", "--out", str(scores), "--pool-clips", "1"])
+    assert r.exit_code == 0 and "| train_greedy |" in r.output and "| pool_greedy |" in r.output, r.output
     got = json.loads(scores.read_text())
     assert got["train_greedy"]["clips"] == got["heldout_greedy"]["clips"] == 2 and "train_beam4" not in got
+    assert got["pool_greedy"]["clips"] == 1 and "pool_beam4" not in got
     for bad, message in (
         (["train", "captioner", "--steps", "2"], "give --out RUN for a new captioner run or --resume RUN"),
         (["train", "captioner", "--resume", str(tmp_path)], "not a captioner run folder"),
         (["train", "eval-captioner", str(run / "model"), "--clips", "2", "--beam-clips", "3"], "beam-clips"),
+        (["train", "eval-captioner", str(run / "model"), "--pool-clips", "-1"], "pool-clips >= 0"),
     ):
         r = runner.invoke(app, bad)
         assert isinstance(r.exception, ValueError) and message in str(r.exception), (bad, r.output)

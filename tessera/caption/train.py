@@ -197,17 +197,26 @@ def train_command(out: str | Path | None, resume: str | Path | None, **flags) ->
 
 
 def eval_command(
-    captioner: str | Path, clips: int, beam_clips: int, device: str = "auto", out: str | Path | None = None
+    captioner: str | Path,
+    clips: int,
+    beam_clips: int,
+    device: str = "auto",
+    out: str | Path | None = None,
+    pool_clips: int = 0,
 ) -> str:
     """`tessera train eval-captioner`: `evaluate` a captioner folder on `clips` clips per split (the first
-    `beam_clips` also with beam search); the scores as a table, and as JSON into `out` if given."""
+    `beam_clips` also with beam search) and, with `pool_clips`, greedy on that many of the first clips a
+    seed-0 run trains on; the scores as a table, and as JSON into `out` if given."""
     from tessera.caption.weights import load_captioner
 
-    if clips < 1 or not 0 <= beam_clips <= clips:
-        raise ValueError(f"need clips >= 1 and 0 <= beam-clips <= clips; got {clips} and {beam_clips}")
+    if clips < 1 or not 0 <= beam_clips <= clips or pool_clips < 0:
+        raise ValueError(
+            f"need clips >= 1, 0 <= beam-clips <= clips and pool-clips >= 0; got {clips}, {beam_clips} "
+            f"and {pool_clips}"
+        )
     dev = pick_device(device)
     cfg = CaptionerTrainConfig(eval_clips=clips, beam_clips=beam_clips)
-    metrics = evaluate(load_captioner(captioner, dev), cfg, dev)
+    metrics = evaluate(load_captioner(captioner, dev), cfg, dev, pool_clips)
     if out is not None:
         atomic_write_text(Path(out), json.dumps(metrics, indent=2))
     return metrics_table(metrics)
@@ -235,29 +244,39 @@ def _checkpoint(run, bundle: CaptionerBundle, opt, step: int) -> None:
     save_state(run / "state", tensors, {"step": step, "optimizer": skeleton})
 
 
-def evaluate(bundle: CaptionerBundle, cfg: CaptionerTrainConfig, device: torch.device) -> dict:
+def evaluate(
+    bundle: CaptionerBundle, cfg: CaptionerTrainConfig, device: torch.device, pool_clips: int = 0
+) -> dict:
     """Scores on unseen train-split clips and on the held-out split, greedy, and with beam search on
-    the first `beam_clips` of each; material accuracy also on the objects whose material shows."""
+    the first `beam_clips` of each; material accuracy also on the objects whose material shows. With
+    `pool_clips`, also greedy on the first clips of `cfg.seed`'s training pool ("pool_greedy": the gap
+    to "train_greedy" is what the captioner learned by heart)."""
     bundle.model.eval()
     out: dict = {}
-    for split in ("train", "heldout"):
-        frames, scenes = world_clips(
-            bundle.cfg, split, eval_seeds(cfg.eval_clips, cfg.seed), device, cfg.render_batch
-        )
+    unseen = eval_seeds(cfg.eval_clips, cfg.seed)
+    pool = [scene_seed(cfg.seed, 0, i) for i in range(pool_clips)]
+    for name, split, seeds in (
+        ("train", "train", unseen),
+        ("heldout", "heldout", unseen),
+        ("pool", "train", pool),
+    ):
+        if not seeds:
+            continue
+        frames, scenes = world_clips(bundle.cfg, split, seeds, device, cfg.render_batch)
         visible = material_visible(scenes, frames, batch=cfg.render_batch)
         clips = list(frames)
         greedy_caps = caption_clips(bundle, clips, beams=1, batch_size=64)
-        out[f"{split}_greedy"] = summarise(
+        out[f"{name}_greedy"] = summarise(
             sum((score(*x) for x in zip(greedy_caps, scenes, visible, strict=True)), Counter())
         )
-        n = min(cfg.beam_clips, len(clips))
+        n = min(cfg.beam_clips, len(clips)) if name != "pool" else 0
         if n:
             beam_caps = caption_clips(bundle, clips[:n], beams=4)
-            out[f"{split}_beam4"] = summarise(
+            out[f"{name}_beam4"] = summarise(
                 sum((score(*x) for x in zip(beam_caps, scenes[:n], visible[:n], strict=True)), Counter())
             )
             triples = zip(scenes[:3], greedy_caps, beam_caps, strict=False)
-            out[f"{split}_examples"] = [
+            out[f"{name}_examples"] = [
                 {"truth": detailed_caption(s), "greedy": g, "beam4": b} for s, g, b in triples
             ]
     bundle.model.train()
