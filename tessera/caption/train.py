@@ -100,12 +100,24 @@ def pool_scenes(cfg: CaptionerTrainConfig, step: int, slots: range | None = None
     return out
 
 
-def _pool_tokens(tokenizer: Tokenizer, scenes, max_len: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Detailed captions of `scenes` as ids and mask padded to `max_len` (so refreshed rows fit)."""
-    ids, mask = tokenizer.encode([detailed_caption(s) for s in scenes], max_len)
-    pad = max_len - ids.shape[1]
+def refreshed_slots(cfg: CaptionerTrainConfig, step: int) -> range:
+    """The pool slots that get new scenes just before step `step` runs (empty at most steps)."""
+    if not cfg.refresh or step == 0 or step % cfg.refresh_every:
+        return range(0)
+    chunk = (step // cfg.refresh_every - 1) % (cfg.pool // cfg.refresh)
+    return range(chunk * cfg.refresh, (chunk + 1) * cfg.refresh)
+
+
+def _render_pool(cfg: CaptionerTrainConfig, mcfg: CaptionerConfig, tokenizer: Tokenizer, step: int,
+                 slots: range, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+    """Frames, caption ids and mask of pool `slots` as they stand at `step`; captions padded to
+    `max_len`, so refreshed rows fit the pool's tensors."""
+    seeds = [scene_seed(cfg.seed, 0, i) for i in pool_scenes(cfg, step, slots)]
+    frames, scenes = world_clips(mcfg, "train", seeds, device, cfg.render_batch)
+    ids, mask = tokenizer.encode([detailed_caption(s) for s in scenes], mcfg.max_len)
+    pad = mcfg.max_len - ids.shape[1]
     ids = torch.nn.functional.pad(ids, (0, pad), value=tokenizer.pad_id)
-    return ids.to(device), torch.nn.functional.pad(mask, (0, pad)).to(device)
+    return frames, ids.to(device), torch.nn.functional.pad(mask, (0, pad)).to(device)
 
 
 def train_captioner(cfg: CaptionerTrainConfig, out: str, resume: bool = False) -> dict:
@@ -137,9 +149,7 @@ def train_captioner(cfg: CaptionerTrainConfig, out: str, resume: bool = False) -
         opt.load_state_dict(unflatten(meta["optimizer"], tensors))
         step = meta["step"]
     start = step
-    seeds = [scene_seed(cfg.seed, 0, i) for i in pool_scenes(cfg, step)]
-    frames, scenes = world_clips(mcfg, "train", seeds, device, cfg.render_batch)
-    ids, mask = _pool_tokens(tokenizer, scenes, mcfg.max_len, device)
+    frames, ids, mask = _render_pool(cfg, mcfg, tokenizer, step, range(cfg.pool), device)
     params = sum(p.numel() for p in model.parameters()) / 1e6
     fresh = f", {cfg.refresh} new every {cfg.refresh_every} steps" if cfg.refresh else ""
     print(f"captioner: {params:.1f}M params, pool of {cfg.pool} clips{fresh} "
@@ -148,15 +158,10 @@ def train_captioner(cfg: CaptionerTrainConfig, out: str, resume: bool = False) -
     deadline = t0 + 60 * cfg.time_limit_min if cfg.time_limit_min > 0 else None
     bundle = CaptionerBundle(model, tokenizer)
     while step < cfg.steps and (deadline is None or time.monotonic() < deadline):
-        if cfg.refresh and step > start and step % cfg.refresh_every == 0:
-            chunk = (step // cfg.refresh_every - 1) % (cfg.pool // cfg.refresh)
-            slots = range(chunk * cfg.refresh, (chunk + 1) * cfg.refresh)
-            seeds = [scene_seed(cfg.seed, 0, i) for i in pool_scenes(cfg, step, slots)]
-            new, new_scenes = world_clips(mcfg, "train", seeds, device, cfg.render_batch)
-            frames[slots.start : slots.stop] = new
-            ids[slots.start : slots.stop], mask[slots.start : slots.stop] = _pool_tokens(
-                tokenizer, new_scenes, mcfg.max_len, device
-            )
+        slots = refreshed_slots(cfg, step)
+        if slots and step > start:  # a resumed run's first pool already holds them
+            rows = slice(slots.start, slots.stop)
+            frames[rows], ids[rows], mask[rows] = _render_pool(cfg, mcfg, tokenizer, step, slots, device)
         loss = _step(model, opt, cfg, step, frames, ids, mask)
         step += 1
         if step % cfg.log_every == 0:
