@@ -113,6 +113,8 @@ PRESETS: dict[str, ModelConfig] = {
     # The shipped model's size: `s` with half as many blocks again (a 13.4M DiT, 48 MB in bf16), grown
     # from a trained `s` by `tessera model grow`.
     "s-deep": _preset("s-deep", _SMALL_VAE, _SMALL_TEXT, dim=256, depth=12, heads=4, ffn_dim=1024),
+    # `s-deep` with four more blocks (a 17.6M DiT), grown from it the same way.
+    "s-deeper": _preset("s-deeper", _SMALL_VAE, _SMALL_TEXT, dim=256, depth=16, heads=4, ffn_dim=1024),
     "b": _preset("b", VAEConfig(), _BIG_TEXT, dim=768, depth=12, heads=12, ffn_dim=3072),
     "l": _preset("l", VAEConfig(), _BIG_TEXT, dim=1024, depth=24, heads=16, ffn_dim=4096),
     # The Wan 2.1 1.3B transformer's shape, for benchmarks.

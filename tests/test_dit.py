@@ -224,7 +224,12 @@ def test_deepen_keeps_the_function_and_the_new_blocks_learn() -> None:
 
 
 def test_parameter_counts_of_presets() -> None:
-    for name, lo, hi in [("s", 9.1e6, 9.2e6), ("s-deep", 13.3e6, 13.4e6), ("wan-1.3b", 1.2e9, 1.5e9)]:
+    for name, lo, hi in [
+        ("s", 9.1e6, 9.2e6),
+        ("s-deep", 13.3e6, 13.4e6),
+        ("s-deeper", 17.5e6, 17.6e6),
+        ("wan-1.3b", 1.2e9, 1.5e9),
+    ]:
         with torch.device("meta"):
             model = DiT(PRESETS[name].dit)
         n = sum(p.numel() for p in model.parameters())
