@@ -29,7 +29,7 @@ def still(model, ground: str, light: str, seed: int = 0) -> torch.Tensor:
 
 
 def test_shipped_model_is_the_default_and_complete(shipped):
-    assert shipped.config.preset == "s-deep"
+    assert shipped.config.preset == "s-deeper"
     assert "text_alignment" in (default_model_path() / "README.md").read_text()  # the card has scores
     for name, module in shipped.modules().items():
         assert all(torch.isfinite(p).all() for p in module.parameters()), name
