@@ -151,7 +151,7 @@ for arm in $ARMS; do reworded_eval "$arm" expanded; done
 
 # 3. The table, last.
 python - "$out" "$STEPS" <<'PY'
-import json, sys
+import json, random, statistics, sys
 from pathlib import Path
 
 out, steps = Path(sys.argv[1]), int(sys.argv[2])
@@ -168,8 +168,22 @@ def fmt(x):
 
 
 print("\n| DiT trained on | prompted with | steps | train s | text_alignment | " + " | ".join(PARTS)
-      + " | text_alignment train / heldout |")
-print("|---" * (6 + len(PARTS)) + "|")
+      + " | text_alignment train / heldout | objects seen (median) | object_permanence | fwd |"
+      + " text_alignment − baseline (bootstrap 95%) |")
+print("|---" * (10 + len(PARTS)) + "|")
+baseline = out / "eval-dit-short-short" / "results.json"
+base = [p["metrics"]["text_alignment"] for p in json.loads(baseline.read_text())["prompts"]] if baseline.exists() else None
+
+
+def paired(r):  # mean per-prompt difference to the baseline and its bootstrap 95% interval (seed 0)
+    if base is None:
+        return "–"
+    d = [p["metrics"]["text_alignment"] - b for p, b in zip(r["prompts"], base, strict=True)]
+    rng = random.Random(0)
+    boot = sorted(statistics.mean(rng.choices(d, k=len(d))) for _ in range(4000))
+    return f"{statistics.mean(d):+.3f} ({boot[100]:+.3f} to {boot[3899]:+.3f})"
+
+
 warn, reached = [], {}
 for arm, label in (("dit-short", "short captions"), ("dit-detailed", "detailed captions")):
     if not (out / arm / "state" / "state.json").exists():
@@ -190,7 +204,9 @@ for arm, label in (("dit-short", "short captions"), ("dit-detailed", "detailed c
         print(f"| {label} | {text} captions | {state['step']} | "
               f"{secs.read_text().strip() if secs.exists() else '?'} | **{fmt(r['metrics']['text_alignment'])}** | "
               + " | ".join(fmt(x) for x in parts)
-              + f" | {fmt(split['train']['text_alignment'])} / {fmt(split['heldout']['text_alignment'])} |")
+              + f" | {fmt(split['train']['text_alignment'])} / {fmt(split['heldout']['text_alignment'])}"
+              + f" | {statistics.median(row['details']['text_alignment']['objects_seen'] for row in r['prompts'])}"
+              + f" | {fmt(r['metrics']['object_permanence'])} | {fmt(r['metrics']['fwd'])} | {paired(r)} |")
 for res in sorted(out.glob("eval-*-detailed/results.json"))[:1]:
     r = json.loads(res.read_text())
     print(f"\nsuite {r['suite']}, {len(r['prompts'])} prompts, sampler steps {r['settings']['steps']}, "

@@ -110,10 +110,11 @@ PRESETS: dict[str, ModelConfig] = {
     # Small enough to ship in the package: a 9.1M-parameter DiT, a 2.1M text encoder and an 8.2M VAE,
     # 39 MB in bf16; a 33x128x128 clip samples in well under a minute on 2 CPU cores.
     "s": _preset("s", _SMALL_VAE, _SMALL_TEXT, dim=256, depth=8, heads=4, ffn_dim=1024),
-    # The shipped model's size: `s` with half as many blocks again (a 13.4M DiT, 48 MB in bf16), grown
-    # from a trained `s` by `tessera model grow`.
+    # `s` with half as many blocks again (a 13.4M DiT), grown from a trained `s` by `tessera model grow`
+    # (the sixth shipped version).
     "s-deep": _preset("s-deep", _SMALL_VAE, _SMALL_TEXT, dim=256, depth=12, heads=4, ffn_dim=1024),
-    # `s-deep` with four more blocks (a 17.6M DiT), grown from it the same way.
+    # The shipped model's size: `s-deep` with four more blocks (a 17.6M DiT, 56 MB in bf16 with the VAE
+    # and text encoder), grown from it the same way.
     "s-deeper": _preset("s-deeper", _SMALL_VAE, _SMALL_TEXT, dim=256, depth=16, heads=4, ffn_dim=1024),
     "b": _preset("b", VAEConfig(), _BIG_TEXT, dim=768, depth=12, heads=12, ffn_dim=3072),
     "l": _preset("l", VAEConfig(), _BIG_TEXT, dim=1024, depth=24, heads=16, ffn_dim=4096),
