@@ -498,6 +498,12 @@ def train_dit(
         bool | None, Opt("--freeze-text/--train-text", help="Freeze the text encoder.")
     ] = None,
     cache_latents: Annotated[bool | None, Opt("--cache-latents/--no-cache-latents")] = None,
+    caption_dropout: Annotated[
+        float | None, Opt(help="Probability of an empty caption (for classifier-free guidance).")
+    ] = None,
+    short_caption_prob: Annotated[
+        float | None, Opt(help="Probability of the short caption instead of the detailed one.")
+    ] = None,
     object_weight: Annotated[
         float | None, Opt(help="World data: extra loss weight on latent cells under an object (0 = off).")
     ] = None,
