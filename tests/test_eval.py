@@ -145,6 +145,45 @@ def test_components_and_parser_roundtrip(tmp_path):
     assert parse.frames == 3 and parse.instances.shape == (3, 32, 32)
 
 
+def test_gaussian_blur_and_degrade_soften_frames_but_keep_objects_colours():
+    """The parser's training degradation: the blur's point spread has the asked-for spread and keeps
+    mass; `degrade` leaves a frame alone at probability 0, keeps an object's colour in its middle, stays
+    in range, and is reproducible from its generator (so a parser run is too)."""
+    from tessera.eval.parser_train import degrade, gaussian_blur
+
+    dot = torch.zeros(1, 1, 41, 41)
+    dot[0, 0, 20, 20] = 1
+    spread = gaussian_blur(dot, 2.0)[0, 0]
+    r2 = (torch.arange(41.0) - 20)[:, None] ** 2 + (torch.arange(41.0) - 20)[None] ** 2
+    assert spread.sum() == pytest.approx(1, abs=1e-5)
+    assert (spread * r2).sum() / 2 == pytest.approx(4, rel=0.05)  # variance per axis: sigma squared
+    assert torch.equal(gaussian_blur(dot, 0.0), dot)
+    x = torch.full((6, 3, 64, 64), -0.2)
+    x[:, :, 24:40, 24:40] = torch.tensor([1.0, -1.0, -1.0])[:, None, None]  # a red square on grey
+    gen = lambda: torch.Generator().manual_seed(3)  # noqa: E731
+    assert torch.equal(degrade(x, 0.0, gen()), x)
+    y = degrade(x, 1.0, gen())
+    assert torch.equal(y, degrade(x, 1.0, gen())) and not torch.equal(y, degrade(x, 1.0, torch.Generator()))
+    assert y.abs().max() <= 1 and (y - x).abs().mean() > 0.005
+    middle = y[:, :, 30:34, 30:34].mean((2, 3))  # (6, 3): still red in the middle of every copy
+    assert (middle[:, 0] - middle[:, 1:].max(1).values > 1.5).all()
+    assert ((y - x)[:, :, :8, :8].mean((2, 3)).abs() < 0.05).all()  # far from the edge: tint and noise only
+
+
+def test_train_parser_records_its_degradation_and_blurred_accuracy(tmp_path):
+    from tessera.eval.parser_train import train_parser
+
+    acc = train_parser(tmp_path / "p", steps=2, scenes=2, frames=2, size=64, width=8, batch_size=2,
+                       device="cpu", eval_scenes=1, degrade_prob=0.5, log_every=10)  # fmt: skip
+    saved = json.loads((tmp_path / "p" / "accuracy.json").read_text())
+    assert saved["train"]["degrade_prob"] == 0.5 and "sigma 2.0" in saved["blurred"]["note"]
+    for a in (saved, saved["blurred"]):
+        assert 0 <= a["count"] <= 1 and 0 <= a["detection"] <= 1
+    assert acc["train"] == saved["train"] and load_parser(tmp_path / "p") is not None
+    with pytest.raises(ValueError, match=r"degrade_prob must be a probability in \[0, 1\], got 1.5"):
+        train_parser(tmp_path / "q", degrade_prob=1.5)
+
+
 def test_prompt_sets_are_fixed(tmp_path):
     quick = load_prompt_set("quick")
     assert len(quick) == 8 and {p.split for p in quick} == {"train", "heldout"}
