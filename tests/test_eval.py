@@ -170,8 +170,8 @@ def test_gaussian_blur_and_degrade_soften_frames_but_keep_objects_colours():
     assert ((y - x)[:, :, :8, :8].mean((2, 3)).abs() < 0.05).all()  # far from the edge: tint and noise only
 
 
-def test_train_parser_records_its_degradation_and_blurred_accuracy(tmp_path):
-    from tessera.eval.parser_train import train_parser
+def test_train_parser_records_its_degradation_and_blurred_accuracy(tmp_path, capsys):
+    from tessera.eval.parser_train import main, train_parser
 
     acc = train_parser(tmp_path / "p", steps=2, scenes=2, frames=2, size=64, width=8, batch_size=2,
                        device="cpu", eval_scenes=1, degrade_prob=0.5, log_every=10)  # fmt: skip
@@ -182,6 +182,13 @@ def test_train_parser_records_its_degradation_and_blurred_accuracy(tmp_path):
     assert acc["train"] == saved["train"] and load_parser(tmp_path / "p") is not None
     with pytest.raises(ValueError, match=r"degrade_prob must be a probability in \[0, 1\], got 1.5"):
         train_parser(tmp_path / "q", degrade_prob=1.5)
+    capsys.readouterr()  # the training's log
+    main(["--measure", str(tmp_path / "p"), "--eval-scenes", "1", "--frames", "2", "--size", "64"])
+    measured = json.loads(capsys.readouterr().out)
+    assert measured["count"] == saved["count"] and measured["blurred"]["count"] == saved["blurred"]["count"]
+    with pytest.raises(SystemExit):
+        main([])
+    assert "give --out DIR to train a parser, or --measure DIR" in capsys.readouterr().err
 
 
 def test_prompt_sets_are_fixed(tmp_path):

@@ -260,11 +260,15 @@ def parser_accuracy(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Command line: `python scripts/train_parser.py --out DIR [--steps N ...]`."""
+    """Command line: `python scripts/train_parser.py --out DIR [--steps N ...]`, or `--measure DIR` to
+    measure a trained parser (clean and blurred held-out renders) without training."""
     import argparse
 
+    from tessera.eval.parser import load_parser
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", required=True)
+    ap.add_argument("--out", help="folder for the trained parser")
+    ap.add_argument("--measure", help="a parser folder to measure instead of training one")
     for name, default in (
         ("steps", 2000),
         ("scenes", 400),
@@ -280,6 +284,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--degrade", type=float, default=0.0, help="fraction of frames softened (see degrade)")
     ap.add_argument("--device", default="auto")
     a = ap.parse_args(argv)
+    if a.measure:
+        dev = pick_device(a.device)
+        parser = load_parser(a.measure, dev)
+        kw = {"scenes": a.eval_scenes, "frames": a.frames, "size": a.size, "device": dev}
+        acc = parser_accuracy(parser, **kw) | {"blurred": parser_accuracy(parser, **kw, blur=BLURRED_SIGMA)}
+        print(json.dumps(acc, indent=1))
+        return
+    if not a.out:
+        ap.error("give --out DIR to train a parser, or --measure DIR to measure one")
     acc = train_parser(
         a.out,
         a.steps,
