@@ -219,10 +219,26 @@ def test_report_builds_from_tiny_run(tmp_path, monkeypatch):
     )
     cmp = eval_command(compare=(tmp_path / "truth", tmp_path / "truth"), out=tmp_path / "cmp")
     assert (tmp_path / "cmp" / "compare.html").exists() and cmp["metrics"]["flicker"] == [1.0, 1.0]
+    assert cmp["paired"]["flicker"] is None  # one prompt: no interval
     with pytest.raises(EvalError, match="--suite"):
         eval_command(None, "nope", tmp_path / "x", truth=True)
     with pytest.raises(EvalError, match="MODEL"):
         eval_command(None, "quick", tmp_path / "x", truth=False)
+
+
+def test_paired_difference_pairs_prompts_by_id_and_brackets_the_mean():
+    from tessera.eval.report import paired_difference
+
+    rng = np.random.default_rng(1)
+    a = [{"id": f"p{i}", "metrics": {"m": float(v), "gone": None}} for i, v in enumerate(rng.random(40))]
+    b = [{"id": r["id"], "metrics": {"m": r["metrics"]["m"] + 0.1 + 0.02 * rng.standard_normal()}} for r in a]
+    d = paired_difference({"prompts": a}, {"prompts": b[::-1]}, "m")  # order does not matter, ids do
+    assert d["prompts"] == 40 and d["mean"] == pytest.approx(0.1, abs=0.01)
+    assert d["low"] < d["mean"] < d["high"] and d["high"] - d["low"] < 0.02  # the values' spread cancels
+    assert d == paired_difference({"prompts": a}, {"prompts": b}, "m")  # fixed seed: reruns agree
+    same = paired_difference({"prompts": a}, {"prompts": a}, "m")
+    assert same["mean"] == same["low"] == same["high"] == 0
+    assert paired_difference({"prompts": a}, {"prompts": b}, "gone") is None
 
 
 def test_eval_seed_and_guidance_replace_the_suites_sampler_settings(tiny_model_dir, tmp_path):

@@ -155,8 +155,25 @@ def load_results(folder: Path) -> dict:
     return json.loads(path.read_text())
 
 
+def paired_difference(ra: dict, rb: dict, metric: str, resamples: int = 4000) -> dict | None:
+    """B − A of `metric` over the prompts both runs scored (by prompt id), with a 95% bootstrap interval
+    over those prompts (fixed seed, so reruns agree): whether a change of the mean is more than which
+    prompts happened to be drawn. None when fewer than two prompts have the metric in both."""
+    import numpy as np
+
+    va = {r["id"]: r["metrics"].get(metric) for r in ra.get("prompts", [])}
+    vb = {r["id"]: r["metrics"].get(metric) for r in rb.get("prompts", [])}
+    d = np.array([vb[i] - va[i] for i in va if i in vb and va[i] is not None and vb[i] is not None])
+    if len(d) < 2:
+        return None
+    means = np.random.default_rng(0).choice(d, (resamples, len(d))).mean(1)
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return {"prompts": len(d), "mean": float(d.mean()), "low": float(lo), "high": float(hi)}
+
+
 def write_compare(a: Path, b: Path, out: Path) -> dict:
-    """Two result folders side by side: compare.md, compare.html and plots/compare.png in `out`."""
+    """Two result folders side by side: compare.md, compare.html and plots/compare.png in `out`; per
+    metric also the paired per-prompt difference with its bootstrap interval (`paired_difference`)."""
     ra, rb = load_results(a), load_results(b)
     out.mkdir(parents=True, exist_ok=True)
     (out / "plots").mkdir(exist_ok=True)
@@ -165,6 +182,7 @@ def write_compare(a: Path, b: Path, out: Path) -> dict:
         out / "plots" / "compare.png"
     )
     keys = list(dict.fromkeys([*ra["metrics"], *rb["metrics"]]))
+    paired = {k: paired_difference(ra, rb, k) for k in keys}
     rows = [
         [
             k,
@@ -175,10 +193,14 @@ def write_compare(a: Path, b: Path, out: Path) -> dict:
                 if ra["metrics"].get(k) is None or rb["metrics"].get(k) is None
                 else rb["metrics"][k] - ra["metrics"][k]
             ),
+            "–"
+            if paired[k] is None
+            else f"{paired[k]['mean']:+.3f} [{paired[k]['low']:+.3f}, "
+            f"{paired[k]['high']:+.3f}] ({paired[k]['prompts']})",
         ]
         for k in keys
     ]
-    header = ["metric", names[0], names[1], "B − A"]
+    header = ["metric", names[0], names[1], "B − A", "paired B − A [95% interval] (prompts)"]
     (out / "compare.md").write_text(
         "\n".join(
             [
@@ -204,6 +226,7 @@ def write_compare(a: Path, b: Path, out: Path) -> dict:
         "a": str(a),
         "b": str(b),
         "metrics": {k: [ra["metrics"].get(k), rb["metrics"].get(k)] for k in keys},
+        "paired": paired,
     }
     (out / "compare.json").write_text(json.dumps(_plain(result), indent=1) + "\n")
     return result
