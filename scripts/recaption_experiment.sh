@@ -151,8 +151,10 @@ for arm in $ARMS; do reworded_eval "$arm" expanded; done
 
 # 3. The table, last.
 python - "$out" "$STEPS" <<'PY'
-import json, random, statistics, sys
+import json, statistics, sys
 from pathlib import Path
+
+from tessera.eval.report import paired_difference
 
 out, steps = Path(sys.argv[1]), int(sys.argv[2])
 PARTS = ("objects", "sizes", "count", "motion", "camera")
@@ -172,16 +174,12 @@ print("\n| DiT trained on | prompted with | steps | train s | text_alignment | "
       + " text_alignment − baseline (bootstrap 95%) |")
 print("|---" * (10 + len(PARTS)) + "|")
 baseline = out / "eval-dit-short-short" / "results.json"
-base = [p["metrics"]["text_alignment"] for p in json.loads(baseline.read_text())["prompts"]] if baseline.exists() else None
+base = json.loads(baseline.read_text()) if baseline.exists() else None
 
 
-def paired(r):  # mean per-prompt difference to the baseline and its bootstrap 95% interval (seed 0)
-    if base is None:
-        return "–"
-    d = [p["metrics"]["text_alignment"] - b for p, b in zip(r["prompts"], base, strict=True)]
-    rng = random.Random(0)
-    boot = sorted(statistics.mean(rng.choices(d, k=len(d))) for _ in range(4000))
-    return f"{statistics.mean(d):+.3f} ({boot[100]:+.3f} to {boot[3899]:+.3f})"
+def paired(r):  # per-prompt difference to the baseline, 95% bootstrap interval (as `tessera eval --compare`)
+    d = None if base is None else paired_difference(base, r, "text_alignment")
+    return "–" if d is None else f"{d['mean']:+.3f} ({d['low']:+.3f} to {d['high']:+.3f})"
 
 
 warn, reached = [], {}
