@@ -8,6 +8,7 @@ import html
 import json
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from tessera.eval.suite import CLIP_METRICS, EvalError, _plain, save_results
@@ -159,8 +160,6 @@ def paired_difference(ra: dict, rb: dict, metric: str, resamples: int = 4000) ->
     """B − A of `metric` over the prompts both runs scored (by prompt id), with a 95% bootstrap interval
     over those prompts (fixed seed, so reruns agree): whether a change of the mean is more than which
     prompts happened to be drawn. None when fewer than two prompts have the metric in both."""
-    import numpy as np
-
     va = {r["id"]: r["metrics"].get(metric) for r in ra.get("prompts", [])}
     vb = {r["id"]: r["metrics"].get(metric) for r in rb.get("prompts", [])}
     d = np.array([vb[i] - va[i] for i in va if i in vb and va[i] is not None and vb[i] is not None])
