@@ -147,8 +147,9 @@ def test_components_and_parser_roundtrip(tmp_path):
 
 def test_gaussian_blur_and_degrade_soften_frames_but_keep_objects_colours():
     """The parser's training degradation: the blur's point spread has the asked-for spread and keeps
-    mass; `degrade` leaves a frame alone at probability 0, keeps an object's colour in its middle, stays
-    in range, and is reproducible from its generator (so a parser run is too)."""
+    mass, one sigma per image when given several; `degrade` leaves a frame alone at probability 0,
+    keeps an object's colour in its middle, stays in range, and is reproducible from its generator (so
+    a parser run is too)."""
     from tessera.eval.parser_train import degrade, gaussian_blur
 
     dot = torch.zeros(1, 1, 41, 41)
@@ -158,6 +159,8 @@ def test_gaussian_blur_and_degrade_soften_frames_but_keep_objects_colours():
     assert spread.sum() == pytest.approx(1, abs=1e-5)
     assert (spread * r2).sum() / 2 == pytest.approx(4, rel=0.05)  # variance per axis: sigma squared
     assert torch.equal(gaussian_blur(dot, 0.0), dot)
+    two = gaussian_blur(torch.cat([dot, dot]), torch.tensor([2.0, 0.0]))  # one sigma per image
+    assert torch.allclose(two[:1], spread[None, None], atol=1e-6) and torch.allclose(two[1:], dot, atol=1e-6)
     x = torch.full((6, 3, 64, 64), -0.2)
     x[:, :, 24:40, 24:40] = torch.tensor([1.0, -1.0, -1.0])[:, None, None]  # a red square on grey
     gen = lambda: torch.Generator().manual_seed(3)  # noqa: E731
@@ -182,6 +185,13 @@ def test_train_parser_records_its_degradation_and_blurred_accuracy(tmp_path, cap
     assert acc["train"] == saved["train"] and load_parser(tmp_path / "p") is not None
     with pytest.raises(ValueError, match=r"degrade_prob must be a probability in \[0, 1\], got 1.5"):
         train_parser(tmp_path / "q", degrade_prob=1.5)
+    with pytest.raises(ValueError, match="has width 8 and size 64; asked for width 16 and size 64"):
+        train_parser(tmp_path / "q", size=64, width=16, init=tmp_path / "p")
+    tuned = train_parser(tmp_path / "t", steps=1, scenes=1, frames=2, size=64, width=8, batch_size=2, lr=0.0,
+                         device="cpu", eval_scenes=1, init=tmp_path / "p")  # fmt: skip
+    assert tuned["train"]["init"] == str(tmp_path / "p")
+    before, after = load_parser(tmp_path / "p").state_dict(), load_parser(tmp_path / "t").state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # started from it (at lr 0, stayed there)
     capsys.readouterr()  # the training's log
     main(["--measure", str(tmp_path / "p"), "--eval-scenes", "1", "--frames", "2", "--size", "64"])
     measured = json.loads(capsys.readouterr().out)

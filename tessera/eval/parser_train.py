@@ -15,7 +15,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from tessera.eval.parser import HEADS, ParserConfig, SceneParser, detect, parse_video, predict, save_parser
+from tessera.eval.parser import (
+    HEADS,
+    ParserConfig,
+    SceneParser,
+    detect,
+    load_parser,
+    parse_video,
+    predict,
+    save_parser,
+)
 from tessera.eval.tracks import COLOUR_NAMES, MIN_AREA, SIZE_NAMES
 from tessera.pipeline import pick_device
 from tessera.world import WorldConfig, WorldSampler, render
@@ -71,15 +80,24 @@ def parser_loss(logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.T
     return loss
 
 
-def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of images x (N, C, H, W), edges replicated; sigma in pixels (<= 0: x)."""
-    if sigma <= 0.05:
+def gaussian_blur(x: torch.Tensor, sigma: float | torch.Tensor) -> torch.Tensor:
+    """Separable Gaussian blur of images x (N, C, H, W), edges replicated; sigma in pixels, one for all
+    images or a tensor (N,) of one per image (<= 0.05: that image unchanged). One grouped convolution
+    per axis, however many sigmas."""
+    n, c = x.shape[:2]
+    sig = torch.as_tensor(sigma, dtype=torch.float32).flatten().expand(n).to(x.device)  # (N,)
+    top = float(sig.max()) if n else 0.0
+    if top <= 0.05:
         return x
-    r = max(1, int(np.ceil(3 * sigma)))
-    k = torch.exp(-0.5 * (torch.arange(-r, r + 1, device=x.device, dtype=x.dtype) / sigma) ** 2)
-    k = (k / k.sum()).repeat(x.shape[1], 1)
-    y = F.conv2d(F.pad(x, (r, r, 0, 0), mode="replicate"), k[:, None, None, :], groups=x.shape[1])
-    return F.conv2d(F.pad(y, (0, 0, r, r), mode="replicate"), k[:, None, :, None], groups=x.shape[1])
+    r = max(1, int(np.ceil(3 * top)))
+    d = torch.arange(-r, r + 1, device=x.device, dtype=torch.float32)
+    k = torch.exp(-0.5 * (d / sig.clamp(min=0.05)[:, None]) ** 2)  # (N, 2r + 1)
+    k = torch.where((sig > 0.05)[:, None], k, (d == 0).float())  # a delta where no blur is asked
+    k = (k / k.sum(1, keepdim=True)).to(x.dtype).repeat_interleave(c, 0)  # (N * C, 2r + 1)
+    y = x.reshape(1, n * c, *x.shape[2:])
+    y = F.conv2d(F.pad(y, (r, r, 0, 0), mode="replicate"), k[:, None, None, :], groups=n * c)
+    y = F.conv2d(F.pad(y, (0, 0, r, r), mode="replicate"), k[:, None, :, None], groups=n * c)
+    return y.view_as(x)
 
 
 LUMA = (0.299, 0.587, 0.114)  # Rec. 601
@@ -91,18 +109,25 @@ def degrade(x: torch.Tensor, prob: float, gen: torch.Generator) -> torch.Tensor:
     or a sampler softens objects: a Gaussian blur (sigma up to 2.5 px at 128 px), the colour blurred
     further than the brightness (up to 4 px: colour bleeding in from the background), a tint of up to
     ±0.04 per channel and noise of up to 0.03. Generic, not any one model's round trip, so a parser
-    trained on it does not learn one VAE. Targets stay those of the clean frame."""
-    out, scale = x.clone(), x.shape[-2] / 128
-    for i in torch.nonzero(torch.rand(len(x), generator=gen) < prob).flatten().tolist():
-        u = torch.rand(3, generator=gen).tolist()
-        v = gaussian_blur(x[i : i + 1].float(), 2.5 * scale * u[0])
-        y = sum(w * v[:, c : c + 1] for c, w in enumerate(LUMA))
-        cr, cb = gaussian_blur(torch.cat([v[:, :1] - y, v[:, 2:] - y], 1), 4 * scale * u[1]).split(1, 1)
-        r, b = y + cr, y + cb
-        v = torch.cat([r, (y - LUMA[0] * r - LUMA[2] * b) / LUMA[1], b], 1)
-        v = v + (torch.rand(1, 3, 1, 1, generator=gen) * 0.08 - 0.04).to(v)
-        v = v + torch.randn(v.shape, generator=gen).to(v) * 0.03 * u[2]
-        out[i] = v[0].clamp(-1, 1).to(out.dtype)
+    trained on it does not learn one VAE. Targets stay those of the clean frame. All frames at once on
+    x's device; `gen` (CPU) draws everything, so the result depends only on it and x."""
+    n, scale = len(x), x.shape[-2] / 128
+    pick = torch.rand(n, generator=gen) < prob
+    u, tint = torch.rand(n, 3, generator=gen), torch.rand(n, 3, generator=gen) * 0.08 - 0.04
+    noise_gen = torch.Generator(x.device).manual_seed(int(torch.randint(2**62, (), generator=gen)))
+    if not pick.any():
+        return x
+    i = torch.nonzero(pick).flatten()
+    u, tint, i_dev = u[i].to(x.device), tint[i].to(x.device), i.to(x.device)
+    v = gaussian_blur(x[i_dev].float(), 2.5 * scale * u[:, 0])
+    y = sum(w * v[:, c : c + 1] for c, w in enumerate(LUMA))
+    cr, cb = gaussian_blur(torch.cat([v[:, :1] - y, v[:, 2:] - y], 1), 4 * scale * u[:, 1]).split(1, 1)
+    r, b = y + cr, y + cb
+    v = torch.cat([r, (y - LUMA[0] * r - LUMA[2] * b) / LUMA[1], b], 1) + tint[:, :, None, None]
+    noise = torch.randn(v.shape, generator=noise_gen, device=x.device)
+    v = v + noise * 0.03 * u[:, 2, None, None, None]
+    out = x.clone()
+    out[i_dev] = v.clamp(-1, 1).to(out.dtype)
     return out
 
 
@@ -120,19 +145,27 @@ def train_parser(
     seed: int = 0,
     log_every: int = 100,
     degrade_prob: float = 0.0,
+    init: str | Path | None = None,
 ) -> dict:
     """Train a parser on `scenes` train-split renders (`frames` each), with `degrade_prob` of the frames
     softened by `degrade`, measure it on `eval_scenes` held-out renders, clean and blurred by
-    BLURRED_SIGMA, and write it with its accuracy to `out`. Returns the accuracy dict."""
+    BLURRED_SIGMA, and write it with its accuracy to `out`. Returns the accuracy dict. With `init` (a
+    parser folder) training starts from that parser's weights and width instead of a random one."""
     if not 0 <= degrade_prob <= 1:
         raise ValueError(f"degrade_prob must be a probability in [0, 1], got {degrade_prob}")
+    start = load_parser(init) if init is not None else None
+    if start is not None and (start.cfg.width, start.cfg.size) != (width, size):
+        raise ValueError(
+            f"init parser {init} has width {start.cfg.width} and size {start.cfg.size}; "
+            f"asked for width {width} and size {size}: they must match"
+        )
     dev = pick_device(device)
     torch.manual_seed(seed)
     t0 = time.time()
     pool = render_pool(scenes, frames, size, "train", seed, dev)
     pool = {k: v.to(dev) for k, v in pool.items()}
     print(f"rendered {len(pool['frames'])} training frames in {time.time() - t0:.0f}s", flush=True)
-    parser = SceneParser(ParserConfig(size=size, width=width)).to(dev)
+    parser = (start or SceneParser(ParserConfig(size=size, width=width))).to(dev).train()
     opt = torch.optim.AdamW(parser.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
     gen = torch.Generator(device="cpu").manual_seed(seed)
@@ -166,6 +199,8 @@ def train_parser(
             "width": width,
             "batch_size": batch_size,
             "degrade_prob": degrade_prob,
+            "init": str(init) if init is not None else None,
+            "lr": lr,
             "device": str(dev),
             "seconds": round(time.time() - t0, 1),
         },
@@ -264,8 +299,6 @@ def main(argv: list[str] | None = None) -> None:
     measure a trained parser (clean and blurred held-out renders) without training."""
     import argparse
 
-    from tessera.eval.parser import load_parser
-
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", help="folder for the trained parser")
     ap.add_argument("--measure", help="a parser folder to measure instead of training one")
@@ -282,6 +315,7 @@ def main(argv: list[str] | None = None) -> None:
         ap.add_argument(f"--{name}", type=int, default=default)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--degrade", type=float, default=0.0, help="fraction of frames softened (see degrade)")
+    ap.add_argument("--init", help="a parser folder to start from (fine-tuning; --width must match it)")
     ap.add_argument("--device", default="auto")
     a = ap.parse_args(argv)
     if a.measure:
@@ -306,6 +340,7 @@ def main(argv: list[str] | None = None) -> None:
         a.eval_scenes,
         a.seed,
         degrade_prob=a.degrade,
+        init=a.init,
     )
     print(json.dumps(acc, indent=1))
     print(f"wrote {Path(a.out).resolve()}")
