@@ -199,6 +199,14 @@ def test_train_parser_records_its_degradation_and_blurred_accuracy(tmp_path, cap
     with pytest.raises(SystemExit):
         main([])
     assert "give --out DIR to train a parser, or --measure DIR" in capsys.readouterr().err
+    for bad, says in (
+        (["--out", str(tmp_path / "q"), "--init", str(tmp_path / "none")], "none: no trained scene parser"),
+        (["--out", str(tmp_path / "q"), "--degrade", "2"], "degrade_prob must be a probability"),
+        (["--measure", str(tmp_path / "none")], "none: no trained scene parser"),
+    ):
+        with pytest.raises(SystemExit):
+            main(bad)
+        assert says in capsys.readouterr().err
 
 
 def test_prompt_sets_are_fixed(tmp_path):

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from tessera.checkpoint import CheckpointError
 from tessera.eval.parser import (
     HEADS,
     ParserConfig,
@@ -315,32 +316,36 @@ def main(argv: list[str] | None = None) -> None:
         ap.add_argument(f"--{name}", type=int, default=default)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--degrade", type=float, default=0.0, help="fraction of frames softened (see degrade)")
-    ap.add_argument("--init", help="a parser folder to start from (fine-tuning; --width must match it)")
+    ap.add_argument("--init", help="a parser folder to fine-tune (--width and --size must match it)")
     ap.add_argument("--device", default="auto")
     a = ap.parse_args(argv)
-    if a.measure:
-        dev = pick_device(a.device)
-        parser = load_parser(a.measure, dev)
-        kw = {"scenes": a.eval_scenes, "frames": a.frames, "size": a.size, "device": dev}
-        acc = parser_accuracy(parser, **kw) | {"blurred": parser_accuracy(parser, **kw, blur=BLURRED_SIGMA)}
-        print(json.dumps(acc, indent=1))
-        return
-    if not a.out:
-        ap.error("give --out DIR to train a parser, or --measure DIR to measure one")
-    acc = train_parser(
-        a.out,
-        a.steps,
-        a.scenes,
-        a.frames,
-        a.size,
-        a.width,
-        a.batch_size,
-        a.lr,
-        a.device,
-        a.eval_scenes,
-        a.seed,
-        degrade_prob=a.degrade,
-        init=a.init,
-    )
+    try:
+        if a.measure:
+            dev = pick_device(a.device)
+            parser = load_parser(a.measure, dev)
+            kw = {"scenes": a.eval_scenes, "frames": a.frames, "size": a.size, "device": dev}
+            blurred = parser_accuracy(parser, **kw, blur=BLURRED_SIGMA)
+            acc = parser_accuracy(parser, **kw) | {"blurred": blurred}
+            print(json.dumps(acc, indent=1))
+            return
+        if not a.out:
+            ap.error("give --out DIR to train a parser, or --measure DIR to measure one")
+        acc = train_parser(
+            a.out,
+            a.steps,
+            a.scenes,
+            a.frames,
+            a.size,
+            a.width,
+            a.batch_size,
+            a.lr,
+            a.device,
+            a.eval_scenes,
+            a.seed,
+            degrade_prob=a.degrade,
+            init=a.init,
+        )
+    except (ValueError, CheckpointError) as e:  # bad arguments or folders: say which, no traceback
+        ap.error(str(e))
     print(json.dumps(acc, indent=1))
     print(f"wrote {Path(a.out).resolve()}")
