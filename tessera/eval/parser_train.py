@@ -86,10 +86,11 @@ def gaussian_blur(x: torch.Tensor, sigma: float | torch.Tensor) -> torch.Tensor:
     images or a tensor (N,) of one per image (<= 0.05: that image unchanged). One grouped convolution
     per axis, however many sigmas."""
     n, c = x.shape[:2]
-    sig = torch.as_tensor(sigma, dtype=torch.float32).flatten().expand(n).to(x.device)  # (N,)
-    top = float(sig.max()) if n else 0.0
+    sig = torch.as_tensor(sigma, dtype=torch.float32).flatten().expand(n)  # (N,), where it was given
+    top = float(sig.max()) if n else 0.0  # no device sync when the sigmas come from the CPU (degrade)
     if top <= 0.05:
         return x
+    sig = sig.to(x.device)
     r = max(1, int(np.ceil(3 * top)))
     d = torch.arange(-r, r + 1, device=x.device, dtype=torch.float32)
     k = torch.exp(-0.5 * (d / sig.clamp(min=0.05)[:, None]) ** 2)  # (N, 2r + 1)
@@ -119,14 +120,14 @@ def degrade(x: torch.Tensor, prob: float, gen: torch.Generator) -> torch.Tensor:
     if not pick.any():
         return x
     i = torch.nonzero(pick).flatten()
-    u, tint, i_dev = u[i].to(x.device), tint[i].to(x.device), i.to(x.device)
+    u, i_dev = u[i], i.to(x.device)  # u stays on the CPU: the blurs read their largest sigma without a sync
     v = gaussian_blur(x[i_dev].float(), 2.5 * scale * u[:, 0])
     y = sum(w * v[:, c : c + 1] for c, w in enumerate(LUMA))
     cr, cb = gaussian_blur(torch.cat([v[:, :1] - y, v[:, 2:] - y], 1), 4 * scale * u[:, 1]).split(1, 1)
     r, b = y + cr, y + cb
-    v = torch.cat([r, (y - LUMA[0] * r - LUMA[2] * b) / LUMA[1], b], 1) + tint[:, :, None, None]
+    v = torch.cat([r, (y - LUMA[0] * r - LUMA[2] * b) / LUMA[1], b], 1) + tint[i].to(v)[:, :, None, None]
     noise = torch.randn(v.shape, generator=noise_gen, device=x.device)
-    v = v + noise * 0.03 * u[:, 2, None, None, None]
+    v = v + noise * 0.03 * u[:, 2].to(v)[:, None, None, None]
     out = x.clone()
     out[i_dev] = v.clamp(-1, 1).to(out.dtype)
     return out
@@ -166,7 +167,8 @@ def train_parser(
     pool = render_pool(scenes, frames, size, "train", seed, dev)
     pool = {k: v.to(dev) for k, v in pool.items()}
     print(f"rendered {len(pool['frames'])} training frames in {time.time() - t0:.0f}s", flush=True)
-    parser = (start or SceneParser(ParserConfig(size=size, width=width))).to(dev).train()
+    parser = start if start is not None else SceneParser(ParserConfig(size=size, width=width))
+    parser = parser.to(dev).train()
     opt = torch.optim.AdamW(parser.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
     gen = torch.Generator(device="cpu").manual_seed(seed)
