@@ -224,6 +224,7 @@ def test_prompt_sets_are_fixed(tmp_path):
 
 def test_report_builds_from_tiny_run(tmp_path, monkeypatch):
     from tessera.eval import EvalError, eval_command
+    from tessera.eval.report import write_report
 
     # The oracle parser (renderer ids), so the ceiling is exact whatever parser weights ship; the shipped
     # parser is trained at 128x128 and misreads this 32x32 render.
@@ -238,6 +239,12 @@ def test_report_builds_from_tiny_run(tmp_path, monkeypatch):
     cmp = eval_command(compare=(tmp_path / "truth", tmp_path / "truth"), out=tmp_path / "cmp")
     assert (tmp_path / "cmp" / "compare.html").exists() and cmp["metrics"]["flicker"] == [1.0, 1.0]
     assert cmp["paired"]["flicker"] is None  # one prompt: no interval
+    # A --capabilities run's report shows each prompt's capability scores beside its clip metrics.
+    res["prompts"][0]["capabilities"] = {"i2v_psnr": 31.25, "loop_closure": 1.5}
+    write_report(res, tmp_path / "truth")
+    per_prompt = (tmp_path / "truth" / "report.md").read_text().split("## Per prompt")[1]
+    assert "| i2v_psnr | loop_closure |" in per_prompt and "| 31.250 | 1.500 |" in per_prompt
+    assert "extend_seam" not in per_prompt  # only the capabilities that were scored
     with pytest.raises(EvalError, match="--suite"):
         eval_command(None, "nope", tmp_path / "x", truth=True)
     with pytest.raises(EvalError, match="MODEL"):

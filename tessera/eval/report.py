@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from tessera.eval.capability import CAPABILITY_METRICS
 from tessera.eval.suite import CLIP_METRICS, EvalError, _plain, save_results
 
 COLOURS = [(70, 130, 220), (230, 120, 40)]
@@ -87,7 +88,8 @@ def _summary_rows(results: dict) -> list[list[str]]:
 
 
 def write_report(results: dict, out: Path) -> Path:
-    """results.json, plots/metrics.png, report.md and report.html in `out`."""
+    """results.json, plots/metrics.png, report.md and report.html in `out`. The per-prompt table has a
+    column for each clip metric and, after a `--capabilities` run, each capability score."""
     out.mkdir(parents=True, exist_ok=True)
     save_results(results, out)
     (out / "plots").mkdir(exist_ok=True)
@@ -97,8 +99,16 @@ def write_report(results: dict, out: Path) -> Path:
     bar_chart({label: results["metrics"]}, f"tessera eval: {label}").save(out / "plots" / "metrics.png")
     header = ["metric", "all", "train", "held-out"]
     summary = _summary_rows(results)
-    per_header = ["prompt", *CLIP_METRICS]
-    per_rows = [[r["id"], *(_fmt(r["metrics"][m]) for m in CLIP_METRICS)] for r in results["prompts"]]
+    caps = [m for m in CAPABILITY_METRICS if any(m in r.get("capabilities", {}) for r in results["prompts"])]
+    per_header = ["prompt", *CLIP_METRICS, *caps]
+    per_rows = [
+        [
+            r["id"],
+            *(_fmt(r["metrics"][m]) for m in CLIP_METRICS),
+            *(_fmt(r.get("capabilities", {}).get(m)) for m in caps),
+        ]
+        for r in results["prompts"]
+    ]
     title = f"tessera eval — {results.get('suite', '')} suite — {label}"
     md = [
         f"# {title}",
