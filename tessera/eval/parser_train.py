@@ -26,6 +26,7 @@ from tessera.eval.parser import (
     predict,
     save_parser,
 )
+from tessera.eval.suite import EvalError
 from tessera.eval.tracks import COLOUR_NAMES, MIN_AREA, SIZE_NAMES
 from tessera.pipeline import pick_device
 from tessera.world import WorldConfig, WorldSampler, render
@@ -154,10 +155,10 @@ def train_parser(
     BLURRED_SIGMA, and write it with its accuracy to `out`. Returns the accuracy dict. With `init` (a
     parser folder) training starts from that parser's weights and width instead of a random one."""
     if not 0 <= degrade_prob <= 1:
-        raise ValueError(f"degrade_prob must be a probability in [0, 1], got {degrade_prob}")
+        raise EvalError(f"degrade_prob must be a probability in [0, 1], got {degrade_prob}")
     start = load_parser(init) if init is not None else None
     if start is not None and (start.cfg.width, start.cfg.size) != (width, size):
-        raise ValueError(
+        raise EvalError(
             f"init parser {init} has width {start.cfg.width} and size {start.cfg.size}; "
             f"asked for width {width} and size {size}: they must match"
         )
@@ -347,7 +348,7 @@ def main(argv: list[str] | None = None) -> None:
             degrade_prob=a.degrade,
             init=a.init,
         )
-    except (ValueError, CheckpointError) as e:  # bad arguments or folders: say which, no traceback
+    except (EvalError, CheckpointError) as e:  # bad arguments or folders: say which, no traceback
         ap.error(str(e))
     print(json.dumps(acc, indent=1))
     print(f"wrote {Path(a.out).resolve()}")
