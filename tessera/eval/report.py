@@ -166,13 +166,22 @@ def load_results(folder: Path) -> dict:
     return json.loads(path.read_text())
 
 
-def paired_difference(ra: dict, rb: dict, metric: str, resamples: int = 4000) -> dict | None:
+def paired_difference(
+    ra: dict | list[dict], rb: dict | list[dict], metric: str, resamples: int = 4000
+) -> dict | None:
     """B − A of `metric` over the prompts both runs scored (by prompt id), with a 95% bootstrap interval
     over those prompts (fixed seed, so reruns agree): whether a change of the mean is more than which
-    prompts happened to be drawn. None when fewer than two prompts have the metric in both."""
-    va = {r["id"]: r["metrics"].get(metric) for r in ra.get("prompts", [])}
-    vb = {r["id"]: r["metrics"].get(metric) for r in rb.get("prompts", [])}
-    d = np.array([vb[i] - va[i] for i in va if i in vb and va[i] is not None and vb[i] is not None])
+    prompts happened to be drawn. `ra` and `rb` may be lists of runs paired in order (the same suite
+    under several sampling seeds): each prompt's difference is then its mean over the pairs, over the
+    prompts that every pair scored. None when fewer than two prompts have the metric in both."""
+    ras, rbs = (ra if isinstance(ra, list) else [ra]), (rb if isinstance(rb, list) else [rb])
+    per_pair = []
+    for a, b in zip(ras, rbs, strict=True):
+        va = {r["id"]: r["metrics"].get(metric) for r in a.get("prompts", [])}
+        vb = {r["id"]: r["metrics"].get(metric) for r in b.get("prompts", [])}
+        per_pair.append({i: vb[i] - va[i] for i in va if i in vb and va[i] is not None and vb[i] is not None})
+    ids = [i for i in per_pair[0] if all(i in p for p in per_pair)]
+    d = np.array([np.mean([p[i] for p in per_pair]) for i in ids])
     if len(d) < 2:
         return None
     means = np.random.default_rng(0).choice(d, (resamples, len(d))).mean(1)
@@ -180,28 +189,65 @@ def paired_difference(ra: dict, rb: dict, metric: str, resamples: int = 4000) ->
     return {"prompts": len(d), "mean": float(d.mean()), "low": float(lo), "high": float(hi)}
 
 
+def _mean_metrics(runs: list[dict]) -> dict[str, float | None]:
+    """Each metric's mean over runs; None where any run lacks it (a mean over fewer runs would mislead)."""
+    keys = dict.fromkeys(k for r in runs for k in r["metrics"])
+    vals = {k: [r["metrics"].get(k) for r in runs] for k in keys}
+    return {k: None if any(v is None for v in vs) else float(np.mean(vs)) for k, vs in vals.items()}
+
+
+def _run_list(spec: Path) -> list[str]:
+    return [s for s in str(spec).split(",") if s]
+
+
 def write_compare(a: Path, b: Path, out: Path) -> dict:
     """Two result folders side by side: compare.md, compare.html and plots/compare.png in `out`; per
-    metric also the paired per-prompt difference with its bootstrap interval (`paired_difference`)."""
-    ra, rb = load_results(a), load_results(b)
+    metric also the paired per-prompt difference with its bootstrap interval (`paired_difference`).
+    `a` and `b` may each name several folders separated by commas, paired in order (one model's runs
+    under several sampling seeds against the other's under the same seeds): the table then shows each
+    side's mean over its runs, every pair's B − A, and the paired interval over prompts of the per-prompt
+    differences averaged over the pairs."""
+    na, nb = _run_list(a), _run_list(b)
+    if not na or len(na) != len(nb):
+        raise EvalError(
+            f"--compare A B: A and B must name the same number of result folders (comma-separated, paired in "
+            f"order); got {len(na)} and {len(nb)}"
+        )
+    ras, rbs = [load_results(Path(n)) for n in na], [load_results(Path(n)) for n in nb]
+    for x, y, ra, rb in zip(na, nb, ras, rbs, strict=True):
+        sa, sb = ra.get("settings", {}), rb.get("settings", {})
+        if ra.get("suite") != rb.get("suite") or sa.get("seed") != sb.get("seed"):
+            raise EvalError(
+                f"--compare: {x} and {y} must be the same suite under the same seed to be paired; got "
+                f"{ra.get('suite')} seed {sa.get('seed')} and {rb.get('suite')} seed {sb.get('seed')}"
+            )
+    ma, mb = _mean_metrics(ras), _mean_metrics(rbs)
+    multi = len(na) > 1
+    label_a, label_b = (f"{n[0]} (+{len(n) - 1})" if multi else n[0] for n in (na, nb))
     out.mkdir(parents=True, exist_ok=True)
     (out / "plots").mkdir(exist_ok=True)
-    names = [f"A: {a}", f"B: {b}"]
-    bar_chart({names[0]: ra["metrics"], names[1]: rb["metrics"]}, "A vs B").save(
+    names = [f"A: {label_a}", f"B: {label_b}"]
+    bar_chart({names[0]: ma, names[1]: mb}, "A vs B" + (f", mean of {len(na)} runs" if multi else "")).save(
         out / "plots" / "compare.png"
     )
-    keys = list(dict.fromkeys([*ra["metrics"], *rb["metrics"]]))
-    paired = {k: paired_difference(ra, rb, k) for k in keys}
+    keys = list(dict.fromkeys([*ma, *mb]))
+    paired = {k: paired_difference(ras, rbs, k) for k in keys}
+    per_run = {
+        k: [
+            None
+            if x["metrics"].get(k) is None or y["metrics"].get(k) is None
+            else y["metrics"][k] - x["metrics"][k]
+            for x, y in zip(ras, rbs, strict=True)
+        ]
+        for k in keys
+    }
     rows = [
         [
             k,
-            _fmt(ra["metrics"].get(k)),
-            _fmt(rb["metrics"].get(k)),
-            _fmt(
-                None
-                if ra["metrics"].get(k) is None or rb["metrics"].get(k) is None
-                else rb["metrics"][k] - ra["metrics"][k]
-            ),
+            _fmt(ma.get(k)),
+            _fmt(mb.get(k)),
+            _fmt(None if ma.get(k) is None or mb.get(k) is None else mb[k] - ma[k]),
+            *([", ".join("–" if v is None else f"{v:+.3f}" for v in per_run[k])] if multi else []),
             "–"
             if paired[k] is None
             else f"{paired[k]['mean']:+.3f} [{paired[k]['low']:+.3f}, "
@@ -209,12 +255,27 @@ def write_compare(a: Path, b: Path, out: Path) -> dict:
         ]
         for k in keys
     ]
-    header = ["metric", names[0], names[1], "B − A", "paired B − A [95% interval] (prompts)"]
+    mean_of = " (mean of runs)" if multi else ""
+    header = [
+        "metric",
+        names[0] + mean_of,
+        names[1] + mean_of,
+        "B − A",
+        *(["B − A per pair"] if multi else []),
+        "paired B − A [95% interval] (prompts)",
+    ]
+    title = f"{label_a} vs {label_b}"
+    runs_md = (
+        [f"Pairs (A / B): {', '.join(f'{x} / {y}' for x, y in zip(na, nb, strict=True))}", ""]
+        if multi
+        else []
+    )
     (out / "compare.md").write_text(
         "\n".join(
             [
-                f"# tessera eval: {a} vs {b}",
+                f"# tessera eval: {title}",
                 "",
+                *runs_md,
                 _table_md(header, rows),
                 "",
                 "![compare](plots/compare.png)",
@@ -224,17 +285,19 @@ def write_compare(a: Path, b: Path, out: Path) -> dict:
     )
     _write_html(
         out / "compare.html",
-        f"{a} vs {b}",
+        title,
         [
-            f"<h1>{html.escape(f'{a} vs {b}')}</h1>",
+            f"<h1>{html.escape(title)}</h1>",
+            *(f"<p>{html.escape(line)}</p>" for line in runs_md if line),
             _table_html(header, rows),
             f"<img src='{_png_b64(out / 'plots' / 'compare.png')}'>",
         ],
     )
     result = {
-        "a": str(a),
-        "b": str(b),
-        "metrics": {k: [ra["metrics"].get(k), rb["metrics"].get(k)] for k in keys},
+        "a": ",".join(na),
+        "b": ",".join(nb),
+        "metrics": {k: [ma.get(k), mb.get(k)] for k in keys},
+        "per_run": per_run,
         "paired": paired,
     }
     (out / "compare.json").write_text(json.dumps(_plain(result), indent=1) + "\n")
