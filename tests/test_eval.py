@@ -278,6 +278,10 @@ def test_paired_difference_pairs_prompts_by_id_and_brackets_the_mean():
     two = paired_difference([{"prompts": a}, {"prompts": a}], [{"prompts": b}, {"prompts": c}], "m")
     diffs = [(y["metrics"]["m"] - x["metrics"]["m"] + 0.3) / 2 for x, y in zip(a[:30], b[:30], strict=True)]
     assert two["prompts"] == 30 and two["mean"] == pytest.approx(np.mean(diffs))
+    # Capability scores (kept beside the clip metrics after --capabilities) are paired the same way.
+    ca = [{"id": r["id"], "metrics": {}, "capabilities": {"loop_closure": r["metrics"]["m"]}} for r in a]
+    cb = [{"id": r["id"], "metrics": {}, "capabilities": {"loop_closure": r["metrics"]["m"]}} for r in b]
+    assert paired_difference({"prompts": ca}, {"prompts": cb}, "loop_closure") == d
 
 
 def test_eval_seed_and_guidance_replace_the_suites_sampler_settings(tiny_model_dir, tmp_path):

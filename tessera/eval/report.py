@@ -169,16 +169,17 @@ def load_results(folder: Path) -> dict:
 def paired_difference(
     ra: dict | list[dict], rb: dict | list[dict], metric: str, resamples: int = 4000
 ) -> dict | None:
-    """B − A of `metric` over the prompts both runs scored (by prompt id), with a 95% bootstrap interval
-    over those prompts (fixed seed, so reruns agree): whether a change of the mean is more than which
-    prompts happened to be drawn. `ra` and `rb` may be lists of runs paired in order (the same suite
-    under several sampling seeds): each prompt's difference is then its mean over the pairs, over the
-    prompts that every pair scored. None when fewer than two prompts have the metric in both."""
+    """B − A of `metric` (a clip metric or a capability score) over the prompts both runs scored (by prompt
+    id), with a 95% bootstrap interval over those prompts (fixed seed, so reruns agree): whether a change
+    of the mean is more than which prompts happened to be drawn. `ra` and `rb` may be lists of runs
+    paired in order (the same suite under several sampling seeds): each prompt's difference is then its
+    mean over the pairs, over the prompts that every pair scored. None when fewer than two prompts have
+    the metric in both."""
     ras, rbs = (ra if isinstance(ra, list) else [ra]), (rb if isinstance(rb, list) else [rb])
     per_pair = []
     for a, b in zip(ras, rbs, strict=True):
-        va = {r["id"]: r["metrics"].get(metric) for r in a.get("prompts", [])}
-        vb = {r["id"]: r["metrics"].get(metric) for r in b.get("prompts", [])}
+        va = {r["id"]: _prompt_score(r, metric) for r in a.get("prompts", [])}
+        vb = {r["id"]: _prompt_score(r, metric) for r in b.get("prompts", [])}
         per_pair.append({i: vb[i] - va[i] for i in va if i in vb and va[i] is not None and vb[i] is not None})
     ids = [i for i in per_pair[0] if all(i in p for p in per_pair)]
     d = np.array([np.mean([p[i] for p in per_pair]) for i in ids])
@@ -187,6 +188,12 @@ def paired_difference(
     means = np.random.default_rng(0).choice(d, (resamples, len(d))).mean(1)
     lo, hi = np.percentile(means, [2.5, 97.5])
     return {"prompts": len(d), "mean": float(d.mean()), "low": float(lo), "high": float(hi)}
+
+
+def _prompt_score(row: dict, metric: str) -> float | None:
+    """One prompt's score: a clip metric, or a capability score after a --capabilities run."""
+    v = row["metrics"].get(metric)
+    return row.get("capabilities", {}).get(metric) if v is None else v
 
 
 def _mean_metrics(runs: list[dict]) -> dict[str, float | None]:
