@@ -50,6 +50,13 @@ Expand = Annotated[
 Frames = Annotated[int, Opt(help="Frame count of the new clip, of the form 1 + 4k.")]
 Device = Annotated[str, Opt(help="cpu, cuda, or auto.")]
 Fps = Annotated[float, Opt(help="Frames per second of the written file.")]
+Blend = Annotated[
+    bool,
+    Opt(
+        "--blend/--no-blend",
+        help="Fade the given frames shared with the new ones (no cut); --no-blend: as given.",
+    ),
+]
 
 
 @app.command()
@@ -153,6 +160,7 @@ def extend(
     forward: Annotated[bool, Opt("--forward/--backward", help="After the end or before the start.")] = True,
     out: Out = Path("out.mp4"), frames: Frames = 33,
     overlap: Annotated[int | None, Opt(help="Source frames shared (default: half).")] = None,
+    blend: Blend = True,
     model: ModelOpt = None, steps: Steps = 25, guidance: Guidance = 5.0, seed: Seed = 0,
     device: Device = "auto", expand: Expand = True, fps: Fps = 16.0,
 ) -> None:  # fmt: skip
@@ -163,7 +171,7 @@ def extend(
     m, prompt = _start(model, device, prompt, expand, seed)
     source, direction = read_video(video_path), "forward" if forward else "backward"
     joined = pipeline.extend(
-        m, source, prompt, frames, direction, overlap, steps=steps, guidance=guidance, seed=seed
+        m, source, prompt, frames, direction, overlap, blend=blend, steps=steps, guidance=guidance, seed=seed
     )
     _write(out, joined, fps)
 
@@ -173,7 +181,7 @@ def connect(
     video_a: Annotated[Path, typer.Argument(metavar="VIDEO_A", help="The clip to start from.")],
     video_b: Annotated[Path, typer.Argument(metavar="VIDEO_B", help="The clip to arrive at.")],
     prompt: Annotated[str, typer.Argument(help="What happens in between.")],
-    out: Out = Path("out.mp4"), frames: Frames = 33,
+    out: Out = Path("out.mp4"), frames: Frames = 33, blend: Blend = True,
     model: ModelOpt = None, steps: Steps = 25, guidance: Guidance = 5.0, seed: Seed = 0,
     device: Device = "auto", expand: Expand = True, fps: Fps = 16.0,
 ) -> None:  # fmt: skip
@@ -183,7 +191,8 @@ def connect(
 
     m, prompt = _start(model, device, prompt, expand, seed)
     a, b = read_video(video_a), read_video(video_b)
-    _write(out, pipeline.connect(m, a, b, prompt, frames, steps=steps, guidance=guidance, seed=seed), fps)
+    joined = pipeline.connect(m, a, b, prompt, frames, blend=blend, steps=steps, guidance=guidance, seed=seed)
+    _write(out, joined, fps)
 
 
 @app.command()

@@ -424,6 +424,19 @@ def _out(
     return (frames, z) if return_latents else frames
 
 
+def crossfade(start: torch.Tensor, end: torch.Tensor) -> torch.Tensor:
+    """Two renderings of the same frames (n, H, W, 3) uint8 faded from `start` (its first frame exactly)
+    to `end` (its last frame exactly), linearly in frame index; one frame is `start`'s.
+
+    Given frames come back from the VAE a little changed (the shipped VAE: about 27 dB). Returned
+    unchanged beside decoded new frames they make a cut at the join: on a still scene the change
+    across it was up to 17 times the scene's own frame change (extend_seam). Fading through the frames
+    that the given ones share with the new clip spreads that difference over them."""
+    n = len(start)
+    w = torch.linspace(0, 1, n).view(n, 1, 1, 1) if n > 1 else torch.zeros(1, 1, 1, 1)
+    return ((1 - w) * start.float() + w * end.float()).round().clamp(0, 255).to(torch.uint8)
+
+
 def image(
     model: Model, prompt: str, width: int = 128, height: int = 128, **sampling: Unpack[Sampling]
 ) -> torch.Tensor:
@@ -464,16 +477,20 @@ def extend(
     direction: str = "forward",
     overlap: int | None = None,
     return_latents: bool = False,
+    blend: bool = True,
     **sampling: Unpack[Sampling],
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Continue `video (T, H, W, 3)` forward or backward with a new clip of `frames` frames.
 
     forward: the new clip's first `overlap` frames (1 + 4k, a prefix) are the source's last `overlap`
     frames, re-encoded as a clip of their own and held clean (exact by causality). Returns the source
-    unchanged followed by the new clip's frames after the overlap: T + frames - overlap frames.
+    followed by the new clip's frames after the overlap: T + frames - overlap frames.
     backward: the new clip's last `overlap` frames (4k) are the source's first `overlap` frames, given
     through `cond` only (their latents depend on the unknown frames before them). Returns the new
-    clip's frames before the overlap followed by the source unchanged.
+    clip's frames before the overlap followed by the source.
+    With `blend` the source's overlap frames fade into the new clip's rendering of them (`crossfade`:
+    the frame farthest from the join stays the source's), so the join shows no cut; every other source
+    frame comes back unchanged. Without it the whole source comes back unchanged.
     """
     from tessera.train.tasks import pixel_mask_for
 
@@ -496,7 +513,12 @@ def extend(
         clip = _clip(video[:n], frames, frames - n)
     z = conditioned(model, prompt, clip, mask, height, width, **sampling)
     new = decode(model, z)
-    joined = torch.cat([video, new[n:]]) if direction == "forward" else torch.cat([new[:-n], video])
+    if direction == "forward":
+        shared = crossfade(video[len(video) - n :], new[:n]) if blend else video[len(video) - n :]
+        joined = torch.cat([video[: len(video) - n], shared, new[n:]])
+    else:
+        shared = crossfade(new[-n:], video[:n]) if blend else video[:n]
+        joined = torch.cat([new[:-n], shared, video[n:]])
     return (joined, z) if return_latents else joined
 
 
@@ -530,6 +552,7 @@ def connect(
     prompt: str,
     frames: int = 33,
     return_latents: bool = False,
+    blend: bool = True,
     **sampling: Unpack[Sampling],
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """A bridge of `frames` frames from where A ends to where B starts: returns A, the bridge, B joined.
@@ -538,7 +561,8 @@ def connect(
     frames held clean, exact, and they carry A's motion into the bridge) and ends with B's first 4
     (through `cond`). Bridges shorter than 17 frames, or clips too short to lend those frames, use the
     `first_last` pattern: one frame from each. B is fitted to A's size when only the scale differs.
-    Shared frames appear once: A + the bridge's new frames + B.
+    Shared frames appear once: A + the bridge's new frames + B. With `blend` the shared frames fade
+    between the given clips and the bridge's rendering of them, as in `extend`.
     """
     from tessera.train.tasks import pixel_mask_for
 
@@ -555,7 +579,12 @@ def connect(
     clip[:, frames - tail :] = _clip(video_b[:tail], tail, 0)
     z = conditioned(model, prompt, clip, mask, height, width, **sampling)
     bridge = decode(model, z)
-    joined = torch.cat([video_a, bridge[head : frames - tail], video_b])
+    a_end, b_start = video_a[len(video_a) - head :], video_b[:tail]
+    if blend and tail > 1:  # (one shared frame each: nothing to fade through, the given ones stay)
+        a_end, b_start = crossfade(a_end, bridge[:head]), crossfade(bridge[frames - tail :], b_start)
+    joined = torch.cat(
+        [video_a[: len(video_a) - head], a_end, bridge[head : frames - tail], b_start, video_b[tail:]]
+    )
     return (joined, z) if return_latents else joined
 
 

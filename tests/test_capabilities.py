@@ -42,8 +42,14 @@ def test_extend_forward_holds_the_reencoded_tail(model):
         model, source, "x", frames=9, direction="forward", overlap=5, return_latents=True, **FAST
     )
     assert joined.shape == (9 + 9 - 5, 32, 32, 3)
-    assert torch.equal(joined[:9], source)  # the source is returned unchanged
+    # The source comes back unchanged up to its first shared frame; the shared five fade into the new
+    # clip's rendering of them, which continues after them.
+    new = pipeline.decode(model, z)
+    assert torch.equal(joined[:5], source[:5]) and torch.equal(joined[8:], new[4:])
+    assert torch.equal(joined[4:9], pipeline.crossfade(source[4:], new[:5]))
     assert torch.equal(z[:, :, :2], pipeline.encode(model, source[-5:])[:, :, :2])
+    cut = pipeline.extend(model, source, "x", frames=9, direction="forward", overlap=5, blend=False, **FAST)
+    assert torch.equal(cut[:9], source) and torch.equal(cut[9:], joined[9:])  # blend=False: all unchanged
 
 
 def test_extend_backward_returns_new_frames_before_the_source(model):
@@ -52,7 +58,11 @@ def test_extend_backward_returns_new_frames_before_the_source(model):
         model, source, "x", frames=9, direction="backward", overlap=4, return_latents=True, **FAST
     )
     assert joined.shape == (9 - 4 + 9, 32, 32, 3) and z.shape[2] == 3
-    assert torch.equal(joined[-9:], source)
+    new = pipeline.decode(model, z)
+    assert torch.equal(joined[-6:], source[3:]) and torch.equal(joined[:5], new[:5])
+    assert torch.equal(joined[5:9], pipeline.crossfade(new[5:], source[:4]))
+    cut = pipeline.extend(model, source, "x", frames=9, direction="backward", overlap=4, blend=False, **FAST)
+    assert torch.equal(cut[-9:], source)
 
 
 def test_connect_joins_a_bridge_b(model):
@@ -67,9 +77,23 @@ def test_connect_with_motion_holds_a_tail_clean(model):
     a, b = clip(9, seed=1), clip(9, seed=2)
     joined, z = pipeline.connect(model, a, b, "x", frames=17, return_latents=True, **FAST)
     assert joined.shape == (9 + 17 - 5 - 4 + 9, 32, 32, 3)
-    assert torch.equal(joined[:9], a) and torch.equal(joined[-9:], b)
+    bridge = pipeline.decode(model, z)  # the shared frames fade between the clips and the bridge
+    assert torch.equal(joined[:5], a[:5]) and torch.equal(joined[-6:], b[3:])
+    assert torch.equal(joined[4:9], pipeline.crossfade(a[4:], bridge[:5]))
+    assert torch.equal(joined[-9:-5], pipeline.crossfade(bridge[-4:], b[:4]))
+    cut = pipeline.connect(model, a, b, "x", frames=17, blend=False, **FAST)
+    assert torch.equal(cut[:9], a) and torch.equal(cut[-9:], b)
     # A's last 5 frames are the bridge's first two latent frames, held clean (exact by causality)
     torch.testing.assert_close(z[:, :, :2], pipeline.encode(model, a[-5:]), rtol=0, atol=1e-5)
+
+
+def test_crossfade_runs_from_one_rendering_to_the_other():
+    a = torch.zeros(5, 2, 2, 3, dtype=torch.uint8)
+    b = torch.full((5, 2, 2, 3), 200, dtype=torch.uint8)
+    f = pipeline.crossfade(a, b)
+    assert f.dtype == torch.uint8 and torch.equal(f[0], a[0]) and torch.equal(f[-1], b[-1])
+    assert f[:, 0, 0, 0].tolist() == [0, 50, 100, 150, 200]  # linear in the frame index
+    assert torch.equal(pipeline.crossfade(a[:1], b[:1]), a[:1])  # one frame: the first rendering's
 
 
 def test_loop_gives_its_frame_at_both_ends(model, monkeypatch):

@@ -119,6 +119,11 @@ def test_pixel_and_capability_metrics(truths):
     assert i2v_psnr(v, v[0]) == 100.0 and i2v_psnr(v, v[-1]) < 30
     joined = np.concatenate([v[:8], truths["train-20"].frames[8:]])
     assert extend_seam(v, 8) < 2.0 < extend_seam(joined, 8)
+    early = np.concatenate([v[:5], truths["train-20"].frames[5:]])  # a cut inside the shared frames
+    tc = 0.01
+    assert extend_seam(early, 8, tc) < 2.0 < extend_seam(early, 8, tc, shared=8) == extend_seam(early, 5, tc)
+    with pytest.raises(ValueError, match="shared"):
+        extend_seam(v, 8, shared=9)
     assert connect_psnr(v, v[:2], v[-2:]) == 100.0
     assert loop_closure(np.concatenate([v, v[::-1]])) < loop_closure(v)
     edits = [(s, np.clip(v.astype(float) + 100 * s, 0, 255).astype(np.uint8)) for s in (0.0, 0.3, 0.6, 0.9)]

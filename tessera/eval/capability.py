@@ -17,16 +17,21 @@ def i2v_psnr(video: np.ndarray, image: np.ndarray) -> float:
     return psnr(video[0], image)
 
 
-def extend_seam(video: np.ndarray, join: int, truth_change: float | None = None) -> float:
-    """Change across the join (frame join - 1 -> join) over the typical frame change: the truth's mean
-    consecutive change if given, else the video's own median away from the join. About 1 is seamless;
-    much larger is a visible cut."""
+def extend_seam(video: np.ndarray, join: int, truth_change: float | None = None, shared: int = 1) -> float:
+    """The largest frame change around the join over the typical frame change: the truth's mean
+    consecutive change if given, else the video's own median elsewhere. "Around the join" is the step
+    into the first new frame (join - 1 -> join) and, with `shared` > 1, the steps through the last
+    `shared` given frames before it, where `extend` fades the source into the model's rendering of it:
+    a cut spread over the fade still counts. About 1 is seamless; much larger is a visible cut."""
     x = np.asarray(video).astype(np.float32) / 255
     if not 1 <= join < len(x):
         raise ValueError(f"join must be in 1..{len(x) - 1}, got {join}")
-    steps = np.abs(np.diff(x, axis=0)).mean(axis=(1, 2, 3))  # (T - 1,)
-    typical = truth_change if truth_change is not None else float(np.median(np.delete(steps, join - 1)))
-    return float(steps[join - 1] / max(typical, 1e-4))
+    if not 1 <= shared <= join:
+        raise ValueError(f"shared must be in 1..{join} (the frames before the join), got {shared}")
+    steps = np.abs(np.diff(x, axis=0)).mean(axis=(1, 2, 3))  # (T - 1,): steps[i] is frame i -> i + 1
+    around = np.arange(join - shared, join)
+    typical = truth_change if truth_change is not None else float(np.median(np.delete(steps, around)))
+    return float(steps[around].max() / max(typical, 1e-4))
 
 
 def connect_psnr(video: np.ndarray, start: np.ndarray, end: np.ndarray) -> float:
@@ -99,8 +104,9 @@ def capability_scores(
     model, caption: str, truth: np.ndarray, sampling: dict, objects=(), parse_fn=None
 ) -> dict[str, float]:
     """Run each conditioned capability of `model` on a truth clip (T, H, W, 3) uint8 with its caption and
-    score it: i2v_psnr (animate its first frame), extend_seam (extend its first half forward, against
-    the truth's mean frame change), connect_psnr (bridge its head to its tail: the bridge's own first 5
+    score it: i2v_psnr (animate its first frame), extend_seam (extend its first half forward, all of
+    it shared with the new clip: the largest step through it and the join, against the truth's mean
+    frame change), connect_psnr (bridge its head to its tail: the bridge's own first 5
     and last 4 frames against the given ones), loop_closure (a loop of the caption), edit_monotonic
     (SDEdit toward a recoloured caption at EDIT_STRENGTHS); with `parse_fn` (uint8 video -> parse) also
     long_permanence of `objects` ((shape, colour) pairs) in a `long` video LONG_TIMES the clip's length,
@@ -130,7 +136,7 @@ def capability_scores(
     return {
         "long_permanence": long_score,
         "i2v_psnr": i2v_psnr(animated, truth[0]),
-        "extend_seam": extend_seam(extended, half, truth_change),
+        "extend_seam": extend_seam(extended, half, truth_change, shared=half),
         "connect_psnr": connect_psnr(bridge, truth[:5], truth[-4:]),
         "loop_closure": loop_closure(looped),
         "edit_monotonic": edit_monotonic(truth, edits),
