@@ -201,18 +201,19 @@ def loop(
     video: Annotated[Path | None, Opt(help="Loop on its first frame (default: generated).")] = None,
     out: Out = Path("out.mp4"), frames: Frames = 33,
     size: Annotated[str, Opt(help="WIDTHxHEIGHT, multiples of 16.")] = "128x128",
+    fade: Annotated[int | None, Opt(help="Last frames faded into the first (default 4; 0: off).")] = None,
     model: ModelOpt = None, steps: Steps = 25, guidance: Guidance = 5.0, seed: Seed = 0,
     device: Device = "auto", expand: Expand = True, fps: Fps = 16.0,
 ) -> None:  # fmt: skip
-    """A clip that ends on the frame it starts on."""
+    """A clip that ends on the frame it starts on (drop its last frame to play it round and round)."""
     from tessera import pipeline
     from tessera.video import read_video
 
     m, prompt = _start(model, device, prompt, expand, seed)
     w, h = _size(size)
     v = None if video is None else read_video(video, frames=1)
-    frames_u8 = pipeline.loop(m, prompt, frames, v, h, w, steps=steps, guidance=guidance, seed=seed)
-    _write(out, frames_u8, fps)
+    looped = pipeline.loop(m, prompt, frames, v, h, w, fade=fade, steps=steps, guidance=guidance, seed=seed)
+    _write(out, looped, fps)
 
 
 @app.command()

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 SAMPLERS = {"euler": sample_euler, "heun": sample_heun}
 MAX_SIDE = 2048
+LOOP_FADE = 4  # frames over which `loop` fades out what is left of the gap back to its first frame
 
 
 class RequestError(ValueError):
@@ -596,22 +597,27 @@ def loop(
     height: int = 128,
     width: int = 128,
     return_latents: bool = False,
+    fade: int | None = None,
     **sampling: Unpack[Sampling],
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """A clip of `frames` frames that starts and ends on the same frame (the trained `loop` pattern).
 
     The loop frame is `video`'s first frame (fitted to height x width) or, without a video, a
     one-frame sample of `prompt`. Latent 0 is held clean; the far end goes through `cond`, and the model
-    closes the loop itself. (Overwriting the last latent frame with the first, as this did before, made
-    the ends worse: with the shipped model the last-to-first change was 3.9-8.4 times the clip's median
-    frame change on three quick-suite prompts, against 1.4-2.9 without; the first latent decodes to one
-    frame, any later one to four.) For seamless repeated playback drop the last frame.
+    brings the clip back to the loop frame itself. (Overwriting the last latent frame with the first, as
+    this did before, made the ends worse: with the shipped model the last-to-first change was 3.9-8.4
+    times the clip's median frame change on three quick-suite prompts, against 1.4-2.9 without; the
+    first latent decodes to one frame, any later one to four.) What the model leaves of the gap is
+    faded out over the last `fade` frames (`close_loop`; default LOOP_FADE, at most frames - 2; 0: as
+    decoded), so the last frame is the first exactly: for seamless repeated playback drop the last frame.
     """
     from tessera.train.tasks import pixel_mask_for
 
     _check_frames(frames)
     if frames < 5:
         raise RequestError(f"--frames must be at least 5 to loop; got {frames}")
+    fade = min(LOOP_FADE, frames - 2) if fade is None else fade
+    _check_fade(fade, frames)
     if video is None:
         _request_shape(model, frames, height, width)  # refuse the whole request before sampling the still
         still = generate(model, prompt, 1, height, width, **sampling)
@@ -620,7 +626,19 @@ def loop(
     clip = _clip(still, frames, 0)
     clip[:, -1] = clip[:, 0]
     z = conditioned(model, prompt, clip, pixel_mask_for("loop", frames), height, width, **sampling)
-    return _out(model, z, return_latents)
+    looped = close_loop(decode(model, z), fade)
+    return (looped, z) if return_latents else looped
+
+
+def close_loop(frames_u8: torch.Tensor, fade: int) -> torch.Tensor:
+    """uint8 (T, H, W, 3) with its last `fade` frames faded toward its first (`crossfade`), linearly,
+    so that the last frame is the first exactly; `fade` 0 returns the frames as they are."""
+    _check_fade(fade, len(frames_u8))
+    if fade == 0:
+        return frames_u8
+    n = fade + 1  # the first of these keeps its weight 0: `fade` frames change
+    tail = crossfade(frames_u8[-n:], frames_u8[:1].expand(n, -1, -1, -1))
+    return torch.cat([frames_u8[:-n], tail])
 
 
 def edit(
@@ -685,6 +703,11 @@ def long_segments(
     cuts = [0, min(frames, window), *range(window + window - overlap, frames, window - overlap)]
     cuts = sorted(set(cuts + [frames]))
     return list(zip(cuts, cuts[1:], strict=False)), overlap
+
+
+def _check_fade(fade: int, frames: int) -> None:
+    if not 0 <= fade <= frames - 2:
+        raise RequestError(f"--fade must be between 0 and {frames - 2} (frames - 2); got {fade}")
 
 
 def _check_frames(frames: int) -> None:

@@ -115,6 +115,24 @@ def test_loop_gives_its_frame_at_both_ends(model, monkeypatch):
     assert given_latents(seen["mask"]).tolist() == [True, False, False]  # only latent 0 held clean
     assert torch.equal(seen["clip"][:, -1], seen["clip"][:, 0])  # the same frame at the far end
     torch.testing.assert_close(z[:, :, :1], pipeline.encode(model, source[:1]), rtol=0, atol=1e-5)
+    # What is left of the gap is faded out over the last LOOP_FADE frames: the last frame is the first.
+    decoded = pipeline.decode(model, z)
+    assert torch.equal(out, pipeline.close_loop(decoded, pipeline.LOOP_FADE)) and torch.equal(out[-1], out[0])
+    as_decoded = pipeline.loop(model, "x", 9, source, 32, 32, fade=0, **FAST)
+    assert torch.equal(as_decoded, decoded)
+    short = pipeline.loop(model, "x", 5, source, 32, 32, **FAST)  # the default fade capped at 3 frames
+    assert torch.equal(short[-1], short[0])
+    with pytest.raises(ValueError, match="--fade must be between 0 and 7"):
+        pipeline.loop(model, "x", 9, source, 32, 32, fade=8, **FAST)
+
+
+def test_close_loop_fades_the_last_frames_into_the_first():
+    x = torch.zeros(6, 2, 2, 3, dtype=torch.uint8)
+    x[0], x[1:] = 200, 40
+    y = pipeline.close_loop(x, 4)
+    assert torch.equal(y[:2], x[:2]) and torch.equal(y[-1], x[0])  # only the last 4 frames change
+    assert y[:, 0, 0, 0].tolist() == [200, 40, 80, 120, 160, 200]  # linear in the frame index
+    assert torch.equal(pipeline.close_loop(x, 0), x)
 
 
 def test_edit_at_strength_zero_returns_the_source_latents(model):
@@ -157,6 +175,12 @@ def test_cli_extend_and_image(tiny_model_dir, tmp_path):
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert read_video(tmp_path / "i.png").shape == (1, 32, 48, 3)
+    r = subprocess.run(
+        [*run, "loop", "x", "--frames", "9", "--size", "32x32", "--fade", "8", "-o", str(tmp_path / "l.gif")]
+        + common,
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert r.returncode != 0 and "--fade must be between 0 and 7" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_backward_extend_conditions_through_cond_as_training_builds_it(model, monkeypatch):

@@ -126,6 +126,14 @@ def test_pixel_and_capability_metrics(truths):
         extend_seam(v, 8, shared=9)
     assert connect_psnr(v, v[:2], v[-2:]) == 100.0
     assert loop_closure(np.concatenate([v, v[::-1]])) < loop_closure(v)
+    # A jump back to the first frame spread over the last frames still counts: their largest step does.
+    jump = np.concatenate([v[:8], v[-1:]])  # the truth clip's first 8 frames, then its last one
+    w = np.linspace(0, 1, 5)[:, None, None, None]
+    faded = np.concatenate([jump[:-4], ((1 - w) * jump[-5:] + w * jump[:1]).round().astype(np.uint8)[1:]])
+    assert np.array_equal(faded[-1], faded[0]) and loop_closure(faded) == 0.0  # the last frame is the first
+    assert 1.0 < loop_closure(faded, 4) < loop_closure(jump)  # the jump, spread over 4 steps
+    with pytest.raises(ValueError, match="faded"):
+        loop_closure(v, len(v) - 1)
     edits = [(s, np.clip(v.astype(float) + 100 * s, 0, 255).astype(np.uint8)) for s in (0.0, 0.3, 0.6, 0.9)]
     assert (
         edit_monotonic(v, edits) == 1.0

@@ -39,12 +39,18 @@ def connect_psnr(video: np.ndarray, start: np.ndarray, end: np.ndarray) -> float
     return 0.5 * (psnr(video[: len(start)], start) + psnr(video[len(video) - len(end) :], end))
 
 
-def loop_closure(video: np.ndarray) -> float:
-    """Change from the last frame back to the first over the video's median consecutive change
-    (about 1 for a seamless loop; a jump scores high)."""
+def loop_closure(video: np.ndarray, faded: int = 0) -> float:
+    """How the loop closes: the change from the last frame back to the first and, with `faded` > 0, the
+    largest step through the last `faded` frames (where `loop` fades the clip back to its first frame:
+    a gap spread over the fade still counts), over the median of the video's other consecutive changes.
+    About 1 (or less) for a seamless loop; a jump scores high."""
     x = np.asarray(video).astype(np.float32) / 255
-    typical = float(np.median(np.abs(np.diff(x, axis=0)).mean(axis=(1, 2, 3))))
-    return float(np.abs(x[-1] - x[0]).mean() / max(typical, 1e-4))
+    if not 0 <= faded <= len(x) - 2:
+        raise ValueError(f"faded must be in 0..{len(x) - 2}, got {faded}")
+    steps = np.abs(np.diff(x, axis=0)).mean(axis=(1, 2, 3))  # (T - 1,)
+    closing = np.append(steps[len(steps) - faded :], np.abs(x[-1] - x[0]).mean())
+    typical = float(np.median(steps[: len(steps) - faded]))
+    return float(closing.max() / max(typical, 1e-4))
 
 
 def edit_monotonic(source: np.ndarray, edits: list[tuple[float, np.ndarray]]) -> float:
@@ -114,6 +120,7 @@ def capability_scores(
     import torch
 
     from tessera import pipeline
+    from tessera.pipeline import LOOP_FADE
 
     frames, h, w = truth.shape[:3]
     half = half_clip(frames)
@@ -138,7 +145,7 @@ def capability_scores(
         "i2v_psnr": i2v_psnr(animated, truth[0]),
         "extend_seam": extend_seam(extended, half, truth_change, shared=half),
         "connect_psnr": connect_psnr(bridge, truth[:5], truth[-4:]),
-        "loop_closure": loop_closure(looped),
+        "loop_closure": loop_closure(looped, LOOP_FADE),
         "edit_monotonic": edit_monotonic(truth, edits),
     }
 

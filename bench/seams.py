@@ -1,0 +1,80 @@
+"""How much the fades take out of the cuts at `extend`'s join and at a loop's closing, on a suite's
+prompts: per prompt, one forward extension of the truth clip's first half (extend_seam with its source
+frames returned as given, and faded into the model's rendering of them, as `extend` does by default)
+and one loop of its caption, scored as decoded and with its last F frames faded back to its first
+(`pipeline.close_loop`) for each F asked for. The fades are post-processing, so each prompt samples
+once per capability and every column sees the same samples.
+
+    python bench/seams.py [--model DIR] [--suite quick] [--fades 0,2,4,8] [--steps 25] [--device cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+from datetime import date
+
+import numpy as np
+import torch
+
+from tessera import pipeline
+from tessera.eval.capability import extend_seam, half_clip, loop_closure
+from tessera.eval.corrupt import render_clip
+from tessera.eval.prompts import load_prompt_set
+
+
+def seams(model, caption: str, truth: np.ndarray, fades: list[int], sampling: dict) -> dict[str, float]:
+    """extend_seam as given and blended, and loop_closure for each fade, of one truth clip."""
+    frames, h, w = truth.shape[:3]
+    half = half_clip(frames)
+    change = float(np.abs(np.diff(truth.astype(np.float32) / 255, axis=0)).mean())
+    source = torch.as_tensor(truth[:half])
+    cut, z = pipeline.extend(model, source, caption, frames, blend=False, return_latents=True, **sampling)
+    new = pipeline.decode(model, z)  # the extension's own frames: its rendering of the source's
+    assert len(cut) == frames, "the default overlap is the whole source"  # so the fade spans all of it
+    faded = torch.cat([pipeline.crossfade(source, new[:half]), new[half:]])
+    row = {
+        "extend as given": extend_seam(cut.numpy(), half, change, shared=half),
+        "extend blended": extend_seam(faded.numpy(), half, change, shared=half),
+    }
+    looped = pipeline.loop(model, caption, frames, height=h, width=w, fade=0, **sampling)
+    for f in fades:
+        row[f"loop fade {f}"] = loop_closure(pipeline.close_loop(looped, f).numpy(), f)
+    return row
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default=None, help="model folder (default: the shipped model)")
+    ap.add_argument("--suite", default="quick", help="prompt set: quick, full or a .json")
+    ap.add_argument("--fades", default="0,2,4,8", help="loop fades to score, in frames")
+    ap.add_argument("--steps", type=int, default=25)
+    ap.add_argument("--guidance", type=float, default=5.0)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    ap.add_argument("--limit", type=int, default=None, help="only the first N prompts")
+    args = ap.parse_args()
+    fades = [int(f) for f in args.fades.split(",")]
+    model = pipeline.load(args.model, args.device)
+    dev = str(pipeline.pick_device(args.device))
+    sampling = {"steps": args.steps, "guidance": args.guidance, "seed": args.seed}
+    t0, rows = time.time(), []
+    for p in load_prompt_set(args.suite)[: args.limit]:
+        truth = render_clip(p.scene(), (128, 128), dev).frames
+        rows.append(seams(model, p.caption, truth, fades, sampling))
+        print(p.id, " ".join(f"{k}={v:.2f}" for k, v in rows[-1].items()), flush=True)
+    print(
+        f"\n{args.model or 'the shipped model'} on the {args.suite} suite ({len(rows)} prompts), "
+        f"{args.steps} steps, {dev}, torch {torch.__version__}, {platform.node()}, {date.today()}, "
+        f"{time.time() - t0:.0f} s"
+    )
+    print("| score (about 1 is seamless) | mean | median | max | prompts ≤ 1.5 |\n|---|---|---|---|---|")
+    for k in rows[0]:
+        v = np.array([r[k] for r in rows])
+        within = f"{(v <= 1.5).sum()} of {len(v)}"
+        print(f"| {k} | {v.mean():.2f} | {np.median(v):.2f} | {v.max():.2f} | {within} |")
+
+
+if __name__ == "__main__":
+    main()
