@@ -1,9 +1,10 @@
 """How much the fades take out of the cuts at `extend`'s join and at a loop's closing, on a suite's
 prompts: per prompt, one forward extension of the truth clip's first half (extend_seam with its source
 frames returned as given, and faded into the model's rendering of them, as `extend` does by default)
-and one loop of its caption, scored as decoded and with its last F frames faded back to its first
-(`pipeline.close_loop`) for each F asked for. The fades are post-processing, so each prompt samples
-once per capability and every column sees the same samples.
+and one loop of its caption, as decoded and with its last F frames faded back to its first
+(`pipeline.close_loop`) for each F asked for. Every loop column is scored by loop_closure over the
+same closing steps, the longest fade's (a largest step over more steps is larger). The fades are
+post-processing, so each prompt samples once per capability and every column sees the same samples.
 
     python bench/seams.py [--model DIR] [--suite quick] [--fades 0,2,4,8] [--steps 25] [--device cpu]
 """
@@ -39,8 +40,9 @@ def seams(model, caption: str, truth: np.ndarray, fades: list[int], sampling: di
         "extend blended": extend_seam(faded.numpy(), half, change, shared=half),
     }
     looped = pipeline.loop(model, caption, frames, height=h, width=w, fade=0, **sampling)
+    window = max(fades)  # every column is scored over the same closing steps, the longest fade's
     for f in fades:
-        row[f"loop fade {f}"] = loop_closure(pipeline.close_loop(looped, f).numpy(), f)
+        row[f"loop fade {f}"] = loop_closure(pipeline.close_loop(looped, f).numpy(), window)
     return row
 
 

@@ -201,7 +201,7 @@ def loop(
     video: Annotated[Path | None, Opt(help="Loop on its first frame (default: generated).")] = None,
     out: Out = Path("out.mp4"), frames: Frames = 33,
     size: Annotated[str, Opt(help="WIDTHxHEIGHT, multiples of 16.")] = "128x128",
-    fade: Annotated[int | None, Opt(help="Last frames faded into the first (default 4; 0: off).")] = None,
+    fade: Annotated[int | None, Opt(help="End frames faded into the first (8, half at most; 0 off).")] = None,
     model: ModelOpt = None, steps: Steps = 25, guidance: Guidance = 5.0, seed: Seed = 0,
     device: Device = "auto", expand: Expand = True, fps: Fps = 16.0,
 ) -> None:  # fmt: skip

@@ -115,13 +115,14 @@ def test_loop_gives_its_frame_at_both_ends(model, monkeypatch):
     assert given_latents(seen["mask"]).tolist() == [True, False, False]  # only latent 0 held clean
     assert torch.equal(seen["clip"][:, -1], seen["clip"][:, 0])  # the same frame at the far end
     torch.testing.assert_close(z[:, :, :1], pipeline.encode(model, source[:1]), rtol=0, atol=1e-5)
-    # What is left of the gap is faded out over the last LOOP_FADE frames: the last frame is the first.
+    # What is left of the gap is faded out over the last frames (4 of 9): the last frame is the first.
     decoded = pipeline.decode(model, z)
-    assert torch.equal(out, pipeline.close_loop(decoded, pipeline.LOOP_FADE)) and torch.equal(out[-1], out[0])
+    assert pipeline.loop_fade(9) == 4 and [pipeline.loop_fade(n) for n in (5, 17, 33)] == [2, 8, 8]
+    assert torch.equal(out, pipeline.close_loop(decoded, 4)) and torch.equal(out[-1], out[0])
     as_decoded = pipeline.loop(model, "x", 9, source, 32, 32, fade=0, **FAST)
     assert torch.equal(as_decoded, decoded)
-    short = pipeline.loop(model, "x", 5, source, 32, 32, **FAST)  # the default fade capped at 3 frames
-    assert torch.equal(short[-1], short[0])
+    short = pipeline.loop(model, "x", 5, source, 32, 32, **FAST)  # fades 2 frames
+    assert torch.equal(short[-1], short[0]) and not torch.equal(short[-3], short[0])
     with pytest.raises(ValueError, match="--fade must be between 0 and 7"):
         pipeline.loop(model, "x", 9, source, 32, 32, fade=8, **FAST)
 

@@ -120,7 +120,7 @@ def capability_scores(
     import torch
 
     from tessera import pipeline
-    from tessera.pipeline import LOOP_FADE
+    from tessera.pipeline import loop_fade
 
     frames, h, w = truth.shape[:3]
     half = half_clip(frames)
@@ -145,7 +145,7 @@ def capability_scores(
         "i2v_psnr": i2v_psnr(animated, truth[0]),
         "extend_seam": extend_seam(extended, half, truth_change, shared=half),
         "connect_psnr": connect_psnr(bridge, truth[:5], truth[-4:]),
-        "loop_closure": loop_closure(looped, LOOP_FADE),
+        "loop_closure": loop_closure(looped, loop_fade(frames)),
         "edit_monotonic": edit_monotonic(truth, edits),
     }
 
