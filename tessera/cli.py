@@ -242,7 +242,7 @@ def long(
     out: Out = Path("out.mp4"),
     frames: Annotated[int, Opt(help="Total frames, of the form 1 + 4k.")] = 65,
     window: Annotated[int, Opt(help="Frames per sampled window (the trained length).")] = 33,
-    size: Annotated[str, Opt(help="WIDTHxHEIGHT, multiples of 16.")] = "128x128",
+    size: Annotated[str, Opt(help="WIDTHxHEIGHT, multiples of 16.")] = "128x128", blend: Blend = True,
     model: ModelOpt = None, steps: Steps = 25, guidance: Guidance = 5.0, seed: Seed = 0,
     device: Device = "auto", expand: Expand = True, fps: Fps = 16.0,
 ) -> None:  # fmt: skip
@@ -251,9 +251,8 @@ def long(
 
     m, prompt = _start(model, device, prompt, expand, seed)
     w, h = _size(size)
-    frames_u8 = pipeline.long(
-        m, prompt, frames, window, height=h, width=w, seed=seed, steps=steps, guidance=guidance, progress=True
-    )
+    sampling = {"seed": seed, "steps": steps, "guidance": guidance, "progress": True}
+    frames_u8 = pipeline.long(m, prompt, frames, window, height=h, width=w, blend=blend, **sampling)
     _write(out, frames_u8, fps)
 
 

@@ -681,18 +681,21 @@ def long(
     overlap: int | None = None,
     height: int = 128,
     width: int = 128,
+    blend: bool = True,
     **sampling: Unpack[Sampling],
 ) -> torch.Tensor:
     """A video longer than the trained length: a text-to-video window, then forward extensions.
 
     Each later window's prefix is the previous windows' last `overlap` frames (1 + 4k), re-encoded
-    from pixels and held clean, as in `extend`; window i samples with seed + i (`seed` default 0).
+    from pixels and held clean, as in `extend` (`blend` as there); window i samples with seed + i
+    (`seed` default 0).
     """
     segments, overlap = long_segments(frames, window, overlap)
     seed = sampling.pop("seed", 0)
     out = generate(model, prompt, segments[0][1], height, width, seed=seed, **sampling)
     for i, (a, b) in enumerate(segments[1:], start=1):  # the last window may be shorter
-        out = extend(model, out, prompt, overlap + b - a, "forward", overlap, seed=seed + i, **sampling)
+        n = overlap + b - a
+        out = extend(model, out, prompt, n, "forward", overlap, blend=blend, seed=seed + i, **sampling)
     return out
 
 

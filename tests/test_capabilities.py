@@ -147,6 +147,10 @@ def test_edit_at_strength_zero_returns_the_source_latents(model):
 def test_long_goes_past_the_window(model):
     out = pipeline.long(model, "x", frames=17, window=9, height=32, width=32, **FAST)
     assert out.shape == (17, 32, 32, 3)
+    first = pipeline.generate(model, "x", 9, 32, 32, **FAST)  # the first window; 5 frames overlap
+    cut = pipeline.long(model, "x", frames=17, window=9, height=32, width=32, blend=False, **FAST)
+    assert torch.equal(cut[:9], first)  # unblended: the first window comes back whole
+    assert torch.equal(out[:5], first[:5]) and not torch.equal(out[5:9], first[5:9])  # blended after
 
 
 def test_sizes_fit_only_at_the_same_aspect_ratio(model):
