@@ -493,9 +493,24 @@ def extend(
     the frame farthest from the join stays the source's), so the join shows no cut; every other source
     frame comes back unchanged. Without it the whole source comes back unchanged.
     """
+    video = torch.as_tensor(video)
+    new, z, n = _extension(model, video, prompt, frames, direction, overlap, **sampling)
+    joined = _join(video, new, n, direction, blend)
+    return (joined, z) if return_latents else joined
+
+
+def _extension(
+    model: Model,
+    video: torch.Tensor,
+    prompt: str,
+    frames: int,
+    direction: str,
+    overlap: int | None,
+    **sampling: Unpack[Sampling],
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """`extend`'s new clip: its frames (frames, H, W, 3), its latents, and n, the source frames it shares."""
     from tessera.train.tasks import pixel_mask_for
 
-    video = torch.as_tensor(video)
     if direction not in ("forward", "backward"):
         raise RequestError(f"direction must be 'forward' or 'backward'; got '{direction}'")
     _check_frames(frames)
@@ -513,14 +528,17 @@ def extend(
         mask = pixel_mask_for("tail", frames, k)
         clip = _clip(video[:n], frames, frames - n)
     z = conditioned(model, prompt, clip, mask, height, width, **sampling)
-    new = decode(model, z)
+    return decode(model, z), z, n
+
+
+def _join(video: torch.Tensor, new: torch.Tensor, n: int, direction: str, blend: bool) -> torch.Tensor:
+    """The source and a new clip that shares `n` of its frames, each shared frame once (faded, with
+    `blend`, from the source's frame farthest from the join into the new clip's frame at it)."""
     if direction == "forward":
         shared = crossfade(video[len(video) - n :], new[:n]) if blend else video[len(video) - n :]
-        joined = torch.cat([video[: len(video) - n], shared, new[n:]])
-    else:
-        shared = crossfade(new[-n:], video[:n]) if blend else video[:n]
-        joined = torch.cat([new[:-n], shared, video[n:]])
-    return (joined, z) if return_latents else joined
+        return torch.cat([video[: len(video) - n], shared, new[n:]])
+    shared = crossfade(new[-n:], video[:n]) if blend else video[:n]
+    return torch.cat([new[:-n], shared, video[n:]])
 
 
 def _overlap_latents(overlap: int | None, t_z: int, source: int, direction: str) -> int:
@@ -687,16 +705,21 @@ def long(
     """A video longer than the trained length: a text-to-video window, then forward extensions.
 
     Each later window's prefix is the previous windows' last `overlap` frames (1 + 4k), re-encoded
-    from pixels and held clean, as in `extend` (`blend` as there); window i samples with seed + i
-    (`seed` default 0).
+    from pixels and held clean, as in `extend`; window i samples with seed + i (`seed` default 0).
+    With `blend` the returned video fades across each overlap as `extend` does, but the windows are
+    always conditioned on the frames as sampled: conditioned on the faded ones (each prefix then starts
+    on a VAE round trip), objects were kept less (long_permanence 0.51 -> 0.38 on the quick suite, CPU,
+    2026-12-04).
     """
     segments, overlap = long_segments(frames, window, overlap)
     seed = sampling.pop("seed", 0)
-    out = generate(model, prompt, segments[0][1], height, width, seed=seed, **sampling)
+    sampled = generate(model, prompt, segments[0][1], height, width, seed=seed, **sampling)
+    shown = sampled
     for i, (a, b) in enumerate(segments[1:], start=1):  # the last window may be shorter
-        n = overlap + b - a
-        out = extend(model, out, prompt, n, "forward", overlap, blend=blend, seed=seed + i, **sampling)
-    return out
+        size = overlap + b - a
+        new, _, n = _extension(model, sampled, prompt, size, "forward", overlap, seed=seed + i, **sampling)
+        sampled, shown = _join(sampled, new, n, "forward", False), _join(shown, new, n, "forward", blend)
+    return shown
 
 
 def long_segments(

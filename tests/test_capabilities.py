@@ -151,6 +151,8 @@ def test_long_goes_past_the_window(model):
     cut = pipeline.long(model, "x", frames=17, window=9, height=32, width=32, blend=False, **FAST)
     assert torch.equal(cut[:9], first)  # unblended: the first window comes back whole
     assert torch.equal(out[:5], first[:5]) and not torch.equal(out[5:9], first[5:9])  # blended after
+    # Only the shared frames differ (5..8 and 9..12): later windows are conditioned on the unblended frames.
+    assert torch.equal(out[13:], cut[13:]) and not torch.equal(out[9:13], cut[9:13])
 
 
 def test_sizes_fit_only_at_the_same_aspect_ratio(model):
