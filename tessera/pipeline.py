@@ -598,12 +598,8 @@ def connect(
     clip[:, frames - tail :] = _clip(video_b[:tail], tail, 0)
     z = conditioned(model, prompt, clip, mask, height, width, **sampling)
     bridge = decode(model, z)
-    a_end, b_start = video_a[len(video_a) - head :], video_b[:tail]
-    if blend and tail > 1:  # (one shared frame each: nothing to fade through, the given ones stay)
-        a_end, b_start = crossfade(a_end, bridge[:head]), crossfade(bridge[frames - tail :], b_start)
-    joined = torch.cat(
-        [video_a[: len(video_a) - head], a_end, bridge[head : frames - tail], b_start, video_b[tail:]]
-    )
+    blend = blend and with_motion  # (one shared frame each: nothing to fade through, the given ones stay)
+    joined = _join(video_b, _join(video_a, bridge, head, "forward", blend), tail, "backward", blend)
     return (joined, z) if return_latents else joined
 
 
