@@ -36,8 +36,8 @@ def seams(model, caption: str, truth: np.ndarray, fades: list[int], sampling: di
     assert len(cut) == frames, "the default overlap is the whole source"  # so the fade spans all of it
     faded = torch.cat([pipeline.crossfade(source, new[:half]), new[half:]])
     row = {
-        "extend as given": extend_seam(cut.numpy(), half, change, shared=half),
-        "extend blended": extend_seam(faded.numpy(), half, change, shared=half),
+        "extend as given": extend_seam(cut.numpy(), half, change, given=truth[:half]),
+        "extend blended": extend_seam(faded.numpy(), half, change, given=truth[:half]),
     }
     looped = pipeline.loop(model, caption, frames, height=h, width=w, fade=0, **sampling)
     window = max(fades)  # every column is scored over the same closing steps, the longest fade's

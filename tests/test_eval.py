@@ -119,11 +119,14 @@ def test_pixel_and_capability_metrics(truths):
     assert i2v_psnr(v, v[0]) == 100.0 and i2v_psnr(v, v[-1]) < 30
     joined = np.concatenate([v[:8], truths["train-20"].frames[8:]])
     assert extend_seam(v, 8) < 2.0 < extend_seam(joined, 8)
-    early = np.concatenate([v[:5], truths["train-20"].frames[5:]])  # a cut inside the shared frames
-    tc = 0.01
-    assert extend_seam(early, 8, tc) < 2.0 < extend_seam(early, 8, tc, shared=8) == extend_seam(early, 5, tc)
-    with pytest.raises(ValueError, match="shared"):
-        extend_seam(v, 8, shared=9)
+    # A cut inside the given frames (where extend fades) counts by what it adds to their own steps.
+    early = np.concatenate([v[:5], truths["train-20"].frames[5:]])
+    tc = float(np.abs(np.diff(v.astype(np.float32) / 255, axis=0)).mean())
+    assert extend_seam(early, 8, tc) < 2.0 < extend_seam(early, 8, tc, given=v[:8])
+    # The source's own motion does not count: the clip itself, given its first 8 frames, is seamless.
+    assert extend_seam(v, 8, tc, given=v[:8]) == max(1.0, extend_seam(v, 8, tc))
+    with pytest.raises(ValueError, match="given must hold 1..8"):
+        extend_seam(v, 8, given=v[:9])
     assert connect_psnr(v, v[:2], v[-2:]) == 100.0
     assert loop_closure(np.concatenate([v, v[::-1]])) < loop_closure(v)
     # A jump back to the first frame spread over the last frames still counts: their largest step does.

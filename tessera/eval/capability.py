@@ -17,21 +17,30 @@ def i2v_psnr(video: np.ndarray, image: np.ndarray) -> float:
     return psnr(video[0], image)
 
 
-def extend_seam(video: np.ndarray, join: int, truth_change: float | None = None, shared: int = 1) -> float:
-    """The largest frame change around the join over the typical frame change: the truth's mean
-    consecutive change if given, else the video's own median elsewhere. "Around the join" is the step
-    into the first new frame (join - 1 -> join) and, with `shared` > 1, the steps through the last
-    `shared` given frames before it, where `extend` fades the source into the model's rendering of it:
-    a cut spread over the fade still counts. About 1 is seamless; much larger is a visible cut."""
+def extend_seam(
+    video: np.ndarray, join: int, truth_change: float | None = None, given: np.ndarray | None = None
+) -> float:
+    """How visible the join is: the step into the first new frame (join - 1 -> join) over the typical
+    frame change (the truth's mean consecutive change if given, else the video's own median away from
+    the join). With `given` (n, H, W, 3), what the video's frames join - n .. join - 1 were given as
+    (`extend` fades them into the model's rendering of them), each step between two of them counts as
+    a typical step plus what it adds to the given frames' own step there: a cut spread over the fade
+    still counts, and the source's own motion does not. About 1 is seamless; much larger is a cut."""
     x = np.asarray(video).astype(np.float32) / 255
     if not 1 <= join < len(x):
         raise ValueError(f"join must be in 1..{len(x) - 1}, got {join}")
-    if not 1 <= shared <= join:
-        raise ValueError(f"shared must be in 1..{join} (the frames before the join), got {shared}")
+    n = 1 if given is None else len(given)
+    if not 1 <= n <= join:
+        raise ValueError(f"given must hold 1..{join} frames (those before the join), got {n}")
     steps = np.abs(np.diff(x, axis=0)).mean(axis=(1, 2, 3))  # (T - 1,): steps[i] is frame i -> i + 1
-    around = np.arange(join - shared, join)
+    around = np.arange(join - n, join)  # the steps through the given frames and into the first new one
     typical = truth_change if truth_change is not None else float(np.median(np.delete(steps, around)))
-    return float(steps[around].max() / max(typical, 1e-4))
+    worst = steps[join - 1]
+    if n > 1:
+        g = np.asarray(given).astype(np.float32) / 255
+        own = np.abs(np.diff(g, axis=0)).mean(axis=(1, 2, 3))  # (n - 1,): the given frames' own steps
+        worst = max(worst, typical + float((steps[join - n : join - 1] - own).max()))
+    return float(worst / max(typical, 1e-4))
 
 
 def connect_psnr(video: np.ndarray, start: np.ndarray, end: np.ndarray) -> float:
@@ -111,7 +120,7 @@ def capability_scores(
 ) -> dict[str, float]:
     """Run each conditioned capability of `model` on a truth clip (T, H, W, 3) uint8 with its caption and
     score it: i2v_psnr (animate its first frame), extend_seam (extend its first half forward, all of
-    it shared with the new clip: the largest step through it and the join, against the truth's mean
+    it shared with the new clip and faded into the model's rendering of it, against the truth's mean
     frame change), connect_psnr (bridge its head to its tail: the bridge's own first 5
     and last 4 frames against the given ones), loop_closure (a loop of the caption), edit_monotonic
     (SDEdit toward a recoloured caption at EDIT_STRENGTHS); with `parse_fn` (uint8 video -> parse) also
@@ -143,7 +152,7 @@ def capability_scores(
     return {
         "long_permanence": long_score,
         "i2v_psnr": i2v_psnr(animated, truth[0]),
-        "extend_seam": extend_seam(extended, half, truth_change, shared=half),
+        "extend_seam": extend_seam(extended, half, truth_change, given=truth[:half]),
         "connect_psnr": connect_psnr(bridge, truth[:5], truth[-4:]),
         "loop_closure": loop_closure(looped, loop_fade(frames)),
         "edit_monotonic": edit_monotonic(truth, edits),
