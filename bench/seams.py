@@ -25,8 +25,14 @@ from tessera.eval.corrupt import render_clip
 from tessera.eval.prompts import load_prompt_set
 
 
+def steps(frames_u8: torch.Tensor) -> np.ndarray:
+    """Mean absolute change (0..1) of each step of a uint8 video (T, H, W, 3)."""
+    return np.abs(np.diff(frames_u8.numpy().astype(np.float32) / 255, axis=0)).mean(axis=(1, 2, 3))
+
+
 def seams(model, caption: str, truth: np.ndarray, fades: list[int], sampling: dict) -> dict[str, float]:
-    """extend_seam as given and blended, and loop_closure for each fade, of one truth clip."""
+    """extend_seam as given and blended, the extension's own median step after the join (how much the
+    model's new frames move, over the truth's mean step), and loop_closure for each fade."""
     frames, h, w = truth.shape[:3]
     half = half_clip(frames)
     change = float(np.abs(np.diff(truth.astype(np.float32) / 255, axis=0)).mean())
@@ -38,6 +44,7 @@ def seams(model, caption: str, truth: np.ndarray, fades: list[int], sampling: di
     row = {
         "extend as given": extend_seam(cut.numpy(), half, change, given=truth[:half]),
         "extend blended": extend_seam(faded.numpy(), half, change, given=truth[:half]),
+        "extend, new frames' median step": float(np.median(steps(new[half:]))) / change,
     }
     looped = pipeline.loop(model, caption, frames, height=h, width=w, fade=0, **sampling)
     window = max(fades)  # every column is scored over the same closing steps, the longest fade's
