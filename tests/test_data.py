@@ -37,7 +37,7 @@ def test_resize_crop_covers_and_centres():
     y = resize_crop(x, (9, 32, 32))
     assert y.shape == (3, 9, 32, 32)
     # The centre half of the ramp survives: values stay symmetric around 0 and well inside [-1, 1].
-    assert y[..., 0].mean() == pytest.approx(-y[..., -1].mean(), abs=1e-4)
+    assert float(y[..., 0].mean()) == pytest.approx(-float(y[..., -1].mean()), abs=1e-4)
     assert 0.4 < float(y[..., -1].mean()) < 0.6
     with pytest.raises(BucketError):
         resize_crop(x, (17, 32, 32))
