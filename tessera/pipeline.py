@@ -705,8 +705,7 @@ def long(
     With `blend` the returned video fades across each overlap as `extend` does, but every window is
     conditioned on the frames as sampled, so `blend` changes only what is shown, never what is sampled.
     (Conditioned on the faded frames instead, each prefix would start on a VAE round trip of the last;
-    long_permanence on the quick suite read 0.38 that way against 0.51 unfaded, CPU, seed 0, with 4
-    prompts lower and 2 higher: not separable from the metric's noise, but no reason to do it.)
+    tried on the quick suite, long_permanence read lower, by no more than its noise: no reason to.)
     """
     segments, overlap = long_segments(frames, window, overlap)
     seed = sampling.pop("seed", 0)
