@@ -31,8 +31,9 @@ def steps(frames_u8: torch.Tensor) -> np.ndarray:
 
 
 def seams(model, caption: str, truth: np.ndarray, fades: list[int], sampling: dict) -> dict[str, float]:
-    """extend_seam as given and blended, the extension's own median step after the join (how much the
-    model's new frames move, over the truth's mean step), and loop_closure for each fade."""
+    """extend_seam of the truth clip itself (the ceiling), as given and blended; the extension's own
+    median step after the join (how much the model's new frames move, over the truth's mean step); and
+    loop_closure for each fade."""
     frames, h, w = truth.shape[:3]
     half = half_clip(frames)
     change = float(np.abs(np.diff(truth.astype(np.float32) / 255, axis=0)).mean())
@@ -42,6 +43,7 @@ def seams(model, caption: str, truth: np.ndarray, fades: list[int], sampling: di
     assert len(cut) == frames, "the default overlap is the whole source"  # so the fade spans all of it
     faded = torch.cat([pipeline.crossfade(source, new[:half]), new[half:]])
     row = {
+        "extend, the truth clip itself": extend_seam(truth, half, change, given=truth[:half]),
         "extend as given": extend_seam(cut.numpy(), half, change, given=truth[:half]),
         "extend blended": extend_seam(faded.numpy(), half, change, given=truth[:half]),
         "extend, new frames' median step": float(np.median(steps(new[half:]))) / change,
