@@ -20,14 +20,9 @@ import numpy as np
 import torch
 
 from tessera import pipeline
-from tessera.eval.capability import extend_seam, half_clip, loop_closure
+from tessera.eval.capability import change, extend_seam, frame_steps, half_clip, loop_closure
 from tessera.eval.corrupt import render_clip
 from tessera.eval.prompts import load_prompt_set
-
-
-def steps(frames_u8: torch.Tensor) -> np.ndarray:
-    """Mean absolute change (0..1) of each step of a uint8 video (T, H, W, 3)."""
-    return np.abs(np.diff(frames_u8.numpy().astype(np.float32) / 255, axis=0)).mean(axis=(1, 2, 3))
 
 
 def seams(model, caption: str, truth: np.ndarray, fades: list[int], sampling: dict) -> dict[str, float]:
@@ -36,17 +31,17 @@ def seams(model, caption: str, truth: np.ndarray, fades: list[int], sampling: di
     loop_closure for each fade."""
     frames, h, w = truth.shape[:3]
     half = half_clip(frames)
-    change = float(np.abs(np.diff(truth.astype(np.float32) / 255, axis=0)).mean())
+    typical = change(truth)
     source = torch.as_tensor(truth[:half])
     cut, z = pipeline.extend(model, source, caption, frames, blend=False, return_latents=True, **sampling)
     new = pipeline.decode(model, z)  # the extension's own frames: its rendering of the source's
     assert len(cut) == frames, "the default overlap is the whole source"  # so the fade spans all of it
-    faded = torch.cat([pipeline.crossfade(source, new[:half]), new[half:]])
+    faded = pipeline.join_clip(source, new, half, "forward", blend=True)  # as `extend` returns it
     row = {
-        "extend, the truth clip itself": extend_seam(truth, half, change, given=truth[:half]),
-        "extend as given": extend_seam(cut.numpy(), half, change, given=truth[:half]),
-        "extend blended": extend_seam(faded.numpy(), half, change, given=truth[:half]),
-        "extend, new frames' median step": float(np.median(steps(new[half:]))) / change,
+        "extend, the truth clip itself": extend_seam(truth, half, typical, given=truth[:half]),
+        "extend as given": extend_seam(cut.numpy(), half, typical, given=truth[:half]),
+        "extend blended": extend_seam(faded.numpy(), half, typical, given=truth[:half]),
+        "extend, new frames' median step": float(np.median(frame_steps(new[half:].numpy()))) / typical,
     }
     looped = pipeline.loop(model, caption, frames, height=h, width=w, fade=0, **sampling)
     window = max(fades)  # every column is scored over the same closing steps, the longest fade's

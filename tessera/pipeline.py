@@ -495,7 +495,7 @@ def extend(
     """
     video = torch.as_tensor(video)
     new, z, n = _extension(model, video, prompt, frames, direction, overlap, **sampling)
-    joined = _join(video, new, n, direction, blend)
+    joined = join_clip(video, new, n, direction, blend)
     return (joined, z) if return_latents else joined
 
 
@@ -531,7 +531,7 @@ def _extension(
     return decode(model, z), z, n
 
 
-def _join(video: torch.Tensor, new: torch.Tensor, n: int, direction: str, blend: bool) -> torch.Tensor:
+def join_clip(video: torch.Tensor, new: torch.Tensor, n: int, direction: str, blend: bool) -> torch.Tensor:
     """The source and a new clip that shares `n` of its frames, each shared frame once (faded, with
     `blend`, from the source's frame farthest from the join into the new clip's frame at it)."""
     if direction == "forward":
@@ -599,7 +599,7 @@ def connect(
     z = conditioned(model, prompt, clip, mask, height, width, **sampling)
     bridge = decode(model, z)
     blend = blend and with_motion  # (one shared frame each: nothing to fade through, the given ones stay)
-    joined = _join(video_b, _join(video_a, bridge, head, "forward", blend), tail, "backward", blend)
+    joined = join_clip(video_b, join_clip(video_a, bridge, head, "forward", blend), tail, "backward", blend)
     return (joined, z) if return_latents else joined
 
 
@@ -714,7 +714,8 @@ def long(
     for i, (a, b) in enumerate(segments[1:], start=1):  # the last window may be shorter
         size = overlap + b - a
         new, _, n = _extension(model, sampled, prompt, size, "forward", overlap, seed=seed + i, **sampling)
-        sampled, shown = _join(sampled, new, n, "forward", False), _join(shown, new, n, "forward", blend)
+        sampled = join_clip(sampled, new, n, "forward", blend=False)  # what the next window is given
+        shown = join_clip(shown, new, n, "forward", blend)
     return shown
 
 

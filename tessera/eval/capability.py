@@ -12,6 +12,13 @@ from tessera.eval.recon import psnr
 from tessera.eval.temporal import change
 
 
+def frame_steps(video: np.ndarray) -> np.ndarray:
+    """Mean absolute change of each step of a uint8 video (T, H, W, 3), pixels in [0, 1]: (T - 1,),
+    entry i for frame i -> i + 1."""
+    x = np.asarray(video).astype(np.float32) / 255
+    return np.abs(np.diff(x, axis=0)).mean(axis=(1, 2, 3))
+
+
 def i2v_psnr(video: np.ndarray, image: np.ndarray) -> float:
     """PSNR (dB) of the first frame against the given image (H, W, 3)."""
     return psnr(video[0], image)
@@ -26,19 +33,17 @@ def extend_seam(
     (`extend` fades them into the model's rendering of them), each step between two of them counts as
     a typical step plus what it adds to the given frames' own step there: a cut spread over the fade
     still counts, and the source's own motion does not. About 1 is seamless; much larger is a cut."""
-    x = np.asarray(video).astype(np.float32) / 255
-    if not 1 <= join < len(x):
-        raise ValueError(f"join must be in 1..{len(x) - 1}, got {join}")
+    if not 1 <= join < len(video):
+        raise ValueError(f"join must be in 1..{len(video) - 1}, got {join}")
     n = 1 if given is None else len(given)
     if not 1 <= n <= join:
         raise ValueError(f"given must hold 1..{join} frames (those before the join), got {n}")
-    steps = np.abs(np.diff(x, axis=0)).mean(axis=(1, 2, 3))  # (T - 1,): steps[i] is frame i -> i + 1
+    steps = frame_steps(video)
     around = np.arange(join - n, join)  # the steps through the given frames and into the first new one
     typical = truth_change if truth_change is not None else float(np.median(np.delete(steps, around)))
     worst = steps[join - 1]
     if n > 1:
-        g = np.asarray(given).astype(np.float32) / 255
-        own = np.abs(np.diff(g, axis=0)).mean(axis=(1, 2, 3))  # (n - 1,): the given frames' own steps
+        own = frame_steps(given)  # (n - 1,): the given frames' own steps
         worst = max(worst, typical + float((steps[join - n : join - 1] - own).max()))
     return float(worst / max(typical, 1e-4))
 
@@ -56,7 +61,7 @@ def loop_closure(video: np.ndarray, faded: int = 0) -> float:
     x = np.asarray(video).astype(np.float32) / 255
     if not 0 <= faded <= len(x) - 2:
         raise ValueError(f"faded must be in 0..{len(x) - 2}, got {faded}")
-    steps = np.abs(np.diff(x, axis=0)).mean(axis=(1, 2, 3))  # (T - 1,)
+    steps = frame_steps(video)
     closing = np.append(steps[len(steps) - faded :], np.abs(x[-1] - x[0]).mean())
     typical = float(np.median(steps[: len(steps) - faded]))
     return float(closing.max() / max(typical, 1e-4))
@@ -134,8 +139,7 @@ def capability_scores(
     frames, h, w = truth.shape[:3]
     half = half_clip(frames)
     clip = torch.as_tensor(truth)
-    x = truth.astype(np.float32) / 255
-    truth_change = float(np.abs(np.diff(x, axis=0)).mean())
+    truth_change = change(truth)
     animated = pipeline.animate(model, clip[0], caption, frames, **sampling).numpy()
     extended = pipeline.extend(model, clip[:half], caption, frames, "forward", **sampling).numpy()
     _, z = pipeline.connect(model, clip[:5], clip[-4:], caption, frames, return_latents=True, **sampling)
@@ -167,6 +171,7 @@ __all__ = [
     "connect_psnr",
     "edit_monotonic",
     "extend_seam",
+    "frame_steps",
     "i2v_psnr",
     "loop_closure",
 ]
