@@ -315,6 +315,7 @@ def eval_(
     steps: Annotated[int | None, Opt(help="Sampler steps.")] = None,
     seed: Annotated[int | None, Opt(help="Sampling seed (default: the suite's, 0).")] = None,
     guidance: Annotated[float | None, Opt(help="Guidance scale (default: the suite's, 5; 1 = off).")] = None,
+    sampler: Annotated[str | None, Opt(help="euler or heun (default: the suite's, euler).")] = None,
     size: Annotated[str | None, Opt(help="WIDTHxHEIGHT of generated clips.")] = None,
     capabilities: Annotated[
         bool, Opt("--capabilities", help="Also score image-to-video, extend, connect, loop and edit.")
@@ -329,7 +330,7 @@ def eval_(
     eval_command(
         model, suite, out, truth=truth, compare=compare, device=device, parser=parser, skvideo=skvideo,
         limit=limit, steps=steps, seed=seed, size=_size(size) if size else None, capabilities=capabilities,
-        vae_only=vae_only, guidance=guidance,
+        vae_only=vae_only, guidance=guidance, sampler=sampler,
     )  # fmt: skip
     typer.echo(f"wrote {out}")
 
@@ -443,6 +444,9 @@ CkptOpt = Annotated[int | None, Opt(help="Checkpoint every N steps.")]
 SampleEveryOpt = Annotated[int | None, Opt(help="Write samples every N steps (0 = never).")]
 LogEveryOpt = Annotated[int | None, Opt(help="Log every N steps.")]
 TimeLimitOpt = Annotated[float | None, Opt(help="Checkpoint and stop after this many minutes.")]
+SeedOpt = Annotated[
+    int | None, Opt(help="Seed of the data (which world clips, their order), noise and tasks.")
+]
 
 
 def _train(kind: str, **flags) -> None:
@@ -478,6 +482,7 @@ def train_vae(
     world_clips: Annotated[
         int | None, Opt(help="> 0: repeat the first N world clips, rendered once.")
     ] = None,
+    seed: SeedOpt = None,
     device: TrainDeviceOpt = None,
     distributed: DistOpt = None,
     compile: Annotated[bool | None, Opt("--compile/--no-compile", help="torch.compile.")] = None,
@@ -522,6 +527,7 @@ def train_dit(
     world_clips: Annotated[
         int | None, Opt(help="> 0: repeat the first N world clips, rendered once.")
     ] = None,
+    seed: SeedOpt = None,
     lr: LrOpt = None,
     warmup: WarmupOpt = None,
     schedule: ScheduleOpt = None,

@@ -54,6 +54,8 @@ def test_train_flags_reach_the_config_and_bad_values_are_named(tmp_path):
     assert r.returncode != 0 and "'min_lr_ratio' = 2.0" in r.stderr and "[0, 1]" in r.stderr
     r = tessera("train", "dit", "--out", str(run), "--preset", "tiny", "--short-caption-prob", "1.5")
     assert r.returncode != 0 and "'short_caption_prob' = 1.5" in r.stderr and "[0, 1]" in r.stderr
+    r = tessera("train", "vae", "--out", str(run), "--preset", "tiny", "--seed", "-1")
+    assert r.returncode != 0 and "'seed' = -1" in r.stderr and "an integer >= 0" in r.stderr
     assert not run.exists()  # refused before any work
 
 

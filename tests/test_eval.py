@@ -300,7 +300,7 @@ def test_paired_difference_pairs_prompts_by_id_and_brackets_the_mean():
     assert paired_difference({"prompts": ca}, {"prompts": cb}, "loop_closure") == d
 
 
-def test_eval_seed_and_guidance_replace_the_suites_sampler_settings(tiny_model_dir, tmp_path):
+def test_eval_seed_guidance_and_sampler_replace_the_suites_sampler_settings(tiny_model_dir, tmp_path):
     from tessera.eval import EvalError, eval_command
 
     def run(name: str, **kw) -> tuple[dict, bytes]:
@@ -316,9 +316,13 @@ def test_eval_seed_and_guidance_replace_the_suites_sampler_settings(tiny_model_d
     two, sheet2 = run("g2", guidance=2.0)
     assert default["settings"]["guidance"] == five["settings"]["guidance"] == 5.0 and sheet5 == sheet
     assert two["settings"] == {**default["settings"], "guidance": 2.0} and sheet2 != sheet
+    heun, sheet_heun = run("heun", sampler="heun")
+    assert default["settings"]["sampler"] == "euler" and heun["settings"]["sampler"] == "heun"
+    assert sheet_heun != sheet  # a second-order step: another video from the same noise
     for bad, message in (
         ({"guidance": -1.0}, "--guidance must be at least 0"),
         ({"steps": 0}, "--steps must"),
+        ({"sampler": "rk4"}, "--sampler must be one of euler, heun; got 'rk4'"),
     ):
         with pytest.raises(EvalError, match=message):
             eval_command(tiny_model_dir, "quick", tmp_path / "bad", limit=1, **bad)

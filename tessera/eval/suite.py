@@ -42,6 +42,7 @@ class SuiteSettings:
     steps: int = 25
     guidance: float = 5.0
     seed: int = 0
+    sampler: str = "euler"
 
 
 SUITES = {"quick": SuiteSettings(steps=10), "full": SuiteSettings(steps=25)}
@@ -63,10 +64,11 @@ def eval_command(
     seed: int | None = None,
     vae_only: bool = False,
     guidance: float | None = None,
+    sampler: str | None = None,
 ) -> dict:
     """`tessera eval`: score MODEL (or the truth renders with `truth`) on a suite and write results.json,
     report.md and report.html into `out`; or, with `compare` = (A, B), put two result folders side by
-    side in `out`. Returns the results dict. `steps`, `size`, `guidance` and `seed` replace the suite's
+    side in `out`. Returns the results dict. `steps`, `size`, `guidance`, `seed` and `sampler` replace the suite's
     sampler settings; scores of one model under two seeds show how much of a difference between models
     the benchmark can resolve.
     `vae_only` scores MODEL's VAE round trip of the truth renders instead of generated videos: the
@@ -83,8 +85,13 @@ def eval_command(
         raise EvalError(f"--steps must be at least 1; got {steps}")
     if guidance is not None and guidance < 0:
         raise EvalError(f"--guidance must be at least 0 (1 = no guidance, 0 = unconditional); got {guidance}")
+    from tessera.pipeline import SAMPLERS
+
+    if sampler is not None and sampler not in SAMPLERS:
+        raise EvalError(f"--sampler must be one of {', '.join(SAMPLERS)}; got '{sampler}'")
     width, height = size or (None, None)
-    given = {"steps": steps, "guidance": guidance, "seed": seed, "width": width, "height": height}
+    given = {"steps": steps, "guidance": guidance, "seed": seed, "sampler": sampler}
+    given |= {"width": width, "height": height}
     settings = replace(
         SUITES.get(suite, SUITES["quick"]), **{k: v for k, v in given.items() if v is not None}
     )
@@ -229,7 +236,7 @@ def _source(net, vae_only: bool) -> str:
 
 
 def _sampling(s: SuiteSettings) -> dict:
-    return {"steps": s.steps, "guidance": s.guidance, "seed": s.seed}
+    return {"steps": s.steps, "guidance": s.guidance, "seed": s.seed, "sampler": s.sampler}
 
 
 def _generate(model, p: EvalPrompt, s: SuiteSettings) -> np.ndarray:
