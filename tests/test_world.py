@@ -1,6 +1,7 @@
 """The world engine: determinism, geometry against truth, physics, captions, splits, dataset, commands."""
 
 import colorsys
+import dataclasses
 import json
 import math
 import re
@@ -261,3 +262,19 @@ def test_simulate_cache_returns_read_only_paths_and_fresh_events():
     assert a.pos is b.pos and a.events == b.events and a.events is not b.events
     with pytest.raises(ValueError):
         a.pos[0, 0, 0] = 1.0
+
+
+def test_a_scene_at_more_frames_plays_the_same_motion_stretched():
+    # Paths are set relative to the clip's duration (bench/long_ceiling.py relies on it): a scene
+    # rendered at 4x its frames shows frame k of the short clip at frame 4k. Falls and bounces are
+    # the exception: a fall lasts at most 0.6 s, so they keep their real speed.
+    stretched = []
+    for seed in range(40):
+        scene = WorldSampler(SMALL).sample(seed)
+        if any(o.motion in ("fall", "bounce") for o in scene.objects):
+            continue
+        short = render(scene, (32, 24)).frames[0]
+        long = render(dataclasses.replace(scene, frames=1 + 4 * (scene.frames - 1)), (32, 24)).frames[0]
+        assert long.shape[0] == 33 and torch.equal(long[::4], short), seed
+        stretched.append(seed)
+    assert len(stretched) >= 10
