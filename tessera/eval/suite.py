@@ -68,9 +68,9 @@ def eval_command(
 ) -> dict:
     """`tessera eval`: score MODEL (or the truth renders with `truth`) on a suite and write results.json,
     report.md and report.html into `out`; or, with `compare` = (A, B), put two result folders side by
-    side in `out`. Returns the results dict. `steps`, `size`, `guidance`, `seed` and `sampler` replace the suite's
-    sampler settings; scores of one model under two seeds show how much of a difference between models
-    the benchmark can resolve.
+    side in `out`. Returns the results dict. `steps`, `size`, `guidance`, `seed` and `sampler` replace the
+    suite's sampler settings; scores of one model under two seeds show how much of a difference between
+    models the benchmark can resolve.
     `vae_only` scores MODEL's VAE round trip of the truth renders instead of generated videos: the
     ceiling that the VAE sets on every metric (no DiT could score above what its latents decode to)."""
     from tessera.eval.report import write_compare, write_report
