@@ -39,6 +39,15 @@ def _size(text: str) -> tuple[int, int]:
     return w, h
 
 
+def _interval(text: str) -> tuple[float, float]:
+    """Parse 'LO,HI' into (lo, hi)."""
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise ValueError(f"--guidance-interval must look like LO,HI, e.g. 0.2,0.8; got '{text}'") from None
+    return lo, hi
+
+
 Out = Annotated[Path, Opt("-o", "--out", help="Output file (.mp4, .webm, .gif, .webp; .png for image).")]
 ModelOpt = Annotated[Path | None, Opt(help="Model folder (default: the shipped model).")]
 Steps = Annotated[int, Opt(help="Sampler steps.")]
@@ -69,6 +78,9 @@ def generate(
     width: Annotated[int, Opt(help="Width in pixels, a multiple of 16.")] = 128,
     steps: Steps = 25, guidance: Guidance = 5.0, seed: Seed = 0,
     sampler: Annotated[str, Opt(help="euler or heun.")] = "euler",
+    guidance_interval: Annotated[
+        str | None, Opt(help="LO,HI: guide only at times t in [LO, HI] (1 = noise; default: always).")
+    ] = None,
     fps: Fps = 16.0, device: Device = "auto", expand: Expand = True,
     sp: Annotated[int, Opt(help="Processes sharing the video under torchrun (0: all launched).")] = 0,
     lm: Annotated[Path | None, Opt(help="Local language-model folder (transformers) to expand with.")] = None,
@@ -81,6 +93,7 @@ def generate(
         frames_u8 = pipeline.generate(
             m, prompt, frames=frames, height=height, width=width, steps=steps, guidance=guidance,
             seed=seed, sampler=sampler, progress=main,
+            guidance_interval=_interval(guidance_interval) if guidance_interval else None,
         )  # fmt: skip
     if main:
         _write(out, frames_u8, fps)
@@ -316,6 +329,9 @@ def eval_(
     seed: Annotated[int | None, Opt(help="Sampling seed (default: the suite's, 0).")] = None,
     guidance: Annotated[float | None, Opt(help="Guidance scale (default: the suite's, 5; 1 = off).")] = None,
     sampler: Annotated[str | None, Opt(help="euler or heun (default: the suite's, euler).")] = None,
+    guidance_interval: Annotated[
+        str | None, Opt(help="LO,HI: guide only at times t in [LO, HI] (1 = noise; default: always).")
+    ] = None,
     size: Annotated[str | None, Opt(help="WIDTHxHEIGHT of generated clips.")] = None,
     capabilities: Annotated[
         bool, Opt("--capabilities", help="Also score image-to-video, extend, connect, loop and edit.")
@@ -331,6 +347,7 @@ def eval_(
         model, suite, out, truth=truth, compare=compare, device=device, parser=parser, skvideo=skvideo,
         limit=limit, steps=steps, seed=seed, size=_size(size) if size else None, capabilities=capabilities,
         vae_only=vae_only, guidance=guidance, sampler=sampler,
+        guidance_interval=_interval(guidance_interval) if guidance_interval else None,
     )  # fmt: skip
     typer.echo(f"wrote {out}")
 

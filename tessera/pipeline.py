@@ -43,6 +43,7 @@ class Sampling(TypedDict, total=False):
 
     steps: int
     guidance: float
+    guidance_interval: tuple[float, float] | None
     seed: int
     sampler: str
     progress: bool
@@ -274,6 +275,7 @@ def sample_latents(
     guidance: float = 5.0,
     seed: int = 0,
     sampler: str = "euler",
+    guidance_interval: tuple[float, float] | None = None,
     x0_given: torch.Tensor | None = None,
     given: torch.Tensor | None = None,
     cond: torch.Tensor | None = None,
@@ -286,11 +288,13 @@ def sample_latents(
     `given (1, T_z)` bool marks latent frames fixed to `x0_given`; `cond` is the DiT's extra input
     (masked-video latents + pixel-frame mask) or None for plain text-to-video. With `x0_src` (SDEdit)
     the flow starts from the source noised to `t = strength` instead of from pure noise.
+    `guidance_interval = (lo, hi)` applies guidance only at times in [lo, hi] (`samplers.guided`).
     """
     if sampler not in SAMPLERS:
         raise RequestError(f"--sampler must be one of {', '.join(SAMPLERS)}; got '{sampler}'")
     if steps < 1:
         raise RequestError(f"--steps must be at least 1; got {steps}")
+    check_guidance_interval(guidance_interval)
     device = _device(model)
     t_z, h, w = latent_shape
     captions = [prompt] if guidance == 1 else [prompt, ""]  # conditional, then the null caption
@@ -299,16 +303,24 @@ def sample_latents(
     noise = torch.randn(1, model.config.vae.z_channels, t_z, h, w, generator=gen).to(device)
 
     def dit_fn(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        c = None if cond is None else cond.expand(len(x_t), -1, -1, -1, -1)
-        return model.dit(x_t, t, text, text_mask, c)
+        n = len(x_t)  # 2 (the caption, then the null one), or 1 outside a guidance interval
+        c = None if cond is None else cond.expand(n, -1, -1, -1, -1)
+        return model.dit(x_t, t, text[:n], text_mask[:n], c)
 
-    v_fn = dit_fn if guidance == 1 else guided(dit_fn, guidance)  # both branches in one batch
+    # both branches in one batch
+    v_fn = dit_fn if guidance == 1 else guided(dit_fn, guidance, guidance_interval)
     pt, ph, pw = model.config.dit.patch
     if not 0.0 <= strength <= 1.0:
         raise RequestError(f"--strength must be in [0, 1]; got {strength}")
     ts = timesteps(steps, token_shift(t_z // pt * (h // ph) * (w // pw)), start=strength).to(device)
     x_start = noise if x0_src is None else sdedit_start(x0_src.to(noise), noise, strength)
     return SAMPLERS[sampler](v_fn, x_start, ts, x0_given=x0_given, given=given, progress=progress)
+
+
+def check_guidance_interval(interval: tuple[float, float] | None) -> None:
+    """Refuse a guidance interval that is not LO < HI within [0, 1] (None: guidance at every time)."""
+    if interval is not None and not 0 <= interval[0] < interval[1] <= 1:
+        raise RequestError(f"--guidance-interval must be LO,HI with 0 <= LO < HI <= 1; got {interval}")
 
 
 def generate(

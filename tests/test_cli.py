@@ -33,6 +33,8 @@ def test_generate_writes_the_requested_video_deterministically(tiny_model_dir, t
         (["--width", "4096"], "--width"),
         (["--frames", "100001"], "frames at"),
         (["--sampler", "rk9"], "--sampler"),
+        (["--guidance-interval", "0.5"], "--guidance-interval must look like LO,HI"),
+        (["--guidance-interval", "0.9,0.1"], "--guidance-interval must be LO,HI with 0 <= LO < HI <= 1"),
         (["--model", "/nonexistent"], "model folder not found"),
         (["--no-such-flag"], "No such option: --no-such-flag"),
     ],

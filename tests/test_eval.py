@@ -319,10 +319,18 @@ def test_eval_seed_guidance_and_sampler_replace_the_suites_sampler_settings(tiny
     heun, sheet_heun = run("heun", sampler="heun")
     assert default["settings"]["sampler"] == "euler" and heun["settings"]["sampler"] == "heun"
     assert sheet_heun != sheet  # a second-order step: another video from the same noise
+    whole, sheet_whole = run("gi01", guidance_interval=(0.0, 1.0))
+    part, sheet_part = run("gi", guidance_interval=(0.3, 0.7))
+    assert default["settings"]["guidance_interval"] is None and part["settings"]["guidance_interval"] == (
+        0.3,
+        0.7,
+    )
+    assert sheet_whole == sheet and sheet_part != sheet  # guidance at every time is the default
     for bad, message in (
         ({"guidance": -1.0}, "--guidance must be at least 0"),
         ({"steps": 0}, "--steps must"),
         ({"sampler": "rk4"}, "--sampler must be one of euler, heun; got 'rk4'"),
+        ({"guidance_interval": (0.8, 0.2)}, "--guidance-interval must be LO,HI with 0 <= LO < HI <= 1"),
     ):
         with pytest.raises(EvalError, match=message):
             eval_command(tiny_model_dir, "quick", tmp_path / "bad", limit=1, **bad)

@@ -217,6 +217,24 @@ def test_guided_runs_one_batch_and_mixes_branches():
     assert batch_sizes == [8, 8]
 
 
+def test_guidance_interval_guides_inside_and_runs_the_caption_alone_outside():
+    c_v, u_v = _noise(seed=8), _noise(seed=9)
+    batch_sizes = []
+
+    def batched(x, t):  # 2B rows: conditional then unconditional; B rows: conditional only
+        batch_sizes.append(x.shape[0])
+        return torch.cat([c_v, u_v]) if x.shape[0] == 8 else c_v + 0 * x
+
+    x = _noise(seed=10)
+    fn = guided(batched, 4.5, interval=(0.2, 0.8))
+    for t_gen, inside in ((0.9, False), (0.8, True), (0.5, True), (0.2, True), (0.1, False)):
+        t = torch.full((4, 3), t_gen, dtype=torch.float64)
+        t[:, 0] = 0.0  # a given frame: the generated frames' time decides
+        want = u_v + 4.5 * (c_v - u_v) if inside else c_v
+        torch.testing.assert_close(fn(x, t), want)
+    assert batch_sizes == [4, 8, 8, 8, 4]  # outside the interval: half the batch, half the work
+
+
 def test_sampler_rejects_bad_inputs():
     noise = _noise()
     with pytest.raises(ValueError, match="decrease"):

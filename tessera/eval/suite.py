@@ -43,6 +43,7 @@ class SuiteSettings:
     guidance: float = 5.0
     seed: int = 0
     sampler: str = "euler"
+    guidance_interval: tuple[float, float] | None = None
 
 
 SUITES = {"quick": SuiteSettings(steps=10), "full": SuiteSettings(steps=25)}
@@ -65,6 +66,7 @@ def eval_command(
     vae_only: bool = False,
     guidance: float | None = None,
     sampler: str | None = None,
+    guidance_interval: tuple[float, float] | None = None,
 ) -> dict:
     """`tessera eval`: score MODEL (or the truth renders with `truth`) on a suite and write results.json,
     report.md and report.html into `out`; or, with `compare` = (A, B), put two result folders side by
@@ -85,12 +87,17 @@ def eval_command(
         raise EvalError(f"--steps must be at least 1; got {steps}")
     if guidance is not None and guidance < 0:
         raise EvalError(f"--guidance must be at least 0 (1 = no guidance, 0 = unconditional); got {guidance}")
-    from tessera.pipeline import SAMPLERS
+    from tessera.pipeline import SAMPLERS, RequestError, check_guidance_interval
 
     if sampler is not None and sampler not in SAMPLERS:
         raise EvalError(f"--sampler must be one of {', '.join(SAMPLERS)}; got '{sampler}'")
+    try:
+        check_guidance_interval(guidance_interval)
+    except RequestError as e:
+        raise EvalError(str(e)) from None
     width, height = size or (None, None)
     given = {"steps": steps, "guidance": guidance, "seed": seed, "sampler": sampler}
+    given |= {"guidance_interval": guidance_interval}
     given |= {"width": width, "height": height}
     settings = replace(
         SUITES.get(suite, SUITES["quick"]), **{k: v for k, v in given.items() if v is not None}
@@ -236,7 +243,8 @@ def _source(net, vae_only: bool) -> str:
 
 
 def _sampling(s: SuiteSettings) -> dict:
-    return {"steps": s.steps, "guidance": s.guidance, "seed": s.seed, "sampler": s.sampler}
+    keys = ("steps", "guidance", "seed", "sampler", "guidance_interval")
+    return {k: getattr(s, k) for k in keys}
 
 
 def _generate(model, p: EvalPrompt, s: SuiteSettings) -> np.ndarray:

@@ -86,7 +86,9 @@ def sdedit_start(x0_src: Tensor, noise: Tensor, strength: float) -> Tensor:
     return add_noise(x0_src, noise, t)
 
 
-def guided(model_fn_batched: ModelFn, guidance: float) -> ModelFn:
+def guided(
+    model_fn_batched: ModelFn, guidance: float, interval: tuple[float, float] | None = None
+) -> ModelFn:
     """Classifier-free guidance, `v = v_u + g (v_c - v_u)`, with both branches in ONE batched call.
 
     `model_fn_batched(x (2B, ...), t (2B, T_z))` must treat the first B samples as conditional (the
@@ -94,9 +96,17 @@ def guided(model_fn_batched: ModelFn, guidance: float) -> ModelFn:
     as `cat([cond, uncond])`. The returned function has the plain `(x (B, ...), t (B, T_z))` signature.
     With guidance 1 it returns the conditional branch exactly (the call still runs both halves, so the
     batched function's contract never changes).
+
+    With `interval = (lo, hi)` guidance acts only at times `lo <= t <= hi` (t of the frames being
+    generated: the largest in `t`); elsewhere the conditional branch alone runs, as a batch of B, which
+    the batched function must then read as B conditional samples (Kynkäänniemi et al. 2024: guidance in
+    a limited interval of noise levels).
     """
+    lo, hi = interval or (0.0, 1.0)
 
     def model_fn(x: Tensor, t: Tensor) -> Tensor:
+        if not lo <= float(t.max()) <= hi:
+            return model_fn_batched(x, t)  # outside the interval: the caption's branch, half the work
         v = model_fn_batched(torch.cat([x, x]), torch.cat([t, t]))  # (2B, C, T_z, H, W)
         v_c, v_u = v.chunk(2)
         if guidance == 1:
