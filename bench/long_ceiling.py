@@ -12,14 +12,11 @@ exactly would get); then the model's own `long` video of the caption, as the eva
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import platform
 import time
-from datetime import date
 
 import numpy as np
-import torch
+from suite_bench import ran, suite_parser
 
 from tessera import pipeline
 from tessera.eval.capability import LONG_TIMES, long_permanence
@@ -52,14 +49,7 @@ def readings(model, parser, prompt, device: str, sampling: dict | None) -> dict[
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default=None, help="model folder (default: the shipped model)")
-    ap.add_argument("--suite", default="quick", help="prompt set: quick, full or a .json")
-    ap.add_argument("--steps", type=int, default=25)
-    ap.add_argument("--guidance", type=float, default=5.0)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--device", default="auto", help="cpu, cuda or auto")
-    ap.add_argument("--limit", type=int, default=None, help="only the first N prompts")
+    ap = suite_parser(__doc__)
     ap.add_argument("--no-sample", action="store_true", help="the ceilings only, no long video sampled")
     args = ap.parse_args()
     model = pipeline.load(args.model, args.device)
@@ -70,11 +60,7 @@ def main() -> None:
     for p in load_prompt_set(args.suite)[: args.limit]:
         rows.append(readings(model, parser, p, dev, sampling))
         print(p.id, p.short, " ".join(f"{k}={v:.2f}" for k, v in rows[-1].items()), flush=True)
-    print(
-        f"\n{args.model or 'the shipped model'} on the {args.suite} suite ({len(rows)} prompts), long at "
-        f"{LONG_TIMES}x the clip, {args.steps} steps, seed {args.seed}, {dev}, torch {torch.__version__}, "
-        f"{platform.node()}, {date.today()}, {time.time() - t0:.0f} s"
-    )
+    print("\n" + ran(args, len(rows), dev, time.time() - t0, f", long at {LONG_TIMES}x the clip"))
     print("| long_permanence of | mean | prompts at 0 | prompts ≥ 0.8 |\n|---|---|---|---|")
     for k in rows[0]:
         v = np.array([r[k] for r in rows])

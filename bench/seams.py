@@ -11,13 +11,11 @@ post-processing, so each prompt samples once per capability and every column see
 
 from __future__ import annotations
 
-import argparse
-import platform
 import time
-from datetime import date
 
 import numpy as np
 import torch
+from suite_bench import ran, suite_parser
 
 from tessera import pipeline
 from tessera.eval.capability import change, extend_seam, frame_steps, half_clip, loop_closure
@@ -51,15 +49,8 @@ def seams(model, caption: str, truth: np.ndarray, fades: list[int], sampling: di
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default=None, help="model folder (default: the shipped model)")
-    ap.add_argument("--suite", default="quick", help="prompt set: quick, full or a .json")
+    ap = suite_parser(__doc__)
     ap.add_argument("--fades", default="0,2,4,8", help="loop fades to score, in frames")
-    ap.add_argument("--steps", type=int, default=25)
-    ap.add_argument("--guidance", type=float, default=5.0)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--device", default="auto", help="cpu, cuda or auto")
-    ap.add_argument("--limit", type=int, default=None, help="only the first N prompts")
     args = ap.parse_args()
     fades = [int(f) for f in args.fades.split(",")]
     model = pipeline.load(args.model, args.device)
@@ -70,11 +61,7 @@ def main() -> None:
         truth = render_clip(p.scene(), (128, 128), dev).frames
         rows.append(seams(model, p.caption, truth, fades, sampling))
         print(p.id, " ".join(f"{k}={v:.2f}" for k, v in rows[-1].items()), flush=True)
-    print(
-        f"\n{args.model or 'the shipped model'} on the {args.suite} suite ({len(rows)} prompts), "
-        f"{args.steps} steps, {dev}, torch {torch.__version__}, {platform.node()}, {date.today()}, "
-        f"{time.time() - t0:.0f} s"
-    )
+    print("\n" + ran(args, len(rows), dev, time.time() - t0))
     print("| score (about 1 is seamless) | mean | median | max | prompts ≤ 1.5 |\n|---|---|---|---|---|")
     for k in rows[0]:
         v = np.array([r[k] for r in rows])
