@@ -496,6 +496,13 @@ def train_vae(
     ] = None,
     adv_weight: Annotated[float | None, Opt(help="Adversarial term weight (0 = off).")] = None,
     adv_start: Annotated[int | None, Opt(help="Steps before the discriminator acts.")] = None,
+    freeze_encoder: Annotated[
+        bool | None,
+        Opt(
+            "--freeze-encoder/--train-encoder",
+            help="Train the decoder only: the latents stay the init's, so its DiT keeps working.",
+        ),
+    ] = None,
     world_clips: Annotated[
         int | None, Opt(help="> 0: repeat the first N world clips, rendered once.")
     ] = None,

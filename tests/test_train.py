@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tessera.checkpoint import build_model, load_model, load_state, load_tensors
+from tessera.checkpoint import build_model, load_model, load_state, load_tensors, save_model
 from tessera.config import get_preset
 from tessera.data.buckets import step_shape
 from tessera.data.source import WorldSource
@@ -557,6 +557,29 @@ def test_vae_learns_under_bf16_autocast(tmp_path: Path, tiny_model_dir: Path):
     )  # fmt: skip
     losses = train_vae(cfg, tmp_path / "run", source=Squares(shapes=[(1, 32, 32)]))["losses"]
     assert np.mean(losses[-10:]) < 0.3 * np.mean(losses[:2]), losses
+
+
+def test_vae_with_a_frozen_encoder_keeps_latents_and_trains_the_decoder(tmp_path: Path, tiny_model_dir: Path):
+    """`freeze_encoder`: the encoder and the latent statistics come back bit for bit (so the init's DiT
+    still fits the latents), the decoder learns, and the DiT and text encoder ride along unchanged."""
+    init = load_model(tiny_model_dir)
+    with torch.no_grad():  # statistics a fresh measurement would not reproduce
+        init.vae.latent_mean.copy_(torch.linspace(-0.3, 0.3, init.vae.cfg.z_channels))
+        init.vae.latent_std.copy_(torch.linspace(0.5, 2.0, init.vae.cfg.z_channels))
+    save_model(init, tmp_path / "init" / "model")
+    cfg = tiny_config(
+        "vae", init=str(tmp_path / "init" / "model"), freeze_encoder=True, steps=6, adv_weight=0.0,
+        ckpt_every=3,
+    )  # fmt: skip
+    losses = train_vae(cfg, tmp_path / "run", source=Squares())["losses"]
+    assert np.mean(losses[-2:]) < np.mean(losses[:2]), losses
+    before, after = model_tensors(tmp_path / "init"), model_tensors(tmp_path / "run")
+    kept = {k for k in before if not k.startswith("vae.decoder.")}
+    assert_same({k: before[k] for k in kept}, {k: after[k] for k in kept})
+    moved = [k for k in before if k.startswith("vae.decoder.") and not torch.equal(before[k], after[k])]
+    assert len(moved) > len([k for k in before if k.startswith("vae.decoder.")]) // 2, moved
+    with pytest.raises(ConfigError, match="freeze_encoder.*init names a trained model"):
+        make_config("vae", freeze_encoder=True)
 
 
 def test_dit_loss_falls_on_world_data(tmp_path: Path):

@@ -49,6 +49,7 @@ class VAETrainConfig:
     adv_weight: float = 0.0  # 0 turns the adversarial term off
     adv_start: int = 5000  # steps of reconstruction-only warm-up before the discriminator acts
     disc_lr: float = 1e-4
+    freeze_encoder: bool = False  # True: only the decoder trains; the init's latents and statistics stay
     stats_clips: int = 64  # clips encoded at the end to measure the latent mean/std
     world_clips: int = 0  # > 0: the world source repeats its first N clips, rendered once and kept
     seed: int = 0
@@ -68,6 +69,10 @@ class VAETrainConfig:
             _check(getattr(self, name) >= 0, name, getattr(self, name), "a weight >= 0")
         _check(self.stats_clips >= 1, "stats_clips", self.stats_clips, "an integer >= 1")
         _check(self.world_clips >= 0, "world_clips", self.world_clips, "an integer >= 0")
+        _check(
+            not self.freeze_encoder or self.init, "freeze_encoder", self.freeze_encoder,
+            "False unless init names a trained model (a random encoder is not worth keeping)",
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,10 @@ and clips): the VAE runs once per shape inside one module call.
 
 Every checkpoint writes the EMA weights with freshly measured latent statistics: the per-channel mean
 and std of the posterior means of `stats_clips` clips, stored in the VAE's `latent_mean`/`latent_std`
-buffers, so `encode_latents` gives the DiT unit-scale latents.
+buffers, so `encode_latents` gives the DiT unit-scale latents. With `freeze_encoder` only the decoder
+trains and the init's encoder and statistics are kept bit for bit: the latents do not move, so the DiT
+of the init's model folder (which the run's `model/` carries) samples exactly as before, and only how
+its latents become pixels changes.
 """
 
 from __future__ import annotations
@@ -250,6 +253,8 @@ def train_vae(cfg: VAETrainConfig, out: str | Path, resume: bool = False, source
         start(run, cfg, d)
     model = initial_model(cfg, run, resume).to(d.device)
     vae = model.vae.train().requires_grad_(True)
+    if cfg.freeze_encoder:  # before the optimizer and EMA, which take the trainable parameters only
+        vae.encoder.requires_grad_(False)
     if cfg.compile:  # training calls encode/decode, so compile the two networks themselves
         vae.encoder.compile()
         vae.decoder.compile()
@@ -287,7 +292,8 @@ def train_vae(cfg: VAETrainConfig, out: str | Path, resume: bool = False, source
         meta = {"kind": "vae", "step": step, "data_position": step * cfg.batch_size, "preset": cfg.preset}
 
         def write() -> None:
-            set_latent_stats(ship.vae.to(d.device), source, cfg, d.device)
+            if not cfg.freeze_encoder:  # a frozen encoder keeps the init's statistics, exactly
+                set_latent_stats(ship.vae.to(d.device), source, cfg, d.device)
             psnr = reconstruction_psnr(ship.vae, source, cfg.stats_clips, d.device)
             extra = (
                 f"- latent stats from {cfg.stats_clips} clips; reconstruction PSNR {psnr['psnr']:.2f} dB "
