@@ -292,9 +292,10 @@ def train_vae(cfg: VAETrainConfig, out: str | Path, resume: bool = False, source
         meta = {"kind": "vae", "step": step, "data_position": step * cfg.batch_size, "preset": cfg.preset}
 
         def write() -> None:
+            vae = ship.vae.to(d.device)
             if not cfg.freeze_encoder:  # a frozen encoder keeps the init's statistics, exactly
-                set_latent_stats(ship.vae.to(d.device), source, cfg, d.device)
-            psnr = reconstruction_psnr(ship.vae, source, cfg.stats_clips, d.device)
+                set_latent_stats(vae, source, cfg, d.device)
+            psnr = reconstruction_psnr(vae, source, cfg.stats_clips, d.device)
             extra = (
                 f"- latent stats from {cfg.stats_clips} clips; reconstruction PSNR {psnr['psnr']:.2f} dB "
                 f"on them{object_text(psnr)}\n"
