@@ -39,8 +39,10 @@ def _size(text: str) -> tuple[int, int]:
     return w, h
 
 
-def _interval(text: str) -> tuple[float, float]:
-    """Parse 'LO,HI' into (lo, hi)."""
+def _interval(text: str | None) -> tuple[float, float] | None:
+    """Parse 'LO,HI' into (lo, hi); None stays None (guidance at every step)."""
+    if text is None:
+        return None
     try:
         lo, hi = (float(v) for v in text.split(","))
     except ValueError:
@@ -48,11 +50,25 @@ def _interval(text: str) -> tuple[float, float]:
     return lo, hi
 
 
+def _sampling(
+    steps: int, guidance: float, seed: int, sampler: str, interval: str | None, progress=False
+) -> dict:
+    """The sampler flags every generating command shares, as `pipeline.Sampling` keywords."""
+    return {
+        "steps": steps, "guidance": guidance, "seed": seed, "sampler": sampler,
+        "guidance_interval": _interval(interval), "progress": progress,
+    }  # fmt: skip
+
+
 Out = Annotated[Path, Opt("-o", "--out", help="Output file (.mp4, .webm, .gif, .webp; .png for image).")]
 ModelOpt = Annotated[Path | None, Opt(help="Model folder (default: the shipped model).")]
 Steps = Annotated[int, Opt(help="Sampler steps.")]
 Guidance = Annotated[float, Opt(help="Classifier-free guidance scale (1 = off).")]
 Seed = Annotated[int, Opt(help="Random seed; the same seed gives the same output.")]
+Sampler = Annotated[str, Opt(help="euler or heun (Heun: two DiT calls a step).")]
+Interval = Annotated[
+    str | None, Opt(help="LO,HI: guide only at times t in [LO, HI] (1 = noise; default: always).")
+]
 Expand = Annotated[
     bool, Opt("--expand/--no-expand", help="Expand a short prompt into a detailed caption first.")
 ]
@@ -77,10 +93,7 @@ def generate(
     height: Annotated[int, Opt(help="Height in pixels, a multiple of 16.")] = 128,
     width: Annotated[int, Opt(help="Width in pixels, a multiple of 16.")] = 128,
     steps: Steps = 25, guidance: Guidance = 5.0, seed: Seed = 0,
-    sampler: Annotated[str, Opt(help="euler or heun.")] = "euler",
-    guidance_interval: Annotated[
-        str | None, Opt(help="LO,HI: guide only at times t in [LO, HI] (1 = noise; default: always).")
-    ] = None,
+    sampler: Sampler = "euler", guidance_interval: Interval = None,
     fps: Fps = 16.0, device: Device = "auto", expand: Expand = True,
     sp: Annotated[int, Opt(help="Processes sharing the video under torchrun (0: all launched).")] = 0,
     lm: Annotated[Path | None, Opt(help="Local language-model folder (transformers) to expand with.")] = None,
@@ -91,9 +104,8 @@ def generate(
     m, prompt = _start(model, device, prompt, expand, seed, lm)
     with pipeline.across_ranks(m, sp) as main:
         frames_u8 = pipeline.generate(
-            m, prompt, frames=frames, height=height, width=width, steps=steps, guidance=guidance,
-            seed=seed, sampler=sampler, progress=main,
-            guidance_interval=_interval(guidance_interval) if guidance_interval else None,
+            m, prompt, frames=frames, height=height, width=width,
+            **_sampling(steps, guidance, seed, sampler, guidance_interval, progress=main),
         )  # fmt: skip
     if main:
         _write(out, frames_u8, fps)
@@ -135,6 +147,7 @@ def image(
     out: Out = Path("out.png"),
     size: Annotated[str, Opt(help="WIDTHxHEIGHT, multiples of 16.")] = "128x128",
     model: ModelOpt = None, steps: Steps = 25, guidance: Guidance = 5.0, seed: Seed = 0,
+    sampler: Sampler = "euler", guidance_interval: Interval = None,
     device: Device = "auto", expand: Expand = True,
 ) -> None:  # fmt: skip
     """Text-to-image (a one-frame video); large sizes decode in tiles."""
@@ -143,9 +156,8 @@ def image(
 
     m, prompt = _start(model, device, prompt, expand, seed)
     w, h = _size(size)
-    img = pipeline.image(
-        m, prompt, width=w, height=h, steps=steps, guidance=guidance, seed=seed, progress=True
-    )
+    sampling = _sampling(steps, guidance, seed, sampler, guidance_interval, progress=True)
+    img = pipeline.image(m, prompt, width=w, height=h, **sampling)
     typer.echo(f"wrote {save_image(out, img.numpy())}")
 
 
@@ -155,6 +167,7 @@ def animate(
     prompt: Annotated[str, typer.Argument(help="What happens next.")],
     out: Out = Path("out.mp4"), frames: Frames = 33,
     model: ModelOpt = None, steps: Steps = 25, guidance: Guidance = 5.0, seed: Seed = 0,
+    sampler: Sampler = "euler", guidance_interval: Interval = None,
     device: Device = "auto", expand: Expand = True, fps: Fps = 16.0,
 ) -> None:  # fmt: skip
     """Image-to-video: a clip that starts on IMAGE."""
@@ -163,7 +176,8 @@ def animate(
 
     m, prompt = _start(model, device, prompt, expand, seed)
     still = read_video(image_path, frames=1)[0]
-    _write(out, pipeline.animate(m, still, prompt, frames, steps=steps, guidance=guidance, seed=seed), fps)
+    sampling = _sampling(steps, guidance, seed, sampler, guidance_interval)
+    _write(out, pipeline.animate(m, still, prompt, frames, **sampling), fps)
 
 
 @app.command()
@@ -175,6 +189,7 @@ def extend(
     overlap: Annotated[int | None, Opt(help="Source frames shared (default: half).")] = None,
     blend: Blend = True,
     model: ModelOpt = None, steps: Steps = 25, guidance: Guidance = 5.0, seed: Seed = 0,
+    sampler: Sampler = "euler", guidance_interval: Interval = None,
     device: Device = "auto", expand: Expand = True, fps: Fps = 16.0,
 ) -> None:  # fmt: skip
     """Extend VIDEO forward or backward; writes the source joined with the new frames."""
@@ -183,9 +198,8 @@ def extend(
 
     m, prompt = _start(model, device, prompt, expand, seed)
     source, direction = read_video(video_path), "forward" if forward else "backward"
-    joined = pipeline.extend(
-        m, source, prompt, frames, direction, overlap, blend=blend, steps=steps, guidance=guidance, seed=seed
-    )
+    sampling = _sampling(steps, guidance, seed, sampler, guidance_interval)
+    joined = pipeline.extend(m, source, prompt, frames, direction, overlap, blend=blend, **sampling)
     _write(out, joined, fps)
 
 
@@ -196,6 +210,7 @@ def connect(
     prompt: Annotated[str, typer.Argument(help="What happens in between.")],
     out: Out = Path("out.mp4"), frames: Frames = 33, blend: Blend = True,
     model: ModelOpt = None, steps: Steps = 25, guidance: Guidance = 5.0, seed: Seed = 0,
+    sampler: Sampler = "euler", guidance_interval: Interval = None,
     device: Device = "auto", expand: Expand = True, fps: Fps = 16.0,
 ) -> None:  # fmt: skip
     """A bridge from where VIDEO_A ends to where VIDEO_B starts; writes A, the bridge and B joined."""
@@ -204,7 +219,8 @@ def connect(
 
     m, prompt = _start(model, device, prompt, expand, seed)
     a, b = read_video(video_a), read_video(video_b)
-    joined = pipeline.connect(m, a, b, prompt, frames, blend=blend, steps=steps, guidance=guidance, seed=seed)
+    sampling = _sampling(steps, guidance, seed, sampler, guidance_interval)
+    joined = pipeline.connect(m, a, b, prompt, frames, blend=blend, **sampling)
     _write(out, joined, fps)
 
 
@@ -216,6 +232,7 @@ def loop(
     size: Annotated[str, Opt(help="WIDTHxHEIGHT, multiples of 16.")] = "128x128",
     fade: Annotated[int | None, Opt(help="End frames faded into the first (8, half at most; 0 off).")] = None,
     model: ModelOpt = None, steps: Steps = 25, guidance: Guidance = 5.0, seed: Seed = 0,
+    sampler: Sampler = "euler", guidance_interval: Interval = None,
     device: Device = "auto", expand: Expand = True, fps: Fps = 16.0,
 ) -> None:  # fmt: skip
     """A clip that ends on the frame it starts on (drop its last frame to play it round and round)."""
@@ -225,7 +242,8 @@ def loop(
     m, prompt = _start(model, device, prompt, expand, seed)
     w, h = _size(size)
     v = None if video is None else read_video(video, frames=1)
-    looped = pipeline.loop(m, prompt, frames, v, h, w, fade=fade, steps=steps, guidance=guidance, seed=seed)
+    sampling = _sampling(steps, guidance, seed, sampler, guidance_interval)
+    looped = pipeline.loop(m, prompt, frames, v, h, w, fade=fade, **sampling)
     _write(out, looped, fps)
 
 
@@ -236,6 +254,7 @@ def edit(
     strength: Annotated[float, Opt(help="0 keeps the source, 1 ignores it.")] = 0.6,
     out: Out = Path("out.mp4"),
     model: ModelOpt = None, steps: Steps = 25, guidance: Guidance = 5.0, seed: Seed = 0,
+    sampler: Sampler = "euler", guidance_interval: Interval = None,
     device: Device = "auto", expand: Expand = True, fps: Fps = 16.0,
 ) -> None:  # fmt: skip
     """SDEdit: redraw VIDEO under PROMPT, keeping more of it at lower strength."""
@@ -243,9 +262,8 @@ def edit(
     from tessera.video import read_video
 
     m, prompt = _start(model, device, prompt, expand, seed)
-    edited = pipeline.edit(
-        m, read_video(video_path), prompt, strength, steps=steps, guidance=guidance, seed=seed
-    )
+    sampling = _sampling(steps, guidance, seed, sampler, guidance_interval)
+    edited = pipeline.edit(m, read_video(video_path), prompt, strength, **sampling)
     _write(out, edited, fps)
 
 
@@ -257,6 +275,7 @@ def long(
     window: Annotated[int, Opt(help="Frames per sampled window (the trained length).")] = 33,
     size: Annotated[str, Opt(help="WIDTHxHEIGHT, multiples of 16.")] = "128x128", blend: Blend = True,
     model: ModelOpt = None, steps: Steps = 25, guidance: Guidance = 5.0, seed: Seed = 0,
+    sampler: Sampler = "euler", guidance_interval: Interval = None,
     device: Device = "auto", expand: Expand = True, fps: Fps = 16.0,
 ) -> None:  # fmt: skip
     """A video longer than the trained length, in windows that each continue the last."""
@@ -264,7 +283,7 @@ def long(
 
     m, prompt = _start(model, device, prompt, expand, seed)
     w, h = _size(size)
-    sampling = {"seed": seed, "steps": steps, "guidance": guidance, "progress": True}
+    sampling = _sampling(steps, guidance, seed, sampler, guidance_interval, progress=True)
     frames_u8 = pipeline.long(m, prompt, frames, window, height=h, width=w, blend=blend, **sampling)
     _write(out, frames_u8, fps)
 
@@ -347,7 +366,7 @@ def eval_(
         model, suite, out, truth=truth, compare=compare, device=device, parser=parser, skvideo=skvideo,
         limit=limit, steps=steps, seed=seed, size=_size(size) if size else None, capabilities=capabilities,
         vae_only=vae_only, guidance=guidance, sampler=sampler,
-        guidance_interval=_interval(guidance_interval) if guidance_interval else None,
+        guidance_interval=_interval(guidance_interval),
     )  # fmt: skip
     typer.echo(f"wrote {out}")
 

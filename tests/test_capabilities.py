@@ -176,6 +176,20 @@ def test_cli_extend_and_image(tiny_model_dir, tmp_path):
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert read_video(tmp_path / "e.gif").shape[0] == 5 + 9 - 5
+    sampling = ["--sampler", "heun", "--guidance-interval", "0.2,0.8"]  # every command takes generate's
+    r = subprocess.run(
+        [*run, "extend", str(src), "x", "--frames", "9", "-o", str(tmp_path / "h.gif"), *common, *sampling],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    heun, euler = read_video(tmp_path / "h.gif"), read_video(tmp_path / "e.gif")
+    assert heun.shape == euler.shape and not torch.equal(heun, euler)
+    r = subprocess.run(
+        [*run, "edit", str(src), "x", "--guidance-interval", "0.8", "-o", str(tmp_path / "x.gif"), *common],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert r.returncode != 0 and "--guidance-interval must look like LO,HI" in r.stderr
+    assert "Traceback" not in r.stderr and not (tmp_path / "x.gif").exists()
     r = subprocess.run(
         [*run, "image", "x", "--size", "48x32", "-o", str(tmp_path / "i.png"), *common],
         capture_output=True, text=True, timeout=300,
