@@ -395,10 +395,12 @@ def model_init(
 @model_app.command("grow")
 def model_grow(
     src: Annotated[Path, typer.Argument(help="Trained model folder.")],
-    preset: Annotated[str, Opt(help="The deeper preset to grow into (e.g. s-deep from s).")],
+    preset: Annotated[
+        str, Opt(help="The deeper or wider preset to grow into (e.g. s-deep from s, s-wide from s-deeper).")
+    ],
     out: Annotated[Path, Opt("--out", help="Folder to write.")],
 ) -> None:
-    """Write SRC with more DiT blocks that start silent: the same samples, a deeper net to train on."""
+    """Write SRC with more DiT blocks or MLP units, silent at first: same samples, a bigger net to train."""
     from tessera import pipeline
 
     typer.echo(f"wrote {pipeline.grow_model_folder(src, preset, out)}")

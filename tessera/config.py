@@ -116,6 +116,9 @@ PRESETS: dict[str, ModelConfig] = {
     # The shipped model's size: `s-deep` with four more blocks (a 17.6M DiT, 56 MB in bf16 with the VAE
     # and text encoder), grown from it the same way.
     "s-deeper": _preset("s-deeper", _SMALL_VAE, _SMALL_TEXT, dim=256, depth=16, heads=4, ffn_dim=1024),
+    # `s-deeper` with MLPs twice as wide (a 26.0M DiT), grown from it by `tessera model grow` (new units
+    # start silent).
+    "s-wide": _preset("s-wide", _SMALL_VAE, _SMALL_TEXT, dim=256, depth=16, heads=4, ffn_dim=2048),
     "b": _preset("b", VAEConfig(), _BIG_TEXT, dim=768, depth=12, heads=12, ffn_dim=3072),
     "l": _preset("l", VAEConfig(), _BIG_TEXT, dim=1024, depth=24, heads=16, ffn_dim=4096),
     # The Wan 2.1 1.3B transformer's shape, for benchmarks.

@@ -22,7 +22,7 @@ from tessera.checkpoint import Model, build_model, load_into, load_model, load_t
 from tessera.config import ModelConfig, get_preset
 from tessera.flow.samplers import guided, sample_euler, sample_heun, sdedit_start
 from tessera.flow.schedules import timesteps, token_shift
-from tessera.models.dit import deepen
+from tessera.models.dit import deepen, widen
 from tessera.models.text import Tokenizer
 
 if TYPE_CHECKING:
@@ -110,26 +110,32 @@ def init_model_folder(preset: str, out: str | Path, seed: int = 0, vae: str | Pa
 
 
 def grow_model_folder(src: str | Path, preset: str, out: str | Path) -> Path:
-    """Write the trained model folder `src` as the deeper `preset` (the same but for the DiT's depth):
-    the VAE, text encoder and tokenizer as they are, the DiT grown by `deepen` so that the new folder
-    generates exactly what `src` does until it is trained further (`tessera train dit --init OUT`)."""
+    """Write the trained model folder `src` as the deeper and/or wider `preset` (the same but for the DiT's
+    depth and MLP width): the VAE, text encoder and tokenizer as they are, the DiT grown by `deepen` and
+    `widen` so that the new folder generates exactly what `src` does until it is trained further
+    (`tessera train dit --init OUT`)."""
     model, config = load_model(src), get_preset(preset)
-    depth = model.config.dit.depth
-    deeper = dataclasses.replace(model.config.dit, depth=config.dit.depth)
-    if (model.config.vae, model.config.text, deeper) != (config.vae, config.text, config.dit):
+    have = model.config.dit
+    grown = dataclasses.replace(have, depth=config.dit.depth, ffn_dim=config.dit.ffn_dim)
+    if (model.config.vae, model.config.text, grown) != (config.vae, config.text, config.dit):
         raise RequestError(
             f"{src} holds a '{model.config.preset}' model, which differs from preset '{preset}' in more "
-            "than the DiT's depth; grow into a preset that only adds blocks (e.g. s -> s-deep)"
+            "than the DiT's depth and MLP width; grow into a preset that only adds blocks or MLP units "
+            "(e.g. s -> s-deep, s-deeper -> s-wide)"
         )
-    if config.dit.depth <= depth:
+    want = config.dit
+    more = (want.depth - have.depth, want.ffn_dim - have.ffn_dim)
+    if min(more) < 0 or max(more) == 0:
         raise RequestError(
-            f"preset '{preset}' has {config.dit.depth} DiT blocks and {src} has {depth}; growing needs more"
+            f"preset '{preset}' has {want.depth} DiT blocks of MLP width {want.ffn_dim} and {src} has "
+            f"{have.depth} of width {have.ffn_dim}; growing needs more of one and no fewer of either"
         )
-    model.dit, model.config = deepen(model.dit, config.dit.depth), config
+    model.dit, model.config = widen(deepen(model.dit, want.depth), want.ffn_dim), config
     card = (
         f"# tessera `{preset}` grown from {src} (not trained further)\n\nWritten by `tessera model grow`: "
-        f"the source's weights, its {depth} DiT blocks interleaved with {config.dit.depth - depth} new ones "
-        "that start silent, so it samples exactly as the source does.\n"
+        f"the source's weights, its {have.depth} DiT blocks interleaved with {more[0]} new ones that start "
+        f"silent, each MLP's {have.ffn_dim} hidden units followed by {more[1]} new ones that start silent, "
+        "so it samples exactly as the source does.\n"
     )
     return save_model(model, out, card=card)
 

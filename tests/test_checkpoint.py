@@ -152,8 +152,15 @@ def test_model_grow_samples_as_its_source_and_refuses_other_shapes(tiny_model_di
         for a, b in zip(_outputs(source), _outputs(grown), strict=True):
             assert torch.equal(a, b)
     assert "grown from" in grown.card and grown.tokenizer.to_str() == source.tokenizer.to_str()
-    with pytest.raises(RequestError, match="differs from preset 's-deep' in more than the DiT's depth"):
+    with pytest.raises(RequestError, match="differs from preset 's-deep' in more than the DiT's depth and"):
         grow_model_folder(tiny_model_dir, "s-deep", tmp_path / "x")
-    with pytest.raises(RequestError, match="preset 's' has 8 DiT blocks .* growing needs more"):
+    with pytest.raises(RequestError, match="preset 's' has 8 DiT blocks of MLP width 1024 .* growing needs"):
         grow_model_folder(tmp_path / "deep", "s", tmp_path / "y")
+    with pytest.raises(RequestError, match="growing needs more of one and no fewer of either"):
+        grow_model_folder(tmp_path / "deep", "s-deep", tmp_path / "y")
+    wide = load_model(grow_model_folder(tmp_path / "deep", "s-wide", tmp_path / "wide"))  # deeper and wider
+    assert len(wide.dit.blocks) == 16 and wide.dit.blocks[0].mlp.fc1.weight.shape[0] == 2048
+    with torch.no_grad():
+        for a, b in zip(_outputs(source), _outputs(wide), strict=True):
+            assert torch.allclose(a, b, atol=1e-5, rtol=0)
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()

@@ -8,7 +8,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from tessera.config import PRESETS, DiTConfig
 from tessera.models import layers
-from tessera.models.dit import DiT, deepen, dit_flops
+from tessera.models.dit import DiT, deepen, dit_flops, widen
 from tessera.models.rope import apply_rope, rope_freqs, rope_split
 
 CFG: DiTConfig = PRESETS["tiny"].dit
@@ -223,11 +223,35 @@ def test_deepen_keeps_the_function_and_the_new_blocks_learn() -> None:
         deepen(model, 1)
 
 
+def test_widen_keeps_the_function_and_the_new_units_learn() -> None:
+    model, inputs = make_dit(), make_inputs()
+    old = model.cfg.ffn_dim
+    wide = widen(model, 3 * old)
+    assert wide.cfg.ffn_dim == 3 * old and wide.blocks[1].mlp.fc1.weight.shape[0] == 3 * old
+    with torch.no_grad():
+        assert torch.allclose(wide(**inputs), model(**inputs), atol=1e-6, rtol=0)  # new units add zeros
+    for a, b in zip(model.blocks, wide.blocks, strict=True):
+        assert torch.equal(b.mlp.fc1.weight[:old], a.mlp.fc1.weight) and b.mlp.fc1.weight[old:].any()
+        assert (
+            torch.equal(b.mlp.fc2.weight[:, :old], a.mlp.fc2.weight) and not b.mlp.fc2.weight[:, old:].any()
+        )
+        assert torch.equal(b.self_attn.qkv.weight, a.self_attn.qkv.weight)
+    # One step moves the new output columns (their units are active), so the new units start to count.
+    wide.train()
+    opt = torch.optim.SGD(wide.parameters(), lr=0.1)
+    wide(**inputs).square().mean().backward()
+    opt.step()
+    assert all(b.mlp.fc2.weight[:, old:].any() for b in wide.blocks)
+    with pytest.raises(ValueError, match=f"ffn_dim 8 is below the network's {old}"):
+        widen(model, 8)
+
+
 def test_parameter_counts_of_presets() -> None:
     for name, lo, hi in [
         ("s", 9.1e6, 9.2e6),
         ("s-deep", 13.3e6, 13.4e6),
         ("s-deeper", 17.5e6, 17.6e6),
+        ("s-wide", 25.9e6, 26.1e6),
         ("wan-1.3b", 1.2e9, 1.5e9),
     ]:
         with torch.device("meta"):

@@ -364,6 +364,28 @@ def deepen(dit: DiT, depth: int) -> DiT:
     return grown
 
 
+def widen(dit: DiT, ffn_dim: int) -> DiT:
+    """A copy of `dit` whose MLPs have `ffn_dim` hidden units and that computes exactly the same function
+    (a warm start for a wider network). Each MLP keeps its trained units first; the new units' input
+    weights are a fresh network's (Xavier, zero bias) and their output weights (the new columns of fc2)
+    are zero, so they add nothing until training moves those columns, which get a gradient at once
+    (their units' activations are not zero) while the input weights follow once the columns move."""
+    old = dit.cfg.ffn_dim
+    if ffn_dim < old:
+        raise ValueError(f"ffn_dim {ffn_dim} is below the network's {old}; widening only adds units")
+    wide = DiT(dataclasses.replace(dit.cfg, ffn_dim=ffn_dim)).to(dit.patch_embed.weight.device)
+    state = dit.state_dict()
+    fresh = wide.state_dict()
+    for j in range(len(dit.blocks)):
+        p = f"blocks.{j}.mlp."
+        for name in ("fc1.weight", "fc1.bias"):  # trained rows first, the fresh network's after them
+            state[p + name] = torch.cat([state[p + name], fresh[p + name][old:].to(state[p + name])])
+        w = state[p + "fc2.weight"]
+        state[p + "fc2.weight"] = torch.cat([w, w.new_zeros(w.shape[0], ffn_dim - old)], dim=1)
+    wide.load_state_dict(state)
+    return wide
+
+
 def dit_flops(cfg: DiTConfig, tokens: int, text_len: int) -> float:
     """Forward FLOPs of one clip of `tokens` video tokens and `text_len` text tokens (2 per multiply-add).
 
