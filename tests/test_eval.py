@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from tessera.eval import corrupt
-from tessera.eval.alignment import object_permanence, text_alignment
+from tessera.eval.alignment import object_permanence, objects_right, text_alignment
 from tessera.eval.capability import connect_psnr, edit_monotonic, extend_seam, i2v_psnr, loop_closure
 from tessera.eval.fwd import frechet_distance, fwd, random_encoder
 from tessera.eval.geometry import consistency_3d, physics
@@ -40,6 +40,8 @@ def scores(clip: corrupt.Clip, truth: corrupt.Clip) -> dict[str, float | None]:
     got, want = parse_truth(clip.scene, clip.ids), parse_truth(scene, truth.ids)
     out = {
         "text_alignment": text_alignment(clip.frames, scene, got, truth.frames, want),
+        "objects_right": objects_right(scene, got, want),
+        "objects_exact": objects_right(scene, got, want, exact=True),
         "object_permanence": object_permanence(scene, got, want),
         "consistency_3d": consistency_3d(scene, clip.frames, got, truth.frames, want),
         "physics": physics(scene, got, want),
@@ -63,8 +65,11 @@ CASES = [
     ("noise", "train-3", ["text_alignment", "object_permanence", "consistency_3d", "flicker", "smoothness"]),
     ("noise", "train-20", ["physics"]),
     ("freeze", "train-20", ["text_alignment", "physics", "flicker", "smoothness"]),
-    ("swap", "train-3", ["text_alignment"]),
-    ("swap", "train-20", ["text_alignment", "physics"]),
+    ("swap", "train-3", ["text_alignment", "objects_right", "objects_exact"]),
+    ("swap", "train-20", ["text_alignment", "objects_right", "physics"]),
+    ("noise", "train-26", ["objects_right", "objects_exact"]),
+    ("duplicate", "train-3", ["objects_exact"]),
+    ("duplicate", "train-26", ["objects_exact"]),
     ("delete", "train-26", ["object_permanence"]),
     ("delete", "train-3", ["object_permanence"]),
     ("static", "train-3", ["text_alignment", "consistency_3d", "flicker", "smoothness"]),
@@ -79,6 +84,7 @@ def _corrupt(kind: str, clip: corrupt.Clip) -> corrupt.Clip:
         "swap": lambda: corrupt.swap_colours(clip, SIZE),
         "delete": lambda: corrupt.delete_object(clip, SIZE),
         "static": lambda: corrupt.static_camera(clip, SIZE),
+        "duplicate": lambda: corrupt.duplicate(clip, SIZE),
     }[kind]()
 
 
@@ -87,6 +93,15 @@ def test_corruptions_score_clearly_worse(truths, kind, pid, metrics):
     got = scores(_corrupt(kind, truths[pid]), truths[pid])
     for name in metrics:
         assert got[name] is not None and got[name] < 0.8, (kind, pid, name, got[name])
+
+
+def test_objects_right_forgives_extra_objects_and_objects_exact_does_not(truths):
+    """Issue 6's "fully right" asks for every named object in its shape and colour: a copy beside them
+    keeps a clip right, and only the exact verdict (no more objects than the truth shows) fails it."""
+    for pid in CLIPS:
+        got = scores(corrupt.duplicate(truths[pid], SIZE), truths[pid])
+        assert got["objects_right"] == 1.0 and got["objects_exact"] == 0.0, (pid, got)
+        assert got["text_alignment"] < 1.0  # its count part
 
 
 def test_oracle_parse_structure(truths):

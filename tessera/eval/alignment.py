@@ -48,6 +48,17 @@ def text_alignment(
     return Score(mean(list(parts.values())), parts | {"objects_seen": n_seen, "camera_detail": cam_info})
 
 
+def objects_right(scene: Scene, parse: ClipParse, truth_parse: ClipParse, exact: bool = False) -> Score:
+    """1 if the video shows every named object in its shape and colour, else 0: issue 6's "fully right",
+    whose share of prompts is the text target. With `exact`, also no more objects than the truth render
+    shows to the same parser, so a video that draws the named objects among copies of them (or among
+    objects split by blur) is not right: `text_alignment`'s count part, as a verdict."""
+    found = all(parse.find(ob.shape, ob.colour) is not None for ob in scene.objects)
+    seen, truth_seen = len(parse.significant()), len(truth_parse.significant())
+    right = found and (not exact or seen <= truth_seen)
+    return Score(float(right), {"all_found": found, "objects_seen": seen, "truth_seen": truth_seen})
+
+
 def _signature(track: Track) -> np.ndarray:
     """(T, 3) displacement of a track from its first frame: centroid x, y and half log-area (scale)."""
     sig = np.concatenate([track.centroid, 0.5 * np.log(track.area)[:, None]], 1)

@@ -80,6 +80,21 @@ def delete_object(clip: Clip, size: tuple[int, int], k: int = 0) -> Clip:
     return Clip(clip.scene, frames, ids)
 
 
+def duplicate(clip: Clip, size: tuple[int, int]) -> Clip:
+    """Re-rendered with a still copy of object 0 beside the scene's objects: every named object is
+    still there, with one object too many (how the shipped models most often miss)."""
+    first = clip.scene.objects[0]
+    copy = dataclasses.replace(
+        first,
+        motion="static",
+        x=-first.x if abs(first.x) > 1 else first.x + 2.0,
+        z=first.z + 1.0,
+        direction="",
+        partner=-1,
+    )
+    return render_clip(dataclasses.replace(clip.scene, objects=(*clip.scene.objects, copy)), size)
+
+
 def static_camera(clip: Clip, size: tuple[int, int]) -> Clip:
     """Re-rendered with a still camera (wrong when the prompt names a camera move)."""
     cam = dataclasses.replace(clip.scene.camera, move="static", direction="")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tessera.eval.alignment import object_permanence, text_alignment
+from tessera.eval.alignment import object_permanence, objects_right, text_alignment
 from tessera.eval.capability import CAPABILITY_METRICS, capability_scores
 from tessera.eval.corrupt import render_clip
 from tessera.eval.fwd import fwd, random_encoder
@@ -26,7 +26,16 @@ from tessera.eval.temporal import flicker, smoothness
 from tessera.eval.tracks import parse_truth
 from tessera.pipeline import SAMPLERS, RequestError, check_guidance_interval, pick_device
 
-CLIP_METRICS = ("text_alignment", "object_permanence", "consistency_3d", "physics", "flicker", "smoothness")
+CLIP_METRICS = (
+    "text_alignment",
+    "objects_right",
+    "objects_exact",
+    "object_permanence",
+    "consistency_3d",
+    "physics",
+    "flicker",
+    "smoothness",
+)
 
 
 class EvalError(ValueError):
@@ -152,6 +161,8 @@ def run_suite(
         g_parse = t_parse if net is None else parse_video(parser, video)
         scores = {
             "text_alignment": text_alignment(video, scene, g_parse, truth.frames, t_parse),
+            "objects_right": objects_right(scene, g_parse, t_parse),
+            "objects_exact": objects_right(scene, g_parse, t_parse, exact=True),
             "object_permanence": object_permanence(scene, g_parse, t_parse),
             "consistency_3d": consistency_3d(scene, video, g_parse, truth.frames, t_parse),
             "physics": physics(scene, g_parse, t_parse),
