@@ -119,6 +119,20 @@ PRESETS: dict[str, ModelConfig] = {
     # `s-deeper` with MLPs twice as wide (a 26.0M DiT), grown from it by `tessera model grow` (new units
     # start silent).
     "s-wide": _preset("s-wide", _SMALL_VAE, _SMALL_TEXT, dim=256, depth=16, heads=4, ffn_dim=2048),
+    # Second-generation VAEs for the latent-channel and width sweep (`bench/vae_sweep.py`): the `s` VAE's
+    # layout with 16, 32 or 48 latent channels, and a wider one; the DiT is `s-deeper`'s.
+    **{
+        f"g2-z{z}{'-w' + str(w) if w != 32 else ''}": _preset(
+            f"g2-z{z}{'-w' + str(w) if w != 32 else ''}",
+            dataclasses.replace(_SMALL_VAE, z_channels=z, base_channels=w),
+            _SMALL_TEXT,
+            dim=256,
+            depth=16,
+            heads=4,
+            ffn_dim=1024,
+        )  # fmt: skip
+        for z, w in ((16, 32), (32, 32), (48, 32), (32, 48), (48, 48))
+    },
     "b": _preset("b", VAEConfig(), _BIG_TEXT, dim=768, depth=12, heads=12, ffn_dim=3072),
     "l": _preset("l", VAEConfig(), _BIG_TEXT, dim=1024, depth=24, heads=16, ffn_dim=4096),
     # The Wan 2.1 1.3B transformer's shape, for benchmarks.

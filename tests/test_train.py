@@ -601,3 +601,26 @@ def test_train_command_starts_a_run_on_a_data_folder(clips_dir: Path, tmp_path: 
     saved = json.loads((tmp_path / "run" / "train_config.json").read_text())
     assert saved["kind"] == "vae" and saved["data"] == str(clips_dir) and saved["steps"] == 2
     assert load_model(tmp_path / "run" / "model").config.preset == "tiny"
+
+
+def test_vae_crops_are_aligned_windows_drawn_per_clip():
+    from tessera.train.vae import crop_clip
+
+    video = torch.randn(3, 5, 64, 48)
+    objects = torch.rand(5, 64, 48) > 0.5
+    gen = lambda g: st.generator(0, "crop", g)
+    v, m = crop_clip(video, objects, 32, gen(7))
+    assert v.shape == (3, 5, 32, 32) and m.shape == (5, 32, 32)
+    # the window is a slice of the clip, and the mask is the same window of the masks
+    hits = [
+        (y, x) for y in range(33) for x in range(17) if torch.equal(video[..., y : y + 32, x : x + 32], v)
+    ]
+    assert len(hits) == 1
+    y, x = hits[0]
+    assert torch.equal(objects[:, y : y + 32, x : x + 32], m)
+    assert torch.equal(crop_clip(video, objects, 32, gen(7))[0], v)  # the same clip index: the same window
+    positions = {tuple(crop_clip(video, None, 32, gen(g))[0][0, 0, 0, :3].tolist()) for g in range(20)}
+    assert len(positions) > 5  # different clips: different windows
+    assert crop_clip(video, objects, 0, gen(0))[0] is video  # 0: whole frames
+    with pytest.raises(ConfigError, match="crop"):
+        make_config("vae", None, crop=24)

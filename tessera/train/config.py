@@ -52,6 +52,9 @@ class VAETrainConfig:
     freeze_encoder: bool = False  # True: only the decoder trains; the init's latents and statistics stay
     stats_clips: int = 64  # clips encoded at the end to measure the latent mean/std
     world_clips: int = 0  # > 0: the world source repeats its first N clips, rendered once and kept
+    # > 0: train on random crop x crop windows of each clip (the VAE is convolutional, with no attention
+    # and per-position norms, so a crop is as good a training example as a frame, at a fraction of its cost)
+    crop: int = 0
     seed: int = 0
     init: str = ""  # a model folder to start from ("" = random init + tokenizer from world captions)
     device: str = "auto"
@@ -69,6 +72,9 @@ class VAETrainConfig:
             _check(getattr(self, name) >= 0, name, getattr(self, name), "a weight >= 0")
         _check(self.stats_clips >= 1, "stats_clips", self.stats_clips, "an integer >= 1")
         _check(self.world_clips >= 0, "world_clips", self.world_clips, "an integer >= 0")
+        _check(
+            self.crop >= 0 and self.crop % 16 == 0, "crop", self.crop, "0 (whole frames) or a multiple of 16"
+        )
         _check(
             not self.freeze_encoder or self.init, "freeze_encoder", self.freeze_encoder,
             "False unless init names a trained model (a random encoder is not worth keeping)",

@@ -224,10 +224,12 @@ def load_batch(
     where the source has none), each clip's noise drawn from its own (seed, index) generator."""
     videos, eps, objects = [], [], []
     for g, sample in zip(indices, samples(source, indices, shape), strict=True):
-        video = sample["video"]
+        video, mask = crop_clip(
+            sample["video"], sample.get("objects"), cfg.crop, generator(cfg.seed, "crop", g)
+        )
         _, t, h, w = video.shape
         videos.append(video)
-        objects.append(sample.get("objects"))
+        objects.append(mask)
         shape = (z_channels, *latent_shape((t, h, w)))
         eps.append(torch.randn(shape, generator=generator(cfg.seed, "posterior", g)))
     groups = group_by_shape([tuple(v.shape) for v in videos])
@@ -237,6 +239,21 @@ def load_batch(
         [stack(eps, group) for group in groups],
         [None if any(objects[i] is None for i in group) else stack(objects, group) for group in groups],
     )
+
+
+def crop_clip(
+    video: Tensor, objects: Tensor | None, crop: int, gen: torch.Generator
+) -> tuple[Tensor, Tensor | None]:
+    """A random `crop` x `crop` window of `video` (3, T, H, W) and of its object masks (T, H, W), at a
+    position drawn from `gen`; the clip unchanged where `crop` is 0 or not smaller than the frame."""
+    _, _, h, w = video.shape
+    if crop <= 0 or (crop >= h and crop >= w):
+        return video, objects
+    ch, cw = min(crop, h), min(crop, w)
+    y = int(torch.randint(0, h - ch + 1, (), generator=gen))
+    x = int(torch.randint(0, w - cw + 1, (), generator=gen))
+    window = lambda a: a[..., y : y + ch, x : x + cw]
+    return window(video), None if objects is None else window(objects)
 
 
 # ---------------------------------------------------------------------------------------------
