@@ -13,7 +13,7 @@ import torch
 
 from tessera.data.source import WorldSource
 from tessera.train.config import parse_shapes
-from tessera.train.dit import object_cells
+from tessera.train.kept import object_cells
 
 
 def main() -> None:

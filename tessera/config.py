@@ -133,6 +133,9 @@ PRESETS: dict[str, ModelConfig] = {
         )  # fmt: skip
         for z, w in ((16, 32), (32, 32), (48, 32), (32, 48), (48, 48))
     },
+    # Wider DiTs on the `s` VAE and text encoder, for the DiT size sweep (`bench/train_step_bench.py`).
+    "g2-d512": _preset("g2-d512", _SMALL_VAE, _SMALL_TEXT, dim=512, depth=12, heads=8, ffn_dim=2048),
+    "g2-d768": _preset("g2-d768", _SMALL_VAE, _SMALL_TEXT, dim=768, depth=12, heads=12, ffn_dim=3072),
     "b": _preset("b", VAEConfig(), _BIG_TEXT, dim=768, depth=12, heads=12, ffn_dim=3072),
     "l": _preset("l", VAEConfig(), _BIG_TEXT, dim=1024, depth=24, heads=16, ffn_dim=4096),
     # The Wan 2.1 1.3B transformer's shape, for benchmarks.

@@ -19,6 +19,7 @@ from tessera.checkpoint import build_model, load_model, load_state, load_tensors
 from tessera.config import get_preset
 from tessera.data.buckets import step_shape
 from tessera.data.source import WorldSource
+from tessera.flow.loss import flow_loss
 from tessera.models.text import Tokenizer
 from tessera.train import state as st
 from tessera.train.commands import train_command
@@ -28,7 +29,6 @@ from tessera.train.dit import (
     DiTStep,
     LatentCache,
     encode_batch,
-    frame_loss,
     make_batch,
     object_cells,
     train_dit,
@@ -226,7 +226,7 @@ def test_connect_loop_and_random_tasks():
 @pytest.mark.parametrize("voxels", [None, 9 * 32 * 32])  # None: the default cap; else one clip a call
 def test_batched_encoding_matches_clip_by_clip(voxels, monkeypatch):
     if voxels:
-        monkeypatch.setattr("tessera.train.dit.ENCODE_VOXELS", voxels)
+        monkeypatch.setattr("tessera.train.kept.ENCODE_VOXELS", voxels)
     config = get_preset("tiny")
     vae = build_model(config, Tokenizer.train(["x"] * 5, 300)).vae.eval()
     videos = [
@@ -517,13 +517,13 @@ def test_dit_object_weight_weighs_the_latent_cells_an_object_touches(tiny_model_
     weight = (1 + 9 * cells)[None]
     on_object, on_ground = torch.zeros(1, 4, 3, 4, 4), torch.zeros(1, 4, 3, 4, 4)
     on_object[:, :, 1, 1, 2], on_ground[:, :, 1, 3, 3] = 1.0, 1.0
-    plain = [frame_loss(e, x0, noise, keep) for e in (on_object, on_ground)]
-    weighted = [frame_loss(e, x0, noise, keep, weight) for e in (on_object, on_ground)]
+    plain = [flow_loss(e, x0, noise, keep, reduction="sum") for e in (on_object, on_ground)]
+    weighted = [flow_loss(e, x0, noise, keep, weight, "sum") for e in (on_object, on_ground)]
     torch.testing.assert_close(plain[0], plain[1])
     torch.testing.assert_close(weighted[0], 10 * weighted[1])  # 1 + 9 against 1, in the same frame
     assert weighted[0] > plain[0] > weighted[1]  # a frame's weights average to 1 per cell, not more
     even = torch.full((1, 4, 3, 4, 4), 0.3)
-    torch.testing.assert_close(frame_loss(even, x0, noise, keep, weight), frame_loss(even, x0, noise, keep))
+    torch.testing.assert_close(flow_loss(even, x0, noise, keep, weight), flow_loss(even, x0, noise, keep))
 
     model = load_model(tiny_model_dir)
     cfg = tiny_config("dit", shapes="9x32x32", tasks="loop:1,t2v:1", world_clips=4, object_weight=9.0)
@@ -624,3 +624,68 @@ def test_vae_crops_are_aligned_windows_drawn_per_clip():
     assert crop_clip(video, objects, 0, gen(0))[0] is video  # 0: whole frames
     with pytest.raises(ConfigError, match="crop"):
         make_config("vae", None, crop=24)
+
+
+def test_kept_set_gathers_what_the_streaming_path_encodes(tiny_model_dir: Path):
+    """`task_variants`: each clip of a finite world set is encoded once, with its conditioned variants;
+    a step's batch holds exactly those tensors (x0 of the clip or of its variant, the variant's cond,
+    t = 0 and no loss on the given prefix, the caption as drawn), the same for the same step in any
+    process, and text-to-video, captions and variants in the mix's proportions."""
+    from tessera.train.kept import KeptSet
+
+    model = load_model(tiny_model_dir)
+    cfg = tiny_config(
+        "dit", shapes="9x32x32", tasks="t2v:1,extend:1,loop:1,last:1", world_clips=4, task_variants=2,
+        object_weight=3.0, caption_dropout=0.25, short_caption_prob=0.5,
+    )  # fmt: skip
+    world = WorldSource(parse_shapes(cfg.shapes), clips=4, objects=True)
+    cpu = torch.device("cpu")
+    kept = KeptSet(world, model, cfg, cpu)
+    b = kept.batch(0, 64, (9, 32, 32), step=3, rank=0)
+    s = kept.sets[(9, 32, 32)]
+    clips = world.samples(list(range(4)), (9, 32, 32))
+    plain = encode_batch(model.vae, [c["video"] for c in clips], [torch.zeros(9, dtype=torch.bool)] * 4)[0]
+    for i in range(4):
+        torch.testing.assert_close(s.x0[i], plain[i])
+        for k in range(2):  # each variant: the streaming path's encoders on the task's clip and mask
+            task, mask = kept._variant(i, k, 9)
+            video = for_task(task, clips[i]["video"])
+            torch.testing.assert_close(
+                s.var_cond[i, k], build_cond(model.vae, video, mask), rtol=1e-4, atol=1e-5
+            )
+            torch.testing.assert_close(s.var_x0[i, k], encode_batch(model.vae, [video], [mask])[0][0])
+            assert torch.equal(s.var_given[i, k], given_latents(mask))
+    clip = torch.arange(64) % 4
+    conditioned = b.cond.abs().sum(dim=(1, 2, 3, 4)) > 0
+    for j in range(64):
+        if conditioned[j]:
+            k = next(k for k in range(2) if torch.equal(b.cond[j], s.var_cond[clip[j], k]))
+            assert torch.equal(b.x0[j], s.var_x0[clip[j], k])
+            assert torch.equal(b.t[j] == 0, s.var_given[clip[j], k]) and torch.equal(
+                b.loss_mask[j], b.t[j] > 0
+            )
+        else:  # text-to-video: the clip itself, every frame noised and in the loss
+            assert torch.equal(b.x0[j], s.x0[clip[j]]) and b.loss_mask[j].all() and (b.t[j] > 0).all()
+        rows = {"detailed": s.ids[clip[j]], "short": s.ids[4 + clip[j]], "empty": s.ids[8]}
+        assert any(torch.equal(b.ids[j], r) for r in rows.values())
+    assert 0.1 < 1 - conditioned.float().mean() < 0.45  # t2v: a quarter of the mix
+    assert b.weight is not None and (b.weight > 1).any() and b.loss_frames == b.loss_mask.sum()
+    again = KeptSet(world, model, cfg, cpu).batch(0, 64, (9, 32, 32), step=3, rank=0)
+    for name in ("ids", "x0", "noise", "t", "cond", "loss_mask", "weight"):
+        assert torch.equal(getattr(b, name), getattr(again, name)), name
+    assert not torch.equal(kept.batch(0, 64, (9, 32, 32), step=4, rank=0).noise, b.noise)
+    with pytest.raises(ConfigError, match="task_variants"):
+        make_config("dit", task_variants=2, shapes="9x32x32:1,5x32x48:1", batch_shapes="mixed")
+
+
+def test_kept_set_training_resumes_exactly(tmp_path: Path, tiny_model_dir: Path):
+    cfg = tiny_config(
+        "dit", init=str(tiny_model_dir), world_clips=4, task_variants=1, batch_shapes="one",
+        shapes="9x32x32:1,5x32x48:1", steps=6, batching="bucketed",
+    )  # fmt: skip
+    straight = train_dit(cfg, tmp_path / "a")["losses"]
+    assert len(straight) == 6 and all(math.isfinite(x) for x in straight)
+    first = train_dit(dataclasses.replace(cfg, steps=3), tmp_path / "b")
+    assert first["step"] == 3
+    second = train_dit(resume_config(tmp_path / "b", "dit", steps=6), tmp_path / "b", resume=True)
+    assert first["losses"] + second["losses"] == straight

@@ -93,6 +93,14 @@ class WorldSource:
         offset, count = self._shares.get(shape, (0, self.size))
         return offset + index % count
 
+    def shares(self, shape: Shape) -> int:
+        """How many clips of a finite set come at `shape` (see `key`)."""
+        return self._shares.get(shape, (0, self.size))[1]
+
+    def forget(self, shape: Shape) -> None:
+        """Drop the kept renders of `shape` (their pixels are no longer needed, e.g. once encoded)."""
+        self._kept = {k: v for k, v in self._kept.items() if k[1] != shape}
+
     def sample(self, index: int, shape: Shape | None = None) -> dict:
         """The sample at global index `index`: a world clip rendered at a drawn shape (or `shape`)."""
         return self.samples([index], shape)[0]

@@ -30,13 +30,23 @@ def add_noise(x0: Tensor, noise: Tensor, t: Tensor) -> Tensor:
     return (1 - t) * x0 + t * noise
 
 
-def flow_loss(v_pred: Tensor, x0: Tensor, noise: Tensor, loss_mask: Tensor | None = None) -> Tensor:
-    """MSE between v_pred and the target `v = noise - x0`, over the frames where loss_mask (B, T_z) is set.
+def flow_loss(
+    v_pred: Tensor,
+    x0: Tensor,
+    noise: Tensor,
+    loss_mask: Tensor | None = None,
+    weight: Tensor | None = None,
+    reduction: str = "mean",
+) -> Tensor:
+    """Squared error between v_pred and the target `v = noise - x0`, per frame, over the frames where
+    loss_mask (B, T_z) is set: every frame's error is its mean over (C, H, W), or with `weight`
+    (B, T_z, H, W) its weighted mean over the cells (a frame still counts once; within it, heavier cells
+    count more, e.g. the cells under an object).
 
-    Normalisation: the squared error is averaged over every element (C, H, W) of every frame that
-    carries loss in the whole batch, so each such frame weighs the same, however the loss frames are
-    spread over the batch. With no frame carrying loss the result is 0 (still attached to the graph).
-    `loss_mask=None` means every frame carries loss. Computed in float32 whatever the input dtype.
+    `reduction="mean"` averages over every loss frame of the batch, so each such frame weighs the same
+    however the loss frames are spread (0, still attached to the graph, when none carries loss);
+    `"sum"` returns the sum, for a trainer that divides by the loss frames of all ranks. `loss_mask=None`
+    means every frame carries loss. Computed in float32 whatever the input dtype.
     """
     if not v_pred.shape == x0.shape == noise.shape:
         raise ValueError(
@@ -45,12 +55,15 @@ def flow_loss(v_pred: Tensor, x0: Tensor, noise: Tensor, loss_mask: Tensor | Non
         )
     B, _, T_z = x0.shape[:3]
     if loss_mask is None:
-        loss_mask = torch.ones(B, T_z, device=x0.device)
+        loss_mask = torch.ones(B, T_z, dtype=torch.bool, device=x0.device)
     if tuple(loss_mask.shape) != (B, T_z):
         raise ValueError(f"loss_mask must have shape (B, T_z) = ({B}, {T_z}), got {tuple(loss_mask.shape)}")
-    v = noise.float() - x0.float()
-    err = (v_pred.float() - v).square().mean(dim=(1, 3, 4))  # (B, T_z): mean over C, H, W
+    sq = (v_pred.float() - (noise.float() - x0.float())).square()
+    if weight is None:
+        err = sq.mean(dim=(1, 3, 4))  # (B, T_z): mean over C, H, W
+    else:
+        err = (sq.mean(dim=1) * weight).sum(dim=(2, 3)) / weight.sum(dim=(2, 3))
     # where() rather than a product, so NaN/inf predicted at a masked frame cannot leak into the loss.
     keep = loss_mask.to(torch.bool)
     total = torch.where(keep, err, torch.zeros_like(err)).sum()
-    return total / keep.sum().clamp_min(1)
+    return total if reduction == "sum" else total / keep.sum().clamp_min(1)

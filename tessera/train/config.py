@@ -99,6 +99,9 @@ class DiTTrainConfig:
     freeze_text: bool = False  # False: the text encoder trains jointly with the DiT
     cache_latents: bool = False  # encode each clip once (needs a finite data set or world_clips > 0)
     world_clips: int = 0  # > 0: the world source repeats its first N clips, rendered once and kept
+    # > 0: the kept set (tessera/train/kept.py): the finite set's clips, captions and this many conditioning
+    # tasks per clip encoded once on the device, so a step only gathers (needs one shape per step)
+    task_variants: int = 0
     shift: float = 0.0  # training-time shift; 0 = token-dependent (FLUX), as the sampler uses
     lr: float = 1e-4
     weight_decay: float = 0.0
@@ -129,6 +132,12 @@ class DiTTrainConfig:
         for name in ("caption_dropout", "short_caption_prob"):
             _check(0 <= getattr(self, name) <= 1, name, getattr(self, name), "a probability in [0, 1]")
         _check(self.world_clips >= 0, "world_clips", self.world_clips, "an integer >= 0")
+        _check(self.task_variants >= 0, "task_variants", self.task_variants, "an integer >= 0")
+        _check(
+            self.task_variants == 0 or (self.batch_shapes == "one" or "," not in self.shapes),
+            "task_variants", self.task_variants,
+            "0 unless every step has one clip shape (batch_shapes 'one', or a single shape)",
+        )  # fmt: skip
         _check(
             0 < self.checkpoint_fraction <= 1, "checkpoint_fraction", self.checkpoint_fraction, "in (0, 1]"
         )

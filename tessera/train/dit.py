@@ -22,23 +22,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tessera.checkpoint import Model, save_model
 from tessera.config import get_preset
 from tessera.data.buckets import Shape, group_by_shape, latent_shape, num_tokens, step_shape
 from tessera.data.source import make_source, samples
-from tessera.flow.loss import add_noise
+from tessera.flow.loss import add_noise, flow_loss
 from tessera.flow.schedules import sample_t, token_shift
 from tessera.train import distributed
 from tessera.train.common import autocast, card, finite, initial_model, optimizer_step, set_lr, ship_model
 from tessera.train.config import ConfigError, DiTTrainConfig, parse_shapes, parse_weights
+from tessera.train.kept import KeptBatch, KeptSet, encode_clips, encode_conds, object_cells
 from tessera.train.logger import Logger, save_sample
 from tessera.train.run import StopFlag, end_of_step, load_checkpoint, save_checkpoint, start
 from tessera.train.state import EMA, generator, lr_at
-from tessera.train.tasks import build_conds, draw_task, for_task, given_latents
-from tessera.train.vae import object_region
+from tessera.train.tasks import draw_task, for_task, given_latents
 
 
 @dataclass
@@ -86,18 +85,6 @@ class LatentCache:
 
 # ---------------------------------------------------------------------------------------------
 # Inputs
-
-
-def object_cells(objects: Tensor) -> Tensor:
-    """The latent cells (T_z, h, w) that an object touches, as 0/1 floats, from a clip's object mask
-    (T, H, W) grown by `object_region`'s 2 pixels: a cell is one latent frame (frame 0 alone, then 4
-    frames, as the causal VAE groups them) by 8x8 pixels.
-
-    The world's objects cover a few percent of a frame, so a plain flow-matching loss spends nearly all
-    of its weight on the ground and sky; the objects' shape and colour are what the prompt names."""
-    region = object_region(objects[None])[0]  # (1, T, H, W)
-    region = torch.cat([region[:, :1].expand(-1, 3, -1, -1), region], dim=1)  # frame 0: its own cell
-    return F.max_pool3d(region[None], (4, 8, 8))[0, 0]
 
 
 def pick_caption(sample: dict, cfg: DiTTrainConfig, gen: torch.Generator) -> str:
@@ -212,50 +199,6 @@ def encode_batch(
     return encode_clips(vae, videos), encode_conds(vae, videos, pixel_masks)
 
 
-# Training clips are encoded whole (not chunked in time): they are short, and chunking would cost a kernel
-# launch per layer and chunk. Clips of one shape go through the VAE together, at most ENCODE_VOXELS
-# pixels (frames x height x width, summed over the clips) a call, which bounds its activation memory
-# (64 clips of 65x128x128 at once asked for 8 GiB in one convolution and ran out of memory on an H100).
-ENCODE_VOXELS = 16 * 33 * 128 * 128
-
-
-def encode_groups(videos: list[Tensor]) -> list[list[int]]:
-    """Indices of same-shape clips (C, T, H, W), in groups of at most ENCODE_VOXELS pixels (one clip at
-    least)."""
-    out = []
-    for group in group_by_shape([tuple(v.shape) for v in videos]):
-        per = max(1, ENCODE_VOXELS // videos[group[0]][0].numel())
-        out += [group[i : i + per] for i in range(0, len(group), per)]
-    return out
-
-
-@torch.no_grad()
-def encode_clips(vae: nn.Module, videos: list[Tensor]) -> list[Tensor]:
-    """Normalised latents (C_z, T_z, h, w), fp32, of clips (3, T, H, W): one VAE call per clip shape
-    (and per ENCODE_VOXELS)."""
-    x0s: list[Tensor] = [torch.empty(0)] * len(videos)
-    for group in encode_groups(videos):
-        z = vae.encode_latents(torch.stack([videos[i] for i in group]), chunked=False).float()
-        for k, i in enumerate(group):
-            x0s[i] = z[k]
-    return x0s
-
-
-@torch.no_grad()
-def encode_conds(vae: nn.Module, videos: list[Tensor], pixel_masks: list[Tensor]) -> list[Tensor | None]:
-    """`cond` of each clip with given frames, None for the others: one VAE call per clip shape (and per
-    ENCODE_VOXELS)."""
-    conds: list[Tensor | None] = [None] * len(videos)
-    given = [i for i, m in enumerate(pixel_masks) if m.any()]
-    for group in encode_groups([videos[i] for i in given]):
-        idx = [given[k] for k in group]
-        clips, masks = torch.stack([videos[i] for i in idx]), torch.stack([pixel_masks[i] for i in idx])
-        c = build_conds(vae, clips, masks, chunked=False).float()
-        for k, i in enumerate(idx):
-            conds[i] = c[k]
-    return conds
-
-
 # ---------------------------------------------------------------------------------------------
 # The network pass
 
@@ -267,9 +210,12 @@ class DiTStep(nn.Module):
         super().__init__()
         self.dit, self.text, self.packed = dit, text, packed
 
-    def forward(self, b: Batch) -> Tensor:
+    def forward(self, b: Batch | KeptBatch) -> Tensor:
         """Sum over the batch's loss frames of each frame's mean squared error to v = noise - x0."""
         text, text_mask = self.text(b.ids, b.text_mask)  # (B, L, D), (B, L)
+        if isinstance(b, KeptBatch):  # one shape, already batched: one DiT call
+            v = self.dit(add_noise(b.x0, b.noise, b.t), b.t, text, text_mask, b.cond)
+            return flow_loss(v, b.x0, b.noise, b.loss_mask, b.weight, reduction="sum")
         if self.packed:
             x_t = [
                 add_noise(x0[None], n[None], t[None])[0] for x0, n, t in zip(b.x0, b.noise, b.t, strict=True)
@@ -277,7 +223,7 @@ class DiTStep(nn.Module):
             v = self.dit.forward_packed(x_t, b.t, text, text_mask, b.cond)
             weights = b.weight or [None] * len(v)
             return sum(
-                frame_loss(v_i[None], x0[None], n[None], keep[None], None if w is None else w[None])
+                flow_loss(v_i[None], x0[None], n[None], keep[None], None if w is None else w[None], "sum")
                 for v_i, x0, n, keep, w in zip(v, b.x0, b.noise, b.loss_mask, weights, strict=True)
             )
         # Bucketed: one batched DiT call per distinct clip shape, noise and loss batched with it.
@@ -292,20 +238,8 @@ class DiTStep(nn.Module):
                 zero = x0.new_zeros(self.dit.cfg.cond_channels, *x0.shape[2:])
                 cond = torch.stack([zero if c is None else c for c in conds])
             v = self.dit(add_noise(x0, noise, t), t, text[group], text_mask[group], cond)
-            total = total + frame_loss(v, x0, noise, keep, weight)
+            total = total + flow_loss(v, x0, noise, keep, weight, reduction="sum")
         return total
-
-
-def frame_loss(v: Tensor, x0: Tensor, noise: Tensor, keep: Tensor, weight: Tensor | None = None) -> Tensor:
-    """Sum over kept frames of each frame's mean squared error to the target v = noise - x0: v, x0, noise
-    (B, C, T_z, h, w), keep (B, T_z) bool -> () fp32. With `weight` (B, T_z, h, w) each frame's mean is
-    weighted over its cells (a frame still counts once; within it, object cells count more)."""
-    sq = (v.float() - (noise - x0).float()).square()
-    if weight is None:
-        err = sq.mean(dim=(1, 3, 4))  # (B, T_z)
-    else:
-        err = (sq.mean(dim=1) * weight).sum(dim=(2, 3)) / weight.sum(dim=(2, 3))
-    return torch.where(keep, err, torch.zeros_like(err)).sum()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -375,7 +309,8 @@ def train_dit(cfg: DiTTrainConfig, out: str | Path, resume: bool = False, source
     )
     if cfg.cache_latents and (getattr(source, "size", None) is None or not hasattr(source, "key")):
         raise ConfigError("cache_latents needs a finite data set: a data folder, or world_clips > 0")
-    cache = LatentCache() if cfg.cache_latents else None
+    cache = LatentCache() if cfg.cache_latents and not cfg.task_variants else None
+    kept = KeptSet(source, model, cfg, d.device) if cfg.task_variants else None
     local = cfg.batch_size // d.dp_size  # clips per data-parallel group (its sp ranks share them)
     logger = Logger(run, step, cfg.steps, d.main, "train dit")
     losses: list[float] = []
@@ -394,11 +329,14 @@ def train_dit(cfg: DiTTrainConfig, out: str | Path, resume: bool = False, source
             first = step * cfg.batch_size + d.dp_rank * local
             t_data = time.perf_counter()
             shape = step_shape(shapes, cfg.seed, step) if cfg.batch_shapes == "one" else None
-            batch = make_batch(range(first, first + local), source, model, cfg, d.device, cache, shape)
+            if kept is not None:  # everything encoded once: the batch is gathered on the device
+                batch = kept.batch(first, local, shape or shapes[0][0], step, d.dp_rank)
+            else:
+                batch = make_batch(range(first, first + local), source, model, cfg, d.device, cache, shape)
             t_data = time.perf_counter() - t_data  # rendering, loading and VAE encoding
             # The global count of loss frames normalises the loss; the stop vote rides along.
             frames, stops, tokens = distributed.dp_sum(
-                [batch.loss_frames, float(stop.should_stop()), batch.tokens], d
+                [float(batch.loss_frames), float(stop.should_stop()), batch.tokens], d
             )
             set_lr(optimizer, lr_at(step, cfg.lr, cfg.warmup, cfg.steps, cfg.schedule, cfg.min_lr_ratio))
             with autocast(cfg, d.device):
