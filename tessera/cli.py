@@ -290,6 +290,31 @@ def long(
 
 
 @app.command()
+def serve(
+    model: Annotated[
+        list[Path] | None,
+        Opt(help="Model folder, or a folder of model folders, for the page's picker (repeatable).")
+    ] = None,
+    host: Annotated[str, Opt(help="Address to bind (127.0.0.1: this machine only).")] = "127.0.0.1",
+    port: Annotated[int, Opt(help="Port.")] = 7860,
+    out: Annotated[Path, Opt("-o", "--out", help="Folder of results and uploads; nothing is written elsewhere.")]
+    = Path("serve-out"),
+    device: Device = "auto",
+    concurrency: Annotated[int, Opt(help="Jobs sampling at once; the rest wait in the queue.")] = 1,
+    queue_size: Annotated[int, Opt(help="Jobs that may wait; more are refused, none dropped.")] = 64,
+    max_upload_mb: Annotated[int, Opt(help="Largest upload in MiB.")] = 64,
+) -> None:  # fmt: skip
+    """A web page with a tab for every capability (needs the ui extra: pip install 'tessera[ui]')."""
+    try:
+        import gradio  # noqa: F401
+    except ImportError:
+        raise ValueError("tessera serve needs Gradio: pip install -e '.[ui]'") from None
+    from tessera.serve import serve as run
+
+    run(model, host, port, out, device, concurrency, queue_size, max_upload_mb)
+
+
+@app.command()
 def expand(
     prompt: Annotated[str, typer.Argument(help="A short prompt, e.g. 'red ball bouncing'.")],
     seed: Annotated[int, Opt(help="Seed for the facts the prompt leaves open.")] = 0,
