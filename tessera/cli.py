@@ -297,7 +297,7 @@ def serve(
     ] = None,
     host: Annotated[str, Opt(help="Address to bind (127.0.0.1: this machine only).")] = "127.0.0.1",
     port: Annotated[int, Opt(help="Port.")] = 7860,
-    out: Annotated[Path, Opt("-o", "--out", help="Folder of results and uploads; nothing is written elsewhere.")]
+    out: Annotated[Path, Opt("-o", "--out", help="Folder of results and uploads; nothing written elsewhere.")]
     = Path("serve-out"),
     device: Device = "auto",
     concurrency: Annotated[int, Opt(help="Jobs sampling at once; the rest wait in the queue.")] = 1,
@@ -305,10 +305,10 @@ def serve(
     max_upload_mb: Annotated[int, Opt(help="Largest upload in MiB.")] = 64,
 ) -> None:  # fmt: skip
     """A web page with a tab for every capability (needs the ui extra: pip install 'tessera[ui]')."""
-    try:
-        import gradio  # noqa: F401
-    except ImportError:
-        raise ValueError("tessera serve needs Gradio: pip install -e '.[ui]'") from None
+    from importlib.util import find_spec
+
+    if find_spec("gradio") is None:  # (not imported here: `serve` sets where its uploads go first)
+        raise ValueError("tessera serve needs Gradio: pip install -e '.[ui]'")
     from tessera.serve import serve as run
 
     run(model, host, port, out, device, concurrency, queue_size, max_upload_mb)

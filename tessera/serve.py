@@ -298,8 +298,8 @@ def check_upload(path: Path, what: str, upload_root: Path, max_bytes: int | None
         raise ServeError(f"{path.name}: {e.problem}") from None
     if max(info["width"], info["height"]) > pipeline.MAX_SIDE or info["frames"] > MAX_UPLOAD_FRAMES:
         raise ServeError(
-            f"{path.name}: {info['frames']} frames of {info['width']}x{info['height']}; this server takes up to "
-            f"{MAX_UPLOAD_FRAMES} frames of at most {pipeline.MAX_SIDE} pixels a side"
+            f"{path.name}: {info['frames']} frames of {info['width']}x{info['height']}; this server takes "
+            f"up to {MAX_UPLOAD_FRAMES} frames of at most {pipeline.MAX_SIDE} pixels a side"
         )
     return resolved
 
@@ -479,10 +479,9 @@ def build(
 
         return fn
 
-    with gr.Blocks(title="tessera", analytics_enabled=False) as demo:
-        gr.Markdown(
-            "# tessera\nText to video, and what follows from it. Every result comes with the command line that repeats it."
-        )
+    day = 24 * 3600  # Gradio's cached copies are dropped after a day; results and their inputs stay
+    with gr.Blocks(title="tessera", analytics_enabled=False, delete_cache=(3600, day)) as demo:
+        gr.Markdown("# tessera\nText to video on this machine; each result comes with its command line.")
         picker = gr.Dropdown(list(models), value=next(iter(models)), label="Model", elem_id="model")
         with gr.Tabs():
             for command, (title, what) in CAPABILITIES.items():
@@ -563,13 +562,19 @@ def _tab(gr, command: str, what: str, picker, first, run) -> None:
                     label="Result", type="filepath", interactive=False, elem_id=f"{command}-result"
                 )
             else:
-                result = gr.Video(label="Result", interactive=False, loop=True, elem_id=f"{command}-result")
+                result = gr.Video(
+                    label="Result", interactive=False, loop=True, height=360, elem_id=f"{command}-result"
+                )
             download = gr.File(label="Download", interactive=False, elem_id=f"{command}-download")
             line = gr.Code(
-                label="Command line", language="shell", interactive=False, elem_id=f"{command}-command"
-            )
+                label="Command line that repeats it", language="shell", interactive=False, lines=2,
+                wrap_lines=True, buttons=["copy"], elem_id=f"{command}-command",
+            )  # fmt: skip
     if "fps" not in f:
         f["fps"] = gr.State(D.fps)
+    for name, component in f.items():  # every field findable by id, e.g. #generate-steps
+        if name != "model" and not isinstance(component, gr.State):
+            component.elem_id = component.elem_id or f"{command}-{name}"
     names = list(f)
     inputs = [f[k] for k in names]
     button.click(
