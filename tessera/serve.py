@@ -139,10 +139,10 @@ class Request:
 def _int(values: dict, name: str, low: int | None = None) -> int:
     v = values.get(name)
     if v is None or v == "" or float(v) != int(float(v)):
-        raise ServeError(f"{name} must be a whole number; got {v!r}")
+        raise ServeError(f"--{name} must be a whole number; got {v!r}")
     v = int(float(v))
     if low is not None and v < low:
-        raise ServeError(f"{name} must be at least {low}; got {v}")
+        raise ServeError(f"--{name} must be at least {low}; got {v}")
     return v
 
 
@@ -151,11 +151,14 @@ def _float(values: dict, name: str) -> float:
     try:
         return float(v)
     except (TypeError, ValueError):
-        raise ServeError(f"{name} must be a number; got {v!r}") from None
+        raise ServeError(f"--{name} must be a number; got {v!r}") from None
 
 
-def parse_request(command: str, values: dict, models: dict[str, Path | None], upload_root: Path) -> Request:
-    """A tab's raw field values as a checked Request: the CLI's checks, run before any work."""
+def parse_request(
+    command: str, values: dict, models: dict[str, Path | None], upload_root: Path, device: str = "auto"
+) -> Request:
+    """A tab's raw field values as a checked Request: the CLI's checks and messages (for a model on
+    `device`), run before any work."""
     from tessera.cli import _interval
 
     if command not in CAPABILITIES:
@@ -198,7 +201,7 @@ def parse_request(command: str, values: dict, models: dict[str, Path | None], up
         r.window = _int(values, "window")
         pipeline.long_segments(r.frames, r.window)
     r.inputs = _inputs(command, values, upload_root)
-    _check_shape(r)
+    _check_shape(r, pipeline.pick_device(device))
     return r
 
 
@@ -223,24 +226,30 @@ def _path_of(value) -> str:
     return str(getattr(value, "path", None) or getattr(value, "name", None) or value)
 
 
-def _check_shape(r: Request) -> None:
-    """The model-independent shape checks of the request (frames 1 + 4k, sizes multiples of 16)."""
-    if r.command in ("generate", "image", "loop", "long"):
+def _check_shape(r: Request, device) -> None:
+    """The size checks `pipeline.check_request` makes (frames 1 + 4k, sides multiples of 16, memory on
+    `device`) for the requests whose size the page sets; those sized by an upload get the frame check."""
+    config = _config(r.model)
+    if r.command in ("generate", "image", "loop", "long") and config is not None:
         frames = {"image": 1, "long": min(r.frames, r.window)}.get(r.command, r.frames)
-        pipeline.check_request(_config(r.model), frames, r.height, r.width, pipeline.pick_device("cpu"))
-    elif r.command in ("animate", "extend", "connect"):
+        pipeline.check_request(config, frames, r.height, r.width, device)
+    elif r.command not in ("image", "edit"):  # (edit: the clip's own length, checked when it is read)
         pipeline._check_frames(r.frames)
 
 
 def _config(model: Path | None):
-    """The model folder's config, read without loading weights."""
+    """The model folder's config, read without loading weights; None for a folder of another layout
+    (its loader checks requests when the job runs)."""
     from tessera.checkpoint import read_json
     from tessera.config import ModelConfig
 
     path = model or pipeline.default_model_path()
     if path is None:
         pipeline.load(None)  # raises the CLI's message: no shipped model
-    return ModelConfig.from_dict(read_json(Path(path) / "config.json"))
+    try:
+        return ModelConfig.from_dict(read_json(Path(path) / "config.json"))
+    except (ValueError, TypeError, KeyError):
+        return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -437,7 +446,7 @@ def build(
 
     def check(command: str, values: dict) -> Request:
         try:
-            return parse_request(command, values, models, upload_root)
+            return parse_request(command, values, models, upload_root, device)
         except (ValueError, FileNotFoundError) as e:
             raise gr.Error(str(e), duration=None, print_exception=False) from None
 
