@@ -29,6 +29,7 @@ from tessera.options import DEFAULTS as D
 from tessera.video import VideoError, probe
 
 SHIPPED = "shipped model"
+MAX_UPLOAD_BYTES = 64 * 2**20  # the default of --max-upload-mb
 MAX_UPLOAD_FRAMES = 1024  # frames an uploaded clip may hold (decoding is bounded before it starts)
 VIDEO_IN = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".gif", ".webp")
 STILL_IN = (".png", ".jpg", ".jpeg", ".webp")
@@ -155,7 +156,12 @@ def _float(values: dict, name: str) -> float:
 
 
 def parse_request(
-    command: str, values: dict, models: dict[str, Path | None], upload_root: Path, device: str = "auto"
+    command: str,
+    values: dict,
+    models: dict[str, Path | None],
+    upload_root: Path,
+    device: str = "auto",
+    max_bytes: int = MAX_UPLOAD_BYTES,
 ) -> Request:
     """A tab's raw field values as a checked Request: the CLI's checks and messages (for a model on
     `device`), run before any work."""
@@ -200,12 +206,12 @@ def parse_request(
     if command == "long":
         r.window = _int(values, "window")
         pipeline.long_segments(r.frames, r.window)
-    r.inputs = _inputs(command, values, upload_root)
+    r.inputs = _inputs(command, values, upload_root, max_bytes)
     _check_shape(r, pipeline.pick_device(device))
     return r
 
 
-def _inputs(command: str, values: dict, upload_root: Path) -> tuple[Path, ...]:
+def _inputs(command: str, values: dict, upload_root: Path, max_bytes: int) -> tuple[Path, ...]:
     """The uploaded files a capability reads, each checked (`check_upload`)."""
     need = {"animate": ["image"], "extend": ["video"], "connect": ["video_a", "video_b"], "edit": ["video"]}
     names = need.get(command, ["video"] if command == "loop" and values.get("video") else [])
@@ -215,7 +221,7 @@ def _inputs(command: str, values: dict, upload_root: Path) -> tuple[Path, ...]:
         if not values.get(name):
             raise ServeError(f"{command} needs {name.replace('_', ' ')}: upload one")
         what = "image or video" if command in ("animate", "loop") else kinds[name]
-        files.append(check_upload(Path(_path_of(values[name])), what, upload_root))
+        files.append(check_upload(Path(_path_of(values[name])), what, upload_root, max_bytes))
     return tuple(files)
 
 
@@ -270,7 +276,7 @@ SIGNATURES = {
 }
 
 
-def check_upload(path: Path, what: str, upload_root: Path, max_bytes: int | None = None) -> Path:
+def check_upload(path: Path, what: str, upload_root: Path, max_bytes: int = MAX_UPLOAD_BYTES) -> Path:
     """`path` if it is an upload under `upload_root` whose suffix fits `what` ('image', 'video' or 'image
     or video'), whose first bytes are that format's and whose header stays within the server's limits;
     otherwise ServeError naming the problem. Nothing is decoded but the header and the first frame."""
@@ -290,10 +296,9 @@ def check_upload(path: Path, what: str, upload_root: Path, max_bytes: int | None
     if not resolved.is_file():
         raise ServeError(f"{path.name}: the upload is gone; upload it again")
     size = resolved.stat().st_size
-    limit = max_bytes if max_bytes is not None else _MAX_BYTES[0]
-    if size > limit:
+    if size > max_bytes:
         raise ServeError(
-            f"{path.name}: {size / 2**20:.1f} MiB is over this server's {limit / 2**20:.0f} MiB limit"
+            f"{path.name}: {size / 2**20:.1f} MiB is over this server's {max_bytes / 2**20:.0f} MiB limit"
         )
     with open(resolved, "rb") as f:
         head = f.read(16)
@@ -311,9 +316,6 @@ def check_upload(path: Path, what: str, upload_root: Path, max_bytes: int | None
             f"up to {MAX_UPLOAD_FRAMES} frames of at most {pipeline.MAX_SIDE} pixels a side"
         )
     return resolved
-
-
-_MAX_BYTES = [64 * 2**20]  # set by `serve`
 
 
 # ---------------------------------------------------------------------------------------------
@@ -411,16 +413,16 @@ class Jobs:
 
 def model_choices(paths: list[Path]) -> dict[str, Path | None]:
     """Picker entries: the shipped model (when this install has one), each given model folder, and the
-    model folders directly inside each given folder that is not one itself."""
+    model folders directly inside each given folder that is not one itself. A model folder holds a
+    config.json (tessera's) or a model_index.json (a diffusers layout, e.g. Wan); loading decides."""
     found: dict[str, Path | None] = {}
+    is_model = lambda p: (p / "config.json").is_file() or (p / "model_index.json").is_file()
     for p in paths:
         p = p.resolve()
-        if (p / "config.json").exists():
+        if is_model(p):
             found[str(p)] = p
         elif p.is_dir():
-            for sub in sorted(p.iterdir()):
-                if (sub / "config.json").exists():
-                    found[str(sub)] = sub
+            found.update({str(sub): sub for sub in sorted(p.iterdir()) if is_model(sub)})
         else:
             raise ServeError(f"--model {p}: no such model folder")
     if pipeline.default_model_path() is not None:
@@ -437,6 +439,7 @@ def build(
     device: str = "auto",
     concurrency: int = 1,
     queue_size: int = 64,
+    max_bytes: int = MAX_UPLOAD_BYTES,
 ):
     """The Gradio Blocks of the page (queued, not launched)."""
     import gradio as gr
@@ -446,7 +449,7 @@ def build(
 
     def check(command: str, values: dict) -> Request:
         try:
-            return parse_request(command, values, models, upload_root, device)
+            return parse_request(command, values, models, upload_root, device, max_bytes)
         except (ValueError, FileNotFoundError) as e:
             raise gr.Error(str(e), duration=None, print_exception=False) from None
 
@@ -612,11 +615,12 @@ def serve(
     (out / UPLOAD_DIR).mkdir(parents=True, exist_ok=True)
     models = model_choices(list(model or []))
     pipeline.pick_device(device)
-    _MAX_BYTES[0] = max_upload_mb * 2**20
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"warning: serving on {host}: anyone who can reach this machine can run jobs and see results")
     # Before Gradio is imported: its upload cache is read from here at import time.
     os.environ["GRADIO_TEMP_DIR"] = str(out / UPLOAD_DIR)
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    demo = build(models, out, device, concurrency, queue_size)
+    demo = build(models, out, device, concurrency, queue_size, max_upload_mb * 2**20)
     demo.launch(
         server_name=host, server_port=port, max_file_size=f"{max_upload_mb}mb", allowed_paths=[str(out)],
         ssr_mode=False, show_error=True, enable_monitoring=False, mcp_server=False, pwa=False,
