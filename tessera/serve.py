@@ -38,7 +38,7 @@ UPLOAD_DIR = ".uploads"  # under the output folder: Gradio's upload cache
 # pipeline's sampler keywords take one.
 NEGATIVE = "negative_prompt" in pipeline.Sampling.__annotations__
 
-# Capabilities: (command, tab title, what the tab does). The command names the CLI command and the API.
+# Each capability by its command's name (also its API name on the page): the tab's title and what it does.
 CAPABILITIES = {
     "generate": ("Text to video", "A clip from a prompt."),
     "image": ("Text to image", "One frame from a prompt."),
@@ -509,7 +509,7 @@ def _tab(gr, command: str, what: str, picker, first, run) -> None:
     gr.Markdown(what)
     with gr.Row():
         with gr.Column():
-            if command in ("animate",):
+            if command == "animate":
                 f["image"] = gr.File(
                     label="Image (its first frame if a video)", file_types=list(STILL_IN + VIDEO_IN)
                 )
@@ -523,29 +523,20 @@ def _tab(gr, command: str, what: str, picker, first, run) -> None:
                     label="Loop on this frame (optional; default: generated)",
                     file_types=list(STILL_IN + VIDEO_IN),
                 )
-            f["prompt"] = gr.Textbox(
-                label="Prompt",
-                lines=2,
-                placeholder="a red ball bouncing on grass",
-                elem_id=f"{command}-prompt",
-            )
+            f["prompt"] = gr.Textbox(label="Prompt", lines=2, placeholder="a red ball bouncing on grass")
             with gr.Row():
                 if command != "image":
                     frames = D.long_frames if command == "long" else D.frames
-                    f["frames"] = gr.Number(
-                        frames, label="Frames (1 + 4k)", precision=0, elem_id=f"{command}-frames"
-                    )
+                    f["frames"] = gr.Number(frames, label="Frames (1 + 4k)", precision=0)
                 if command in ("generate", "image", "loop", "long"):
-                    f["width"] = gr.Number(D.width, label="Width", precision=0, elem_id=f"{command}-width")
-                    f["height"] = gr.Number(
-                        D.height, label="Height", precision=0, elem_id=f"{command}-height"
-                    )
+                    f["width"] = gr.Number(D.width, label="Width", precision=0)
+                    f["height"] = gr.Number(D.height, label="Height", precision=0)
             if command == "extend":
                 with gr.Row():
                     f["direction"] = gr.Radio(["forward", "backward"], value="forward", label="Direction")
                     f["overlap"] = gr.Number(None, label="Overlap frames (empty: half)", precision=0)
             if command == "loop":
-                f["fade"] = gr.Number(None, label="Fade frames (empty: 8)", precision=0)
+                f["fade"] = gr.Number(None, label="Fade frames (empty: 8, at most half)", precision=0)
             if command == "edit":
                 f["strength"] = gr.Slider(0, 1, value=D.strength, step=0.05, label="Strength")
             if command == "long":
@@ -554,9 +545,9 @@ def _tab(gr, command: str, what: str, picker, first, run) -> None:
                 f["blend"] = gr.Checkbox(True, label="Blend the shared frames")
             with gr.Accordion("Sampling", open=False):
                 with gr.Row():
-                    f["steps"] = gr.Number(D.steps, label="Steps", precision=0, elem_id=f"{command}-steps")
+                    f["steps"] = gr.Number(D.steps, label="Steps", precision=0)
                     f["guidance"] = gr.Number(D.guidance, label="Guidance (1 = off)")
-                    f["seed"] = gr.Number(D.seed, label="Seed", precision=0, elem_id=f"{command}-seed")
+                    f["seed"] = gr.Number(D.seed, label="Seed", precision=0)
                 with gr.Row():
                     f["sampler"] = gr.Dropdown(list(pipeline.SAMPLERS), value=D.sampler, label="Sampler")
                     f["guidance_interval"] = gr.Textbox("", label="Guidance interval LO,HI (empty: always)")
