@@ -304,7 +304,7 @@ def serve(
     queue_size: Annotated[int, Opt(help="Jobs that may wait; more are refused, none dropped.")] = 64,
     max_upload_mb: Annotated[int, Opt(help="Largest upload in MiB.")] = 64,
 ) -> None:  # fmt: skip
-    """A web page with a tab for every capability (needs the ui extra: pip install 'tessera[ui]')."""
+    """A web page with a tab for every capability, on this machine (needs Gradio: the ui extra)."""
     from importlib.util import find_spec
 
     if find_spec("gradio") is None:  # (not imported here: `serve` sets where its uploads go first)
