@@ -107,6 +107,7 @@ def test_every_tabs_command_line_parses_into_the_same_request(tiny_model_dir, tm
         steps=3, guidance=4.5, seed=7, sampler="heun", guidance_interval="0.2,0.8", fps=12.0, expand=False,
         width=48, height=32, direction="backward", overlap=4, blend=False, fade=2, strength=0.3, window=17,
         frames=9, image={"path": str(a)}, video={"path": str(a)}, video_a=str(a), video_b=str(b),
+        negative_prompt="blurry",  # on the page (and checked here) once the pipeline takes one
     )  # fmt: skip
     for name in COMMANDS:
         r = serve.parse_request(name, _values("m", **over), {"m": tiny_model_dir}, uploads)
@@ -117,6 +118,8 @@ def test_every_tabs_command_line_parses_into_the_same_request(tiny_model_dir, tm
         assert p["guidance_interval"] == "0.2,0.8" and p["expand"] is False and p["model"] == r.model
         if name != "image":
             assert p["fps"] == 12.0
+        if serve.NEGATIVE:
+            assert p["negative_prompt"] == "blurry"
         if name in ("image", "loop", "long"):
             assert p["size"] == "48x32"
         if name == "generate":
