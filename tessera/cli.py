@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 
 from tessera.config import PRESETS
+from tessera.options import DEFAULTS as D
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="tessera: text-to-video with its own synthetic 3D world."
@@ -89,12 +90,12 @@ def generate(
     prompt: Annotated[str, typer.Argument(help="What the video shows.")],
     out: Out = Path("out.mp4"),
     model: ModelOpt = None,
-    frames: Annotated[int, Opt(help="Frame count, of the form 1 + 4k.")] = 33,
-    height: Annotated[int, Opt(help="Height in pixels, a multiple of 16.")] = 128,
-    width: Annotated[int, Opt(help="Width in pixels, a multiple of 16.")] = 128,
-    steps: Steps = 25, guidance: Guidance = 5.0, seed: Seed = 0,
-    sampler: Sampler = "euler", guidance_interval: Interval = None,
-    fps: Fps = 16.0, device: Device = "auto", expand: Expand = True,
+    frames: Annotated[int, Opt(help="Frame count, of the form 1 + 4k.")] = D.frames,
+    height: Annotated[int, Opt(help="Height in pixels, a multiple of 16.")] = D.height,
+    width: Annotated[int, Opt(help="Width in pixels, a multiple of 16.")] = D.width,
+    steps: Steps = D.steps, guidance: Guidance = D.guidance, seed: Seed = D.seed,
+    sampler: Sampler = D.sampler, guidance_interval: Interval = D.guidance_interval,
+    fps: Fps = D.fps, device: Device = "auto", expand: Expand = True,
     sp: Annotated[int, Opt(help="Processes sharing the video under torchrun (0: all launched).")] = 0,
     lm: Annotated[Path | None, Opt(help="Local language-model folder (transformers) to expand with.")] = None,
 ) -> None:  # fmt: skip
@@ -145,9 +146,9 @@ def _write(out: Path, frames_u8, fps: float) -> None:
 def image(
     prompt: Annotated[str, typer.Argument(help="What the image shows.")],
     out: Out = Path("out.png"),
-    size: Annotated[str, Opt(help="WIDTHxHEIGHT, multiples of 16.")] = "128x128",
-    model: ModelOpt = None, steps: Steps = 25, guidance: Guidance = 5.0, seed: Seed = 0,
-    sampler: Sampler = "euler", guidance_interval: Interval = None,
+    size: Annotated[str, Opt(help="WIDTHxHEIGHT, multiples of 16.")] = D.size,
+    model: ModelOpt = None, steps: Steps = D.steps, guidance: Guidance = D.guidance, seed: Seed = D.seed,
+    sampler: Sampler = D.sampler, guidance_interval: Interval = D.guidance_interval,
     device: Device = "auto", expand: Expand = True,
 ) -> None:  # fmt: skip
     """Text-to-image (a one-frame video); large sizes decode in tiles."""
@@ -165,10 +166,10 @@ def image(
 def animate(
     image_path: Annotated[Path, typer.Argument(metavar="IMAGE", help="The first frame.")],
     prompt: Annotated[str, typer.Argument(help="What happens next.")],
-    out: Out = Path("out.mp4"), frames: Frames = 33,
-    model: ModelOpt = None, steps: Steps = 25, guidance: Guidance = 5.0, seed: Seed = 0,
-    sampler: Sampler = "euler", guidance_interval: Interval = None,
-    device: Device = "auto", expand: Expand = True, fps: Fps = 16.0,
+    out: Out = Path("out.mp4"), frames: Frames = D.frames,
+    model: ModelOpt = None, steps: Steps = D.steps, guidance: Guidance = D.guidance, seed: Seed = D.seed,
+    sampler: Sampler = D.sampler, guidance_interval: Interval = D.guidance_interval,
+    device: Device = "auto", expand: Expand = True, fps: Fps = D.fps,
 ) -> None:  # fmt: skip
     """Image-to-video: a clip that starts on IMAGE."""
     from tessera import pipeline
@@ -185,12 +186,12 @@ def extend(
     video_path: Annotated[Path, typer.Argument(metavar="VIDEO", help="The clip to continue.")],
     prompt: Annotated[str, typer.Argument(help="What happens in the new frames.")],
     forward: Annotated[bool, Opt("--forward/--backward", help="After the end or before the start.")] = True,
-    out: Out = Path("out.mp4"), frames: Frames = 33,
+    out: Out = Path("out.mp4"), frames: Frames = D.frames,
     overlap: Annotated[int | None, Opt(help="Source frames shared (default: half).")] = None,
     blend: Blend = True,
-    model: ModelOpt = None, steps: Steps = 25, guidance: Guidance = 5.0, seed: Seed = 0,
-    sampler: Sampler = "euler", guidance_interval: Interval = None,
-    device: Device = "auto", expand: Expand = True, fps: Fps = 16.0,
+    model: ModelOpt = None, steps: Steps = D.steps, guidance: Guidance = D.guidance, seed: Seed = D.seed,
+    sampler: Sampler = D.sampler, guidance_interval: Interval = D.guidance_interval,
+    device: Device = "auto", expand: Expand = True, fps: Fps = D.fps,
 ) -> None:  # fmt: skip
     """Extend VIDEO forward or backward; writes the source joined with the new frames."""
     from tessera import pipeline
@@ -208,10 +209,10 @@ def connect(
     video_a: Annotated[Path, typer.Argument(metavar="VIDEO_A", help="The clip to start from.")],
     video_b: Annotated[Path, typer.Argument(metavar="VIDEO_B", help="The clip to arrive at.")],
     prompt: Annotated[str, typer.Argument(help="What happens in between.")],
-    out: Out = Path("out.mp4"), frames: Frames = 33, blend: Blend = True,
-    model: ModelOpt = None, steps: Steps = 25, guidance: Guidance = 5.0, seed: Seed = 0,
-    sampler: Sampler = "euler", guidance_interval: Interval = None,
-    device: Device = "auto", expand: Expand = True, fps: Fps = 16.0,
+    out: Out = Path("out.mp4"), frames: Frames = D.frames, blend: Blend = True,
+    model: ModelOpt = None, steps: Steps = D.steps, guidance: Guidance = D.guidance, seed: Seed = D.seed,
+    sampler: Sampler = D.sampler, guidance_interval: Interval = D.guidance_interval,
+    device: Device = "auto", expand: Expand = True, fps: Fps = D.fps,
 ) -> None:  # fmt: skip
     """A bridge from where VIDEO_A ends to where VIDEO_B starts; writes A, the bridge and B joined."""
     from tessera import pipeline
@@ -228,12 +229,12 @@ def connect(
 def loop(
     prompt: Annotated[str, typer.Argument(help="What the loop shows.")],
     video: Annotated[Path | None, Opt(help="Loop on its first frame (default: generated).")] = None,
-    out: Out = Path("out.mp4"), frames: Frames = 33,
-    size: Annotated[str, Opt(help="WIDTHxHEIGHT, multiples of 16.")] = "128x128",
+    out: Out = Path("out.mp4"), frames: Frames = D.frames,
+    size: Annotated[str, Opt(help="WIDTHxHEIGHT, multiples of 16.")] = D.size,
     fade: Annotated[int | None, Opt(help="End frames faded into the first (8, half at most; 0 off).")] = None,
-    model: ModelOpt = None, steps: Steps = 25, guidance: Guidance = 5.0, seed: Seed = 0,
-    sampler: Sampler = "euler", guidance_interval: Interval = None,
-    device: Device = "auto", expand: Expand = True, fps: Fps = 16.0,
+    model: ModelOpt = None, steps: Steps = D.steps, guidance: Guidance = D.guidance, seed: Seed = D.seed,
+    sampler: Sampler = D.sampler, guidance_interval: Interval = D.guidance_interval,
+    device: Device = "auto", expand: Expand = True, fps: Fps = D.fps,
 ) -> None:  # fmt: skip
     """A clip that ends on the frame it starts on (drop its last frame to play it round and round)."""
     from tessera import pipeline
@@ -251,11 +252,11 @@ def loop(
 def edit(
     video_path: Annotated[Path, typer.Argument(metavar="VIDEO", help="The clip to edit (1 + 4k frames).")],
     prompt: Annotated[str, typer.Argument(help="What the edited clip shows.")],
-    strength: Annotated[float, Opt(help="0 keeps the source, 1 ignores it.")] = 0.6,
+    strength: Annotated[float, Opt(help="0 keeps the source, 1 ignores it.")] = D.strength,
     out: Out = Path("out.mp4"),
-    model: ModelOpt = None, steps: Steps = 25, guidance: Guidance = 5.0, seed: Seed = 0,
-    sampler: Sampler = "euler", guidance_interval: Interval = None,
-    device: Device = "auto", expand: Expand = True, fps: Fps = 16.0,
+    model: ModelOpt = None, steps: Steps = D.steps, guidance: Guidance = D.guidance, seed: Seed = D.seed,
+    sampler: Sampler = D.sampler, guidance_interval: Interval = D.guidance_interval,
+    device: Device = "auto", expand: Expand = True, fps: Fps = D.fps,
 ) -> None:  # fmt: skip
     """SDEdit: redraw VIDEO under PROMPT, keeping more of it at lower strength."""
     from tessera import pipeline
@@ -271,12 +272,12 @@ def edit(
 def long(
     prompt: Annotated[str, typer.Argument(help="What the video shows.")],
     out: Out = Path("out.mp4"),
-    frames: Annotated[int, Opt(help="Total frames, of the form 1 + 4k.")] = 65,
-    window: Annotated[int, Opt(help="Frames per sampled window (the trained length).")] = 33,
-    size: Annotated[str, Opt(help="WIDTHxHEIGHT, multiples of 16.")] = "128x128", blend: Blend = True,
-    model: ModelOpt = None, steps: Steps = 25, guidance: Guidance = 5.0, seed: Seed = 0,
-    sampler: Sampler = "euler", guidance_interval: Interval = None,
-    device: Device = "auto", expand: Expand = True, fps: Fps = 16.0,
+    frames: Annotated[int, Opt(help="Total frames, of the form 1 + 4k.")] = D.long_frames,
+    window: Annotated[int, Opt(help="Frames per sampled window (the trained length).")] = D.window,
+    size: Annotated[str, Opt(help="WIDTHxHEIGHT, multiples of 16.")] = D.size, blend: Blend = True,
+    model: ModelOpt = None, steps: Steps = D.steps, guidance: Guidance = D.guidance, seed: Seed = D.seed,
+    sampler: Sampler = D.sampler, guidance_interval: Interval = D.guidance_interval,
+    device: Device = "auto", expand: Expand = True, fps: Fps = D.fps,
 ) -> None:  # fmt: skip
     """A video longer than the trained length, in windows that each continue the last."""
     from tessera import pipeline
@@ -286,6 +287,31 @@ def long(
     sampling = _sampling(steps, guidance, seed, sampler, guidance_interval, progress=True)
     frames_u8 = pipeline.long(m, prompt, frames, window, height=h, width=w, blend=blend, **sampling)
     _write(out, frames_u8, fps)
+
+
+@app.command()
+def serve(
+    model: Annotated[
+        list[Path] | None,
+        Opt(help="Model folder, or a folder of model folders, for the page's picker (repeatable).")
+    ] = None,
+    host: Annotated[str, Opt(help="Address to bind (127.0.0.1: this machine only).")] = "127.0.0.1",
+    port: Annotated[int, Opt(help="Port.")] = 7860,
+    out: Annotated[Path, Opt("-o", "--out", help="Folder of results and uploads; nothing written elsewhere.")]
+    = Path("serve-out"),
+    device: Device = "auto",
+    concurrency: Annotated[int, Opt(help="Jobs sampling at once; the rest wait in the queue.")] = 1,
+    queue_size: Annotated[int, Opt(help="Jobs that may wait; more are refused, none dropped.")] = 64,
+    max_upload_mb: Annotated[int, Opt(help="Largest upload in MiB.")] = 64,
+) -> None:  # fmt: skip
+    """A web page with a tab for every capability, on this machine (needs Gradio: the ui extra)."""
+    from importlib.util import find_spec
+
+    if find_spec("gradio") is None:  # (not imported here: `serve` sets where its uploads go first)
+        raise ValueError("tessera serve needs Gradio: pip install -e '.[ui]'")
+    from tessera.serve import serve as run
+
+    run(model, host, port, out, device, concurrency, queue_size, max_upload_mb)
 
 
 @app.command()

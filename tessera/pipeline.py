@@ -20,10 +20,11 @@ import torch
 
 from tessera.checkpoint import Model, build_model, load_into, load_model, load_tensors, read_json, save_model
 from tessera.config import ModelConfig, get_preset
-from tessera.flow.samplers import guided, sample_euler, sample_heun, sdedit_start
+from tessera.flow.samplers import Progress, guided, sample_euler, sample_heun, sdedit_start
 from tessera.flow.schedules import timesteps, token_shift
 from tessera.models.dit import deepen, widen
 from tessera.models.text import Tokenizer
+from tessera.options import DEFAULTS as D
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack  # typing.Unpack from Python 3.11
@@ -39,14 +40,15 @@ class RequestError(ValueError):
 
 class Sampling(TypedDict, total=False):
     """The sampler keywords every capability takes and passes through to `sample_latents`; each one
-    left out takes its default there (25 steps, guidance 5, seed 0, euler, no progress bar)."""
+    left out takes its default there (`tessera.options.DEFAULTS`; no progress bar). `progress` is True
+    for a bar, or a function called with (steps done, steps) after each step."""
 
     steps: int
     guidance: float
     guidance_interval: tuple[float, float] | None
     seed: int
     sampler: str
-    progress: bool
+    progress: Progress
 
 
 # ---------------------------------------------------------------------------------------------
@@ -277,15 +279,15 @@ def sample_latents(
     model: Model,
     prompt: str,
     latent_shape: tuple[int, int, int],
-    steps: int = 25,
-    guidance: float = 5.0,
-    seed: int = 0,
-    sampler: str = "euler",
-    guidance_interval: tuple[float, float] | None = None,
+    steps: int = D.steps,
+    guidance: float = D.guidance,
+    seed: int = D.seed,
+    sampler: str = D.sampler,
+    guidance_interval: tuple[float, float] | None = D.guidance_interval,
     x0_given: torch.Tensor | None = None,
     given: torch.Tensor | None = None,
     cond: torch.Tensor | None = None,
-    progress: bool = False,
+    progress: Progress = False,
     x0_src: torch.Tensor | None = None,
     strength: float = 1.0,
 ) -> torch.Tensor:
@@ -332,9 +334,9 @@ def check_guidance_interval(interval: tuple[float, float] | None) -> None:
 def generate(
     model: Model,
     prompt: str,
-    frames: int = 33,
-    height: int = 128,
-    width: int = 128,
+    frames: int = D.frames,
+    height: int = D.height,
+    width: int = D.width,
     **sampling: Unpack[Sampling],
 ) -> torch.Tensor:
     """Text-to-video: uint8 frames (T, H, W, 3) for `prompt`."""
@@ -457,7 +459,7 @@ def crossfade(start: torch.Tensor, end: torch.Tensor) -> torch.Tensor:
 
 
 def image(
-    model: Model, prompt: str, width: int = 128, height: int = 128, **sampling: Unpack[Sampling]
+    model: Model, prompt: str, width: int = D.width, height: int = D.height, **sampling: Unpack[Sampling]
 ) -> torch.Tensor:
     """Text-to-image: uint8 (H, W, 3), sampled as a one-frame video; large frames decode in tiles."""
     return generate(model, prompt, 1, height, width, **sampling)[0]
@@ -467,7 +469,7 @@ def animate(
     model: Model,
     image: torch.Tensor,
     prompt: str,
-    frames: int = 33,
+    frames: int = D.frames,
     height: int | None = None,
     width: int | None = None,
     return_latents: bool = False,
@@ -492,7 +494,7 @@ def extend(
     model: Model,
     video: torch.Tensor,
     prompt: str,
-    frames: int = 33,
+    frames: int = D.frames,
     direction: str = "forward",
     overlap: int | None = None,
     return_latents: bool = False,
@@ -587,7 +589,7 @@ def connect(
     video_a: torch.Tensor,
     video_b: torch.Tensor,
     prompt: str,
-    frames: int = 33,
+    frames: int = D.frames,
     return_latents: bool = False,
     blend: bool = True,
     **sampling: Unpack[Sampling],
@@ -624,10 +626,10 @@ def connect(
 def loop(
     model: Model,
     prompt: str,
-    frames: int = 33,
+    frames: int = D.frames,
     video: torch.Tensor | None = None,
-    height: int = 128,
-    width: int = 128,
+    height: int = D.height,
+    width: int = D.width,
     return_latents: bool = False,
     fade: int | None = None,
     **sampling: Unpack[Sampling],
@@ -686,7 +688,7 @@ def edit(
     model: Model,
     video: torch.Tensor,
     prompt: str,
-    strength: float = 0.6,
+    strength: float = D.strength,
     return_latents: bool = False,
     **sampling: Unpack[Sampling],
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
@@ -708,11 +710,11 @@ def edit(
 def long(
     model: Model,
     prompt: str,
-    frames: int = 65,
-    window: int = 33,
+    frames: int = D.long_frames,
+    window: int = D.window,
     overlap: int | None = None,
-    height: int = 128,
-    width: int = 128,
+    height: int = D.height,
+    width: int = D.width,
     blend: bool = True,
     **sampling: Unpack[Sampling],
 ) -> torch.Tensor:
@@ -738,7 +740,7 @@ def long(
 
 
 def long_segments(
-    frames: int, window: int = 33, overlap: int | None = None
+    frames: int, window: int = D.window, overlap: int | None = None
 ) -> tuple[list[tuple[int, int]], int]:
     """How `long` lays out a video: the frames [a, b) each window adds (the first window, then each
     extension's new frames), and the overlap in frames (default: about half a window, 1 + 4k)."""

@@ -253,3 +253,17 @@ def test_progress_bar_does_not_change_the_result(capsys):
     quiet = sample_heun(gaussian_velocity, noise, ts)
     loud = sample_heun(gaussian_velocity, noise, ts, progress=True)
     assert torch.equal(quiet, loud) and "heun" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("sampler", [sample_euler, sample_heun])
+def test_progress_callback_reports_each_step_after_it_is_taken(sampler):
+    noise, calls, reports = _noise(seed=8), [], []
+
+    def model_fn(x, t):
+        calls.append(len(reports))
+        return gaussian_velocity(x, t)
+
+    out = sampler(model_fn, noise, timesteps(4, 2.0), progress=lambda i, n: reports.append((i, n)))
+    assert reports == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    assert calls[0] == 0 and calls[-1] == 3  # step k's model calls come before its report
+    assert torch.equal(out, sampler(gaussian_velocity, noise, timesteps(4, 2.0)))

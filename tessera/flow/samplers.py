@@ -13,7 +13,7 @@ SDEdit: start from `sdedit_start(x0_src, noise, strength)` with `timesteps(steps
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from itertools import pairwise
 
 import torch
@@ -23,6 +23,7 @@ from tqdm import tqdm
 from tessera.flow.loss import add_noise
 
 ModelFn = Callable[[Tensor, Tensor], Tensor]
+Progress = bool | Callable[[int, int], None]  # a tqdm bar, or called with (steps done, steps) after each step
 
 
 def sample_euler(
@@ -31,7 +32,7 @@ def sample_euler(
     ts: Tensor,
     x0_given: Tensor | None = None,
     given: Tensor | None = None,
-    progress: bool = False,
+    progress: Progress = False,
 ) -> Tensor:
     """First-order Euler: `x <- x + (t_next - t) v(x, t)`. One model call per step.
 
@@ -39,7 +40,7 @@ def sample_euler(
     """
     ts_list = _check_inputs(noise, ts, x0_given, given)
     x = noise
-    for t, t_next in tqdm(list(pairwise(ts_list)), disable=not progress, desc="euler"):
+    for t, t_next in _steps(ts_list, progress, "euler"):
         if t_next == t:
             continue  # a zero-length step (e.g. SDEdit at strength 0) needs no model call
         x = x + (t_next - t) * _velocity(model_fn, x, t, x0_given, given)
@@ -52,7 +53,7 @@ def sample_heun(
     ts: Tensor,
     x0_given: Tensor | None = None,
     given: Tensor | None = None,
-    progress: bool = False,
+    progress: Progress = False,
 ) -> Tensor:
     """Second-order Heun: Euler predictor, trapezoid corrector; two model calls per step.
 
@@ -61,7 +62,7 @@ def sample_heun(
     """
     ts_list = _check_inputs(noise, ts, x0_given, given)
     x = noise
-    for t, t_next in tqdm(list(pairwise(ts_list)), disable=not progress, desc="heun"):
+    for t, t_next in _steps(ts_list, progress, "heun"):
         if t_next == t:
             continue
         dt = t_next - t
@@ -73,6 +74,17 @@ def sample_heun(
             v_next = _velocity(model_fn, x_pred, t_next, x0_given, given)
             x = x + dt * (v + v_next) / 2
     return _impose(x, x0_given, given)
+
+
+def _steps(ts_list: list[float], progress: Progress, name: str) -> Iterator[tuple[float, float]]:
+    """The (t, t_next) pairs, shown as a tqdm bar (`progress` True) or reported to a callable one."""
+    pairs = list(pairwise(ts_list))
+    if not callable(progress):
+        yield from tqdm(pairs, disable=not progress, desc=name)
+        return
+    for i, pair in enumerate(pairs):
+        yield pair
+        progress(i + 1, len(pairs))
 
 
 def sdedit_start(x0_src: Tensor, noise: Tensor, strength: float) -> Tensor:
