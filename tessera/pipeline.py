@@ -1,7 +1,7 @@
 """Generation: every capability is one sampler call with different conditions.
 
 `sample_latents` is the single place where text is encoded, noise is drawn, given latent frames are
-held clean (DESIGN.md: per-frame time, `t = 0` on given frames) and the flow is integrated. The public
+held clean (docs/design.md: per-frame time, `t = 0` on given frames) and the flow is integrated. The public
 functions (`generate`, and the conditioned ones built on it) only decide the shapes and the
 conditions, then decode. Each passes its sampler keywords (`Sampling`: steps, guidance, seed, sampler,
 progress) through to `sample_latents` unchanged.
