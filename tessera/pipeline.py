@@ -205,7 +205,7 @@ def _card_summary(card: list[str], opening: int = 8, table: int = 14) -> list[st
         if rows:
             first = rows[0]
             last = next((i for i in range(first, len(card)) if not card[i].startswith("|")), len(card))
-            out += ["", card[heads[0]]] + card[first : min(last, first + table)]
+            out += ["", card[heads[0]], ""] + card[first : min(last, first + table)]
     return out
 
 
