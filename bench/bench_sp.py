@@ -49,7 +49,7 @@ from tessera.models.dit import DiT, dit_flops
 from tessera.parallel import pick_mode, sequence_parallel
 from tessera.train.distributed import Dist, wrap
 
-# NVLink multicast (NVLS) stays off on the lent machines; set before NCCL initialises (in `main`).
+# NVLink multicast (NVLS) stays off, as where this was measured; set before NCCL initialises (in `main`).
 SAFE_NCCL = dict(NCCL_NVLS_ENABLE="0", TORCH_SYMM_MEM_DISABLE_MULTICAST="1", NVSHMEM_DISABLE_NVLS="1")
 
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The re-captioning experiment of issue 7: two DiTs trained alike except for their captions, one always
+# The re-captioning experiment (docs/experiments/recaptioning.md): two DiTs trained alike except for their captions, one always
 # on short captions (short_caption_prob 1.0) and one always on detailed captions (0.0), scored on
 # text_alignment by the world benchmark.
 #

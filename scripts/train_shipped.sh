@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Train the shipped `s` model on one GPU, one stage per call of at most ~9 minutes (a device call's
-# limit is 10): every stage checkpoints and stops cleanly at its time limit, and the next resumes.
+# Train the shipped `s` model on one GPU, in stages of at most ~9 minutes each (for machines lent in
+# short slots): every stage checkpoints and stops cleanly at its time limit, and the next resumes.
 #
 #   bash scripts/train_shipped.sh vae        [MIN [FLAGS]]  # VAE from scratch (or $VAE_INIT), then its PSNR
 #   bash scripts/train_shipped.sh vae-more   [MIN]          # continue the VAE

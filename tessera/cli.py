@@ -399,7 +399,7 @@ def eval_(
 
 @app.command()
 def info(model: Annotated[Path, typer.Argument(help="Model folder.")]) -> None:
-    """Print a model folder's card and config."""
+    """Print a summary of a model folder: preset, sizes, parameters, storage and the card's headline."""
     from tessera import pipeline
 
     typer.echo(pipeline.describe(model))

@@ -1,7 +1,7 @@
 """Generation: every capability is one sampler call with different conditions.
 
 `sample_latents` is the single place where text is encoded, noise is drawn, given latent frames are
-held clean (DESIGN.md: per-frame time, `t = 0` on given frames) and the flow is integrated. The public
+held clean (docs/design.md: per-frame time, `t = 0` on given frames) and the flow is integrated. The public
 functions (`generate`, and the conditioned ones built on it) only decide the shapes and the
 conditions, then decode. Each passes its sampler keywords (`Sampling`: steps, guidance, seed, sampler,
 progress) through to `sample_latents` unchanged.
@@ -10,13 +10,16 @@ progress) through to `sample_latents` unchanged.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, TypedDict
 
 import torch
+from safetensors import safe_open
 
 from tessera.checkpoint import Model, build_model, load_into, load_model, load_tensors, read_json, save_model
 from tessera.config import ModelConfig, get_preset
@@ -150,22 +153,62 @@ def train_tokenizer(config: ModelConfig, count: int = 4000, seed: int = 0) -> To
 
 
 def describe(path: str | Path) -> str:
-    """A model folder's card, config and parameter counts, for `tessera info`."""
+    """A summary of a model folder for `tessera info`: preset, the networks' sizes and parameters, how the
+    weights are stored, and the card's opening and benchmark headline (the whole card is its README.md)."""
+    path = Path(path)
     model = load_model(path, "meta")
+    c = model.config
     counts = {k: sum(p.numel() for p in m.parameters()) for k, m in model.modules().items()}
-    lines = [model.card.strip(), "", "## Config", "", "```", _pretty(model.config.to_dict()), "```", ""]
-    lines += ["## Parameters", ""] + [f"- {k}: {n / 1e6:.2f}M" for k, n in counts.items()]
-    return "\n".join(lines)
+    shapes = {
+        "dit": f"dim {c.dit.dim}, depth {c.dit.depth}, {c.dit.heads} heads, MLP {c.dit.ffn_dim}, "
+        f"patch {'x'.join(map(str, c.dit.patch))}",
+        "text": f"vocabulary {c.text.vocab_size}, dim {c.text.dim}, depth {c.text.depth}, "
+        f"up to {c.text.max_len} tokens",
+        "vae": f"{c.vae.z_channels} latent channels, {2 ** sum(c.vae.temporal_down)}x"
+        f"{2 ** (len(c.vae.channel_mults) - 1)}x{2 ** (len(c.vae.channel_mults) - 1)} compression",
+    }
+    files = [f for f in path.iterdir() if f.is_file()]
+    size = sum(f.stat().st_size for f in files)
+    stored = f"stored as {_stored_dtypes(path)} ({size / 1e6:.1f} MB in {len(files)} files)"
+    lines = [f"{path}: preset {c.preset}, {stored}"]
+    lines += [f"  {k:<5} {n / 1e6:7.2f}M parameters  {shapes[k]}" for k, n in counts.items()]
+    lines += [f"  {'total':<5} {sum(counts.values()) / 1e6:7.2f}M", ""]
+    card = model.card.strip().splitlines()
+    if card:
+        lines += [f"Card ({len(card)} lines, {path / 'README.md'}):", ""] + _card_summary(card)
+    return "\n".join(lines).rstrip()
 
 
-def _pretty(d: dict, indent: int = 0) -> str:
-    out = []
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out += [" " * indent + f"{k}:", _pretty(v, indent + 2)]
-        else:
-            out.append(" " * indent + f"{k}: {v}")
-    return "\n".join(out)
+def _stored_dtypes(path: Path) -> str:
+    """The tensors' stored dtypes by share of elements, e.g. 'BF16' or 'BF16 (F32 for 0.1%)'."""
+    elements: Counter[str] = Counter()
+    for f in sorted(path.glob("*.safetensors")):
+        with safe_open(str(f), "pt") as h:
+            for k in h.keys():
+                piece = h.get_slice(k)
+                elements[piece.get_dtype()] += math.prod(piece.get_shape())
+    (main, n), *rest = elements.most_common()
+    total = n + sum(m for _, m in rest)
+    share = [f"{d} for {m / total:.1%}" if m / total >= 1e-3 else f"{d} for {m} values" for d, m in rest]
+    return main + (f" ({', '.join(share)})" if rest else "")
+
+
+def _card_summary(card: list[str], opening: int = 8, table: int = 14) -> list[str]:
+    """The card's title and first paragraph, then the first table of its benchmark section, if any."""
+    out = [*card[:1], ""]
+    body = list(card[1:])
+    while body and not body[0].strip():
+        body.pop(0)
+    para = body[: next((i for i, ln in enumerate(body) if not ln.strip()), len(body))]
+    out += para[:opening] + (["..."] if len(para) > opening else [])
+    heads = [i for i, ln in enumerate(card) if ln.startswith("#") and "benchmark" in ln.lower()]
+    if heads:
+        rows = [i for i in range(heads[0], len(card)) if card[i].startswith("|")]
+        if rows:
+            first = rows[0]
+            last = next((i for i in range(first, len(card)) if not card[i].startswith("|")), len(card))
+            out += ["", card[heads[0]], ""] + card[first : min(last, first + table)]
+    return out
 
 
 # ---------------------------------------------------------------------------------------------

@@ -65,7 +65,12 @@ def test_model_init_and_info(tmp_path):
     r = tessera("model", "init", "--preset", "tiny", "--out", str(tmp_path / "m"))
     assert r.returncode == 0, r.stderr
     r = tessera("info", str(tmp_path / "m"))
-    assert r.returncode == 0 and "UNTRAINED" in r.stdout and "dit:" in r.stdout
+    assert r.returncode == 0 and "UNTRAINED" in r.stdout and "preset tiny, stored as F32" in r.stdout
+    assert "dit " in r.stdout and "M parameters  dim 32, depth 2, 2 heads" in r.stdout
+    r = tessera("info", str(Path(__file__).parents[1] / "tessera/assets/model"))  # a summary, not the card
+    assert r.returncode == 0 and "preset s-deeper, stored as BF16" in r.stdout
+    assert "text_alignment" in r.stdout  # the benchmark's headline table
+    assert len(r.stdout.splitlines()) < 45
     r = tessera("model", "init", "--preset", "huge", "--out", str(tmp_path / "m2"))
     assert r.returncode == 2 and "unknown preset 'huge'" in r.stderr
     r = tessera("model", "grow", str(tmp_path / "m"), "--preset", "s-deep", "--out", str(tmp_path / "m3"))

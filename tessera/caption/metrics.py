@@ -8,8 +8,8 @@ the scene's (4 per object). Motion accuracy is the share of scene objects whose 
 has the right motion; camera accuracy asks for the right move and direction.
 
 The world does not always show an object's material: a shiny object mirrors the sky and the ground, but
-one that is tiny, far or mostly hidden may not change a pixel (about 5-7% of objects; before session
-11 the only sign was a narrow sun highlight, which 62% never showed). `material_visible` finds the
+one that is tiny, far or mostly hidden may not change a pixel (about 5-7% of objects; in the world before
+2026-11-25 the only sign was a narrow sun highlight, which 62% never showed). `material_visible` finds the
 objects whose pixels change when their material is flipped, and `score` given those flags also reports
 material accuracy on them alone (on the rest no captioner can beat a coin toss).
 """

@@ -49,8 +49,8 @@ def text_alignment(
 
 
 def objects_right(scene: Scene, parse: ClipParse, truth_parse: ClipParse, exact: bool = False) -> Score:
-    """1 if the video shows every named object in its shape and colour, else 0: issue 6's "fully right",
-    whose share of prompts is the text target. With `exact`, also no more objects than the truth render
+    """1 if the video shows every named object in its shape and colour, else 0: the prompt is "fully right",
+    and the share of such prompts is the text target. With `exact`, also no more objects than the truth render
     shows to the same parser, so a video that draws the named objects among copies of them (or among
     objects split by blur) is not right: `text_alignment`'s count part, as a verdict."""
     found = all(parse.find(ob.shape, ob.colour) is not None for ob in scene.objects)

@@ -1,8 +1,9 @@
 """Training logs: a progress bar (loss, steps/s, tokens/s, ETA), `metrics.jsonl`, TensorBoard events,
 and sample videos (mp4 + PNG contact sheet). Only rank 0 logs; the other ranks get a silent logger.
 
-TensorBoard: we write event files ourselves (`tessera.train.tb`), so no `tensorboard` package is
-needed to train; install it only to view them (`tensorboard --logdir RUN/tb`).
+TensorBoard events go to `RUN/tb` through `torch.utils.tensorboard` (view with `tensorboard --logdir
+RUN/tb`). A resumed run's writer hides the events an interrupted run logged after its checkpoint, as
+`metrics.jsonl` drops their lines, so neither shows a step twice.
 """
 
 from __future__ import annotations
@@ -12,9 +13,8 @@ import time
 import warnings
 from pathlib import Path
 
+from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
-
-from tessera.train.tb import EventWriter
 
 
 class Logger:
@@ -23,7 +23,9 @@ class Logger:
     def __init__(self, run: Path, start: int, total: int, enabled: bool, desc: str) -> None:
         self.run, self.enabled = Path(run), enabled
         self.bar = tqdm(total=total, initial=start, desc=desc, disable=not enabled, dynamic_ncols=True)
-        self.tb = EventWriter(self.run / "tb") if enabled else None
+        self.tb = None
+        if enabled:  # purge_step: TensorBoard hides what an interrupted run logged after `start`
+            self.tb = SummaryWriter(str(self.run / "tb"), purge_step=start + 1 if start else None)
         self._last = (time.perf_counter(), start, 0.0)  # time, step and tokens at the last log
         self._tokens = 0.0
         if enabled:
@@ -46,7 +48,10 @@ class Logger:
         row = {"step": step, **metrics, **rates, "time": time.time()}
         with open(self.run / "metrics.jsonl", "a") as f:
             f.write(json.dumps(row) + "\n")
-        self.tb.scalars({k: v for k, v in row.items() if k not in ("step", "time")}, step)
+        for tag, value in row.items():
+            if tag not in ("step", "time"):
+                self.tb.add_scalar(tag, value, step)
+        self.tb.flush()  # a run killed later still has its curves up to here
         self.bar.set_postfix(
             loss=f"{metrics.get('loss', float('nan')):.4f}", it_s=f"{rates['steps_per_s']:.2f}",
             tok_s=f"{rates['tokens_per_s']:.3g}",
@@ -59,7 +64,7 @@ class Logger:
         self.close()
 
     def close(self) -> None:
-        """Close the bar and the event file."""
+        """Close the bar and the event writer."""
         self.bar.close()
         if self.tb is not None:
             self.tb.close()

@@ -1,6 +1,6 @@
 """Conditioning tasks for DiT training: which frames of a clip are given, and the DiT's `cond` input.
 
-One mechanism serves every capability (DESIGN.md, "Conditioning on given frames"). A task marks given
+One mechanism serves every capability (docs/design.md, "Conditioning on given frames"). A task marks given
 *pixel* frames of a clip of T = 1 + 4(T_z - 1) frames:
 
     t2v         nothing given (text-to-video)
