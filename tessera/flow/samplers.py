@@ -3,7 +3,7 @@
 A model function maps `(x_t (B, C, T_z, H, W), t (B, T_z)) -> v` of x_t's shape; text, guidance and
 conditioning channels are closed over by the caller (see `guided`), so samplers only see x and t.
 
-Given frames (DESIGN.md): `given (B, T_z)` marks latent frames known clean, with values in `x0_given`.
+Given frames (docs/design.md): `given (B, T_z)` marks latent frames known clean, with values in `x0_given`.
 Before every model call those frames are set to their clean values and their time to 0, as in
 training; everything else gets the current t. They are set once more at the end, so the result equals
 `x0_given` there exactly.

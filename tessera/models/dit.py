@@ -11,7 +11,7 @@ the tables start at zero (adaLN-zero: every block starts as the identity, as in 
 Linear starts at zero, so the untrained network outputs exactly 0.
 
 Each token takes the modulation of its own latent frame, so frames can sit at different t: given frames
-are clean (t = 0) while the rest are noisy (DESIGN.md, "conditioning on given frames").
+are clean (t = 0) while the rest are noisy (docs/design.md, "conditioning on given frames").
 """
 
 from __future__ import annotations
