@@ -39,7 +39,8 @@ class RequestError(ValueError):
 
 class Sampling(TypedDict, total=False):
     """The sampler keywords every capability takes and passes through to `sample_latents`; each one
-    left out takes its default there (25 steps, guidance 5, seed 0, euler, no progress bar)."""
+    left out takes its default there (25 steps, guidance 5, seed 0, euler, no progress bar, the empty
+    negative prompt, the model's own flow shift)."""
 
     steps: int
     guidance: float
@@ -47,6 +48,8 @@ class Sampling(TypedDict, total=False):
     seed: int
     sampler: str
     progress: bool
+    negative_prompt: str
+    shift: float | None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -74,7 +77,7 @@ def pick_device(device: str = "auto") -> torch.device:
 
 
 def load(path: str | Path | None = None, device: str = "auto") -> Model:
-    """Load a model folder (default: the shipped model) onto a device."""
+    """Load a model folder (default: the shipped model) or a Wan 2.1 checkpoint folder onto a device."""
     if path is None:
         path = default_model_path()
         if path is None:
@@ -82,6 +85,10 @@ def load(path: str | Path | None = None, device: str = "auto") -> Model:
                 "this install ships no trained model yet; pass --model DIR "
                 "(make a random one with `tessera model init --preset s --out DIR`)"
             )
+    from tessera import wan
+
+    if wan.layout(path) is not None:
+        return wan.load(path, pick_device(device))
     return load_model(path, pick_device(device))
 
 
@@ -148,7 +155,11 @@ def train_tokenizer(config: ModelConfig, count: int = 4000, seed: int = 0) -> To
 
 
 def describe(path: str | Path) -> str:
-    """A model folder's card, config and parameter counts, for `tessera info`."""
+    """A model folder's card, config and parameter counts (or a Wan folder's parts), for `tessera info`."""
+    from tessera import wan
+
+    if wan.layout(path) is not None:
+        return wan.describe(path)
     model = load_model(path, "meta")
     counts = {k: sum(p.numel() for p in m.parameters()) for k, m in model.modules().items()}
     lines = [model.card.strip(), "", "## Config", "", "```", _pretty(model.config.to_dict()), "```", ""]
@@ -288,6 +299,8 @@ def sample_latents(
     progress: bool = False,
     x0_src: torch.Tensor | None = None,
     strength: float = 1.0,
+    negative_prompt: str = "",
+    shift: float | None = None,
 ) -> torch.Tensor:
     """Sample normalised latents (1, C_z, T_z, h, w) for `prompt`, holding `given` frames clean.
 
@@ -295,6 +308,11 @@ def sample_latents(
     (masked-video latents + pixel-frame mask) or None for plain text-to-video. With `x0_src` (SDEdit)
     the flow starts from the source noised to `t = strength` instead of from pure noise.
     `guidance_interval = (lo, hi)` applies guidance only at times in [lo, hi] (`samplers.guided`).
+    The unconditional branch of guidance encodes `negative_prompt` (empty: the null caption). `shift`
+    shifts the time grid towards noise: None takes the model's `flow_shift`, and a model without one the
+    token-count shift. A DiT without condition channels holds the given frames at the current noise
+    level (the initial noise's own draw) instead of clean at t = 0: such a network was trained with one
+    time for the whole clip.
     """
     if sampler not in SAMPLERS:
         raise RequestError(f"--sampler must be one of {', '.join(SAMPLERS)}; got '{sampler}'")
@@ -303,7 +321,7 @@ def sample_latents(
     check_guidance_interval(guidance_interval)
     device = _device(model)
     t_z, h, w = latent_shape
-    captions = [prompt] if guidance == 1 else [prompt, ""]  # conditional, then the null caption
+    captions = [prompt] if guidance == 1 else [prompt, negative_prompt]  # conditional, then unconditional
     text, text_mask = encode_text(model, captions, device)
     gen = torch.Generator("cpu").manual_seed(seed)  # CPU generator: the same noise on every device
     noise = torch.randn(1, model.config.vae.z_channels, t_z, h, w, generator=gen).to(device)
@@ -318,9 +336,17 @@ def sample_latents(
     pt, ph, pw = model.config.dit.patch
     if not 0.0 <= strength <= 1.0:
         raise RequestError(f"--strength must be in [0, 1]; got {strength}")
-    ts = timesteps(steps, token_shift(t_z // pt * (h // ph) * (w // pw)), start=strength).to(device)
+    shift = model.config.flow_shift if shift is None else shift
+    if shift is None:
+        shift = token_shift(t_z // pt * (h // ph) * (w // pw))
+    if not shift > 0:
+        raise RequestError(f"--shift must be positive (1 = no shift); got {shift}")
+    ts = timesteps(steps, shift, start=strength).to(device)
     x_start = noise if x0_src is None else sdedit_start(x0_src.to(noise), noise, strength)
-    return SAMPLERS[sampler](v_fn, x_start, ts, x0_given=x0_given, given=given, progress=progress)
+    held_noise = None if model.config.dit.conditioned or given is None else noise
+    return SAMPLERS[sampler](
+        v_fn, x_start, ts, x0_given=x0_given, given=given, progress=progress, given_noise=held_noise
+    )
 
 
 def check_guidance_interval(interval: tuple[float, float] | None) -> None:
@@ -369,6 +395,16 @@ def conditioned(
     shape = _request_shape(model, pixel_mask.shape[0], height, width)
     device = _device(model)
     x0_given = given = cond = None
+    if pixel_mask.any() and not model.config.dit.conditioned:
+        # No condition channels: the latent frames whose pixel frames are all given are held (at the
+        # noise level of each step); exact for a given prefix, from the zero-filled clip elsewhere.
+        from tessera.train.tasks import mask_channels
+
+        cond = build_cond(model.vae, clip.to(device), pixel_mask.to(device))[None]
+        held = mask_channels(pixel_mask, 1, 1)[:, :, 0, 0].bool().all(0).to(device)[None]  # (1, T_z)
+        x0_given, given = cond[:, : model.config.vae.z_channels], held if held.any() else None
+        x0_given = x0_given if given is not None else None
+        return sample_latents(model, prompt, shape, x0_given=x0_given, given=given, **sampling)
     if pixel_mask.any():
         cond = build_cond(model.vae, clip.to(device), pixel_mask.to(device))[None]  # (1, C_z + 4, T_z, h, w)
         held = given_latents(pixel_mask).to(device)[None]  # (1, T_z)

@@ -14,6 +14,7 @@ never pickled code.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -26,6 +27,7 @@ from tessera.checkpoint import CheckpointError, Model, load_into, load_tensors, 
 from tessera.config import DiTConfig, ModelConfig, WanTextConfig, WanVAEConfig
 from tessera.models.dit import DiT
 from tessera.models.wan_vae import WAN21_LATENT_MEAN, WAN21_LATENT_STD, WanVAE
+from tessera.models.wan_vae import config_from_original as vae_config_from_original
 from tessera.models.wan_vae import from_diffusers as vae_from_diffusers
 from tessera.models.wan_vae import original_to_diffusers as vae_original_to_diffusers
 
@@ -215,11 +217,13 @@ def load(
     device: torch.device | str = "cpu",
     dtype: torch.dtype | None = None,
     offload_text: bool | None = None,
+    text_len: int = 512,
 ) -> Model:
     """Load a Wan 2.1 text-to-video folder (either layout) as a tessera `Model` on `device`.
 
     dtype: the networks' parameter type (default: bf16 on CUDA, fp32 on the CPU). offload_text: keep the
-    text encoder on the CPU between encodings (default: on CUDA)."""
+    text encoder on the CPU between encodings (default: on CUDA). text_len: tokens per caption (Wan's 512;
+    the DiT attends to all of them)."""
     path, device = Path(path), torch.device(device)
     kind = layout(path)
     if kind is None:
@@ -229,6 +233,7 @@ def load(
     dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
     parts = _load_diffusers(path, dtype) if kind == "diffusers" else _load_original(path, dtype)
     config, vae, text, dit, tokenizer = parts
+    config = dataclasses.replace(config, text=dataclasses.replace(config.text, max_len=text_len))
     model = Model(config, vae, text, dit, tokenizer, card=_card(path, kind, config))
     model.to(device).eval()
     text.offload = device.type == "cuda" if offload_text is None else offload_text
@@ -309,9 +314,9 @@ def _load_original(path: Path, dtype: torch.dtype):
         return cfg, _build_dit(cfg, dit_from_diffusers(dit_original_to_diffusers(raw), cfg), dtype)
 
     def vae():
-        cfg = WanVAEConfig()
-        module = _meta(WanVAE, cfg)
         raw = _read_weights(_first(path, ORIGINAL_VAE))
+        cfg = vae_config_from_original(raw)
+        module = _meta(WanVAE, cfg)
         state = vae_from_diffusers(module, vae_original_to_diffusers(raw, cfg.num_res_blocks))
         state |= _latent_stats(None, None, cfg.z_channels)
         load_into(module.to(dtype), state, str(_first(path, ORIGINAL_VAE)))

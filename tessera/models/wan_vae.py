@@ -300,6 +300,35 @@ def _in_causal_conv(vae: WanVAE, key: str) -> bool:
     return isinstance(vae.get_submodule(module), CausalConv3d)
 
 
+def config_from_original(state: dict[str, Tensor]) -> WanVAEConfig:
+    """The WanVAEConfig of an original-release VAE state dict, read off its shapes (the release ships no
+    config): base width, latent channels, per-level widths and residual blocks per level."""
+    base = state["encoder.conv1.weight"].shape[0]
+    levels: list[list[int]] = [[]]
+    i = 0
+    while (
+        f"encoder.downsamples.{i}.residual.6.weight" in state
+        or f"encoder.downsamples.{i}.resample.1.weight" in state
+    ):
+        if f"encoder.downsamples.{i}.resample.1.weight" in state:
+            levels.append([])
+        else:
+            levels[-1].append(state[f"encoder.downsamples.{i}.residual.6.weight"].shape[0])
+        i += 1
+    temporal = tuple(
+        f"encoder.downsamples.{j}.time_conv.weight" in state
+        for j in range(i)
+        if f"encoder.downsamples.{j}.resample.1.weight" in state
+    )
+    return WanVAEConfig(
+        z_channels=state["conv2.weight"].shape[0],
+        base_channels=base,
+        channel_mults=tuple(level[0] // base for level in levels),
+        temporal_down=temporal,
+        num_res_blocks=len(levels[0]),
+    )
+
+
 def original_to_diffusers(state: dict[str, Tensor], num_res_blocks: int = 2) -> dict[str, Tensor]:
     """The original release's VAE state dict (`Wan2.1_VAE.pth`) -> diffusers' names.
 
