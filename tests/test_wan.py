@@ -377,3 +377,47 @@ def test_info_and_generate_recognise_a_wan_folder(wan_folder: Path) -> None:
     assert "diffusers layout" in text and "2 blocks, width 24, 2 heads" in text and "flow shift 3.0" in text
     model = pipeline.load(wan_folder, "cpu")
     assert model.config.preset == wan.PRESET and not model.config.dit.conditioned
+
+
+# --- what the options change, and what they leave alone --------------------------------------------------
+
+
+def test_configs_without_the_new_keys_load_as_before_and_unknown_keys_are_refused() -> None:
+    """A config.json written before `qk_norm`, `conditioned` and `flow_shift` existed (the shipped
+    model's) loads with the defaults that reproduce it; a misspelt key is still an error."""
+    from tessera.config import ModelConfig
+
+    shipped = json.loads((Path(pipeline.__file__).parent / "assets/model/config.json").read_text())
+    assert "qk_norm" not in shipped["dit"] and "flow_shift" not in shipped
+    config = ModelConfig.from_dict(shipped)
+    assert (config.dit.qk_norm, config.dit.conditioned, config.flow_shift) == ("head", True, None)
+    assert config.dit.cond_channels == config.dit.in_channels + 4
+    assert ModelConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    with pytest.raises(ValueError, match="unknown keys \\['qk_nrom'\\]"):
+        ModelConfig.from_dict({**shipped, "dit": {**shipped["dit"], "qk_nrom": "all"}})
+    with pytest.raises(ValueError, match="missing keys \\['dim'\\]"):
+        ModelConfig.from_dict({**shipped, "dit": {k: v for k, v in shipped["dit"].items() if k != "dim"}})
+    with pytest.raises(ValueError, match="qk_norm must be one of head, all"):
+        ModelConfig.from_dict({**shipped, "dit": {**shipped["dit"], "qk_norm": "both"}})
+
+
+def test_held_frames_sit_at_the_step_noise_level_for_a_one_time_network() -> None:
+    """With `given_noise` the given frames enter each call noised to the call's t with that noise, every
+    frame at the same t, and come back clean at the end."""
+    from tessera.flow.samplers import sample_euler
+    from tessera.flow.schedules import timesteps
+
+    g = torch.Generator().manual_seed(0)
+    noise, x0 = torch.randn(1, 2, 3, 2, 2, generator=g), torch.randn(1, 2, 3, 2, 2, generator=g)
+    given = torch.tensor([[True, False, False]])
+    seen = []
+
+    def model_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        seen.append((x[:, :, 0].clone(), t.clone()))
+        return -x
+
+    out = sample_euler(model_fn, noise, timesteps(3, 2.0), x0_given=x0, given=given, given_noise=noise)
+    for x_first, t in seen:
+        assert (t == t[0, 0]).all()
+        torch.testing.assert_close(x_first, (1 - t[0, 0]) * x0[:, :, 0] + t[0, 0] * noise[:, :, 0])
+    assert torch.equal(out[:, :, 0], x0[:, :, 0])
