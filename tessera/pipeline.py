@@ -214,6 +214,10 @@ def _device(model: Model) -> torch.device:
 
 def estimate_memory(config: ModelConfig, frames: int, height: int, width: int) -> int:
     """Rough peak bytes of sampling with guidance (two branches) and chunked, tiled decoding."""
+    if config.preset.startswith("wan"):
+        from tessera import wan
+
+        return wan.estimate_memory(config, frames, height, width)
     pt, ph, pw = config.dit.patch
     t_z, h_z, w_z = 1 + (frames - 1) // 4, height // 8, width // 8
     tokens = (t_z // pt) * (h_z // ph) * (w_z // pw)

@@ -436,6 +436,19 @@ def _card(path: Path, kind: str, config: ModelConfig) -> str:
     )
 
 
+def estimate_memory(config: ModelConfig, frames: int, height: int, width: int) -> int:
+    """Rough peak bytes of sampling a Wan model beyond its resident weights (free memory is measured with
+    them loaded): both guidance branches' activations of one block in 4 bytes (fused attention kernels
+    keep no scores on a GPU), one decode chunk of four full-size frames through the VAE's widest
+    full-resolution layers, and the decoded clip in float32."""
+    d, v = config.dit, config.vae
+    pt, ph, pw = d.patch
+    tokens = (1 + (frames - 1) // 4) // pt * (height // 8 // ph) * (width // 8 // pw)
+    acts = 2 * tokens * (6 * d.dim + 2 * d.ffn_dim) * 4
+    decode = 8 * 4 * v.base_channels * v.channel_mults[0] * height * width * 4
+    return int(acts + decode + frames * 3 * height * width * 4 + 2**28)
+
+
 def describe(path: str | Path) -> str:
     """What a Wan folder holds, read from its configs and file sizes (no weights are loaded)."""
     path = Path(path)
