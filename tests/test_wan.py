@@ -308,7 +308,8 @@ def test_sampling_matches_wan_pipeline_with_guidance_and_negative_prompt(wan_pip
 
 
 def test_capabilities_run_on_a_model_without_condition_channels(wan_folder: Path) -> None:
-    """t2v, t2i, SDEdit, extend and long on Wan weights: the given prefix comes back exactly."""
+    """Every capability on Wan weights (no condition channels): t2v, t2i, SDEdit, and the conditioned
+    ones through held latents; a given prefix comes back exactly."""
     model = wan.load(wan_folder, "cpu", text_len=TEXT_LEN)
     s = dict(steps=2, guidance=2.0, seed=0)
     video = pipeline.generate(model, "a red cube", frames=5, height=32, width=32, **s)
@@ -322,6 +323,15 @@ def test_capabilities_run_on_a_model_without_condition_channels(wan_folder: Path
     )
     assert joined.shape[0] == 5 + 9 - 5
     torch.testing.assert_close(z[:, :, :2], pipeline.encode(model, video)[:, :, :2])  # the held prefix
+    _, z = pipeline.animate(model, video[0], "rolls", frames=5, return_latents=True, **s)
+    torch.testing.assert_close(z[:, :, :1], src[:, :, :1])  # the image's latent, held
+    bridge = pipeline.connect(model, video, video.flip(0), "rolls back", frames=17, blend=False, **s)
+    assert bridge.shape[0] == 5 + 17 - 5 - 4 + 5 and torch.equal(bridge[:1], video[:1])
+    looped = pipeline.loop(model, "spins", frames=9, video=video, height=32, width=32, **s)
+    assert torch.equal(looped[-1], looped[0])
+    assert (
+        pipeline.long(model, "rolls", frames=13, window=9, overlap=5, height=32, width=32, **s).shape[0] == 13
+    )
 
 
 def test_both_layouts_load_the_same_model(wan_pipe, wan_folder: Path, tmp_path: Path) -> None:
