@@ -421,6 +421,25 @@ def model_grow(
     typer.echo(f"wrote {pipeline.grow_model_folder(src, preset, out)}")
 
 
+@model_app.command("import")
+def model_import(
+    src: Annotated[Path, typer.Argument(help="Wan 2.1 checkpoint folder (diffusers or original layout).")],
+    out: Annotated[Path, Opt("--out", help="Folder to write.")],
+    dtype: Annotated[str, Opt(help="Stored parameter type: bf16, fp16 or fp32.")] = "bf16",
+) -> None:
+    """Convert a Wan 2.1 checkpoint folder into a tessera model folder (the DiT in tessera's layout)."""
+    import torch
+
+    from tessera import wan
+
+    types = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+    if dtype not in types:
+        raise ValueError(f"--dtype must be one of {', '.join(types)}; got '{dtype}'")
+    if wan.layout(src) not in ("diffusers", "original"):
+        raise ValueError(f"{src}: not a Wan 2.1 checkpoint folder (diffusers or original release layout)")
+    typer.echo(f"wrote {wan.import_folder(src, out, types[dtype])}")
+
+
 @model_app.command("pack")
 def model_pack(
     src: Annotated[Path, typer.Argument(help="Model folder (e.g. RUN/model of a training run).")],

@@ -23,7 +23,15 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from tessera.checkpoint import CheckpointError, Model, load_into, load_tensors, read_json
+from tessera.checkpoint import (
+    CheckpointError,
+    Model,
+    atomic_dir,
+    load_into,
+    load_tensors,
+    read_json,
+    save_tensors,
+)
 from tessera.config import DiTConfig, ModelConfig, WanTextConfig, WanVAEConfig
 from tessera.models.dit import DiT
 from tessera.models.wan_vae import WAN21_LATENT_MEAN, WAN21_LATENT_STD, WanVAE
@@ -44,8 +52,11 @@ class WanError(CheckpointError):
 
 
 def layout(path: str | Path) -> str | None:
-    """'diffusers', 'original', or None (not a Wan folder: e.g. a tessera model folder)."""
+    """'diffusers', 'original', 'tessera' (written by `import_folder`), or None (not a Wan folder: e.g. a
+    tessera model folder of tessera's own networks)."""
     path = Path(path)
+    if _imported(path):
+        return "tessera"
     if (path / "model_index.json").is_file():
         try:
             index = json.loads((path / "model_index.json").read_text())
@@ -55,6 +66,13 @@ def layout(path: str | Path) -> str | None:
     if any((path / n).exists() for n in (*ORIGINAL_VAE, *ORIGINAL_T5)) or _original_dit_name(path):
         return "original"
     return None
+
+
+def _imported(path: Path) -> bool:
+    try:
+        return str(json.loads((path / "config.json").read_text()).get("preset", "")).startswith("wan")
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _original_dit_name(path: Path) -> str | None:
@@ -231,7 +249,8 @@ def load(
             f"{path}: not a Wan folder (no model_index.json, and none of the original release files)"
         )
     dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
-    parts = _load_diffusers(path, dtype) if kind == "diffusers" else _load_original(path, dtype)
+    loaders = {"diffusers": _load_diffusers, "original": _load_original, "tessera": _load_imported}
+    parts = loaders[kind](path, dtype)
     config, vae, text, dit, tokenizer = parts
     config = dataclasses.replace(config, text=dataclasses.replace(config.text, max_len=text_len))
     model = Model(config, vae, text, dit, tokenizer, card=_card(path, kind, config))
@@ -240,6 +259,79 @@ def load(
     if text.offload:
         text.to("cpu")
     return model
+
+
+def import_folder(src: str | Path, out: str | Path, dtype: torch.dtype = torch.bfloat16) -> Path:
+    """Write a Wan folder (either layout) as a tessera model folder at `out`, atomically: config.json,
+    `dit`/`vae` safetensors in tessera's own layouts (fused projections: nothing to convert on loading),
+    the umT5 encoder (`text_encoder/`, transformers' format) and `tokenizer/`, parameters in `dtype`."""
+    model = load(src, "cpu", dtype=dtype, offload_text=False)
+    card = (
+        f"# Wan 2.1 text-to-video, imported\n\nWritten by `tessera model import` from {src} "
+        f"({layout(src)} layout), parameters in {str(dtype).removeprefix('torch.')}. Sample with "
+        "`tessera generate PROMPT --model THIS_FOLDER`; see docs/wan.md.\n"
+    )
+    with atomic_dir(Path(out)) as tmp:
+        (tmp / "config.json").write_text(json.dumps(model.config.to_dict(), indent=2))
+        save_tensors(tmp, "dit", model.dit.state_dict(), {"component": "dit"})
+        save_tensors(tmp, "vae", model.vae.state_dict(), {"component": "vae"})
+        model.text.encoder.save_pretrained(str(tmp / "text_encoder"), safe_serialization=True)
+        model.tokenizer.save(tmp / "tokenizer")
+        (tmp / "README.md").write_text(card)
+    return Path(out)
+
+
+def _load_imported(path: Path, dtype: torch.dtype):
+    def config():
+        raw = read_json(path / "config.json")
+        _check_sections(raw, {"vae": WanVAEConfig, "text": WanTextConfig, "dit": DiTConfig})
+        parts = {
+            "vae": WanVAEConfig(**_tuples(raw["vae"])),
+            "text": WanTextConfig(**raw["text"]),
+            "dit": DiTConfig(**_tuples(raw["dit"])),
+        }
+        return ModelConfig(**parts, preset=raw["preset"], flow_shift=raw.get("flow_shift"))
+
+    def dit():
+        return _build_dit(cfg.dit, load_tensors(path, "dit"), dtype)
+
+    def vae():
+        module = _meta(WanVAE, cfg.vae)
+        load_into(module.to(dtype), load_tensors(path, "vae"), f"{path}/vae")
+        return module
+
+    def text():
+        from transformers import UMT5Config
+
+        folder = path / "text_encoder"
+        hf = UMT5Config.from_pretrained(str(_need(folder / "config.json").parent), local_files_only=True)
+        return _build_umt5(hf, load_tensors(folder, "model"), dtype)
+
+    def tok():
+        from tessera.models.wan_text import WanTokenizer
+
+        return WanTokenizer.from_folder(_need(path / "tokenizer"))
+
+    cfg = _component(path / "config.json", "config", config)
+    dit_module = _component(path, "DiT (dit*.safetensors)", dit)
+    vae_module = _component(path, "VAE (vae.safetensors)", vae)
+    text_module = _component(path / "text_encoder", "text encoder (umT5)", text)
+    tokenizer = _component(path / "tokenizer", "tokenizer", tok)
+    return cfg, vae_module, text_module, dit_module, tokenizer
+
+
+def _check_sections(raw: dict, parts: dict) -> None:
+    """Every section present with exactly its dataclass's keys (a typo never becomes a default)."""
+    for name, kind in parts.items():
+        allowed = {f.name for f in dataclasses.fields(kind)}
+        got = raw.get(name)
+        if not isinstance(got, dict) or set(got) != allowed:
+            have = sorted(got) if isinstance(got, dict) else got
+            raise WanError(f"config section '{name}': keys {have}, expected {sorted(allowed)}")
+
+
+def _tuples(d: dict) -> dict:
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
 
 
 def _component(path: Path, what: str, fn: Any) -> Any:
@@ -454,7 +546,16 @@ def describe(path: str | Path) -> str:
     path = Path(path)
     kind = layout(path)
     lines = [f"# Wan 2.1 checkpoint ({kind} layout)", "", f"Folder: {path}", "", "## Components", ""]
-    if kind == "diffusers":
+    if kind == "tessera":
+        card = path / "README.md"
+        lines[0] = card.read_text().strip() if card.exists() else lines[0]
+        parts = {
+            "DiT": path / "dit.safetensors",
+            "VAE": path / "vae.safetensors",
+            "text encoder (umT5)": path / "text_encoder",
+            "tokenizer": path / "tokenizer",
+        }
+    elif kind == "diffusers":
         parts = {
             "transformer (DiT)": path / "transformer",
             "VAE": path / "vae",
@@ -471,11 +572,21 @@ def describe(path: str | Path) -> str:
     for what, p in parts.items():
         lines.append(f"- {what}: {p.name} ({_size(p)})" if _present(p) else f"- {what}: MISSING ({p})")
     cfg_file = path / ("transformer/config.json" if kind == "diffusers" else "config.json")
+    shift = DEFAULT_SHIFT
+    if kind == "diffusers":
+        shift = _scheduler_shift(path / "scheduler" / "scheduler_config.json")
     if cfg_file.exists():
         try:
             raw = read_json(cfg_file)
-            if kind == "diffusers":
-                d = dit_config_from_diffusers(raw)
+            if kind == "original":
+                lines += ["", "## DiT config", "", json.dumps(raw)]
+            else:
+                d = (
+                    dit_config_from_diffusers(raw)
+                    if kind == "diffusers"
+                    else DiTConfig(**_tuples(raw["dit"]))
+                )
+                shift = raw.get("flow_shift") or shift if kind == "tessera" else shift
                 lines += [
                     "",
                     "## DiT",
@@ -483,15 +594,8 @@ def describe(path: str | Path) -> str:
                     f"{d.depth} blocks, width {d.dim}, {d.heads} heads, MLP {d.ffn_dim}",
                 ]
                 lines.append(f"parameters: {_dit_params(d) / 1e9:.2f}B")
-            else:
-                lines += ["", "## DiT config", "", json.dumps(raw)]
-        except (CheckpointError, ValueError) as e:
+        except (CheckpointError, ValueError, TypeError, KeyError) as e:
             lines += ["", f"DiT config unreadable: {e}"]
-    shift = (
-        _scheduler_shift(path / "scheduler" / "scheduler_config.json")
-        if kind == "diffusers"
-        else DEFAULT_SHIFT
-    )
     lines += ["", f"Sampling: flow shift {shift} (override with --shift)."]
     return "\n".join(lines)
 
@@ -505,7 +609,11 @@ def _present(p: Path) -> bool:
 
 
 def _size(p: Path) -> str:
-    files = [f for f in p.rglob("*") if f.is_file()] if p.is_dir() else [p] if p.exists() else []
+    """Bytes of a file, a folder, or the shards of `NAME.safetensors` (`NAME-0000i-of-0000n.safetensors`)."""
+    if p.is_dir():
+        files = [f for f in p.rglob("*") if f.is_file()]
+    else:
+        files = [p] if p.exists() else sorted(p.parent.glob(p.name.replace(".safetensors", "-*.safetensors")))
     return f"{sum(f.stat().st_size for f in files) / 2**30:.2f} GiB"
 
 

@@ -384,33 +384,33 @@ def test_missing_or_truncated_components_are_named(wan_folder: Path, tmp_path: P
 
 def test_cli_info_and_generate_recognise_a_wan_folder(wan_folder: Path, tmp_path: Path) -> None:
     """`tessera info` describes the folder; `tessera generate --model` samples from it, the same bytes
-    twice, and a broken folder is one line naming the part."""
-    import subprocess
-    import sys
+    twice, and a broken folder is one line naming the part (in process: the CLI's own tests run it as
+    a real process)."""
+    from typer.testing import CliRunner
 
+    from tessera.cli import app
     from tessera.video import read_video
 
-    def tessera(*args: str) -> subprocess.CompletedProcess:
-        cmd = [sys.executable, "-m", "tessera.cli", *args]
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-
-    r = tessera("info", str(wan_folder))
-    assert r.returncode == 0, r.stderr
-    assert "diffusers layout" in r.stdout and "2 blocks, width 24, 2 heads" in r.stdout
-    assert "flow shift 3.0" in r.stdout
+    r = CliRunner().invoke(app, ["info", str(wan_folder)])
+    assert r.exit_code == 0, r.output
+    assert "diffusers layout" in r.output and "2 blocks, width 24, 2 heads" in r.output
+    assert "flow shift 3.0" in r.output
     flags = ["--model", str(wan_folder), "--frames", "5", "--height", "32", "--width", "32", "--steps", "2"]
     flags += ["--device", "cpu", "--negative-prompt", "blurry", "--shift", "5"]
     for name in ("a.mp4", "b.mp4"):
-        r = tessera("generate", "a red cube rolls", "-o", str(tmp_path / name), *flags)
-        assert r.returncode == 0, r.stderr
-        assert "expanded prompt" not in r.stderr  # Wan takes prompts as written
+        r = CliRunner().invoke(app, ["generate", "a red cube rolls", "-o", str(tmp_path / name), *flags])
+        assert r.exit_code == 0, r.output
+        assert "expanded prompt" not in r.output  # Wan takes prompts as written
     a, b = read_video(tmp_path / "a.mp4"), read_video(tmp_path / "b.mp4")
     assert a.shape == (5, 32, 32, 3) and torch.equal(a, b)
     broken = tmp_path / "broken"
     shutil.copytree(wan_folder, broken)
     shutil.rmtree(broken / "text_encoder")
-    r = tessera("generate", "x", "-o", str(tmp_path / "c.mp4"), *flags[:1], str(broken), *flags[2:])
-    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Wan text encoder (umT5): missing" in r.stderr
+    r = CliRunner().invoke(
+        app, ["generate", "x", "-o", str(tmp_path / "c.mp4"), "--model", str(broken), *flags[2:]]
+    )
+    assert isinstance(r.exception, ValueError) and "Wan text encoder (umT5): missing" in str(r.exception)
+    assert "\n" not in str(r.exception)
 
 
 # --- what the options change, and what they leave alone --------------------------------------------------
@@ -455,3 +455,25 @@ def test_held_frames_sit_at_the_step_noise_level_for_a_one_time_network() -> Non
         assert (t == t[0, 0]).all()
         torch.testing.assert_close(x_first, (1 - t[0, 0]) * x0[:, :, 0] + t[0, 0] * noise[:, :, 0])
     assert torch.equal(out[:, :, 0], x0[:, :, 0])
+
+
+def test_model_import_writes_a_tessera_folder_that_samples_the_same(wan_folder: Path, tmp_path: Path) -> None:
+    """`tessera model import` turns the diffusers folder into a tessera model folder: the DiT stored in
+    tessera's own layout, the same latents from the same seed, described by `tessera info`."""
+    from typer.testing import CliRunner
+
+    from tessera.cli import app
+
+    out = tmp_path / "imported"
+    r = CliRunner().invoke(app, ["model", "import", str(wan_folder), "--out", str(out), "--dtype", "fp32"])
+    assert r.exit_code == 0, r.output
+    assert wan.layout(out) == "tessera" and (out / "dit.safetensors").exists()
+    a, b = wan.load(wan_folder, "cpu", text_len=TEXT_LEN), wan.load(out, "cpu", text_len=TEXT_LEN)
+    assert a.config == b.config
+    s = dict(steps=2, guidance=3.0, seed=1, negative_prompt="blurry")
+    za = pipeline.sample_latents(a, "a red cube", (2, 4, 4), **s)
+    assert torch.equal(za, pipeline.sample_latents(b, "a red cube", (2, 4, 4), **s))
+    text = pipeline.describe(out)
+    assert "imported" in text and "2 blocks, width 24" in text and "flow shift 3.0" in text
+    r = CliRunner().invoke(app, ["model", "import", str(out), "--out", str(tmp_path / "again")])
+    assert isinstance(r.exception, ValueError) and "not a Wan 2.1 checkpoint folder" in str(r.exception)
