@@ -101,7 +101,10 @@ def tessera_vae(ref, dtype, device, chunk: int = 4):
     state = from_diffusers(vae, ref.state_dict())
     state |= wan._latent_stats(ref.config.latents_mean, ref.config.latents_std, cfg.z_channels)
     vae.load_state_dict(state, assign=True)
-    return vae.to(device, dtype).eval()
+    vae.to(device).eval()
+    for p in vae.parameters():  # the latent statistics stay float32, as `tessera.wan.load` keeps them
+        p.data = p.data.to(dtype)
+    return vae
 
 
 def peak_above(device, fn) -> tuple[object, float, float]:

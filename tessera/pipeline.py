@@ -330,10 +330,12 @@ def sample_latents(
     gen = torch.Generator("cpu").manual_seed(seed)  # CPU generator: the same noise on every device
     noise = torch.randn(1, model.config.vae.z_channels, t_z, h, w, generator=gen).to(device)
 
+    dtype = next(model.dit.parameters()).dtype  # bf16 weights (Wan on a GPU) see bf16 inputs
+
     def dit_fn(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         n = len(x_t)  # 2 (the caption, then the null one), or 1 outside a guidance interval
-        c = None if cond is None else cond.expand(n, -1, -1, -1, -1)
-        return model.dit(x_t, t, text[:n], text_mask[:n], c)
+        c = None if cond is None else cond.expand(n, -1, -1, -1, -1).to(dtype)
+        return model.dit(x_t.to(dtype), t, text[:n].to(dtype), text_mask[:n], c).to(x_t.dtype)
 
     # both branches in one batch
     v_fn = dit_fn if guidance == 1 else guided(dit_fn, guidance, guidance_interval)

@@ -297,7 +297,7 @@ def _load_imported(path: Path, dtype: torch.dtype):
 
     def vae():
         module = _meta(WanVAE, cfg.vae)
-        load_into(module.to(dtype), load_tensors(path, "vae"), f"{path}/vae")
+        load_into(_weights_to(module, dtype), load_tensors(path, "vae"), f"{path}/vae")
         return module
 
     def text():
@@ -369,7 +369,7 @@ def _load_diffusers(path: Path, dtype: torch.dtype):
         module = _meta(WanVAE, cfg)
         state = vae_from_diffusers(module, load_tensors(folder, "diffusion_pytorch_model"))
         state |= _latent_stats(raw.get("latents_mean"), raw.get("latents_std"), cfg.z_channels)
-        load_into(module.to(dtype), state, f"{folder}")
+        load_into(_weights_to(module, dtype), state, f"{folder}")
         return cfg, module
 
     def text():
@@ -411,7 +411,7 @@ def _load_original(path: Path, dtype: torch.dtype):
         module = _meta(WanVAE, cfg)
         state = vae_from_diffusers(module, vae_original_to_diffusers(raw, cfg.num_res_blocks))
         state |= _latent_stats(None, None, cfg.z_channels)
-        load_into(module.to(dtype), state, str(_first(path, ORIGINAL_VAE)))
+        load_into(_weights_to(module, dtype), state, str(_first(path, ORIGINAL_VAE)))
         return cfg, module
 
     def text():
@@ -444,7 +444,12 @@ def _read_weights(file: Path) -> dict[str, Tensor]:
     """A .safetensors file, or a .pth read as tensors only (`weights_only=True`, memory-mapped)."""
     if file.suffix == ".safetensors":
         return load_tensors(file.parent, file.name.removesuffix(".safetensors"))
-    state = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError as e:
+        if "mmap" not in str(e):
+            raise
+        state = torch.load(file, map_location="cpu", weights_only=True)  # the legacy (pre-zip) format
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
         raise WanError(f"{file}: expected a flat dict of tensors")
     return state
@@ -453,6 +458,14 @@ def _read_weights(file: Path) -> dict[str, Tensor]:
 def _meta(kind: type, cfg: Any) -> Any:
     with torch.device("meta"):
         return kind(cfg)
+
+
+def _weights_to(vae: WanVAE, dtype: torch.dtype) -> WanVAE:
+    """The VAE's parameters in `dtype`; its latent statistics stay float32 (a rounded scale would shift
+    every latent the DiT sees)."""
+    for p in vae.parameters():
+        p.data = p.data.to(dtype)
+    return vae
 
 
 def _build_dit(cfg: DiTConfig, state: dict[str, Tensor], dtype: torch.dtype) -> DiT:

@@ -477,3 +477,19 @@ def test_model_import_writes_a_tessera_folder_that_samples_the_same(wan_folder: 
     assert "imported" in text and "2 blocks, width 24" in text and "flow shift 3.0" in text
     r = CliRunner().invoke(app, ["model", "import", str(out), "--out", str(tmp_path / "again")])
     assert isinstance(r.exception, ValueError) and "not a Wan 2.1 checkpoint folder" in str(r.exception)
+
+
+def test_bf16_weights_sample_close_to_float32(wan_folder: Path) -> None:
+    """The GPU default (bf16 weights): inputs are cast to the weights' type, the flow integrates in
+    float32, the latent statistics stay float32, and the result stays near the float32 model's."""
+    a = wan.load(wan_folder, "cpu", torch.float32, text_len=TEXT_LEN)
+    b = wan.load(wan_folder, "cpu", torch.bfloat16, text_len=TEXT_LEN)
+    assert next(b.dit.parameters()).dtype == torch.bfloat16 and b.vae.latent_std.dtype == torch.float32
+    s = dict(steps=2, guidance=3.0, seed=4, negative_prompt="blurry")
+    za, zb = (pipeline.sample_latents(m, "a red cube", (2, 4, 4), **s) for m in (a, b))
+    assert zb.dtype == torch.float32
+    assert (za - zb).abs().max() < 0.05 * za.abs().max()
+    frames = pipeline.generate(b, "a red cube", frames=5, height=32, width=32, **s)
+    assert frames.shape == (5, 32, 32, 3) and frames.dtype == torch.uint8
+    src = pipeline.encode(b, frames)
+    assert src.dtype == torch.float32

@@ -248,6 +248,18 @@ class WanVAE(VideoVAE):
         self.tile: int | None = None
         self.tile_overlap = 8
 
+    def encode(self, x: Tensor, chunked: bool = True) -> tuple[Tensor, Tensor]:
+        """`VideoVAE.encode` on x cast to the weights' type; the posterior comes back in float32."""
+        mean, logvar = super().encode(x.to(self._dtype()), chunked)
+        return mean.float(), logvar.float()
+
+    def decode(self, z: Tensor, chunked: bool = True, tile: int | None = None, overlap: int = 8) -> Tensor:
+        """`VideoVAE.decode` on z cast to the weights' type (pixels come back in that type)."""
+        return super().decode(z.to(self._dtype()), chunked, tile, overlap)
+
+    def _dtype(self) -> torch.dtype:
+        return self.decoder.conv_in.conv.weight.dtype
+
     def decode_latents(self, z: Tensor, tile: int | None = None) -> Tensor:
         """Normalised latents -> pixels (B, 3, T, H, W), tiled when `tile` (or `self.tile`) is set."""
         z = z * self.latent_std.to(z.dtype).view(1, -1, 1, 1, 1) + self.latent_mean.to(z.dtype).view(
