@@ -313,6 +313,9 @@ def main() -> None:
     p.add_argument("--no-compile", dest="compile", action="store_false")
     p.add_argument("--quick", action="store_true", help="fewer iterations, lengths and steps (minutes)")
     p.add_argument("--tiny", action="store_true", help="tiny random models and shapes on the CPU (smoke run)")
+    p.add_argument(
+        "--dtype", choices=("bf16", "fp32"), help="weights' type (default: bf16 on CUDA, else fp32)"
+    )
     args = p.parse_args()
     if args.tiny:
         args.device, args.compile = "cpu", False
@@ -325,6 +328,7 @@ def main() -> None:
     args.vae_chunks = [int(v) for v in args.vae_chunks.split(",")]
     device = torch.device(args.device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}.get(args.dtype, dtype)
     models = Models(args, wan_shape(args.tiny), device, dtype)
 
     import diffusers
