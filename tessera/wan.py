@@ -385,7 +385,7 @@ def _load_diffusers(path: Path, dtype: torch.dtype):
 
         return WanTokenizer.from_folder(_need(path / "tokenizer"))
 
-    read_json(path / "model_index.json")
+    _check_index(read_json(path / "model_index.json", WanError), path / "model_index.json")
     dit_cfg, dit_module = _component(path / "transformer", "transformer (DiT)", dit)
     vae_cfg, vae_module = _component(path / "vae", "VAE", vae)
     text_module = _component(path / "text_encoder", "text encoder (umT5)", text)
@@ -393,6 +393,23 @@ def _load_diffusers(path: Path, dtype: torch.dtype):
     shift = _scheduler_shift(path / "scheduler" / "scheduler_config.json")
     config = _config(dit_cfg, vae_cfg, text_module, shift)
     return config, vae_module, text_module, dit_module, tokenizer
+
+
+PIPELINES = ("WanPipeline", "WanVideoToVideoPipeline")  # text-to-video weights
+
+
+def _check_index(index: dict, where: Path) -> None:
+    """Refuse the Wan pipelines whose weights tessera does not run, naming why."""
+    kind = index.get("_class_name")
+    if kind not in PIPELINES:
+        raise WanError(
+            f"{where}: a {kind}; tessera runs Wan 2.1 text-to-video checkpoints ({', '.join(PIPELINES)}), "
+            "not image-to-video (CLIP image branch), VACE or animation models"
+        )
+    if (index.get("transformer_2") or [None])[0] is not None or index.get("boundary_ratio"):
+        raise WanError(f"{where}: a two-expert Wan 2.2 model (transformer_2); only single-DiT Wan 2.1 loads")
+    if index.get("expand_timesteps"):
+        raise WanError(f"{where}: Wan 2.2 TI2V (per-token times, its own VAE); only Wan 2.1 loads")
 
 
 def _load_original(path: Path, dtype: torch.dtype):

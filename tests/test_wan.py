@@ -380,6 +380,14 @@ def test_missing_or_truncated_components_are_named(wan_folder: Path, tmp_path: P
         assert "\n" not in str(e.value)
         if damage == "remove":
             assert "MISSING" in wan.describe(broken)
+    other = tmp_path / "i2v"
+    shutil.copytree(wan_folder, other)
+    index = json.loads((other / "model_index.json").read_text())
+    (other / "model_index.json").write_text(json.dumps({**index, "_class_name": "WanImageToVideoPipeline"}))
+    with pytest.raises(
+        CheckpointError, match="a WanImageToVideoPipeline; tessera runs Wan 2.1 text-to-video"
+    ):
+        wan.load(other, "cpu")
 
 
 def test_cli_info_and_generate_recognise_a_wan_folder(wan_folder: Path, tmp_path: Path) -> None:
