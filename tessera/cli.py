@@ -142,9 +142,10 @@ def _start(model: Path | None, device: str, prompt: str, expand: bool, seed: int
     """Load the model and (optionally) expand the prompt; a Wan model takes prompts as written (the
     expansion writes captions of tessera's own world)."""
     from tessera import pipeline
+    from tessera.config import is_wan
 
     m = pipeline.load(model, device)
-    expand = expand and not m.config.preset.startswith("wan")
+    expand = expand and not is_wan(m.config)
     return m, (_expanded(prompt, seed, lm=lm) if expand else prompt)
 
 

@@ -99,8 +99,8 @@ class DiTConfig:
 class ModelConfig:
     """Everything needed to rebuild a model folder's networks."""
 
-    vae: VAEConfig = field(default_factory=VAEConfig)
-    text: TextConfig = field(default_factory=TextConfig)
+    vae: VAEConfig | WanVAEConfig = field(default_factory=VAEConfig)  # WanVAEConfig: a Wan checkpoint
+    text: TextConfig | WanTextConfig = field(default_factory=TextConfig)
     dit: DiTConfig = field(default_factory=DiTConfig)
     preset: str = "custom"
     # Sampling's shift of the time grid towards noise: None is the token-count shift (`token_shift`),
@@ -169,6 +169,11 @@ PRESETS: dict[str, ModelConfig] = {
     # The Wan 2.1 1.3B transformer's shape, for benchmarks.
     "wan-1.3b": _preset("wan-1.3b", VAEConfig(), _BIG_TEXT, dim=1536, depth=30, heads=12, ffn_dim=8960),
 }
+
+
+def is_wan(config: ModelConfig) -> bool:
+    """A Wan checkpoint's config (Wan's VAE and umT5; `tessera.wan`), not one of tessera's own models."""
+    return isinstance(config.vae, WanVAEConfig)
 
 
 def get_preset(name: str) -> ModelConfig:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, TypedDict
 import torch
 
 from tessera.checkpoint import Model, build_model, load_into, load_model, load_tensors, read_json, save_model
-from tessera.config import ModelConfig, get_preset
+from tessera.config import ModelConfig, get_preset, is_wan
 from tessera.flow.samplers import guided, sample_euler, sample_heun, sdedit_start
 from tessera.flow.schedules import timesteps, token_shift
 from tessera.models.dit import deepen, widen
@@ -214,7 +214,7 @@ def _device(model: Model) -> torch.device:
 
 def estimate_memory(config: ModelConfig, frames: int, height: int, width: int) -> int:
     """Rough peak bytes of sampling with guidance (two branches) and chunked, tiled decoding."""
-    if config.preset.startswith("wan"):
+    if is_wan(config):
         from tessera import wan
 
         return wan.estimate_memory(config, frames, height, width)

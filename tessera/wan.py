@@ -70,15 +70,15 @@ def layout(path: str | Path) -> str | None:
 
 def _imported(path: Path) -> bool:
     try:
-        return str(json.loads((path / "config.json").read_text()).get("preset", "")).startswith("wan")
+        return json.loads((path / "config.json").read_text()).get("preset") == PRESET
     except (OSError, ValueError, AttributeError):
         return False
 
 
 def _original_dit_name(path: Path) -> str | None:
-    for name in ("diffusion_pytorch_model", "model"):
-        if (path / f"{name}.safetensors").exists() or (path / f"{name}.safetensors.index.json").exists():
-            return name
+    name = "diffusion_pytorch_model"
+    if (path / f"{name}.safetensors").exists() or (path / f"{name}.safetensors.index.json").exists():
+        return name
     return None
 
 
