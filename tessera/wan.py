@@ -608,7 +608,10 @@ def describe(path: str | Path) -> str:
     if cfg_file.exists():
         try:
             raw = read_json(cfg_file)
-            if kind == "original":
+            if kind == "original" and {"num_layers", "dim", "num_heads", "ffn_dim"} <= set(raw):
+                lines += ["", "## DiT", "", f"{raw['num_layers']} blocks, width {raw['dim']}, "]
+                lines[-1] += f"{raw['num_heads']} heads, MLP {raw['ffn_dim']} (config.json)"
+            elif kind == "original":
                 lines += ["", "## DiT config", "", json.dumps(raw)]
             else:
                 d = (
@@ -623,7 +626,8 @@ def describe(path: str | Path) -> str:
                     "",
                     f"{d.depth} blocks, width {d.dim}, {d.heads} heads, MLP {d.ffn_dim}",
                 ]
-                lines.append(f"parameters: {_dit_params(d) / 1e9:.2f}B")
+                n = _dit_params(d)
+                lines.append(f"parameters: {n / 1e9:.2f}B" if n >= 1e8 else f"parameters: {n / 1e6:.2f}M")
         except (CheckpointError, ValueError, TypeError, KeyError) as e:
             lines += ["", f"DiT config unreadable: {e}"]
     lines += ["", f"Sampling: flow shift {shift} (override with --shift)."]
@@ -644,7 +648,8 @@ def _size(p: Path) -> str:
         files = [f for f in p.rglob("*") if f.is_file()]
     else:
         files = [p] if p.exists() else sorted(p.parent.glob(p.name.replace(".safetensors", "-*.safetensors")))
-    return f"{sum(f.stat().st_size for f in files) / 2**30:.2f} GiB"
+    size = sum(f.stat().st_size for f in files)
+    return f"{size / 2**30:.2f} GiB" if size >= 2**30 else f"{size / 2**20:.1f} MiB"
 
 
 def _dit_params(cfg: DiTConfig) -> int:
