@@ -62,7 +62,9 @@ def _sampling(
 
 
 Out = Annotated[Path, Opt("-o", "--out", help="Output file (.mp4, .webm, .gif, .webp; .png for image).")]
-ModelOpt = Annotated[Path | None, Opt(help="Model folder (default: the shipped model).")]
+ModelOpt = Annotated[
+    Path | None, Opt(help="Model folder or Wan 2.1 checkpoint folder (default: the shipped model).")
+]
 Steps = Annotated[int, Opt(help="Sampler steps.")]
 Guidance = Annotated[float, Opt(help="Classifier-free guidance scale (1 = off).")]
 Seed = Annotated[int, Opt(help="Random seed; the same seed gives the same output.")]
@@ -72,6 +74,11 @@ Interval = Annotated[
 ]
 Expand = Annotated[
     bool, Opt("--expand/--no-expand", help="Expand a short prompt into a detailed caption first.")
+]
+Negative = Annotated[str, Opt(help="What guidance steers away from (the unconditional branch's caption).")]
+Shift = Annotated[
+    float | None,
+    Opt(help="Flow shift of the time grid (default: the model's own; Wan: 3 at 480p, 5 at 720p)."),
 ]
 Frames = Annotated[int, Opt(help="Frame count of the new clip, of the form 1 + 4k.")]
 Device = Annotated[str, Opt(help="cpu, cuda, or auto.")]
@@ -98,14 +105,17 @@ def generate(
     fps: Fps = D.fps, device: Device = "auto", expand: Expand = True,
     sp: Annotated[int, Opt(help="Processes sharing the video under torchrun (0: all launched).")] = 0,
     lm: Annotated[Path | None, Opt(help="Local language-model folder (transformers) to expand with.")] = None,
+    negative_prompt: Negative = "", shift: Shift = None,
 ) -> None:  # fmt: skip
-    """Text-to-video: write a video for PROMPT (across GPUs: `torchrun --nproc-per-node N -m tessera.cli`)."""
+    """Text-to-video: write a video for PROMPT (across GPUs: `torchrun --nproc-per-node N -m tessera.cli`).
+    --model may be a tessera model folder or a Wan 2.1 checkpoint folder (diffusers or original layout)."""
     from tessera import pipeline
 
     m, prompt = _start(model, device, prompt, expand, seed, lm)
     with pipeline.across_ranks(m, sp) as main:
         frames_u8 = pipeline.generate(
             m, prompt, frames=frames, height=height, width=width,
+            negative_prompt=negative_prompt, shift=shift,
             **_sampling(steps, guidance, seed, sampler, guidance_interval, progress=main),
         )  # fmt: skip
     if main:
@@ -130,10 +140,14 @@ def _expanded(prompt: str, seed: int, announce: bool = True, lm: Path | None = N
 
 
 def _start(model: Path | None, device: str, prompt: str, expand: bool, seed: int, lm: Path | None = None):
-    """Load the model and (optionally) expand the prompt."""
+    """Load the model and (optionally) expand the prompt; a Wan model takes prompts as written (the
+    expansion writes captions of tessera's own world)."""
     from tessera import pipeline
+    from tessera.config import is_wan
 
-    return pipeline.load(model, device), (_expanded(prompt, seed, lm=lm) if expand else prompt)
+    m = pipeline.load(model, device)
+    expand = expand and not is_wan(m.config)
+    return m, (_expanded(prompt, seed, lm=lm) if expand else prompt)
 
 
 def _write(out: Path, frames_u8, fps: float) -> None:
@@ -149,7 +163,7 @@ def image(
     size: Annotated[str, Opt(help="WIDTHxHEIGHT, multiples of 16.")] = D.size,
     model: ModelOpt = None, steps: Steps = D.steps, guidance: Guidance = D.guidance, seed: Seed = D.seed,
     sampler: Sampler = D.sampler, guidance_interval: Interval = D.guidance_interval,
-    device: Device = "auto", expand: Expand = True,
+    device: Device = "auto", expand: Expand = True, negative_prompt: Negative = "", shift: Shift = None,
 ) -> None:  # fmt: skip
     """Text-to-image (a one-frame video); large sizes decode in tiles."""
     from tessera import pipeline
@@ -158,7 +172,9 @@ def image(
     m, prompt = _start(model, device, prompt, expand, seed)
     w, h = _size(size)
     sampling = _sampling(steps, guidance, seed, sampler, guidance_interval, progress=True)
-    img = pipeline.image(m, prompt, width=w, height=h, **sampling)
+    img = pipeline.image(
+        m, prompt, width=w, height=h, negative_prompt=negative_prompt, shift=shift, **sampling
+    )
     typer.echo(f"wrote {save_image(out, img.numpy())}")
 
 
@@ -398,8 +414,9 @@ def eval_(
 
 
 @app.command()
-def info(model: Annotated[Path, typer.Argument(help="Model folder.")]) -> None:
-    """Print a summary of a model folder: preset, sizes, parameters, storage and the card's headline."""
+def info(model: Annotated[Path, typer.Argument(help="Model folder or Wan 2.1 checkpoint folder.")]) -> None:
+    """Print a summary of a model folder (preset, sizes, parameters, storage and the card's headline), or
+    what a Wan checkpoint folder holds."""
     from tessera import pipeline
 
     typer.echo(pipeline.describe(model))
@@ -430,6 +447,25 @@ def model_grow(
     from tessera import pipeline
 
     typer.echo(f"wrote {pipeline.grow_model_folder(src, preset, out)}")
+
+
+@model_app.command("import")
+def model_import(
+    src: Annotated[Path, typer.Argument(help="Wan 2.1 checkpoint folder (diffusers or original layout).")],
+    out: Annotated[Path, Opt("--out", help="Folder to write.")],
+    dtype: Annotated[str, Opt(help="Stored parameter type: bf16, fp16 or fp32.")] = "bf16",
+) -> None:
+    """Convert a Wan 2.1 checkpoint folder into a tessera model folder (the DiT in tessera's layout)."""
+    import torch
+
+    from tessera import wan
+
+    types = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+    if dtype not in types:
+        raise ValueError(f"--dtype must be one of {', '.join(types)}; got '{dtype}'")
+    if wan.layout(src) not in ("diffusers", "original"):
+        raise ValueError(f"{src}: not a Wan 2.1 checkpoint folder (diffusers or original release layout)")
+    typer.echo(f"wrote {wan.import_folder(src, out, types[dtype])}")
 
 
 @model_app.command("pack")

@@ -1,7 +1,9 @@
 """Dataclass configs for every component, and the named presets.
 
 A model folder's `config.json` is `asdict(ModelConfig)`; `ModelConfig.from_dict` reads it back and
-refuses unknown or missing keys, so a typo never silently becomes a default.
+refuses unknown or missing keys, so a typo never silently becomes a default. The only keys that may be
+missing are those added after model folders were first shipped (`OPTIONAL_KEYS`): a folder written
+before them takes their defaults, which reproduce the behaviour it was written with.
 """
 
 from __future__ import annotations
@@ -27,6 +29,27 @@ class VAEConfig:
 
 
 @dataclass(frozen=True)
+class WanVAEConfig:
+    """Wan 2.1's causal VAE (`tessera.models.wan_vae`): 4x8x8 compression like `VAEConfig`, its own layers."""
+
+    in_channels: int = 3
+    z_channels: int = 16
+    base_channels: int = 96
+    channel_mults: tuple[int, ...] = (1, 2, 4, 4)
+    temporal_down: tuple[bool, ...] = (False, True, True)
+    num_res_blocks: int = 2
+    chunk_frames: int = 4  # pixel frames per chunk after the first (Wan's own loop: 4); any multiple is exact
+
+
+@dataclass(frozen=True)
+class WanTextConfig:
+    """umT5 through `transformers` (`tessera.models.wan_text`): captions padded to `max_len` tokens."""
+
+    max_len: int = 512
+    dim: int = 4096  # the encoder's d_model = the DiT's text_dim
+
+
+@dataclass(frozen=True)
 class TextConfig:
     """BPE tokenizer + small transformer text encoder."""
 
@@ -35,6 +58,9 @@ class TextConfig:
     dim: int = 256
     depth: int = 4
     heads: int = 4
+
+
+QK_NORMS = ("head", "all")
 
 
 @dataclass(frozen=True)
@@ -51,21 +77,35 @@ class DiTConfig:
     freq_dim: int = 256  # sinusoidal time-embedding width
     rope_theta: float = 10000.0
     eps: float = 1e-6
+    # RMSNorm of q and k: "head" normalises each head's channels (tessera's own models), "all" the whole
+    # projection across heads, as Wan 2.1 does.
+    qk_norm: str = "head"
+    # Whether the network takes condition channels (masked-video latents + pixel mask) beside x; Wan's
+    # text-to-video models do not, and then every given frame is held through the latents alone.
+    conditioned: bool = True
+
+    def __post_init__(self) -> None:
+        if self.qk_norm not in QK_NORMS:
+            raise ValueError(f"qk_norm must be one of {', '.join(QK_NORMS)}; got '{self.qk_norm}'")
 
     @property
     def cond_channels(self) -> int:
-        """Extra input channels: VAE latents of the masked video + 4 pixel-frame mask channels."""
-        return self.in_channels + 4
+        """Extra input channels: VAE latents of the masked video + 4 pixel-frame mask channels (0 for a
+        network without condition channels)."""
+        return self.in_channels + 4 if self.conditioned else 0
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     """Everything needed to rebuild a model folder's networks."""
 
-    vae: VAEConfig = field(default_factory=VAEConfig)
-    text: TextConfig = field(default_factory=TextConfig)
+    vae: VAEConfig | WanVAEConfig = field(default_factory=VAEConfig)  # WanVAEConfig: a Wan checkpoint
+    text: TextConfig | WanTextConfig = field(default_factory=TextConfig)
     dit: DiTConfig = field(default_factory=DiTConfig)
     preset: str = "custom"
+    # Sampling's shift of the time grid towards noise: None is the token-count shift (`token_shift`),
+    # a number is a fixed shift (Wan 2.1: 3 at 480p, 5 at 720p).
+    flow_shift: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -75,17 +115,22 @@ class ModelConfig:
         """Rebuild from `to_dict()` output; unknown or missing keys are an error."""
         parts = {"vae": VAEConfig, "text": TextConfig, "dit": DiTConfig}
         _check_keys("model", d, {f.name for f in dataclasses.fields(cls)})
-        kw: dict[str, Any] = {"preset": d["preset"]}
+        kw: dict[str, Any] = {k: d[k] for k in ("preset", "flow_shift") if k in d}
         for name, kind in parts.items():
             _check_keys(name, d[name], {f.name for f in dataclasses.fields(kind)})
             kw[name] = kind(**{k: tuple(v) if isinstance(v, list) else v for k, v in d[name].items()})
         return cls(**kw)
 
 
+# Keys added after model folders were first shipped, per config section: a folder without them takes
+# the defaults (today's behaviour for every folder written before).
+OPTIONAL_KEYS = {"model": {"flow_shift"}, "dit": {"qk_norm", "conditioned"}}
+
+
 def _check_keys(where: str, d: dict[str, Any], allowed: set[str]) -> None:
     if not isinstance(d, dict):
         raise ValueError(f"config section '{where}' must be a mapping, got {type(d).__name__}")
-    unknown, missing = set(d) - allowed, allowed - set(d)
+    unknown, missing = set(d) - allowed, allowed - set(d) - OPTIONAL_KEYS.get(where, set())
     if unknown or missing:
         raise ValueError(
             f"config section '{where}': unknown keys {sorted(unknown)}, missing keys {sorted(missing)}; "
@@ -141,6 +186,11 @@ PRESETS: dict[str, ModelConfig] = {
     # The Wan 2.1 1.3B transformer's shape, for benchmarks.
     "wan-1.3b": _preset("wan-1.3b", VAEConfig(), _BIG_TEXT, dim=1536, depth=30, heads=12, ffn_dim=8960),
 }
+
+
+def is_wan(config: ModelConfig) -> bool:
+    """A Wan checkpoint's config (Wan's VAE and umT5; `tessera.wan`), not one of tessera's own models."""
+    return isinstance(config.vae, WanVAEConfig)
 
 
 def get_preset(name: str) -> ModelConfig:

@@ -22,7 +22,7 @@ import torch
 from safetensors import safe_open
 
 from tessera.checkpoint import Model, build_model, load_into, load_model, load_tensors, read_json, save_model
-from tessera.config import ModelConfig, get_preset
+from tessera.config import ModelConfig, get_preset, is_wan
 from tessera.flow.samplers import Progress, guided, sample_euler, sample_heun, sdedit_start
 from tessera.flow.schedules import timesteps, token_shift
 from tessera.models.dit import deepen, widen
@@ -43,8 +43,9 @@ class RequestError(ValueError):
 
 class Sampling(TypedDict, total=False):
     """The sampler keywords every capability takes and passes through to `sample_latents`; each one
-    left out takes its default there (`tessera.options.DEFAULTS`; no progress bar). `progress` is True
-    for a bar, or a function called with (steps done, steps) after each step."""
+    left out takes its default there (`tessera.options.DEFAULTS`; no progress bar, the empty negative
+    prompt, the model's own flow shift). `progress` is True for a bar, or a function called with (steps
+    done, steps) after each step."""
 
     steps: int
     guidance: float
@@ -52,6 +53,8 @@ class Sampling(TypedDict, total=False):
     seed: int
     sampler: str
     progress: Progress
+    negative_prompt: str
+    shift: float | None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -79,7 +82,7 @@ def pick_device(device: str = "auto") -> torch.device:
 
 
 def load(path: str | Path | None = None, device: str = "auto") -> Model:
-    """Load a model folder (default: the shipped model) onto a device."""
+    """Load a model folder (default: the shipped model) or a Wan 2.1 checkpoint folder onto a device."""
     if path is None:
         path = default_model_path()
         if path is None:
@@ -87,6 +90,10 @@ def load(path: str | Path | None = None, device: str = "auto") -> Model:
                 "this install ships no trained model yet; pass --model DIR "
                 "(make a random one with `tessera model init --preset s --out DIR`)"
             )
+    from tessera import wan
+
+    if wan.layout(path) is not None:
+        return wan.load(path, pick_device(device))
     return load_model(path, pick_device(device))
 
 
@@ -154,8 +161,13 @@ def train_tokenizer(config: ModelConfig, count: int = 4000, seed: int = 0) -> To
 
 def describe(path: str | Path) -> str:
     """A summary of a model folder for `tessera info`: preset, the networks' sizes and parameters, how the
-    weights are stored, and the card's opening and benchmark headline (the whole card is its README.md)."""
+    weights are stored, and the card's opening and benchmark headline (the whole card is its README.md);
+    for a Wan checkpoint folder, what it holds."""
+    from tessera import wan  # wan builds on this module's loading
+
     path = Path(path)
+    if wan.layout(path) is not None:
+        return wan.describe(path)
     model = load_model(path, "meta")
     c = model.config
     counts = {k: sum(p.numel() for p in m.parameters()) for k, m in model.modules().items()}
@@ -248,6 +260,10 @@ def _device(model: Model) -> torch.device:
 
 def estimate_memory(config: ModelConfig, frames: int, height: int, width: int) -> int:
     """Rough peak bytes of sampling with guidance (two branches) and chunked, tiled decoding."""
+    if is_wan(config):
+        from tessera import wan
+
+        return wan.estimate_memory(config, frames, height, width)
     pt, ph, pw = config.dit.patch
     t_z, h_z, w_z = 1 + (frames - 1) // 4, height // 8, width // 8
     tokens = (t_z // pt) * (h_z // ph) * (w_z // pw)
@@ -333,6 +349,8 @@ def sample_latents(
     progress: Progress = False,
     x0_src: torch.Tensor | None = None,
     strength: float = 1.0,
+    negative_prompt: str = "",
+    shift: float | None = None,
 ) -> torch.Tensor:
     """Sample normalised latents (1, C_z, T_z, h, w) for `prompt`, holding `given` frames clean.
 
@@ -340,6 +358,11 @@ def sample_latents(
     (masked-video latents + pixel-frame mask) or None for plain text-to-video. With `x0_src` (SDEdit)
     the flow starts from the source noised to `t = strength` instead of from pure noise.
     `guidance_interval = (lo, hi)` applies guidance only at times in [lo, hi] (`samplers.guided`).
+    The unconditional branch of guidance encodes `negative_prompt` (empty: the null caption). `shift`
+    shifts the time grid towards noise: None takes the model's `flow_shift`, and a model without one the
+    token-count shift. A DiT without condition channels holds the given frames at the current noise
+    level (the initial noise's own draw) instead of clean at t = 0: such a network was trained with one
+    time for the whole clip.
     """
     if sampler not in SAMPLERS:
         raise RequestError(f"--sampler must be one of {', '.join(SAMPLERS)}; got '{sampler}'")
@@ -348,24 +371,34 @@ def sample_latents(
     check_guidance_interval(guidance_interval)
     device = _device(model)
     t_z, h, w = latent_shape
-    captions = [prompt] if guidance == 1 else [prompt, ""]  # conditional, then the null caption
+    captions = [prompt] if guidance == 1 else [prompt, negative_prompt]  # conditional, then unconditional
     text, text_mask = encode_text(model, captions, device)
     gen = torch.Generator("cpu").manual_seed(seed)  # CPU generator: the same noise on every device
     noise = torch.randn(1, model.config.vae.z_channels, t_z, h, w, generator=gen).to(device)
 
+    dtype = next(model.dit.parameters()).dtype  # bf16 weights (Wan on a GPU) see bf16 inputs
+
     def dit_fn(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         n = len(x_t)  # 2 (the caption, then the null one), or 1 outside a guidance interval
-        c = None if cond is None else cond.expand(n, -1, -1, -1, -1)
-        return model.dit(x_t, t, text[:n], text_mask[:n], c)
+        c = None if cond is None else cond.expand(n, -1, -1, -1, -1).to(dtype)
+        return model.dit(x_t.to(dtype), t, text[:n].to(dtype), text_mask[:n], c).to(x_t.dtype)
 
     # both branches in one batch
     v_fn = dit_fn if guidance == 1 else guided(dit_fn, guidance, guidance_interval)
     pt, ph, pw = model.config.dit.patch
     if not 0.0 <= strength <= 1.0:
         raise RequestError(f"--strength must be in [0, 1]; got {strength}")
-    ts = timesteps(steps, token_shift(t_z // pt * (h // ph) * (w // pw)), start=strength).to(device)
+    shift = model.config.flow_shift if shift is None else shift
+    if shift is None:
+        shift = token_shift(t_z // pt * (h // ph) * (w // pw))
+    if not shift > 0:
+        raise RequestError(f"--shift must be positive (1 = no shift); got {shift}")
+    ts = timesteps(steps, shift, start=strength).to(device)
     x_start = noise if x0_src is None else sdedit_start(x0_src.to(noise), noise, strength)
-    return SAMPLERS[sampler](v_fn, x_start, ts, x0_given=x0_given, given=given, progress=progress)
+    held_noise = None if model.config.dit.conditioned or given is None else noise
+    return SAMPLERS[sampler](
+        v_fn, x_start, ts, x0_given=x0_given, given=given, progress=progress, given_noise=held_noise
+    )
 
 
 def check_guidance_interval(interval: tuple[float, float] | None) -> None:
@@ -414,6 +447,16 @@ def conditioned(
     shape = _request_shape(model, pixel_mask.shape[0], height, width)
     device = _device(model)
     x0_given = given = cond = None
+    if pixel_mask.any() and not model.config.dit.conditioned:
+        # No condition channels: the latent frames whose pixel frames are all given are held (at the
+        # noise level of each step); exact for a given prefix, from the zero-filled clip elsewhere.
+        from tessera.train.tasks import mask_channels
+
+        cond = build_cond(model.vae, clip.to(device), pixel_mask.to(device))[None]
+        held = mask_channels(pixel_mask, 1, 1)[:, :, 0, 0].bool().all(0).to(device)[None]  # (1, T_z)
+        x0_given, given = cond[:, : model.config.vae.z_channels], held if held.any() else None
+        x0_given = x0_given if given is not None else None
+        return sample_latents(model, prompt, shape, x0_given=x0_given, given=given, **sampling)
     if pixel_mask.any():
         cond = build_cond(model.vae, clip.to(device), pixel_mask.to(device))[None]  # (1, C_z + 4, T_z, h, w)
         held = given_latents(pixel_mask).to(device)[None]  # (1, T_z)

@@ -6,7 +6,9 @@ conditioning channels are closed over by the caller (see `guided`), so samplers 
 Given frames (docs/design.md): `given (B, T_z)` marks latent frames known clean, with values in `x0_given`.
 Before every model call those frames are set to their clean values and their time to 0, as in
 training; everything else gets the current t. They are set once more at the end, so the result equals
-`x0_given` there exactly.
+`x0_given` there exactly. With `given_noise` (for a network trained with one time per clip, such as
+Wan's text-to-video DiT) the given frames are instead held at the current noise level, noised with
+`given_noise` along the path to t, and every frame gets the same t.
 
 SDEdit: start from `sdedit_start(x0_src, noise, strength)` with `timesteps(steps, shift, start=strength)`.
 """
@@ -33,6 +35,7 @@ def sample_euler(
     x0_given: Tensor | None = None,
     given: Tensor | None = None,
     progress: Progress = False,
+    given_noise: Tensor | None = None,
 ) -> Tensor:
     """First-order Euler: `x <- x + (t_next - t) v(x, t)`. One model call per step.
 
@@ -43,7 +46,7 @@ def sample_euler(
     for t, t_next in _steps(ts_list, progress, "euler"):
         if t_next == t:
             continue  # a zero-length step (e.g. SDEdit at strength 0) needs no model call
-        x = x + (t_next - t) * _velocity(model_fn, x, t, x0_given, given)
+        x = x + (t_next - t) * _velocity(model_fn, x, t, x0_given, given, given_noise)
     return _impose(x, x0_given, given)
 
 
@@ -54,6 +57,7 @@ def sample_heun(
     x0_given: Tensor | None = None,
     given: Tensor | None = None,
     progress: Progress = False,
+    given_noise: Tensor | None = None,
 ) -> Tensor:
     """Second-order Heun: Euler predictor, trapezoid corrector; two model calls per step.
 
@@ -66,12 +70,12 @@ def sample_heun(
         if t_next == t:
             continue
         dt = t_next - t
-        v = _velocity(model_fn, x, t, x0_given, given)
+        v = _velocity(model_fn, x, t, x0_given, given, given_noise)
         x_pred = x + dt * v
         if t_next == 0:
             x = x_pred
         else:
-            v_next = _velocity(model_fn, x_pred, t_next, x0_given, given)
+            v_next = _velocity(model_fn, x_pred, t_next, x0_given, given, given_noise)
             x = x + dt * (v + v_next) / 2
     return _impose(x, x0_given, given)
 
@@ -129,11 +133,20 @@ def guided(
 
 
 def _velocity(
-    model_fn: ModelFn, x: Tensor, t: float, x0_given: Tensor | None, given: Tensor | None
+    model_fn: ModelFn,
+    x: Tensor,
+    t: float,
+    x0_given: Tensor | None,
+    given: Tensor | None,
+    given_noise: Tensor | None = None,
 ) -> Tensor:
-    """The model's v at time t, with given frames clean and at t = 0."""
+    """The model's v at time t, with given frames clean and at t = 0 (or, with `given_noise`, noised to
+    t like the rest)."""
     B, _, T_z = x.shape[:3]
     t_frames = torch.full((B, T_z), t, dtype=_t_dtype(x), device=x.device)  # (B, T_z)
+    if given is not None and given_noise is not None:
+        noised = add_noise(x0_given, given_noise, t_frames[:, 0])
+        return model_fn(_impose(x, noised, given), t_frames)
     if given is not None:
         t_frames = t_frames.masked_fill(given, 0.0)
     return model_fn(_impose(x, x0_given, given), t_frames)

@@ -60,22 +60,46 @@ def timestep_embedding(t: Tensor, dim: int, max_period: float = 10000.0) -> Tens
     return torch.cat([args.cos(), args.sin()], dim=-1)
 
 
-class SelfAttention(nn.Module):
-    """Multi-head self-attention with per-head RMSNorm on q and k and 3D RoPE."""
+def _qk_norms(dim: int, heads: int, eps: float, qk_norm: str) -> tuple[RMSNorm, RMSNorm]:
+    """RMSNorms of q and k: over each head's channels ("head") or over all heads' at once ("all")."""
+    width = dim if qk_norm == "all" else dim // heads
+    return RMSNorm(width, eps), RMSNorm(width, eps)
 
-    def __init__(self, dim: int, heads: int, eps: float) -> None:
+
+def _heads(x: Tensor, heads: int) -> Tensor:
+    """(B, N, D) -> (B, heads, N, D / heads)."""
+    return x.unflatten(-1, (heads, -1)).transpose(1, 2)
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention with RMSNorm on q and k (per head, or across heads) and 3D RoPE.
+
+    q, k and v come from one fused projection; a checkpoint with three (Wan's) is the same map with their
+    rows stacked, which the converters do on loading."""
+
+    def __init__(self, dim: int, heads: int, eps: float, qk_norm: str = "head") -> None:
         super().__init__()
         self.heads = heads
+        self.across = qk_norm == "all"
         self.qkv = nn.Linear(dim, 3 * dim)
-        self.q_norm, self.k_norm = RMSNorm(dim // heads, eps), RMSNorm(dim // heads, eps)
+        self.q_norm, self.k_norm = _qk_norms(dim, heads, eps, qk_norm)
         self.out = nn.Linear(dim, dim)
         self.sp_group = None  # a process group: x is this rank's token shard (tessera.parallel)
         self.sp_mode = "ulysses"  # or "ring": how the shards exchange (set by tessera.parallel)
 
     def forward(self, x: Tensor, rope: Rope, mask: SegmentMask | None) -> Tensor:
-        qkv = self.qkv(x).unflatten(-1, (3, self.heads, -1))  # (B, N, 3, heads, Dh)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (B, heads, N, Dh)
-        q, k = apply_rope(self.q_norm(q), rope), apply_rope(self.k_norm(k), rope)
+        if self.across:
+            q, k, v = self.qkv(x).chunk(3, dim=-1)  # each (B, N, D)
+            q, k, v = (
+                _heads(self.q_norm(q), self.heads),
+                _heads(self.k_norm(k), self.heads),
+                _heads(v, self.heads),
+            )
+            q, k = apply_rope(q, rope), apply_rope(k, rope)
+        else:
+            qkv = self.qkv(x).unflatten(-1, (3, self.heads, -1))  # (B, N, 3, heads, Dh)
+            q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (B, heads, N, Dh)
+            q, k = apply_rope(self.q_norm(q), rope), apply_rope(self.k_norm(k), rope)
         if self.sp_group is None:
             o = attention(q, k, v, mask)
         else:  # N is a token shard: Ulysses swaps it for a head shard, or ring passes K/V shards around
@@ -86,16 +110,22 @@ class SelfAttention(nn.Module):
 class CrossAttention(nn.Module):
     """Multi-head attention from video tokens to text tokens (RMS-normalised q/k, no positions)."""
 
-    def __init__(self, dim: int, heads: int, eps: float) -> None:
+    def __init__(self, dim: int, heads: int, eps: float, qk_norm: str = "head") -> None:
         super().__init__()
         self.heads = heads
+        self.across = qk_norm == "all"
         self.q = nn.Linear(dim, dim)
         self.kv = nn.Linear(dim, 2 * dim)
-        self.q_norm, self.k_norm = RMSNorm(dim // heads, eps), RMSNorm(dim // heads, eps)
+        self.q_norm, self.k_norm = _qk_norms(dim, heads, eps, qk_norm)
         self.out = nn.Linear(dim, dim)
 
     def forward(self, x: Tensor, text: Tensor, mask: Tensor) -> Tensor:
         """x (B, N, D), text (B, L, D), mask bool broadcastable to (B, heads, N, L) -> (B, N, D)."""
+        if self.across:
+            k, v = self.kv(text).chunk(2, dim=-1)  # each (B, L, D)
+            q, k = _heads(self.q_norm(self.q(x)), self.heads), _heads(self.k_norm(k), self.heads)
+            v = _heads(v, self.heads)
+            return self.out(attention(q, k, v, mask).transpose(1, 2).flatten(2))
         q = self.q_norm(self.q(x).unflatten(-1, (self.heads, -1)).transpose(1, 2))  # (B, heads, N, Dh)
         k, v = self.kv(text).unflatten(-1, (2, self.heads, -1)).permute(2, 0, 3, 1, 4)  # (B, heads, L, Dh)
         return self.out(attention(q, self.k_norm(k), v, mask).transpose(1, 2).flatten(2))
@@ -108,9 +138,9 @@ class Block(nn.Module):
         super().__init__()
         D = cfg.dim
         self.norm1 = nn.LayerNorm(D, eps=cfg.eps, elementwise_affine=False)
-        self.self_attn = SelfAttention(D, cfg.heads, cfg.eps)
+        self.self_attn = SelfAttention(D, cfg.heads, cfg.eps, cfg.qk_norm)
         self.norm_cross = nn.LayerNorm(D, eps=cfg.eps)
-        self.cross_attn = CrossAttention(D, cfg.heads, cfg.eps)
+        self.cross_attn = CrossAttention(D, cfg.heads, cfg.eps, cfg.qk_norm)
         self.norm2 = nn.LayerNorm(D, eps=cfg.eps, elementwise_affine=False)
         self.mlp = MLP(D, cfg.ffn_dim)
         self.modulation = nn.Parameter(torch.zeros(6, D))  # this block's offset to the shared projection
@@ -208,8 +238,12 @@ class DiT(nn.Module):
         cond (B, cond_channels, T_z, H, W) or None (zeros: text-to-video) -> v (B, C, T_z, H, W)."""
         B, _, T, H, W = self._check_clip(x, t, cond, batched=True)
         self._check_text(text, text_mask, B)
-        cond = x.new_zeros(B, self.cfg.cond_channels, T, H, W) if cond is None else cond
-        tokens = self.patch_embed(patchify(torch.cat([x, cond], dim=1), self.cfg.patch))  # (B, N, D)
+        if self.cfg.cond_channels:
+            cond = x.new_zeros(B, self.cfg.cond_channels, T, H, W) if cond is None else cond
+            x_in = torch.cat([x, cond], dim=1)
+        else:
+            x_in = x
+        tokens = self.patch_embed(patchify(x_in, self.cfg.patch))  # (B, N, D)
         pos = positions(self._grid(T, H, W), x.device)  # (N, 3) (t, h, w) ids
         if self.sp_group is not None:  # sequence parallel: keep this rank's tokens, with global positions
             tokens, pos = local_shard(tokens, self.sp_group, 1), local_shard(pos, self.sp_group, 0)
@@ -315,6 +349,8 @@ class DiT(nn.Module):
         B, _, T, H, W = x.shape
         if t.shape != (B, T):
             raise ValueError(f"t must have one value per latent frame, shape {(B, T)}, got {tuple(t.shape)}")
+        if cond is not None and not self.cfg.conditioned:
+            raise ValueError("this DiT takes no condition channels (conditioned = False); pass cond=None")
         if cond is not None and cond.shape != (B, self.cfg.cond_channels, T, H, W):
             raise ValueError(
                 f"cond must be {(B, self.cfg.cond_channels, T, H, W)} (cond_channels = in_channels + 4), "

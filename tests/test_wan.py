@@ -1,0 +1,503 @@
+"""Wan 2.1 in tessera: each part and a whole sampling run against diffusers / transformers, on tiny random
+models built here (no network), and both checkpoint layouts loading from a folder."""
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+diffusers = pytest.importorskip("diffusers")
+transformers = pytest.importorskip("transformers")
+
+from tessera import pipeline, wan  # noqa: E402
+from tessera.checkpoint import CheckpointError  # noqa: E402
+from tessera.config import WanVAEConfig  # noqa: E402
+from tessera.models.dit import DiT  # noqa: E402
+from tessera.models.wan_text import WanTextEncoder, WanTokenizer  # noqa: E402
+from tessera.models.wan_vae import WanVAE  # noqa: E402
+from tessera.models.wan_vae import from_diffusers as vae_from_diffusers  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+WORDS = "a red cube blue ball rolls on the floor slowly fast green tree blurry low quality".split()
+TEXT_LEN = 16  # tokens per caption on both sides (Wan's own is 512)
+
+
+def _nudge(module: torch.nn.Module, seed: int, std: float = 0.1) -> torch.nn.Module:
+    """Random offsets on every parameter (diffusers zero- or one-initialises some, hiding mistakes)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(std * torch.randn(p.shape, generator=g))
+    return module.eval()
+
+
+def tiny_transformer(seed: int = 0, channels: int = 4):
+    torch.manual_seed(seed)
+    ref = diffusers.WanTransformer3DModel(
+        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=channels,
+        out_channels=channels,
+        text_dim=16, freq_dim=16, ffn_dim=32, num_layers=2, rope_max_seq_len=64,
+    )  # fmt: skip
+    return _nudge(ref, seed)
+
+
+def tiny_vae(seed: int = 0, wan_latents: bool = False):
+    """Wan's VAE at 4 levels and 2 residual blocks (the layout the original release uses), base width 4;
+    with `wan_latents` 16 latent channels and Wan 2.1's latent statistics, else 4 channels and others."""
+    torch.manual_seed(seed)
+    stats = {} if wan_latents else dict(latents_mean=[0.1, -0.2, 0.3, 0.0], latents_std=[1.5, 0.5, 2.0, 1.0])
+    ref = diffusers.AutoencoderKLWan(
+        base_dim=4, z_dim=16 if wan_latents else 4, dim_mult=[1, 2, 4, 4], num_res_blocks=2,
+        temperal_downsample=[False, True, True], **stats,
+    )  # fmt: skip
+    return _nudge(ref, seed, std=0.05)
+
+
+def tiny_text(seed: int = 0):
+    torch.manual_seed(seed)
+    config = transformers.UMT5Config(
+        vocab_size=len(WORDS) + 3, d_model=16, d_kv=4, d_ff=24, num_layers=2, num_heads=4,
+        relative_attention_num_buckets=8, feed_forward_proj="gated-gelu",
+    )  # fmt: skip
+    return transformers.UMT5EncoderModel(config).eval()
+
+
+def tiny_tokenizer():
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+
+    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2} | {w: i + 3 for i, w in enumerate(WORDS)}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    return transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>"
+    )
+
+
+@pytest.fixture(scope="module")
+def wan_pipe() -> "diffusers.WanPipeline":
+    """A tiny random Wan 2.1 pipeline (kept in memory: loading it back would need `accelerate`)."""
+    return diffusers.WanPipeline(
+        tokenizer=tiny_tokenizer(),
+        text_encoder=tiny_text(),
+        vae=tiny_vae(wan_latents=True),
+        scheduler=diffusers.FlowMatchEulerDiscreteScheduler(shift=3.0),
+        transformer=tiny_transformer(channels=16),
+    )
+
+
+@pytest.fixture(scope="module")
+def wan_folder(wan_pipe, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny pipeline saved in the diffusers layout."""
+    path = tmp_path_factory.mktemp("wan") / "diffusers"
+    wan_pipe.save_pretrained(path, safe_serialization=True)
+    return path
+
+
+# --- parts ---------------------------------------------------------------------------------------------
+
+
+def test_dit_with_wan_options_matches_diffusers() -> None:
+    """tessera's DiT with qk_norm="all" and no condition channels, loaded through the key conversion
+    (stacked q/k/v, flattened Conv3d patch kernel, reordered output rows), equals WanTransformer3DModel."""
+    ref = tiny_transformer()
+    cfg = wan.dit_config_from_diffusers(dict(ref.config))
+    assert (cfg.qk_norm, cfg.cond_channels, cfg.dim, cfg.heads) == ("all", 0, 24, 2)
+    dit = DiT(cfg).eval()
+    dit.load_state_dict(wan.dit_from_diffusers(ref.state_dict(), cfg))
+    g = torch.Generator().manual_seed(1)
+    x, text = torch.randn(2, 4, 3, 4, 6, generator=g), torch.randn(2, 7, 16, generator=g)
+    t = torch.tensor([0.3, 0.8])
+    with torch.no_grad():
+        want = ref(x, t * 1000, text, return_dict=False)[0]
+        got = dit(x, t[:, None].expand(2, 3), text, torch.ones(2, 7, dtype=torch.bool))
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="no condition channels"):
+        dit(x, t[:, None].expand(2, 3), text, torch.ones(2, 7, dtype=torch.bool), cond=x)
+
+
+def test_original_dit_names_are_the_ones_diffusers_converts() -> None:
+    """The original release's DiT names (as diffusers' own single-file converter reads them) map through
+    `dit_original_to_diffusers` to the diffusers model's state dict, tensor for tensor."""
+    from diffusers.loaders.single_file_utils import convert_wan_transformer_to_diffusers
+
+    state = tiny_transformer().state_dict()
+    original = {_dit_original_name(k): v for k, v in state.items()}
+    assert convert_wan_transformer_to_diffusers(dict(original)).keys() == state.keys()
+    mine = wan.dit_original_to_diffusers(original)
+    assert mine.keys() == state.keys() and all(mine[k] is state[k] for k in state)
+
+
+def _dit_original_name(k: str) -> str:
+    for a, b in [
+        ("condition_embedder.time_embedder.linear_1", "time_embedding.0"),
+        ("condition_embedder.time_embedder.linear_2", "time_embedding.2"),
+        ("condition_embedder.text_embedder.linear_1", "text_embedding.0"),
+        ("condition_embedder.text_embedder.linear_2", "text_embedding.2"),
+        ("condition_embedder.time_proj", "time_projection.1"),
+        ("proj_out", "head.head"),
+        ("attn1", "self_attn"), ("attn2", "cross_attn"), (".to_out.0.", ".o."), (".to_q.", ".q."),
+        (".to_k.", ".k."), (".to_v.", ".v."), ("ffn.net.0.proj", "ffn.0"), ("ffn.net.2", "ffn.2"),
+        (".norm2.", ".norm3."),
+    ]:  # fmt: skip
+        k = k.replace(a, b)
+    if k == "scale_shift_table":
+        return "head.modulation"
+    return k.replace("scale_shift_table", "modulation")
+
+
+def test_vae_encode_and_decode_match_diffusers_in_chunks_and_whole() -> None:
+    """WanVAE equals AutoencoderKLWan: encode (posterior mean and log-variance) and decode, whether run
+    in Wan's chunks, in longer chunks, or as a whole clip; the latent statistics normalise as Wan's
+    pipelines do."""
+    ref = tiny_vae()
+    cfg = wan.vae_config_from_diffusers(dict(ref.config))
+    vae = WanVAE(cfg).eval()
+    state = vae_from_diffusers(vae, ref.state_dict())
+    state |= wan._latent_stats(ref.config.latents_mean, ref.config.latents_std, cfg.z_channels)
+    vae.load_state_dict(state)
+    g = torch.Generator().manual_seed(2)
+    x = torch.rand(1, 3, 9, 16, 24, generator=g) * 2 - 1
+    z = torch.randn(1, 4, 3, 2, 3, generator=g)
+    with torch.no_grad():
+        post = ref.encode(x).latent_dist
+        want_x = ref.decode(z).sample
+        for chunk in (4, 8):
+            vae.cfg = WanVAEConfig(**{**cfg.__dict__, "chunk_frames": chunk})
+            mean, logvar = vae.encode(x)
+            torch.testing.assert_close(mean, post.mean, rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(logvar, post.logvar, rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(vae.decode(z).clamp(-1, 1), want_x, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(vae.encode(x, chunked=False)[0], post.mean, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(vae.decode(z, chunked=False).clamp(-1, 1), want_x, rtol=1e-4, atol=1e-5)
+        mu, sd = torch.tensor(ref.config.latents_mean), torch.tensor(ref.config.latents_std)
+        normalised = (post.mean - mu.view(1, -1, 1, 1, 1)) / sd.view(1, -1, 1, 1, 1)
+        torch.testing.assert_close(vae.encode_latents(x), normalised, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(vae.decode_latents(normalised).clamp(-1, 1), ref.decode(post.mean).sample)
+
+
+def test_original_vae_names_are_the_ones_diffusers_converts() -> None:
+    """Wan2.1_VAE.pth's names (checked with diffusers' converter) map onto diffusers' names."""
+    from diffusers.loaders.single_file_utils import convert_wan_vae_to_diffusers
+
+    from tessera.models.wan_vae import original_to_diffusers
+
+    state = tiny_vae().state_dict()
+    original = {_vae_original_name(k): v for k, v in state.items()}
+    assert convert_wan_vae_to_diffusers(dict(original)).keys() == state.keys()
+    mine = original_to_diffusers(original)
+    assert mine.keys() == state.keys() and all(mine[k] is state[k] for k in state)
+
+
+def _vae_original_name(k: str) -> str:
+    k = re.sub(r"^quant_conv\.", "conv1.", k)
+    k = re.sub(r"^post_quant_conv\.", "conv2.", k)
+    k = re.sub(r"\.conv_in\.", ".conv1.", k)
+    k = k.replace(".norm_out.", ".head.0.").replace(".conv_out.", ".head.2.")
+    k = k.replace("mid_block.attentions.0.", "middle.1.")
+    k = re.sub(r"mid_block\.resnets\.(\d)\.", lambda m: f"middle.{2 * int(m.group(1))}.", k)
+    k = k.replace("encoder.down_blocks.", "encoder.downsamples.")
+    k = re.sub(
+        r"up_blocks\.(\d)\.resnets\.(\d)\.",
+        lambda m: f"upsamples.{4 * int(m.group(1)) + int(m.group(2))}.",
+        k,
+    )
+    k = re.sub(r"up_blocks\.(\d)\.upsamplers\.0\.", lambda m: f"upsamples.{4 * int(m.group(1)) + 3}.", k)
+    for a, b in [
+        ("norm1.gamma", "residual.0.gamma"),
+        ("conv1.", "residual.2."),
+        ("norm2.gamma", "residual.3.gamma"),
+    ]:
+        k = re.sub(rf"(\d\.){re.escape(a)}", rf"\g<1>{b}", k)
+    k = re.sub(r"(\d\.)conv2\.", r"\g<1>residual.6.", k)
+    return k.replace("conv_shortcut", "shortcut")
+
+
+def test_text_encoder_matches_transformers_and_pads_like_wan() -> None:
+    """The umT5 wrapper gives transformers' hidden states on the caption's tokens and zeros after
+    them, over all max_len positions, which the DiT attends to (Wan's and diffusers' convention)."""
+    enc, tok = tiny_text(), WanTokenizer(tiny_tokenizer())
+    ids, mask = tok.encode(["a red cube rolls", "blue  ball &amp; tree"], TEXT_LEN)
+    assert ids.shape == (2, TEXT_LEN) and mask.sum(1).tolist() == [5, 5]  # words + </s> ('&' is unknown)
+    with torch.no_grad():
+        tokens, attend = WanTextEncoder(enc)(ids, mask)
+        want = enc(input_ids=ids, attention_mask=mask.long()).last_hidden_state
+    assert attend.all()
+    torch.testing.assert_close(tokens[mask], want[mask])
+    assert tokens[~mask].abs().max() == 0
+
+
+def test_original_umt5_names_load_into_transformers() -> None:
+    from tessera.models.wan_text import umt5_config_from_original, umt5_from_original
+
+    enc = tiny_text()
+    state = enc.state_dict()
+    original = _umt5_original(state)
+    cfg = umt5_config_from_original(original)
+    assert (cfg.d_model, cfg.num_heads, cfg.d_kv, cfg.d_ff, cfg.num_layers) == (16, 4, 4, 24, 2)
+    converted = umt5_from_original(original)
+    assert converted.keys() == state.keys()
+
+
+_UMT5_ORIGINAL = {
+    "layer.0.layer_norm": "norm1", "layer.0.SelfAttention.q": "attn.q", "layer.0.SelfAttention.k": "attn.k",
+    "layer.0.SelfAttention.v": "attn.v", "layer.0.SelfAttention.o": "attn.o",
+    "layer.0.SelfAttention.relative_attention_bias": "pos_embedding.embedding",
+    "layer.1.layer_norm": "norm2", "layer.1.DenseReluDense.wi_0": "ffn.gate.0",
+    "layer.1.DenseReluDense.wi_1": "ffn.fc1", "layer.1.DenseReluDense.wo": "ffn.fc2",
+}  # fmt: skip
+
+
+def _umt5_original(state: dict) -> dict:
+    """transformers' UMT5EncoderModel state dict under the names of Wan's own T5 module."""
+    out = {
+        "token_embedding.weight": state["shared.weight"],
+        "norm.weight": state["encoder.final_layer_norm.weight"],
+    }
+    for k, v in state.items():
+        m = re.match(r"encoder\.block\.(\d+)\.(.*)\.weight$", k)
+        if m:
+            out[f"blocks.{m.group(1)}.{_UMT5_ORIGINAL[m.group(2)]}.weight"] = v
+    return out
+
+
+# --- whole model: folders, sampling ----------------------------------------------------------------
+
+
+def _flow_scheduler(pipe, steps: int):
+    """Give diffusers' Euler scheduler tessera's grid (uniform in unshifted time, ending at 0); the
+    scheduler applies the shift itself."""
+    sched = pipe.scheduler
+    original = sched.set_timesteps
+
+    def set_timesteps(num_inference_steps=None, device=None, **kw):
+        return original(sigmas=torch.linspace(1, 0, steps + 1)[:-1].tolist(), device=device)
+
+    sched.set_timesteps = set_timesteps
+
+
+def test_sampling_matches_wan_pipeline_with_guidance_and_negative_prompt(wan_pipe, wan_folder: Path) -> None:
+    """Same noise, the same shifted schedule, 4 Euler steps, guidance 4 with a negative prompt: tessera
+    loading the diffusers folder reaches the latents diffusers' WanPipeline reaches."""
+    from tessera.flow.schedules import timesteps
+
+    pipe = wan_pipe
+    model = wan.load(wan_folder, "cpu", text_len=TEXT_LEN)
+    assert model.config.flow_shift == 3.0
+    steps, prompt, negative = 4, "a red cube rolls on the floor", "blurry low quality"
+    _flow_scheduler(pipe, steps)
+    pipe.scheduler.set_timesteps(steps)
+    torch.testing.assert_close(pipe.scheduler.sigmas.double(), timesteps(steps, 3.0), atol=1e-6, rtol=0)
+
+    shape = (3, 4, 6)  # 9 frames at 32x48
+    z = pipeline.sample_latents(
+        model, prompt, shape, steps=steps, guidance=4.0, seed=7, negative_prompt=negative
+    )
+    noise = torch.randn(1, 16, *shape, generator=torch.Generator("cpu").manual_seed(7))
+    want = pipe(
+        prompt=prompt, negative_prompt=negative, height=32, width=48, num_frames=9, num_inference_steps=steps,
+        guidance_scale=4.0, latents=noise.clone(), output_type="latent", max_sequence_length=TEXT_LEN,
+    ).frames  # fmt: skip
+    torch.testing.assert_close(z, want, rtol=1e-4, atol=1e-4)
+    other = pipeline.sample_latents(model, prompt, shape, steps=steps, guidance=4.0, seed=7)
+    assert (other - z).abs().max() > 1e-3  # the negative prompt matters
+
+
+def test_capabilities_run_on_a_model_without_condition_channels(wan_folder: Path) -> None:
+    """Every capability on Wan weights (no condition channels): t2v, t2i, SDEdit, and the conditioned
+    ones through held latents; a given prefix comes back exactly."""
+    model = wan.load(wan_folder, "cpu", text_len=TEXT_LEN)
+    s = dict(steps=2, guidance=2.0, seed=0)
+    video = pipeline.generate(model, "a red cube", frames=5, height=32, width=32, **s)
+    assert video.shape == (5, 32, 32, 3) and video.dtype == torch.uint8
+    assert pipeline.image(model, "a ball", width=32, height=16, **s).shape == (16, 32, 3)
+    src = pipeline.encode(model, video)
+    _, z0 = pipeline.edit(model, video, "a blue ball", strength=0.0, return_latents=True, **s)
+    torch.testing.assert_close(z0, src)  # strength 0 keeps the source
+    joined, z = pipeline.extend(
+        model, video, "rolls on", frames=9, overlap=5, blend=False, return_latents=True, **s
+    )
+    assert joined.shape[0] == 5 + 9 - 5
+    torch.testing.assert_close(z[:, :, :2], pipeline.encode(model, video)[:, :, :2])  # the held prefix
+    _, z = pipeline.animate(model, video[0], "rolls", frames=5, return_latents=True, **s)
+    torch.testing.assert_close(z[:, :, :1], src[:, :, :1])  # the image's latent, held
+    bridge = pipeline.connect(model, video, video.flip(0), "rolls back", frames=17, blend=False, **s)
+    assert bridge.shape[0] == 5 + 17 - 5 - 4 + 5 and torch.equal(bridge[:1], video[:1])
+    looped = pipeline.loop(model, "spins", frames=9, video=video, height=32, width=32, **s)
+    assert torch.equal(looped[-1], looped[0])
+    assert (
+        pipeline.long(model, "rolls", frames=13, window=9, overlap=5, height=32, width=32, **s).shape[0] == 13
+    )
+
+
+def test_both_layouts_load_the_same_model(wan_pipe, wan_folder: Path, tmp_path: Path) -> None:
+    """The original release's file set (DiT safetensors + config.json, the VAE and umT5 as .pth read with
+    weights_only, the tokenizer folder) loads into the same networks as the diffusers folder."""
+    from safetensors.torch import save_file
+
+    a = wan.load(wan_folder, "cpu")
+    orig = tmp_path / "original"
+    (orig / "google").mkdir(parents=True)
+    dit_state = wan_pipe.transformer.state_dict()
+    save_file(
+        {_dit_original_name(k): v.contiguous() for k, v in dit_state.items()},
+        orig / "diffusion_pytorch_model.safetensors",
+    )
+    (orig / "config.json").write_text(json.dumps({"model_type": "t2v", "num_heads": 2, "dim": 24}))
+    vae_state = wan_pipe.vae.state_dict()
+    torch.save({_vae_original_name(k): v for k, v in vae_state.items()}, orig / "Wan2.1_VAE.pth")
+    torch.save(_umt5_original(a.text.encoder.state_dict()), orig / "models_t5_umt5-xxl-enc-bf16.pth")
+    shutil.copytree(wan_folder / "tokenizer", orig / "google" / "umt5-xxl")
+    assert (wan.layout(wan_folder), wan.layout(orig)) == ("diffusers", "original")
+    b = wan.load(orig, "cpu")
+    for name in ("dit", "vae", "text"):
+        sa, sb = getattr(a, name).state_dict(), getattr(b, name).state_dict()
+        assert sa.keys() == sb.keys()
+        for k in sa:
+            torch.testing.assert_close(sa[k], sb[k], rtol=0, atol=0, msg=f"{name}.{k}")
+
+
+def test_missing_or_truncated_components_are_named(wan_folder: Path, tmp_path: Path) -> None:
+    for part, damage, pattern in [
+        ("vae", "remove", r"Wan VAE: missing .*/vae/config.json"),
+        ("transformer", "truncate", r"Wan transformer \(DiT\): .*diffusion_pytorch_model.*truncated"),
+        ("text_encoder", "truncate", r"Wan text encoder \(umT5\): .*model.safetensors.*truncated"),
+        ("tokenizer", "remove", r"Wan tokenizer: missing .*/tokenizer"),
+    ]:
+        broken = tmp_path / part
+        shutil.copytree(wan_folder, broken)
+        if damage == "remove":
+            shutil.rmtree(broken / part)
+        else:
+            f = next((broken / part).glob("*.safetensors"))
+            f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+        with pytest.raises(CheckpointError, match=pattern) as e:
+            wan.load(broken, "cpu")
+        assert "\n" not in str(e.value)
+        if damage == "remove":
+            assert "MISSING" in wan.describe(broken)
+    other = tmp_path / "i2v"
+    shutil.copytree(wan_folder, other)
+    index = json.loads((other / "model_index.json").read_text())
+    (other / "model_index.json").write_text(json.dumps({**index, "_class_name": "WanImageToVideoPipeline"}))
+    with pytest.raises(
+        CheckpointError, match="a WanImageToVideoPipeline; tessera runs Wan 2.1 text-to-video"
+    ):
+        wan.load(other, "cpu")
+
+
+def test_cli_info_and_generate_recognise_a_wan_folder(wan_folder: Path, tmp_path: Path) -> None:
+    """`tessera info` describes the folder; `tessera generate --model` samples from it, the same bytes
+    twice, and a broken folder is one line naming the part (in process: the CLI's own tests run it as
+    a real process)."""
+    from typer.testing import CliRunner
+
+    from tessera.cli import app
+    from tessera.video import read_video
+
+    r = CliRunner().invoke(app, ["info", str(wan_folder)])
+    assert r.exit_code == 0, r.output
+    assert "diffusers layout" in r.output and "2 blocks, width 24, 2 heads" in r.output
+    assert "flow shift 3.0" in r.output
+    flags = ["--model", str(wan_folder), "--frames", "5", "--height", "32", "--width", "32", "--steps", "2"]
+    flags += ["--device", "cpu", "--negative-prompt", "blurry", "--shift", "5"]
+    for name in ("a.mp4", "b.mp4"):
+        r = CliRunner().invoke(app, ["generate", "a red cube rolls", "-o", str(tmp_path / name), *flags])
+        assert r.exit_code == 0, r.output
+        assert "expanded prompt" not in r.output  # Wan takes prompts as written
+    a, b = read_video(tmp_path / "a.mp4"), read_video(tmp_path / "b.mp4")
+    assert a.shape == (5, 32, 32, 3) and torch.equal(a, b)
+    broken = tmp_path / "broken"
+    shutil.copytree(wan_folder, broken)
+    shutil.rmtree(broken / "text_encoder")
+    r = CliRunner().invoke(
+        app, ["generate", "x", "-o", str(tmp_path / "c.mp4"), "--model", str(broken), *flags[2:]]
+    )
+    assert isinstance(r.exception, ValueError) and "Wan text encoder (umT5): missing" in str(r.exception)
+    assert "\n" not in str(r.exception)
+
+
+# --- what the options change, and what they leave alone --------------------------------------------------
+
+
+def test_configs_without_the_new_keys_load_as_before_and_unknown_keys_are_refused() -> None:
+    """A config.json written before `qk_norm`, `conditioned` and `flow_shift` existed (the shipped
+    model's) loads with the defaults that reproduce it; a misspelt key is still an error."""
+    from tessera.config import ModelConfig
+
+    shipped = json.loads((Path(pipeline.__file__).parent / "assets/model/config.json").read_text())
+    assert "qk_norm" not in shipped["dit"] and "flow_shift" not in shipped
+    config = ModelConfig.from_dict(shipped)
+    assert (config.dit.qk_norm, config.dit.conditioned, config.flow_shift) == ("head", True, None)
+    assert config.dit.cond_channels == config.dit.in_channels + 4
+    assert ModelConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    with pytest.raises(ValueError, match="unknown keys \\['qk_nrom'\\]"):
+        ModelConfig.from_dict({**shipped, "dit": {**shipped["dit"], "qk_nrom": "all"}})
+    with pytest.raises(ValueError, match="missing keys \\['dim'\\]"):
+        ModelConfig.from_dict({**shipped, "dit": {k: v for k, v in shipped["dit"].items() if k != "dim"}})
+    with pytest.raises(ValueError, match="qk_norm must be one of head, all"):
+        ModelConfig.from_dict({**shipped, "dit": {**shipped["dit"], "qk_norm": "both"}})
+
+
+def test_held_frames_sit_at_the_step_noise_level_for_a_one_time_network() -> None:
+    """With `given_noise` the given frames enter each call noised to the call's t with that noise, every
+    frame at the same t, and come back clean at the end."""
+    from tessera.flow.samplers import sample_euler
+    from tessera.flow.schedules import timesteps
+
+    g = torch.Generator().manual_seed(0)
+    noise, x0 = torch.randn(1, 2, 3, 2, 2, generator=g), torch.randn(1, 2, 3, 2, 2, generator=g)
+    given = torch.tensor([[True, False, False]])
+    seen = []
+
+    def model_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        seen.append((x[:, :, 0].clone(), t.clone()))
+        return -x
+
+    out = sample_euler(model_fn, noise, timesteps(3, 2.0), x0_given=x0, given=given, given_noise=noise)
+    for x_first, t in seen:
+        assert (t == t[0, 0]).all()
+        torch.testing.assert_close(x_first, (1 - t[0, 0]) * x0[:, :, 0] + t[0, 0] * noise[:, :, 0])
+    assert torch.equal(out[:, :, 0], x0[:, :, 0])
+
+
+def test_model_import_writes_a_tessera_folder_that_samples_the_same(wan_folder: Path, tmp_path: Path) -> None:
+    """`tessera model import` turns the diffusers folder into a tessera model folder: the DiT stored in
+    tessera's own layout, the same latents from the same seed, described by `tessera info`."""
+    from typer.testing import CliRunner
+
+    from tessera.cli import app
+
+    out = tmp_path / "imported"
+    r = CliRunner().invoke(app, ["model", "import", str(wan_folder), "--out", str(out), "--dtype", "fp32"])
+    assert r.exit_code == 0, r.output
+    assert wan.layout(out) == "tessera" and (out / "dit.safetensors").exists()
+    a, b = wan.load(wan_folder, "cpu", text_len=TEXT_LEN), wan.load(out, "cpu", text_len=TEXT_LEN)
+    assert a.config == b.config
+    s = dict(steps=2, guidance=3.0, seed=1, negative_prompt="blurry")
+    za = pipeline.sample_latents(a, "a red cube", (2, 4, 4), **s)
+    assert torch.equal(za, pipeline.sample_latents(b, "a red cube", (2, 4, 4), **s))
+    text = pipeline.describe(out)
+    assert "imported" in text and "2 blocks, width 24" in text and "flow shift 3.0" in text
+    r = CliRunner().invoke(app, ["model", "import", str(out), "--out", str(tmp_path / "again")])
+    assert isinstance(r.exception, ValueError) and "not a Wan 2.1 checkpoint folder" in str(r.exception)
+
+
+def test_bf16_weights_sample_close_to_float32(wan_folder: Path) -> None:
+    """The GPU default (bf16 weights): inputs are cast to the weights' type, the flow integrates in
+    float32, the latent statistics stay float32, and the result stays near the float32 model's."""
+    a = wan.load(wan_folder, "cpu", torch.float32, text_len=TEXT_LEN)
+    b = wan.load(wan_folder, "cpu", torch.bfloat16, text_len=TEXT_LEN)
+    assert next(b.dit.parameters()).dtype == torch.bfloat16 and b.vae.latent_std.dtype == torch.float32
+    s = dict(steps=2, guidance=3.0, seed=4, negative_prompt="blurry")
+    za, zb = (pipeline.sample_latents(m, "a red cube", (2, 4, 4), **s) for m in (a, b))
+    assert zb.dtype == torch.float32
+    assert (za - zb).abs().max() < 0.05 * za.abs().max()
+    frames = pipeline.generate(b, "a red cube", frames=5, height=32, width=32, **s)
+    assert frames.shape == (5, 32, 32, 3) and frames.dtype == torch.uint8
+    src = pipeline.encode(b, frames)
+    assert src.dtype == torch.float32
