@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import secrets
 import shutil
+import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import closing, contextmanager
 from fractions import Fraction
@@ -481,9 +483,11 @@ def _write_animation(tmp: Path, x: np.ndarray, fps: float, quality: int | None, 
 
 
 def _write_folder(path: Path, x: np.ndarray) -> Path:
-    """Write `frame_00000.png`... into a temporary folder, then swap it in for `path`."""
+    """Write `frame_00000.png`... into a temporary folder, then swap it in for `path` (only a folder
+    of frames tessera wrote, or an empty one, is ever replaced)."""
     if path.exists() and not path.is_dir():
         raise VideoError(path, "exists and is not a folder")
+    _check_frame_folder(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temp_name(path, ".tmp")
     tmp.mkdir()
@@ -494,6 +498,72 @@ def _write_folder(path: Path, x: np.ndarray) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return path
+
+
+FRAME_NAME = re.compile(r"frame_\d{5}\.png")
+
+
+def _check_frame_folder(path: Path) -> None:
+    """Refuse to replace a folder that holds anything but the frames tessera writes (the user's files
+    would be deleted), and the working folder or one above it (it cannot be swapped out)."""
+    if not path.exists():
+        return
+    here = Path.cwd().resolve()
+    if path.resolve() == here or path.resolve() in here.parents:
+        raise VideoError(path, "is the working folder or above it; give a new folder name, e.g. -o frames/")
+    others = sorted(p.name for p in path.iterdir() if not FRAME_NAME.fullmatch(p.name))
+    if others:
+        shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+        raise VideoError(
+            path, f"folder holds other files ({shown}), which writing frames would delete; give a new folder"
+        )
+
+
+def check_output(path: str | os.PathLike, frames: int | None = None, fps: float | None = None,
+                 image: bool = False) -> Path:  # fmt: skip
+    """Refuse an output path before any work: an unknown suffix, a multi-frame .png, a folder that
+    holds other files, a parent that cannot be made or written, a non-finite or non-positive fps.
+    `frames` is the clip length when known (None: more than one); `image` checks `save_image`'s
+    suffixes. Returns the path; creates nothing that stays."""
+    raw, path = str(path), Path(path)
+    if fps is not None and not (math.isfinite(fps) and fps > 0):
+        raise ValueError(f"--fps must be a positive finite number; got {fps:g}")
+    is_folder = not image and (raw.endswith(("/", os.sep)) or path.is_dir() or path.suffix == "")
+    if is_folder:
+        _check_frame_folder(path)
+        parent = path
+    else:
+        suffixes = (".png", ".jpg", ".jpeg", ".webp") if image else WRITE_SUFFIXES
+        suffix = path.suffix.lower()
+        if path.is_dir():
+            raise VideoError(path, "is a folder; give a file name with a suffix")
+        if suffix not in suffixes:
+            raise VideoError(path, f"cannot write suffix {suffix!r}; allowed: {' '.join(suffixes)}"
+                             + ("" if image else ", or a folder (no suffix)"))  # fmt: skip
+        if not image and suffix == ".png" and (frames is None or frames != 1):
+            n = "more than one" if frames is None else str(frames)
+            raise VideoError(path, f"a .png holds one frame but this writes {n}; use .mp4 or a folder (no suffix)")
+        parent = path.parent
+    _check_writable(path, parent)
+    return path
+
+
+def _check_writable(path: Path, folder: Path) -> None:
+    """`folder` exists (or its nearest existing ancestor is a folder) and a file can be created in it:
+    tried for real, since permission bits do not tell (root, read-only mounts, full quotas)."""
+    probe = folder
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not probe.is_dir():
+        raise VideoError(path, f"{probe} is not a folder, so the output cannot be made there")
+    try:
+        fd, name = tempfile.mkstemp(prefix=".tessera-probe-", dir=probe)
+    except OSError as e:
+        raise VideoError(path, f"cannot write in {probe} ({e.strerror or e})") from None
+    os.close(fd)
+    os.unlink(name)
 
 
 def _swap_folder(new: Path, path: Path) -> None:
