@@ -60,6 +60,19 @@ def _sampling(
     }  # fmt: skip
 
 
+def _before(
+    out: Path, out_frames: int | None, fps: float | None, steps: int, guidance: float, seed: int,
+    sampler: str, interval: str | None, strength: float = 1.0, image: bool = False,
+) -> None:  # fmt: skip
+    """Every check that needs no model, before anything is loaded or read: sampler flags, the output
+    path (suffix, `out_frames` when known, folder, writable) and --fps. The error names the option typed."""
+    from tessera import pipeline
+    from tessera.video import check_output
+
+    pipeline.check_sampling(steps, guidance, seed, sampler, _interval(interval), strength)
+    check_output(out, out_frames, fps, image=image)
+
+
 Out = Annotated[Path, Opt("-o", "--out", help="Output file (.mp4, .webm, .gif, .webp; .png for image).")]
 ModelOpt = Annotated[Path | None, Opt(help="Model folder (default: the shipped model).")]
 Steps = Annotated[int, Opt(help="Sampler steps.")]
@@ -101,6 +114,9 @@ def generate(
     """Text-to-video: write a video for PROMPT (across GPUs: `torchrun --nproc-per-node N -m tessera.cli`)."""
     from tessera import pipeline
 
+    pipeline._check_frames(frames)
+    pipeline.check_sides(height, width)
+    _before(out, frames, fps, steps, guidance, seed, sampler, guidance_interval)
     m, prompt = _start(model, device, prompt, expand, seed, lm)
     with pipeline.across_ranks(m, sp) as main:
         frames_u8 = pipeline.generate(
@@ -129,10 +145,23 @@ def _expanded(prompt: str, seed: int, announce: bool = True, lm: Path | None = N
 
 
 def _start(model: Path | None, device: str, prompt: str, expand: bool, seed: int, lm: Path | None = None):
-    """Load the model and (optionally) expand the prompt."""
+    """Load the model and (optionally) expand the prompt; warn of an empty or over-long prompt."""
     from tessera import pipeline
 
-    return pipeline.load(model, device), (_expanded(prompt, seed, lm=lm) if expand else prompt)
+    if not prompt.strip():
+        typer.echo("warning: the prompt is empty; the video follows no text", err=True)
+    m = pipeline.load(model, device)
+    text = _expanded(prompt, seed, lm=lm) if expand else prompt
+    _warn_long(m, prompt if expand else text)
+    return m, text
+
+
+def _warn_long(model, prompt: str) -> None:
+    """One line when the text encoder would see only the start of `prompt`."""
+    limit = model.config.text.max_len
+    n = int(model.tokenizer.encode([prompt], 10**9)[1].sum())
+    if n > limit:
+        typer.echo(f"warning: the prompt is {n} tokens; the model reads only the first {limit}", err=True)
 
 
 def _write(out: Path, frames_u8, fps: float) -> None:
@@ -154,8 +183,10 @@ def image(
     from tessera import pipeline
     from tessera.video import save_image
 
-    m, prompt = _start(model, device, prompt, expand, seed)
+    _before(out, None, None, steps, guidance, seed, sampler, guidance_interval, image=True)
     w, h = _size(size)
+    pipeline.check_sides(h, w)
+    m, prompt = _start(model, device, prompt, expand, seed)
     sampling = _sampling(steps, guidance, seed, sampler, guidance_interval, progress=True)
     img = pipeline.image(m, prompt, width=w, height=h, **sampling)
     typer.echo(f"wrote {save_image(out, img.numpy())}")
@@ -174,8 +205,11 @@ def animate(
     from tessera import pipeline
     from tessera.video import read_video
 
-    m, prompt = _start(model, device, prompt, expand, seed)
+    pipeline._check_frames(frames)
+    _before(out, frames, fps, steps, guidance, seed, sampler, guidance_interval)
     still = read_video(image_path, frames=1)[0]
+    pipeline.check_sides(*still.shape[:2], f"IMAGE {image_path}")
+    m, prompt = _start(model, device, prompt, expand, seed)
     sampling = _sampling(steps, guidance, seed, sampler, guidance_interval)
     _write(out, pipeline.animate(m, still, prompt, frames, **sampling), fps)
 
@@ -196,8 +230,11 @@ def extend(
     from tessera import pipeline
     from tessera.video import read_video
 
-    m, prompt = _start(model, device, prompt, expand, seed)
+    _before(out, None, fps, steps, guidance, seed, sampler, guidance_interval)
+    pipeline._check_frames(frames)
     source, direction = read_video(video_path), "forward" if forward else "backward"
+    pipeline.check_sides(*source.shape[1:3], f"VIDEO {video_path}")
+    m, prompt = _start(model, device, prompt, expand, seed)
     sampling = _sampling(steps, guidance, seed, sampler, guidance_interval)
     joined = pipeline.extend(m, source, prompt, frames, direction, overlap, blend=blend, **sampling)
     _write(out, joined, fps)
@@ -217,8 +254,11 @@ def connect(
     from tessera import pipeline
     from tessera.video import read_video
 
-    m, prompt = _start(model, device, prompt, expand, seed)
+    _before(out, None, fps, steps, guidance, seed, sampler, guidance_interval)
+    pipeline._check_frames(frames)
     a, b = read_video(video_a), read_video(video_b)
+    pipeline.check_sides(*a.shape[1:3], f"VIDEO_A {video_a}")
+    m, prompt = _start(model, device, prompt, expand, seed)
     sampling = _sampling(steps, guidance, seed, sampler, guidance_interval)
     joined = pipeline.connect(m, a, b, prompt, frames, blend=blend, **sampling)
     _write(out, joined, fps)
@@ -239,9 +279,12 @@ def loop(
     from tessera import pipeline
     from tessera.video import read_video
 
-    m, prompt = _start(model, device, prompt, expand, seed)
+    pipeline._check_frames(frames)
+    _before(out, frames, fps, steps, guidance, seed, sampler, guidance_interval)
     w, h = _size(size)
+    pipeline.check_sides(h, w)
     v = None if video is None else read_video(video, frames=1)
+    m, prompt = _start(model, device, prompt, expand, seed)
     sampling = _sampling(steps, guidance, seed, sampler, guidance_interval)
     looped = pipeline.loop(m, prompt, frames, v, h, w, fade=fade, **sampling)
     _write(out, looped, fps)
@@ -261,9 +304,12 @@ def edit(
     from tessera import pipeline
     from tessera.video import read_video
 
+    source = read_video(video_path)
+    _before(out, len(source), fps, steps, guidance, seed, sampler, guidance_interval, strength=strength)
+    pipeline.check_sides(*source.shape[1:3], f"VIDEO {video_path}")
     m, prompt = _start(model, device, prompt, expand, seed)
     sampling = _sampling(steps, guidance, seed, sampler, guidance_interval)
-    edited = pipeline.edit(m, read_video(video_path), prompt, strength, **sampling)
+    edited = pipeline.edit(m, source, prompt, strength, **sampling)
     _write(out, edited, fps)
 
 
@@ -281,8 +327,11 @@ def long(
     """A video longer than the trained length, in windows that each continue the last."""
     from tessera import pipeline
 
-    m, prompt = _start(model, device, prompt, expand, seed)
+    pipeline.long_segments(frames, window)
+    _before(out, frames, fps, steps, guidance, seed, sampler, guidance_interval)
     w, h = _size(size)
+    pipeline.check_sides(h, w)
+    m, prompt = _start(model, device, prompt, expand, seed)
     sampling = _sampling(steps, guidance, seed, sampler, guidance_interval, progress=True)
     frames_u8 = pipeline.long(m, prompt, frames, window, height=h, width=w, blend=blend, **sampling)
     _write(out, frames_u8, fps)
@@ -700,11 +749,21 @@ def main() -> None:
 
     Usage errors (an unknown option, a bad value) are click's own messages: typer prints them in
     standalone mode, whichever click (its own copy or the package) it runs on."""
+    import warnings
+
+    def one_line(message, category, filename, lineno, file=None, line=None) -> None:
+        typer.echo(f"warning: {message}", err=True)
+
+    warnings.showwarning = one_line
     try:
         app()
     except (ValueError, FileNotFoundError) as e:
         typer.echo(f"error: {e}", err=True)
         sys.exit(2)
+    except OSError as e:  # a full disk, a lost mount: what the system said, about which file
+        where = f"{e.filename}: " if e.filename else ""
+        typer.echo(f"error: {where}{e.strerror or e}; nothing more was written", err=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -362,7 +362,7 @@ def write_video(
 
     The format follows the suffix: .mp4 (H.264 yuv420p; odd sizes padded to even), .webm (VP9), .gif,
     .webp, .png (exactly one frame); no suffix, a trailing "/" or an existing folder writes a folder of
-    `frame_00000.png`... (replacing its old contents).
+    `frame_00000.png`... (replacing an old folder only if it holds nothing else: `check_output`).
     `quality` in 1..100 (higher is better) sets the mp4/webm CRF and makes WebP lossy; None means
     near-transparent video (H.264 CRF 18, VP9 CRF 24) and lossless WebP. GIF and PNG ignore it.
     """
@@ -542,7 +542,9 @@ def check_output(path: str | os.PathLike, frames: int | None = None, fps: float 
                              + ("" if image else ", or a folder (no suffix)"))  # fmt: skip
         if not image and suffix == ".png" and (frames is None or frames != 1):
             n = "more than one" if frames is None else str(frames)
-            raise VideoError(path, f"a .png holds one frame but this writes {n}; use .mp4 or a folder (no suffix)")
+            raise VideoError(
+                path, f"a .png holds one frame but this writes {n}; use .mp4 or a folder (no suffix)"
+            )
         parent = path.parent
     _check_writable(path, parent)
     return path
