@@ -83,7 +83,11 @@ Interval = Annotated[
     str | None, Opt(help="LO,HI: guide only at times t in [LO, HI] (1 = noise; default: always).")
 ]
 Expand = Annotated[
-    bool, Opt("--expand/--no-expand", help="Expand a short prompt into a detailed caption first.")
+    bool,
+    Opt(
+        "--expand/--no-expand",
+        help="Expand a short prompt into a detailed caption first (over what given frames show).",
+    ),
 ]
 Frames = Annotated[int, Opt(help="Frame count of the new clip, of the form 1 + 4k.")]
 Device = Annotated[str, Opt(help="cpu, cuda, or auto.")]
@@ -140,18 +144,39 @@ def _expanded(prompt: str, seed: int, announce: bool = True, lm: Path | None = N
     return caption
 
 
+def _grounded(prompt: str, seed: int, given, model) -> str:
+    """Expand PROMPT over the captioner's reading of the given frames (the scene they show); the
+    reading and the caption to stderr."""
+    from tessera.caption.expand import grounded_caption
+    from tessera.caption.weights import load_captioner
+
+    captioner = load_captioner(None, next(model.dit.parameters()).device)
+    caption, reading, warnings = grounded_caption(prompt, given, seed, captioner)
+    for w in warnings:
+        typer.echo(f"warning: {w}", err=True)
+    typer.echo(f"the given frames read as: {reading}", err=True)
+    typer.echo(f"expanded prompt: {caption}", err=True)
+    return caption
+
+
 # Conditioned generation (pipeline.image / animate / extend / connect / loop / edit / long). Each takes
 # `generate`'s --steps, --guidance and --seed; the size of a given image or video is the output's size.
 
 
-def _start(model: Path | None, device: str, prompt: str, expand: bool, seed: int, lm: Path | None = None):
-    """Load the model and (optionally) expand the prompt; warn of an empty or over-long prompt."""
+def _start(
+    model: Path | None, device: str, prompt: str, expand: bool, seed: int, lm: Path | None = None, given=None
+):
+    """Load the model and (optionally) expand the prompt, grounded in the `given` frames (T, H, W, 3)
+    of a conditioned command; warn of an empty or over-long prompt."""
     from tessera import pipeline
 
     if not prompt.strip():
         typer.echo("warning: the prompt is empty; the video follows no text", err=True)
     m = pipeline.load(model, device)
-    text = _expanded(prompt, seed, lm=lm) if expand else prompt
+    if expand and given is not None:
+        text = _grounded(prompt, seed, given, m)
+    else:
+        text = _expanded(prompt, seed, lm=lm) if expand else prompt
     _warn_long(m, prompt if expand else text)
     return m, text
 
@@ -209,7 +234,7 @@ def animate(
     _before(out, frames, fps, steps, guidance, seed, sampler, guidance_interval)
     still = read_video(image_path, frames=1)[0]
     pipeline.check_sides(*still.shape[:2], f"IMAGE {image_path}")
-    m, prompt = _start(model, device, prompt, expand, seed)
+    m, prompt = _start(model, device, prompt, expand, seed, given=still[None])
     sampling = _sampling(steps, guidance, seed, sampler, guidance_interval)
     _write(out, pipeline.animate(m, still, prompt, frames, **sampling), fps)
 
@@ -234,7 +259,7 @@ def extend(
     pipeline._check_frames(frames)
     source, direction = read_video(video_path), "forward" if forward else "backward"
     pipeline.check_sides(*source.shape[1:3], f"VIDEO {video_path}")
-    m, prompt = _start(model, device, prompt, expand, seed)
+    m, prompt = _start(model, device, prompt, expand, seed, given=source)
     sampling = _sampling(steps, guidance, seed, sampler, guidance_interval)
     joined = pipeline.extend(m, source, prompt, frames, direction, overlap, blend=blend, **sampling)
     _write(out, joined, fps)
@@ -258,7 +283,7 @@ def connect(
     pipeline._check_frames(frames)
     a, b = read_video(video_a), read_video(video_b)
     pipeline.check_sides(*a.shape[1:3], f"VIDEO_A {video_a}")
-    m, prompt = _start(model, device, prompt, expand, seed)
+    m, prompt = _start(model, device, prompt, expand, seed, given=a)
     sampling = _sampling(steps, guidance, seed, sampler, guidance_interval)
     joined = pipeline.connect(m, a, b, prompt, frames, blend=blend, **sampling)
     _write(out, joined, fps)
@@ -284,7 +309,7 @@ def loop(
     w, h = _size(size)
     pipeline.check_sides(h, w)
     v = None if video is None else read_video(video, frames=1)
-    m, prompt = _start(model, device, prompt, expand, seed)
+    m, prompt = _start(model, device, prompt, expand, seed, given=v)
     sampling = _sampling(steps, guidance, seed, sampler, guidance_interval)
     looped = pipeline.loop(m, prompt, frames, v, h, w, fade=fade, **sampling)
     _write(out, looped, fps)
@@ -307,7 +332,7 @@ def edit(
     source = read_video(video_path)
     _before(out, len(source), fps, steps, guidance, seed, sampler, guidance_interval, strength=strength)
     pipeline.check_sides(*source.shape[1:3], f"VIDEO {video_path}")
-    m, prompt = _start(model, device, prompt, expand, seed)
+    m, prompt = _start(model, device, prompt, expand, seed, given=source)
     sampling = _sampling(steps, guidance, seed, sampler, guidance_interval)
     edited = pipeline.edit(m, source, prompt, strength, **sampling)
     _write(out, edited, fps)

@@ -210,8 +210,8 @@ def run_suite(
         if capabilities:
             objects = [(o.shape, o.colour) for o in scene.objects]
             parse_fn = (lambda v: parse_video(parser, v)) if parser else None
-            rows[-1]["capabilities"] = capability_scores(
-                net, p.caption, truth.frames, _sampling(settings), objects, parse_fn
+            rows[-1]["capabilities"] = capability_scores(  # run as a user runs them: expansion included
+                net, p.caption, truth.frames, _sampling(settings), objects, parse_fn, prompt=p.short
             )
         videos.append(video)
         truths.append(truth.frames)
