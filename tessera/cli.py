@@ -210,7 +210,7 @@ def image(
 
     _before(out, None, None, steps, guidance, seed, sampler, guidance_interval, image=True)
     w, h = _size(size)
-    pipeline.check_sides(h, w)
+    pipeline.check_sides(h, w, "--size")
     m, prompt = _start(model, device, prompt, expand, seed)
     sampling = _sampling(steps, guidance, seed, sampler, guidance_interval, progress=True)
     img = pipeline.image(m, prompt, width=w, height=h, **sampling)
@@ -307,7 +307,7 @@ def loop(
     pipeline._check_frames(frames)
     _before(out, frames, fps, steps, guidance, seed, sampler, guidance_interval)
     w, h = _size(size)
-    pipeline.check_sides(h, w)
+    pipeline.check_sides(h, w, "--size")
     v = None if video is None else read_video(video, frames=1)
     m, prompt = _start(model, device, prompt, expand, seed, given=v)
     sampling = _sampling(steps, guidance, seed, sampler, guidance_interval)
@@ -332,6 +332,7 @@ def edit(
     source = read_video(video_path)
     _before(out, len(source), fps, steps, guidance, seed, sampler, guidance_interval, strength=strength)
     pipeline.check_sides(*source.shape[1:3], f"VIDEO {video_path}")
+    pipeline.check_edit_frames(len(source))
     m, prompt = _start(model, device, prompt, expand, seed, given=source)
     sampling = _sampling(steps, guidance, seed, sampler, guidance_interval)
     edited = pipeline.edit(m, source, prompt, strength, **sampling)
@@ -355,7 +356,7 @@ def long(
     pipeline.long_segments(frames, window)
     _before(out, frames, fps, steps, guidance, seed, sampler, guidance_interval)
     w, h = _size(size)
-    pipeline.check_sides(h, w)
+    pipeline.check_sides(h, w, "--size")
     m, prompt = _start(model, device, prompt, expand, seed)
     sampling = _sampling(steps, guidance, seed, sampler, guidance_interval, progress=True)
     frames_u8 = pipeline.long(m, prompt, frames, window, height=h, width=w, blend=blend, **sampling)
@@ -400,7 +401,8 @@ def caption(
     from tessera.caption.weights import caption_clips, load_captioner, short_from_detailed
     from tessera.video import read_video
 
-    text = caption_clips(load_captioner(captioner, device), [read_video(video_path)], beams=beams)[0]
+    video = read_video(video_path)  # a bad file is refused before the captioner loads
+    text = caption_clips(load_captioner(captioner, device), [video], beams=beams)[0]
     typer.echo(text if detailed else short_from_detailed(text))
 
 

@@ -187,11 +187,17 @@ def check_request(config: ModelConfig, frames: int, height: int, width: int, dev
 
 
 def check_sides(height: int, width: int, source: str | None = None) -> None:
-    """Refuse a size that is not a multiple of 16 in 16..MAX_SIDE. `source` names the given image or
-    video whose size the output takes (the command has no size option then), else --height/--width."""
+    """Refuse a size that is not a multiple of 16 in 16..MAX_SIDE. `source` names what the size came
+    from: "--size" (WIDTHxHEIGHT), or the given image or video whose size the output takes (the
+    command has no size option then); None means --height and --width."""
     near = [min(MAX_SIDE, max(16, 16 * round(v / 16))) for v in (height, width)]
     if all(16 <= v <= MAX_SIDE and v % 16 == 0 for v in (height, width)):
         return
+    if source == "--size":
+        raise RequestError(
+            f"--size {width}x{height}: both sides must be multiples of 16 between 16 and {MAX_SIDE}; "
+            f"try {near[1]}x{near[0]}"
+        )
     if source is not None:
         raise RequestError(
             f"{source} is {width}x{height}; its sides must be multiples of 16 between 16 and {MAX_SIDE}: "
@@ -744,17 +750,22 @@ def edit(
     video = torch.as_tensor(video)
     frames, height, width = (int(v) for v in video.shape[:3])
     check_sides(height, width, "the video")
-    if (frames - 1) % 4:
-        raise RequestError(
-            f"the video has {frames} frames; edit needs 1 + 4k (..., 29, 33, ...): "
-            f"trim it to {1 + 4 * ((frames - 1) // 4)}"
-        )
+    check_edit_frames(frames)
     _request_shape(model, frames, height, width)
     if not 0.0 <= strength <= 1.0:
         raise RequestError(f"--strength must be in [0, 1]; got {strength}")
     x0_src = encode(model, video)
     z = sample_latents(model, prompt, tuple(x0_src.shape[2:]), x0_src=x0_src, strength=strength, **sampling)
     return _out(model, z, return_latents)
+
+
+def check_edit_frames(frames: int) -> None:
+    """edit keeps the source's length, which must be 1 + 4k (the command has no --frames)."""
+    if (frames - 1) % 4:
+        raise RequestError(
+            f"the video has {frames} frames; edit needs 1 + 4k (..., 29, 33, ...): "
+            f"trim it to {1 + 4 * ((frames - 1) // 4)}"
+        )
 
 
 def long(

@@ -553,11 +553,11 @@ def check_output(path: str | os.PathLike, frames: int | None = None, fps: float 
                 path, f"a .png holds one frame but this writes {n}; use .mp4 or a folder (no suffix)"
             )
         parent = path.parent
-    _check_writable(path, parent)
+    check_writable(path, parent)
     return path
 
 
-def _check_writable(path: Path, folder: Path) -> None:
+def check_writable(path: Path, folder: Path) -> None:
     """`folder` exists (or its nearest existing ancestor is a folder) and a file can be created in it:
     tried for real, since permission bits do not tell (root, read-only mounts, full quotas)."""
     probe = folder
