@@ -4,7 +4,8 @@ Clip i of a render is the scene of seed `seed + i`, so `show --seed S` draws the
 wrote from seed S. Each clip is `clip_NNNNNN.mp4` with `clip_NNNNNN.json` (captions, per-frame boxes,
 visibility, 3D state, camera, events) and `clip_NNNNNN.npz` (ids and depth maps). Files are written to
 a temporary name and renamed, the video last, so an interrupted render leaves no half-written clip and
-a rerun renders only what is missing; `captions.jsonl` is rebuilt at the end.
+a rerun renders only what is missing (removing a killed run's temp files), to the same bytes as a run
+never stopped; `captions.jsonl` is rebuilt at the end.
 """
 
 from __future__ import annotations
@@ -60,6 +61,8 @@ def render_command(
         raise ValueError(f"--out {out} exists and is not a folder; give a folder path")
     check_writable(out, out)
     out.mkdir(parents=True, exist_ok=True)
+    for stale in [*out.glob(".clip_*.tmp*"), *out.glob(".captions.jsonl.*.tmp*")]:
+        stale.unlink()  # temp files of a render that was killed (atomic_file's names)
     sampler = WorldSampler(WorldConfig(frames=int(frames), fps=float(fps)), split)
     scenes = {f"clip_{i:06d}": sampler.sample(seed + i) for i in range(count)}
     todo = [name for name in scenes if not clip_done(out, name)]
