@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -152,18 +153,29 @@ def save_tensors(folder: Path, name: str, tensors: dict[str, torch.Tensor], meta
         size += nbytes
     meta = {k: str(v) for k, v in (metadata or {}).items()}
     if len(shards) == 1:
-        save_file(shards[0], str(folder / f"{name}.safetensors"), metadata=meta)
+        _save_file(shards[0], folder / f"{name}.safetensors", meta)
         return
     weight_map, sums = {}, {}
     for i, shard in enumerate(shards):
         fname = f"{name}-{i + 1:05d}-of-{len(shards):05d}.safetensors"
-        save_file(shard, str(folder / fname), metadata=meta)
+        _save_file(shard, folder / fname, meta)
         weight_map.update({k: fname for k in shard})
         sums[fname] = file_sha256(folder / fname)
     index = {"metadata": {"total_size": sum(v.numel() * v.element_size() for v in tensors.values())}}
     index["weight_map"] = weight_map
     index["sha256"] = sums
     (folder / f"{name}.safetensors.index.json").write_text(json.dumps(index, indent=1))
+
+
+def _save_file(tensors: dict[str, torch.Tensor], path: Path, meta: dict) -> None:
+    """`safetensors.save_file`, its I/O failures (a full disk) raised as the OSError they are."""
+    try:
+        save_file(tensors, str(path), metadata=meta)
+    except SafetensorError as e:
+        code = re.search(r"os error (\d+)", str(e))
+        if code is None:
+            raise
+        raise OSError(int(code.group(1)), os.strerror(int(code.group(1))), str(path)) from e
 
 
 def file_sha256(path: Path) -> str:
