@@ -5,6 +5,8 @@ from pathlib import Path
 import pytest
 import torch
 
+import tessera  # noqa: F401  (before any matrix product: it chooses MKL's reproducible mode)
+
 torch.set_num_threads(2)
 
 
