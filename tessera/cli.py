@@ -177,7 +177,7 @@ def _start(
         text = _grounded(prompt, seed, given, m)
     else:
         text = _expanded(prompt, seed, lm=lm) if expand else prompt
-    _warn_long(m, prompt if expand else text)
+    _warn_long(m, text)  # what the text encoder is given
     return m, text
 
 

@@ -22,10 +22,12 @@ from tessera.video import write_video
 
 TRAP = "no-model-here"  # loading it would fail with "model folder not found"
 GEN = ["--model", TRAP]
+TINY = ["--frames", "1", "--height", "16", "--width", "16", "--steps", "1"]
 
 # (argv, words the one line must hold), run in a folder holding: USER (the user's files), clip.mp4 (9
 # frames, 32x32), clip10.mp4 (10 frames), still.png, odd.png and odd.mp4 (200x120), empty.mp4 (0 bytes),
-# fake.mp4 (text), cut.mp4 (its first 200 bytes) and broken copies of the tiny model.
+# fake.mp4 (text), cut.mp4 (its first 200 bytes), short.mp4 (a third of a 33-frame mp4) and broken
+# copies of the tiny model.
 CASES = [
     # output paths
     (["generate", "x", "-o", "USER", *GEN], "holds other files"),
@@ -116,6 +118,7 @@ CASES = [
     (["generate", "x", "--model", "NAN_MODEL", "--frames", "1"], "non-finite weights"),
     (["generate", "x", "--model", "SWAPPED_MODEL", "--frames", "1"], "checksum differs"),
     (["generate", "x", "--model", "PICKLE_MODEL", "--frames", "1"], "never pickle"),
+    (["generate", "x", "--model", "HUGE_MODEL", *TINY, "-o", "a.png", "--no-expand"], "non-finite latent"),
     (["info", "missing"], "missing"),
     (["train", "dit", "--resume", "USER"], "no checkpoint"),
 ]
@@ -155,6 +158,10 @@ def workdir(tmp_path_factory, tiny_model_dir) -> Path:
     (root / "empty.mp4").write_bytes(b"")
     (root / "fake.mp4").write_text("not a video")
     (root / "cut.mp4").write_bytes((root / "clip.mp4").read_bytes()[:200])
+    long = write_video(root / "long.mp4", (gen.random((33, 32, 32, 3)) * 255).astype(np.uint8))
+    data = long.read_bytes()
+    long.unlink()
+    (root / "short.mp4").write_bytes(data[: len(data) // 3])  # its header still says 33 frames
     model = load_model(tiny_model_dir)
     with torch.no_grad():
         next(model.dit.parameters()).view(-1)[0] = float("nan")
@@ -172,6 +179,11 @@ def workdir(tmp_path_factory, tiny_model_dir) -> Path:
     )
     a, b = pair[0].read_bytes(), pair[1].read_bytes()
     pair[0].write_bytes(b), pair[1].write_bytes(a)
+    model = load_model(tiny_model_dir)
+    with torch.no_grad():  # finite weights whose activations overflow: sampling ends in NaN
+        for p in model.dit.parameters():
+            p.fill_(3e38)
+    save_model(model, root / "HUGE_MODEL")
     shutil.copytree(tiny_model_dir, root / "PICKLE_MODEL")
     (root / "PICKLE_MODEL" / "dit.safetensors").unlink()
     (root / "PICKLE_MODEL" / "dit.bin").write_bytes(b"\x80\x04pickle")
@@ -187,8 +199,34 @@ def test_bad_input_is_refused_in_one_line_and_damages_nothing(args, words, workd
     with pytest.raises(SystemExit) as stop:
         cli.main()
     err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if not line.startswith("warning:")]
+    lines = [x for x in err.splitlines() if x.strip() and not x.startswith("warning:") and "it/s]" not in x]
     assert stop.value.code == 2, err
     assert len(lines) == 1 and lines[0].startswith("error: "), err
     assert words in lines[0], err
     assert _snapshot(workdir) == before  # nothing changed, nothing added (no temp files left behind)
+
+
+# Accepted on purpose, with a warning: (argv, words of the warning line). The output is written.
+WARNED = [
+    (["generate", "", "--no-expand"], "the prompt is empty"),
+    (["generate", "a red cube " * 30000, "--no-expand"], "the model reads only the first"),
+    (["extend", "short.mp4", "x", "--no-expand", "--frames", "5"], "header says 33 frames but only"),
+]
+
+
+@pytest.mark.parametrize("args, words", WARNED, ids=["empty prompt", "100 KB prompt", "truncated video"])
+def test_accepted_inputs_warn_in_one_line(
+    args, words, workdir, tiny_model_dir, tmp_path, monkeypatch, capsys
+):
+    out = tmp_path / "out.mp4"
+    size = [] if args[0] == "extend" else ["--frames", "1", "--height", "16", "--width", "16"]
+    argv = ["tessera", *args, "--model", str(tiny_model_dir), "--steps", "1", "-o", str(out), *size]
+    monkeypatch.chdir(workdir)
+    monkeypatch.setattr(sys, "argv", argv)
+    monkeypatch.setattr(warnings, "showwarning", warnings.showwarning)
+    with pytest.raises(SystemExit) as stop:
+        cli.main()
+    err = capsys.readouterr().err
+    assert stop.value.code in (0, None), err
+    assert [line for line in err.splitlines() if words in line and line.startswith("warning: ")], err
+    assert out.stat().st_size > 0
