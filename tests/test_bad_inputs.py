@@ -89,6 +89,7 @@ CASES = [
     (["eval", "--truth", "--guidance", "nan"], "--guidance"),
     (["eval", "--truth", "--steps", "0"], "--steps"),
     (["eval", "--truth", "--suite", "nope"], "--suite"),
+    (["eval", "--truth", "--limit", "-1"], "--limit"),
     (["train", "vae", "--out", "run", "--preset", "tiny", "--seed", "-1"], "seed"),
     (["train", "vae", "--out", "run", "--preset", "nope"], "preset"),
     (["model", "pack", "nowhere", "--out", "p", "--dtype", "int3"], "--dtype"),

@@ -96,6 +96,8 @@ def eval_command(
         raise EvalError("give a MODEL folder to evaluate, or --truth for the ground-truth ceiling (not both)")
     if steps is not None and steps < 1:
         raise EvalError(f"--steps must be at least 1; got {steps}")
+    if limit is not None and limit < 1:
+        raise EvalError(f"--limit must be at least 1 (the first N prompts); got {limit}")
     if guidance is not None and guidance < 0:
         raise EvalError(f"--guidance must be at least 0 (1 = no guidance, 0 = unconditional); got {guidance}")
     if sampler is not None and sampler not in SAMPLERS:
