@@ -772,10 +772,9 @@ def data_recaption(
 
 
 def main() -> None:
-    """Console entry point: run the app, turning library errors into one-line messages.
-
-    Usage errors (an unknown option, a bad value) are click's own messages: typer prints them in
-    standalone mode, whichever click (its own copy or the package) it runs on."""
+    """Console entry point: run the app, turning library errors and usage errors (an unknown option,
+    a value of the wrong type) into one-line messages. Usage errors come from whichever click typer
+    runs on (typer 0.29 has its own copy), so they are told by their methods, not their class."""
     import warnings
 
     def one_line(message, category, filename, lineno, file=None, line=None) -> None:
@@ -783,7 +782,7 @@ def main() -> None:
 
     warnings.showwarning = one_line
     try:
-        app()
+        code = app(standalone_mode=False)
     except (ValueError, FileNotFoundError) as e:
         typer.echo(f"error: {e}", err=True)
         sys.exit(2)
@@ -791,6 +790,18 @@ def main() -> None:
         where = f"{e.filename}: " if e.filename else ""
         typer.echo(f"error: {where}{e.strerror or e}; nothing more was written", err=True)
         sys.exit(1)
+    except Exception as e:
+        if type(e).__name__ == "NoArgsIsHelpError":
+            app()  # no arguments: typer prints the help, as it always has
+        if type(e).__name__ == "Abort":
+            sys.exit(1)
+        if not (hasattr(e, "format_message") and hasattr(e, "exit_code")):
+            raise
+        ctx = getattr(e, "ctx", None)
+        hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+        typer.echo(f"error: {e.format_message()}{hint}", err=True)
+        sys.exit(e.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -93,6 +93,10 @@ CASES = [
     (["train", "vae", "--out", "run", "--preset", "tiny", "--seed", "-1"], "seed"),
     (["train", "vae", "--out", "run", "--preset", "nope"], "preset"),
     (["model", "pack", "nowhere", "--out", "p", "--dtype", "int3"], "--dtype"),
+    (["generate", "x", "--frames", "abc", *GEN], "Invalid value for '--frames'"),
+    (["generate", "x", "--no-such-flag", *GEN], "No such option: --no-such-flag"),
+    (["animate", *GEN], "Missing argument 'IMAGE'"),
+    (["world", "render"], "Missing option '--out'"),
     # files given to a command
     (["animate", "odd.png", "x", *GEN], "IMAGE odd.png is 200x120"),
     (["animate", "missing.png", "x", *GEN], "no such file"),
