@@ -1,0 +1,12 @@
+"""tessera: text-to-video with its own synthetic 3D world.
+
+Same seed, same bytes: on the CPU, MKL's matrix products round differently on different thread counts
+(a 32x32 linear layer on 6 rows differed by 1 ulp between 1 and 2 threads, measured with torch 2.13 on
+an AMD EPYC on 2026-12-06), so sampling would too. MKL's strict reproducible mode removes that at no
+measured cost; it must be chosen before the first matrix product, so it is set on import (a value the
+user set is kept).
+"""
+
+import os
+
+os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")

@@ -14,9 +14,12 @@ a missing, extra or mis-shaped tensor is an error that names it, never a silentl
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -150,27 +153,69 @@ def save_tensors(folder: Path, name: str, tensors: dict[str, torch.Tensor], meta
         size += nbytes
     meta = {k: str(v) for k, v in (metadata or {}).items()}
     if len(shards) == 1:
-        save_file(shards[0], str(folder / f"{name}.safetensors"), metadata=meta)
+        _save_file(shards[0], folder / f"{name}.safetensors", meta)
         return
-    weight_map = {}
+    weight_map, sums = {}, {}
     for i, shard in enumerate(shards):
         fname = f"{name}-{i + 1:05d}-of-{len(shards):05d}.safetensors"
-        save_file(shard, str(folder / fname), metadata=meta)
+        _save_file(shard, folder / fname, meta)
         weight_map.update({k: fname for k in shard})
+        sums[fname] = file_sha256(folder / fname)
     index = {"metadata": {"total_size": sum(v.numel() * v.element_size() for v in tensors.values())}}
     index["weight_map"] = weight_map
+    index["sha256"] = sums
     (folder / f"{name}.safetensors.index.json").write_text(json.dumps(index, indent=1))
 
 
+def _save_file(tensors: dict[str, torch.Tensor], path: Path, meta: dict) -> None:
+    """`safetensors.save_file`, its I/O failures (a full disk) raised as the OSError they are."""
+    try:
+        save_file(tensors, str(path), metadata=meta)
+    except SafetensorError as e:
+        code = re.search(r"os error (\d+)", str(e))
+        if code is None:
+            raise
+        raise OSError(int(code.group(1)), os.strerror(int(code.group(1))), str(path)) from e
+
+
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _verify_shards(index: Path, sums: dict | None, files: list[str]) -> None:
+    """Check each shard against the index's SHA-256: a corrupt or swapped shard is named. An index
+    written before shards had checksums loads with a one-line notice."""
+    if sums is None:
+        print(f"notice: {index} has no shard checksums (written by an older tessera); not verified",
+              file=sys.stderr)  # fmt: skip
+        return
+    for fname in files:
+        path = index.parent / fname
+        if fname not in sums:
+            raise CheckpointError(f"{index}: no checksum for shard {fname}")
+        if path.exists() and file_sha256(path) != sums[fname]:
+            raise CheckpointError(
+                f"{path}: checksum differs from {index.name} (the shard is corrupt or swapped with another)"
+            )
+
+
 def load_tensors(folder: Path, name: str) -> dict[str, torch.Tensor]:
-    """Load `name.safetensors` or its shards; every failure names the file and the problem."""
+    """Load `name.safetensors` or its shards (verified against the index's checksums); every failure
+    names the file and the problem."""
     folder = Path(folder)
     single, index = folder / f"{name}.safetensors", folder / f"{name}.safetensors.index.json"
     if index.exists():
-        weight_map = read_json(index).get("weight_map")
+        data = read_json(index)
+        weight_map = data.get("weight_map")
         if not isinstance(weight_map, dict):
             raise CheckpointError(f"{index}: no 'weight_map' in the shard index")
         files = sorted(set(weight_map.values()))
+        _verify_shards(index, data.get("sha256"), files)
     elif single.exists():
         files = [single.name]
     else:
@@ -226,6 +271,14 @@ def load_into(module: nn.Module, tensors: dict[str, torch.Tensor], where: str) -
     module.load_state_dict(tensors, strict=True, assign=True)
 
 
+def check_finite(tensors: dict[str, torch.Tensor], where: str) -> None:
+    """Refuse weights holding NaN or inf, naming the tensors: they would only ever make noise."""
+    bad = [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+        raise CheckpointError(f"{where}: non-finite weights (NaN or inf) in {', '.join(bad[:5])}{more}")
+
+
 def narrow(module: nn.Module, dtype: torch.dtype | None) -> dict[str, torch.Tensor]:
     """`module.state_dict()` with its floating-point *parameters* cast to `dtype` (None: unchanged).
 
@@ -274,7 +327,9 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> Model:
         raise CheckpointError(str(e)) from e
     model = build_model(config, tokenizer, device="meta")
     for name, module in model.modules().items():
-        load_into(module, load_tensors(path, name), f"{path}/{name}")
+        tensors = load_tensors(path, name)
+        check_finite(tensors, f"{path}/{name}")
+        load_into(module, tensors, f"{path}/{name}")
     card = path / "README.md"
     model.card = card.read_text() if card.exists() else ""
     return model.to(device).eval()

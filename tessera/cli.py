@@ -52,13 +52,32 @@ def _interval(text: str | None) -> tuple[float, float] | None:
 
 
 def _sampling(
-    steps: int, guidance: float, seed: int, sampler: str, interval: str | None, progress=False
+    steps: int,
+    guidance: float,
+    seed: int,
+    sampler: str,
+    interval: str | None,
+    progress=False,
+    negative_prompt: str = "",
 ) -> dict:
     """The sampler flags every generating command shares, as `pipeline.Sampling` keywords."""
     return {
         "steps": steps, "guidance": guidance, "seed": seed, "sampler": sampler,
-        "guidance_interval": _interval(interval), "progress": progress,
+        "guidance_interval": _interval(interval), "progress": progress, "negative_prompt": negative_prompt,
     }  # fmt: skip
+
+
+def _before(
+    out: Path, out_frames: int | None, fps: float | None, steps: int, guidance: float, seed: int,
+    sampler: str, interval: str | None, strength: float = 1.0, image: bool = False,
+) -> None:  # fmt: skip
+    """Every check that needs no model, before anything is loaded or read: sampler flags, the output
+    path (suffix, `out_frames` when known, folder, writable) and --fps. The error names the option typed."""
+    from tessera import pipeline
+    from tessera.video import check_output
+
+    pipeline.check_sampling(steps, guidance, seed, sampler, _interval(interval), strength)
+    check_output(out, out_frames, fps, image=image)
 
 
 Out = Annotated[Path, Opt("-o", "--out", help="Output file (.mp4, .webm, .gif, .webp; .png for image).")]
@@ -73,7 +92,11 @@ Interval = Annotated[
     str | None, Opt(help="LO,HI: guide only at times t in [LO, HI] (1 = noise; default: always).")
 ]
 Expand = Annotated[
-    bool, Opt("--expand/--no-expand", help="Expand a short prompt into a detailed caption first.")
+    bool,
+    Opt(
+        "--expand/--no-expand",
+        help="Expand a short prompt into a detailed caption first (over what given frames show).",
+    ),
 ]
 Negative = Annotated[str, Opt(help="What guidance steers away from (the unconditional branch's caption).")]
 Shift = Annotated[
@@ -111,6 +134,9 @@ def generate(
     --model may be a tessera model folder or a Wan 2.1 checkpoint folder (diffusers or original layout)."""
     from tessera import pipeline
 
+    pipeline._check_frames(frames)
+    pipeline.check_sides(height, width)
+    _before(out, frames, fps, steps, guidance, seed, sampler, guidance_interval)
     m, prompt = _start(model, device, prompt, expand, seed, lm)
     with pipeline.across_ranks(m, sp) as main:
         frames_u8 = pipeline.generate(
@@ -135,19 +161,52 @@ def _expanded(prompt: str, seed: int, announce: bool = True, lm: Path | None = N
     return caption
 
 
+def _grounded(prompt: str, seed: int, given, model) -> str:
+    """Expand PROMPT over the captioner's reading of the given frames (the scene they show); the
+    reading and the caption to stderr."""
+    from tessera.caption.expand import grounded_caption
+    from tessera.caption.weights import load_captioner
+
+    captioner = load_captioner(None, next(model.dit.parameters()).device)
+    caption, reading, warnings = grounded_caption(prompt, given, seed, captioner)
+    for w in warnings:
+        typer.echo(f"warning: {w}", err=True)
+    typer.echo(f"the given frames read as: {reading}", err=True)
+    typer.echo(f"expanded prompt: {caption}", err=True)
+    return caption
+
+
 # Conditioned generation (pipeline.image / animate / extend / connect / loop / edit / long). Each takes
 # `generate`'s --steps, --guidance and --seed; the size of a given image or video is the output's size.
 
 
-def _start(model: Path | None, device: str, prompt: str, expand: bool, seed: int, lm: Path | None = None):
-    """Load the model and (optionally) expand the prompt; a Wan model takes prompts as written (the
-    expansion writes captions of tessera's own world)."""
+def _start(
+    model: Path | None, device: str, prompt: str, expand: bool, seed: int, lm: Path | None = None, given=None
+):
+    """Load the model and (optionally) expand the prompt, grounded in the `given` frames (T, H, W, 3)
+    of a conditioned command; warn of an empty or over-long prompt. A Wan model takes prompts as
+    written (the expansion writes captions of tessera's own world)."""
     from tessera import pipeline
     from tessera.config import is_wan
 
+    if not prompt.strip():
+        typer.echo("warning: the prompt is empty; the video follows no text", err=True)
     m = pipeline.load(model, device)
     expand = expand and not is_wan(m.config)
-    return m, (_expanded(prompt, seed, lm=lm) if expand else prompt)
+    if expand and given is not None:
+        text = _grounded(prompt, seed, given, m)
+    else:
+        text = _expanded(prompt, seed, lm=lm) if expand else prompt
+    _warn_long(m, text)  # what the text encoder is given
+    return m, text
+
+
+def _warn_long(model, prompt: str) -> None:
+    """One line when the text encoder would see only the start of `prompt`."""
+    limit = model.config.text.max_len
+    n = int(model.tokenizer.encode([prompt], 10**9)[1].sum())
+    if n > limit:
+        typer.echo(f"warning: the prompt is {n} tokens; the model reads only the first {limit}", err=True)
 
 
 def _write(out: Path, frames_u8, fps: float) -> None:
@@ -169,8 +228,10 @@ def image(
     from tessera import pipeline
     from tessera.video import save_image
 
-    m, prompt = _start(model, device, prompt, expand, seed)
+    _before(out, None, None, steps, guidance, seed, sampler, guidance_interval, image=True)
     w, h = _size(size)
+    pipeline.check_sides(h, w, "--size")
+    m, prompt = _start(model, device, prompt, expand, seed)
     sampling = _sampling(steps, guidance, seed, sampler, guidance_interval, progress=True)
     img = pipeline.image(
         m, prompt, width=w, height=h, negative_prompt=negative_prompt, shift=shift, **sampling
@@ -185,15 +246,19 @@ def animate(
     out: Out = Path("out.mp4"), frames: Frames = D.frames,
     model: ModelOpt = None, steps: Steps = D.steps, guidance: Guidance = D.guidance, seed: Seed = D.seed,
     sampler: Sampler = D.sampler, guidance_interval: Interval = D.guidance_interval,
+    negative_prompt: Negative = "",
     device: Device = "auto", expand: Expand = True, fps: Fps = D.fps,
 ) -> None:  # fmt: skip
     """Image-to-video: a clip that starts on IMAGE."""
     from tessera import pipeline
     from tessera.video import read_video
 
-    m, prompt = _start(model, device, prompt, expand, seed)
+    pipeline._check_frames(frames)
+    _before(out, frames, fps, steps, guidance, seed, sampler, guidance_interval)
     still = read_video(image_path, frames=1)[0]
-    sampling = _sampling(steps, guidance, seed, sampler, guidance_interval)
+    pipeline.check_sides(*still.shape[:2], f"IMAGE {image_path}")
+    m, prompt = _start(model, device, prompt, expand, seed, given=still[None])
+    sampling = _sampling(steps, guidance, seed, sampler, guidance_interval, negative_prompt=negative_prompt)
     _write(out, pipeline.animate(m, still, prompt, frames, **sampling), fps)
 
 
@@ -207,15 +272,19 @@ def extend(
     blend: Blend = True,
     model: ModelOpt = None, steps: Steps = D.steps, guidance: Guidance = D.guidance, seed: Seed = D.seed,
     sampler: Sampler = D.sampler, guidance_interval: Interval = D.guidance_interval,
+    negative_prompt: Negative = "",
     device: Device = "auto", expand: Expand = True, fps: Fps = D.fps,
 ) -> None:  # fmt: skip
     """Extend VIDEO forward or backward; writes the source joined with the new frames."""
     from tessera import pipeline
     from tessera.video import read_video
 
-    m, prompt = _start(model, device, prompt, expand, seed)
+    _before(out, None, fps, steps, guidance, seed, sampler, guidance_interval)
+    pipeline._check_frames(frames)
     source, direction = read_video(video_path), "forward" if forward else "backward"
-    sampling = _sampling(steps, guidance, seed, sampler, guidance_interval)
+    pipeline.check_sides(*source.shape[1:3], f"VIDEO {video_path}")
+    m, prompt = _start(model, device, prompt, expand, seed, given=source)
+    sampling = _sampling(steps, guidance, seed, sampler, guidance_interval, negative_prompt=negative_prompt)
     joined = pipeline.extend(m, source, prompt, frames, direction, overlap, blend=blend, **sampling)
     _write(out, joined, fps)
 
@@ -228,15 +297,19 @@ def connect(
     out: Out = Path("out.mp4"), frames: Frames = D.frames, blend: Blend = True,
     model: ModelOpt = None, steps: Steps = D.steps, guidance: Guidance = D.guidance, seed: Seed = D.seed,
     sampler: Sampler = D.sampler, guidance_interval: Interval = D.guidance_interval,
+    negative_prompt: Negative = "",
     device: Device = "auto", expand: Expand = True, fps: Fps = D.fps,
 ) -> None:  # fmt: skip
     """A bridge from where VIDEO_A ends to where VIDEO_B starts; writes A, the bridge and B joined."""
     from tessera import pipeline
     from tessera.video import read_video
 
-    m, prompt = _start(model, device, prompt, expand, seed)
+    _before(out, None, fps, steps, guidance, seed, sampler, guidance_interval)
+    pipeline._check_frames(frames)
     a, b = read_video(video_a), read_video(video_b)
-    sampling = _sampling(steps, guidance, seed, sampler, guidance_interval)
+    pipeline.check_sides(*a.shape[1:3], f"VIDEO_A {video_a}")
+    m, prompt = _start(model, device, prompt, expand, seed, given=a)
+    sampling = _sampling(steps, guidance, seed, sampler, guidance_interval, negative_prompt=negative_prompt)
     joined = pipeline.connect(m, a, b, prompt, frames, blend=blend, **sampling)
     _write(out, joined, fps)
 
@@ -250,16 +323,20 @@ def loop(
     fade: Annotated[int | None, Opt(help="End frames faded into the first (8, half at most; 0 off).")] = None,
     model: ModelOpt = None, steps: Steps = D.steps, guidance: Guidance = D.guidance, seed: Seed = D.seed,
     sampler: Sampler = D.sampler, guidance_interval: Interval = D.guidance_interval,
+    negative_prompt: Negative = "",
     device: Device = "auto", expand: Expand = True, fps: Fps = D.fps,
 ) -> None:  # fmt: skip
     """A clip that ends on the frame it starts on (drop its last frame to play it round and round)."""
     from tessera import pipeline
     from tessera.video import read_video
 
-    m, prompt = _start(model, device, prompt, expand, seed)
+    pipeline._check_frames(frames)
+    _before(out, frames, fps, steps, guidance, seed, sampler, guidance_interval)
     w, h = _size(size)
+    pipeline.check_sides(h, w, "--size")
     v = None if video is None else read_video(video, frames=1)
-    sampling = _sampling(steps, guidance, seed, sampler, guidance_interval)
+    m, prompt = _start(model, device, prompt, expand, seed, given=v)
+    sampling = _sampling(steps, guidance, seed, sampler, guidance_interval, negative_prompt=negative_prompt)
     looped = pipeline.loop(m, prompt, frames, v, h, w, fade=fade, **sampling)
     _write(out, looped, fps)
 
@@ -272,15 +349,20 @@ def edit(
     out: Out = Path("out.mp4"),
     model: ModelOpt = None, steps: Steps = D.steps, guidance: Guidance = D.guidance, seed: Seed = D.seed,
     sampler: Sampler = D.sampler, guidance_interval: Interval = D.guidance_interval,
+    negative_prompt: Negative = "",
     device: Device = "auto", expand: Expand = True, fps: Fps = D.fps,
 ) -> None:  # fmt: skip
     """SDEdit: redraw VIDEO under PROMPT, keeping more of it at lower strength."""
     from tessera import pipeline
     from tessera.video import read_video
 
-    m, prompt = _start(model, device, prompt, expand, seed)
-    sampling = _sampling(steps, guidance, seed, sampler, guidance_interval)
-    edited = pipeline.edit(m, read_video(video_path), prompt, strength, **sampling)
+    source = read_video(video_path)
+    _before(out, len(source), fps, steps, guidance, seed, sampler, guidance_interval, strength=strength)
+    pipeline.check_sides(*source.shape[1:3], f"VIDEO {video_path}")
+    pipeline.check_edit_frames(len(source))
+    m, prompt = _start(model, device, prompt, expand, seed, given=source)
+    sampling = _sampling(steps, guidance, seed, sampler, guidance_interval, negative_prompt=negative_prompt)
+    edited = pipeline.edit(m, source, prompt, strength, **sampling)
     _write(out, edited, fps)
 
 
@@ -293,14 +375,20 @@ def long(
     size: Annotated[str, Opt(help="WIDTHxHEIGHT, multiples of 16.")] = D.size, blend: Blend = True,
     model: ModelOpt = None, steps: Steps = D.steps, guidance: Guidance = D.guidance, seed: Seed = D.seed,
     sampler: Sampler = D.sampler, guidance_interval: Interval = D.guidance_interval,
+    negative_prompt: Negative = "",
     device: Device = "auto", expand: Expand = True, fps: Fps = D.fps,
 ) -> None:  # fmt: skip
     """A video longer than the trained length, in windows that each continue the last."""
     from tessera import pipeline
 
-    m, prompt = _start(model, device, prompt, expand, seed)
+    pipeline.long_segments(frames, window)
+    _before(out, frames, fps, steps, guidance, seed, sampler, guidance_interval)
     w, h = _size(size)
-    sampling = _sampling(steps, guidance, seed, sampler, guidance_interval, progress=True)
+    pipeline.check_sides(h, w, "--size")
+    m, prompt = _start(model, device, prompt, expand, seed)
+    sampling = _sampling(
+        steps, guidance, seed, sampler, guidance_interval, negative_prompt=negative_prompt, progress=True
+    )
     frames_u8 = pipeline.long(m, prompt, frames, window, height=h, width=w, blend=blend, **sampling)
     _write(out, frames_u8, fps)
 
@@ -368,7 +456,8 @@ def caption(
     from tessera.caption.weights import caption_clips, load_captioner, short_from_detailed
     from tessera.video import read_video
 
-    text = caption_clips(load_captioner(captioner, device), [read_video(video_path)], beams=beams)[0]
+    video = read_video(video_path)  # a bad file is refused before the captioner loads
+    text = caption_clips(load_captioner(captioner, device), [video], beams=beams)[0]
     typer.echo(text if detailed else short_from_detailed(text))
 
 
@@ -758,15 +847,36 @@ def data_recaption(
 
 
 def main() -> None:
-    """Console entry point: run the app, turning library errors into one-line messages.
+    """Console entry point: run the app, turning library errors and usage errors (an unknown option,
+    a value of the wrong type) into one-line messages. Usage errors come from whichever click typer
+    runs on (typer 0.29 has its own copy), so they are told by their methods, not their class."""
+    import warnings
 
-    Usage errors (an unknown option, a bad value) are click's own messages: typer prints them in
-    standalone mode, whichever click (its own copy or the package) it runs on."""
+    def one_line(message, category, filename, lineno, file=None, line=None) -> None:
+        typer.echo(f"warning: {message}", err=True)
+
+    warnings.showwarning = one_line
     try:
-        app()
+        code = app(standalone_mode=False)
     except (ValueError, FileNotFoundError) as e:
         typer.echo(f"error: {e}", err=True)
         sys.exit(2)
+    except OSError as e:  # a full disk, a lost mount: what the system said, about which file
+        where = f"{e.filename}: " if e.filename else ""
+        typer.echo(f"error: {where}{e.strerror or e}; nothing more was written", err=True)
+        sys.exit(1)
+    except Exception as e:
+        if type(e).__name__ == "NoArgsIsHelpError":
+            app()  # no arguments: typer prints the help, as it always has
+        if type(e).__name__ == "Abort":
+            sys.exit(1)
+        if not (hasattr(e, "format_message") and hasattr(e, "exit_code")):
+            raise
+        ctx = getattr(e, "ctx", None)
+        hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+        typer.echo(f"error: {e.format_message()}{hint}", err=True)
+        sys.exit(e.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

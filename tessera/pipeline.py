@@ -230,12 +230,7 @@ def _card_summary(card: list[str], opening: int = 8, table: int = 14) -> list[st
 def check_request(config: ModelConfig, frames: int, height: int, width: int, device: torch.device) -> None:
     """Raise RequestError unless (frames, height, width) is servable on `device`."""
     _check_frames(frames)
-    for name, v in (("height", height), ("width", width)):
-        if v < 16 or v % 16 or v > MAX_SIDE:
-            near = min(MAX_SIDE, max(16, 16 * round(v / 16)))
-            raise RequestError(
-                f"--{name} must be a multiple of 16 between 16 and {MAX_SIDE}; got {v}, try {near}"
-            )
+    check_sides(height, width)
     need, have = estimate_memory(config, frames, height, width), available_memory(device)
     if need > have:
         fit = frames
@@ -245,6 +240,30 @@ def check_request(config: ModelConfig, frames: int, height: int, width: int, dev
             f"{frames} frames at {width}x{height} need about {need / 2**30:.1f} GiB but {device} has "
             f"{have / 2**30:.1f} GiB free; at this size at most {fit} frames fit, or lower the size"
         )
+
+
+def check_sides(height: int, width: int, source: str | None = None) -> None:
+    """Refuse a size that is not a multiple of 16 in 16..MAX_SIDE. `source` names what the size came
+    from: "--size" (WIDTHxHEIGHT), or the given image or video whose size the output takes (the
+    command has no size option then); None means --height and --width."""
+    near = [min(MAX_SIDE, max(16, 16 * round(v / 16))) for v in (height, width)]
+    if all(16 <= v <= MAX_SIDE and v % 16 == 0 for v in (height, width)):
+        return
+    if source == "--size":
+        raise RequestError(
+            f"--size {width}x{height}: both sides must be multiples of 16 between 16 and {MAX_SIDE}; "
+            f"try {near[1]}x{near[0]}"
+        )
+    if source is not None:
+        raise RequestError(
+            f"{source} is {width}x{height}; its sides must be multiples of 16 between 16 and {MAX_SIDE}: "
+            f"resize or crop it, e.g. to {near[1]}x{near[0]}"
+        )
+    for name, v, n in (("height", height, near[0]), ("width", width, near[1])):
+        if v < 16 or v % 16 or v > MAX_SIDE:
+            raise RequestError(
+                f"--{name} must be a multiple of 16 between 16 and {MAX_SIDE}; got {v}, try {n}"
+            )
 
 
 def _request_shape(model: Model, frames: int, height: int, width: int) -> tuple[int, int, int]:
@@ -364,11 +383,7 @@ def sample_latents(
     level (the initial noise's own draw) instead of clean at t = 0: such a network was trained with one
     time for the whole clip.
     """
-    if sampler not in SAMPLERS:
-        raise RequestError(f"--sampler must be one of {', '.join(SAMPLERS)}; got '{sampler}'")
-    if steps < 1:
-        raise RequestError(f"--steps must be at least 1; got {steps}")
-    check_guidance_interval(guidance_interval)
+    check_sampling(steps, guidance, seed, sampler, guidance_interval, strength)
     device = _device(model)
     t_z, h, w = latent_shape
     captions = [prompt] if guidance == 1 else [prompt, negative_prompt]  # conditional, then unconditional
@@ -396,9 +411,42 @@ def sample_latents(
     ts = timesteps(steps, shift, start=strength).to(device)
     x_start = noise if x0_src is None else sdedit_start(x0_src.to(noise), noise, strength)
     held_noise = None if model.config.dit.conditioned or given is None else noise
-    return SAMPLERS[sampler](
+    z = SAMPLERS[sampler](
         v_fn, x_start, ts, x0_given=x0_given, given=given, progress=progress, given_noise=held_noise
     )
+    check_finite_latents(z, guidance)
+    return z
+
+
+def check_finite_latents(z: torch.Tensor, guidance: float) -> None:
+    """Stop before decoding when sampling produced NaN or inf: nothing gets written."""
+    bad = int((~torch.isfinite(z)).sum())
+    if bad:
+        raise RequestError(
+            f"sampling produced {bad} non-finite latent values (NaN or inf), so nothing was written; "
+            f"likely cause: the model's weights (diverged training?) or an extreme --guidance ({guidance:g})"
+        )
+
+
+MAX_SEED = 2**63 - 1
+
+
+def check_sampling(
+    steps: int = D.steps, guidance: float = D.guidance, seed: int = D.seed, sampler: str = D.sampler,
+    guidance_interval: tuple[float, float] | None = D.guidance_interval, strength: float = 1.0,
+) -> None:  # fmt: skip
+    """Refuse sampler settings no model can use, before any work (the CLI calls it before loading)."""
+    if sampler not in SAMPLERS:
+        raise RequestError(f"--sampler must be one of {', '.join(SAMPLERS)}; got '{sampler}'")
+    if steps < 1:
+        raise RequestError(f"--steps must be at least 1; got {steps}")
+    if not (math.isfinite(guidance) and guidance >= 0):
+        raise RequestError(f"--guidance must be a finite number >= 0 (1 = no guidance); got {guidance:g}")
+    if not 0 <= seed <= MAX_SEED:
+        raise RequestError(f"--seed must be an integer from 0 to {MAX_SEED} (2^63 - 1); got {seed}")
+    if not 0.0 <= strength <= 1.0:
+        raise RequestError(f"--strength must be in [0, 1]; got {strength:g}")
+    check_guidance_interval(guidance_interval)
 
 
 def check_guidance_interval(interval: tuple[float, float] | None) -> None:
@@ -568,6 +616,7 @@ def animate(
     from tessera.train.tasks import pixel_mask_for
 
     height, width = _size_of(torch.as_tensor(image), height, width)
+    check_sides(height, width, "the image")
     still = fit(image, height, width, "image")
     _check_frames(frames)
     z = conditioned(
@@ -625,6 +674,7 @@ def _extension(
         raise RequestError(f"--frames must be at least 5 to extend (one new latent frame); got {frames}")
     k = _overlap_latents(overlap, t_z, len(video), direction)
     height, width = int(video.shape[1]), int(video.shape[2])
+    check_sides(height, width, "the video")
     if direction == "forward":
         n = 1 + 4 * (k - 1)  # given prefix frames
         mask = pixel_mask_for("extend", frames, k)
@@ -693,6 +743,7 @@ def connect(
 
     video_a = torch.as_tensor(video_a)
     height, width = int(video_a.shape[1]), int(video_a.shape[2])
+    check_sides(height, width, "the first video")
     video_b = fit(video_b, height, width, "second video")
     _check_frames(frames)
     if frames < 5:
@@ -785,12 +836,23 @@ def edit(
     """
     video = torch.as_tensor(video)
     frames, height, width = (int(v) for v in video.shape[:3])
+    check_sides(height, width, "the video")
+    check_edit_frames(frames)
     _request_shape(model, frames, height, width)
     if not 0.0 <= strength <= 1.0:
         raise RequestError(f"--strength must be in [0, 1]; got {strength}")
     x0_src = encode(model, video)
     z = sample_latents(model, prompt, tuple(x0_src.shape[2:]), x0_src=x0_src, strength=strength, **sampling)
     return _out(model, z, return_latents)
+
+
+def check_edit_frames(frames: int) -> None:
+    """edit keeps the source's length, which must be 1 + 4k (the command has no --frames)."""
+    if (frames - 1) % 4:
+        raise RequestError(
+            f"the video has {frames} frames; edit needs 1 + 4k (..., 29, 33, ...): "
+            f"trim it to {1 + 4 * ((frames - 1) // 4)}"
+        )
 
 
 def long(
@@ -831,7 +893,7 @@ def long_segments(
     """How `long` lays out a video: the frames [a, b) each window adds (the first window, then each
     extension's new frames), and the overlap in frames (default: about half a window, 1 + 4k)."""
     _check_frames(frames)
-    _check_frames(window)
+    _check_frames(window, "--window")
     if window < 9:
         raise RequestError(f"--window must be at least 9 frames; got {window}")
     t_z = 1 + (window - 1) // 4
@@ -848,10 +910,10 @@ def _check_fade(fade: int, frames: int) -> None:
         raise RequestError(f"--fade must be between 0 and {frames - 2} (frames - 2); got {fade}")
 
 
-def _check_frames(frames: int) -> None:
+def _check_frames(frames: int, option: str = "--frames") -> None:
     """Refuse a frame count not of the form 1 + 4k, naming the nearest valid ones."""
     if frames < 1 or (frames - 1) % 4:
         lo = max(1, 1 + 4 * ((frames - 1) // 4))
         raise RequestError(
-            f"--frames must be 1 + 4k (1, 5, 9, ..., 33, ...); got {frames}, try {lo} or {lo + 4}"
+            f"{option} must be 1 + 4k (1, 5, 9, ..., 33, ...); got {frames}, try {lo} or {lo + 4}"
         )

@@ -20,8 +20,11 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import secrets
 import shutil
+import tempfile
+import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import closing, contextmanager
 from fractions import Fraction
@@ -225,12 +228,18 @@ def _pyav_frames(path: Path, start: float) -> Iterator[tuple[float, np.ndarray]]
         with av.open(str(path)) as container:
             stream = _video_stream(container, path)
             stream.thread_type = "AUTO"
-            count = 0
+            count, declared = 0, stream.frames
             for t, x in _decode_from(container, stream, start):
                 count += 1
                 yield t, x
             if count == 0:
                 raise VideoError(path, "the video stream holds no decodable frames")
+            if start == 0 and declared and count < declared:  # read to the end: a short file
+                warnings.warn(
+                    f"{path}: its header says {declared} frames but only {count} decode (truncated?); "
+                    f"using those {count}",
+                    stacklevel=2,
+                )
     except av.FFmpegError as e:
         raise VideoError(path, _ffmpeg_problem(e)) from e
 
@@ -360,7 +369,7 @@ def write_video(
 
     The format follows the suffix: .mp4 (H.264 yuv420p; odd sizes padded to even), .webm (VP9), .gif,
     .webp, .png (exactly one frame); no suffix, a trailing "/" or an existing folder writes a folder of
-    `frame_00000.png`... (replacing its old contents).
+    `frame_00000.png`... (replacing an old folder only if it holds nothing else: `check_output`).
     `quality` in 1..100 (higher is better) sets the mp4/webm CRF and makes WebP lossy; None means
     near-transparent video (H.264 CRF 18, VP9 CRF 24) and lossless WebP. GIF and PNG ignore it.
     """
@@ -424,6 +433,10 @@ def atomic_file(path: Path) -> Iterator[Path]:
     try:
         yield tmp
         os.replace(tmp, path)
+    except OSError as e:  # a full disk says nothing of the file: name the one that was being written
+        if e.filename is None or str(e.filename) == str(tmp):
+            raise OSError(e.errno, e.strerror or str(e), str(path)) from e
+        raise
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -481,9 +494,11 @@ def _write_animation(tmp: Path, x: np.ndarray, fps: float, quality: int | None, 
 
 
 def _write_folder(path: Path, x: np.ndarray) -> Path:
-    """Write `frame_00000.png`... into a temporary folder, then swap it in for `path`."""
+    """Write `frame_00000.png`... into a temporary folder, then swap it in for `path` (only a folder
+    of frames tessera wrote, or an empty one, is ever replaced)."""
     if path.exists() and not path.is_dir():
         raise VideoError(path, "exists and is not a folder")
+    _check_frame_folder(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temp_name(path, ".tmp")
     tmp.mkdir()
@@ -494,6 +509,74 @@ def _write_folder(path: Path, x: np.ndarray) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return path
+
+
+FRAME_NAME = re.compile(r"frame_\d{5}\.png")
+
+
+def _check_frame_folder(path: Path) -> None:
+    """Refuse to replace a folder that holds anything but the frames tessera writes (the user's files
+    would be deleted), and the working folder or one above it (it cannot be swapped out)."""
+    if not path.exists():
+        return
+    here = Path.cwd().resolve()
+    if path.resolve() == here or path.resolve() in here.parents:
+        raise VideoError(path, "is the working folder or above it; give a new folder name, e.g. -o frames/")
+    others = sorted(p.name for p in path.iterdir() if not FRAME_NAME.fullmatch(p.name))
+    if others:
+        shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+        raise VideoError(
+            path, f"folder holds other files ({shown}), which writing frames would delete; give a new folder"
+        )
+
+
+def check_output(path: str | os.PathLike, frames: int | None = None, fps: float | None = None,
+                 image: bool = False) -> Path:  # fmt: skip
+    """Refuse an output path before any work: an unknown suffix, a multi-frame .png, a folder that
+    holds other files, a parent that cannot be made or written, a non-finite or non-positive fps.
+    `frames` is the clip length when known (None: more than one); `image` checks `save_image`'s
+    suffixes. Returns the path; creates nothing that stays."""
+    raw, path = str(path), Path(path)
+    if fps is not None and not (math.isfinite(fps) and fps > 0):
+        raise ValueError(f"--fps must be a positive finite number; got {fps:g}")
+    is_folder = not image and (raw.endswith(("/", os.sep)) or path.is_dir() or path.suffix == "")
+    if is_folder:
+        _check_frame_folder(path)
+        parent = path
+    else:
+        suffixes = (".png", ".jpg", ".jpeg", ".webp") if image else WRITE_SUFFIXES
+        suffix = path.suffix.lower()
+        if path.is_dir():
+            raise VideoError(path, "is a folder; give a file name with a suffix")
+        if suffix not in suffixes:
+            raise VideoError(path, f"cannot write suffix {suffix!r}; allowed: {' '.join(suffixes)}"
+                             + ("" if image else ", or a folder (no suffix)"))  # fmt: skip
+        if not image and suffix == ".png" and (frames is None or frames != 1):
+            n = "more than one" if frames is None else str(frames)
+            raise VideoError(
+                path, f"a .png holds one frame but this writes {n}; use .mp4 or a folder (no suffix)"
+            )
+        parent = path.parent
+    check_writable(path, parent)
+    return path
+
+
+def check_writable(path: Path, folder: Path) -> None:
+    """`folder` exists (or its nearest existing ancestor is a folder) and a file can be created in it:
+    tried for real, since permission bits do not tell (root, read-only mounts, full quotas)."""
+    probe = folder
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not probe.is_dir():
+        raise VideoError(path, f"{probe} is not a folder, so the output cannot be made there")
+    try:
+        fd, name = tempfile.mkstemp(prefix=".tessera-probe-", dir=probe)
+    except OSError as e:
+        raise VideoError(path, f"cannot write in {probe} ({e.strerror or e})") from None
+    os.close(fd)
+    os.unlink(name)
 
 
 def _swap_folder(new: Path, path: Path) -> None:

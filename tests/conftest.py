@@ -5,6 +5,8 @@ from pathlib import Path
 import pytest
 import torch
 
+import tessera  # noqa: F401  (before any matrix product: it chooses MKL's reproducible mode)
+
 torch.set_num_threads(2)
 
 
@@ -36,3 +38,32 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A tmpfs of `size` bytes mounted on a fresh folder: `small_disk(size) -> Path`, and
+    `small_disk.resize(size)` grows it (tmpfs remounts keep the files). Skips, saying why, where this
+    process may not mount (not root, no CAP_SYS_ADMIN): a full disk cannot be faked honestly."""
+    import subprocess
+
+    mounted: list[Path] = []
+
+    def mount(size: int) -> Path:
+        where = tmp_path / f"disk{len(mounted)}"
+        where.mkdir()
+        r = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], capture_output=True
+        )
+        if r.returncode != 0:
+            pytest.skip(f"cannot mount a small tmpfs here ({r.stderr.decode().strip() or r.returncode})")
+        mounted.append(where)
+        return where
+
+    def resize(size: int) -> None:
+        subprocess.run(["mount", "-o", f"remount,size={size}", str(mounted[-1])], check=True)
+
+    mount.resize = resize
+    yield mount
+    for where in mounted:
+        subprocess.run(["umount", str(where)], check=False)

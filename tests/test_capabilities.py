@@ -248,3 +248,26 @@ def test_gallery_script_writes_one_gif_per_capability(tiny_model_dir, tmp_path):
     table = (tmp_path / "gallery.md").read_text()
     assert all(f"![{name}]({name}.gif)" in table for name in gifs)
     assert read_video(tmp_path / "long.gif").shape[0] == 49  # past the 17-frame window
+
+
+def test_every_capability_gives_the_same_bytes_on_one_and_two_threads(model):
+    """MKL's matrix products round by thread count unless its strict reproducible mode is on (set
+    when tessera is imported): each capability, sampled on 1 and then 2 threads, matches bytewise."""
+    import os
+
+    assert os.environ["MKL_CBWR"] == "AUTO,STRICT"
+    kw = {"steps": 2, "seed": 3}
+    runs = []
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        v = pipeline.generate(model, "a red cube slides left", 9, 32, 48, **kw)
+        runs.append([
+            v,
+            pipeline.animate(model, v[0], "x", 9, **kw),
+            pipeline.extend(model, v, "x", 9, **kw),
+            pipeline.connect(model, v, v, "x", 9, **kw),
+            pipeline.loop(model, "x", 9, v, 32, 48, **kw),
+            pipeline.edit(model, v, "a blue cube", 0.6, **kw),
+        ])  # fmt: skip
+    torch.set_num_threads(1)
+    assert all(torch.equal(a, b) for a, b in zip(*runs, strict=True))

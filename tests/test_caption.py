@@ -502,3 +502,50 @@ def test_generate_expands_through_the_local_lm(tiny_lm, tiny_model_dir, tmp_path
     )
     assert r.returncode == 0, r.stderr
     assert f"expanded prompt: {target}" in r.stderr  # the language model's caption, not the rule-based one
+
+
+def _setting(facts) -> tuple:
+    """What a grounded caption must keep of a reading: ground, time of day and each object's looks."""
+    looks = sorted((o.shape, o.colour, o.size, o.material) for o in facts.objects)
+    return facts.ground, facts.time_of_day, looks
+
+
+@pytest.mark.parametrize("seed", [3, 4, 5, 6])
+def test_grounded_expansion_keeps_what_the_frames_show_and_changes_only_what_the_prompt_names(seed):
+    from tessera.caption.expand import expand_grounded
+
+    reading = detailed_caption(WorldSampler().sample(seed))
+    seen = parse(reading)
+    for prompt in ("it keeps going", "", "the camera is static"):
+        got = parse(expand_grounded(prompt, reading, seed=1).caption)
+        assert _setting(got) == _setting(seen), prompt
+    other_time = next(t for t in ("night", "noon") if t != seen.time_of_day)
+    got = parse(expand_grounded(f"the same scene at {other_time}", reading).caption)
+    assert got.time_of_day == other_time and _setting(got)[::2] == _setting(seen)[::2]
+    first = seen.objects[0]
+    colour = next(
+        c for c in ("blue", "green") if c != first.colour and all(o.colour != c for o in seen.objects)
+    )
+    got = parse(expand_grounded(f"a {colour} {first.shape}", reading).caption)
+    want = sorted((o.shape, colour if o is first else o.colour, o.size, o.material) for o in seen.objects)
+    assert _setting(got) == (seen.ground, seen.time_of_day, want)
+
+
+def test_conditioned_commands_expand_over_the_captioners_reading_of_their_frames():
+    """The shipped captioner reads rendered world frames; every command's expanded caption agrees with
+    its reading in ground, time of day and objects, and the benchmark runs the same expansion."""
+    from tessera.caption.expand import expand, grounded_caption
+    from tessera.eval.capability import user_prompts
+    from tessera.world import WorldConfig, render
+
+    scene = WorldSampler(WorldConfig(frames=9, fps=8.0)).sample(4)
+    frames = render(scene, (64, 64)).frames[0]
+    captioner = load_captioner()
+    caption, reading, _ = grounded_caption("it keeps going", frames, captioner=captioner)
+    assert _setting(parse(caption)) == _setting(parse(reading))
+    assert parse(reading).ground == scene.ground  # the reading is of these frames
+    assert _setting(parse(expand("it keeps going").caption)) != _setting(parse(reading))  # ungrounded drifts
+    said = user_prompts("it keeps going", frames.numpy(), captioner=captioner)
+    assert said["edit"] != said["extend"] and said["loop"] == expand("it keeps going").caption
+    for command in ("animate", "extend", "connect"):
+        assert parse(said[command]).ground == parse(reading).ground, command

@@ -164,3 +164,57 @@ def test_model_grow_samples_as_its_source_and_refuses_other_shapes(tiny_model_di
         for a, b in zip(_outputs(source), _outputs(wide), strict=True):
             assert torch.allclose(a, b, atol=1e-5, rtol=0)
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def _two_equal_shards(folder, monkeypatch):
+    """Two shards of the same shape (a and b), as in a model whose layers repeat."""
+    import tessera.checkpoint as ckpt
+
+    monkeypatch.setattr(ckpt, "SHARD_BYTES", 1024)
+    tensors = {"a": torch.arange(256.0), "b": -torch.arange(256.0)}
+    save_tensors(folder, "dit", tensors)
+    return [folder / f"dit-0000{i}-of-00002.safetensors" for i in (1, 2)]
+
+
+def test_swapped_or_corrupted_shards_are_named(tmp_path, monkeypatch):
+    first, second = _two_equal_shards(tmp_path, monkeypatch)
+    index = json.loads((tmp_path / "dit.safetensors.index.json").read_text())
+    assert set(index["sha256"]) == {first.name, second.name}
+    assert torch.equal(load_tensors(tmp_path, "dit")["b"], -torch.arange(256.0))
+    a, b = first.read_bytes(), second.read_bytes()
+    first.write_bytes(b), second.write_bytes(a)  # same size, same header shape: loads without checksums
+    with pytest.raises(CheckpointError, match=f"{first.name}: checksum differs .* swapped"):
+        load_tensors(tmp_path, "dit")
+    first.write_bytes(a), second.write_bytes(a[:-4] + b"\x00\x00\x80\x7f")  # one value made inf
+    with pytest.raises(CheckpointError, match=second.name):
+        load_tensors(tmp_path, "dit")
+
+
+def test_an_index_without_checksums_loads_with_one_notice(tmp_path, monkeypatch, capsys):
+    _two_equal_shards(tmp_path, monkeypatch)
+    path = tmp_path / "dit.safetensors.index.json"
+    index = json.loads(path.read_text())
+    del index["sha256"]
+    path.write_text(json.dumps(index))
+    assert torch.equal(load_tensors(tmp_path, "dit")["a"], torch.arange(256.0))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("notice:") and "no shard checksums" in err[0]
+
+
+def test_shipped_folders_carry_shard_checksums(capsys):
+    from tessera.caption.weights import default_dir
+    from tessera.pipeline import default_model_path
+
+    for folder, name in ((default_model_path(), "dit"), (default_dir(), "captioner")):
+        load_tensors(folder, name)
+    assert "notice" not in capsys.readouterr().err
+
+
+def test_non_finite_weights_are_refused_by_name(tiny_model_dir, tmp_path):
+    model = load_model(tiny_model_dir)
+    name, weight = list(model.dit.named_parameters())[3]
+    with torch.no_grad():
+        weight.view(-1)[0] = float("nan")
+    bad = save_model(model, tmp_path / "nan")
+    with pytest.raises(CheckpointError, match=rf"non-finite weights \(NaN or inf\) in {name}$"):
+        load_model(bad)

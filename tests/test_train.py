@@ -695,3 +695,39 @@ def test_kept_set_training_resumes_exactly(tmp_path: Path, tiny_model_dir: Path)
     assert first["step"] == 3
     second = train_dit(resume_config(tmp_path / "b", "dit", steps=6), tmp_path / "b", resume=True)
     assert first["losses"] + second["losses"] == straight
+
+
+class FillsDisk(Squares):
+    """Squares that, on loading sample `fill_at`, fill the disk holding `ballast` but for `room` bytes."""
+
+    def __init__(self, ballast: Path, fill_at: int, room: int = 64_000):
+        super().__init__()
+        self.ballast, self.fill_at, self.room = ballast, fill_at, room
+
+    def sample(self, i: int, shape=None) -> dict:
+        if i == self.fill_at:
+            free = shutil.disk_usage(self.ballast.parent).free
+            self.ballast.write_bytes(bytes(max(0, free - self.room)))
+        return super().sample(i, shape)
+
+
+def test_a_full_disk_stops_training_with_the_last_checkpoint_intact_and_resumable(small_disk, tiny_model_dir):
+    """The disk fills during step 3 (checkpoints every step): the run stops with ENOSPC, state/ still
+    holds step 2 with no temp folders beside it, and once there is room it resumes to the losses of a
+    run that never stopped."""
+    import errno
+
+    cfg = tiny_config("dit", steps=3, ckpt_every=1, init=str(tiny_model_dir))
+    disk = small_disk(96 * 2**20)
+    straight = train_dit(cfg, disk / "straight", source=Squares())["losses"]
+    shutil.rmtree(disk / "straight")
+    run, ballast = disk / "run", disk / "ballast"
+    with pytest.raises(OSError) as full:
+        train_dit(cfg, run, source=FillsDisk(ballast, fill_at=2 * cfg.batch_size))  # loaded in step 3
+    assert full.value.errno == errno.ENOSPC
+    assert load_state(run / "state")[1]["step"] == 2
+    assert not [p.name for p in run.iterdir() if p.name.startswith(".")]
+    ballast.unlink()
+    resumed = train_dit(resume_config(run, "dit"), run, resume=True, source=Squares())
+    assert resumed["step"] == 3 and resumed["losses"] == straight[2:]
+    assert [r["step"] for r in read_metrics(run)] == [1, 2, 3]

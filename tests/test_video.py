@@ -337,3 +337,49 @@ def test_save_image(tmp_path):
     with pytest.raises(VideoError, match="allowed"):
         video.save_image(tmp_path / "a.bmp", frame)
     assert [p.name for p in tmp_path.iterdir()] == ["a.png"]
+
+
+def test_a_truncated_video_is_read_as_far_as_it_decodes_with_a_warning(tmp_path):
+    x = (np.random.default_rng(0).random((33, 64, 64, 3)) * 255).astype(np.uint8)
+    data = write_video(tmp_path / "full.mp4", x).read_bytes()
+    (tmp_path / "cut.mp4").write_bytes(data[: len(data) // 4])
+    with pytest.warns(UserWarning, match=r"header says 33 frames but only (\d+) decode"):
+        n = len(read_video(tmp_path / "cut.mp4"))
+    assert 0 < n < 33
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(read_video(tmp_path / "full.mp4")) == 33  # a whole file: no warning
+        assert len(read_video(tmp_path / "cut.mp4", frames=2)) == 2  # never read to the cut: none
+
+
+def test_check_output_refuses_before_any_work_and_never_touches_the_users_files(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    mine = tmp_path / "thesis"
+    (mine / "sub").mkdir(parents=True)
+    (mine / "thesis.txt").write_text("years of work")
+    (mine / "sub" / "notes.md").write_text("notes")
+    clip = index_clip(3)
+    for path, frames, words in [
+        (mine, 3, "holds other files"),
+        (Path("."), 3, "working folder"),
+        (Path(".."), 3, "working folder"),
+        (tmp_path / "a.png", 3, "a .png holds one frame"),
+        (tmp_path / "a.txt", 3, "cannot write suffix '.txt'"),
+        (mine / "thesis.txt" / "a.mp4", 3, "is not a folder"),
+    ]:
+        with pytest.raises(VideoError, match=words):
+            video.check_output(path, frames, 16.0)
+    with pytest.raises(VideoError, match="holds other files"):
+        write_video(mine, clip)  # the writer itself refuses too
+    for fps in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="--fps must be a positive finite number"):
+            video.check_output(tmp_path / "a.mp4", 3, fps)
+    assert (mine / "thesis.txt").read_text() == "years of work" and (mine / "sub" / "notes.md").exists()
+    frames = write_video(tmp_path / "frames", clip)
+    assert video.check_output(frames, 3, 16.0) == frames  # a folder of tessera's frames may be replaced
+    write_video(frames, index_clip(2))
+    assert len(list(frames.iterdir())) == 2
+    assert video.check_output(tmp_path / "new" / "deeper" / "a.mp4", 3, 16.0)
+    assert not (tmp_path / "new").exists() and not list(tmp_path.glob(".tessera-probe-*"))

@@ -201,6 +201,50 @@ def test_dataset_is_deterministic_by_seed_rank_and_index():
     assert other["seed"] != items[0]["seed"]
 
 
+_RENDER_IN_CHILD = """
+import hashlib, sys, torch
+torch.set_num_threads(int(sys.argv[1]))
+from tessera.world import WorldConfig, WorldSampler, render
+sampler = WorldSampler(WorldConfig(frames=9, fps=8.0))
+out = render([sampler.sample(s) for s in (7, 8)], (48, 32))
+digest = hashlib.sha256()
+for x in (out.frames, out.ids, out.depth, out.coverage, out.occlusion):
+    digest.update(x.numpy().tobytes())
+print(digest.hexdigest())
+"""
+
+
+def test_render_gives_the_same_bytes_in_separate_processes_and_thread_counts():
+    """Pixels, ids and depth hash the same in two fresh processes, one on 1 thread, one on 2."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    hashes = [
+        subprocess.run(
+            [sys.executable, "-c", _RENDER_IN_CHILD, str(n)],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=True,
+        ).stdout.strip()
+        for n in (1, 2)
+    ]
+    assert len(hashes[0]) == 64 and hashes[0] == hashes[1]
+
+
+def test_row_times_is_the_matrix_product():
+    from tessera.world.render import row_times
+
+    gen = torch.Generator().manual_seed(0)
+    v, m = (
+        torch.randn(5, 4, 3, generator=gen, dtype=torch.float64),
+        torch.randn(5, 4, 3, 3, generator=gen, dtype=torch.float64),
+    )
+    assert torch.allclose(row_times(v, m), (v[..., None, :] @ m)[..., 0, :], rtol=0, atol=1e-12)
+
+
 def test_render_command_writes_clips_and_finishes_an_interrupted_run(tmp_path):
     out = tmp_path / "clips"
     render_command(2, out, seed=7, frames=5, size=(32, 24), fps=8)
@@ -278,3 +322,54 @@ def test_a_scene_at_more_frames_plays_the_same_motion_stretched():
         assert long.shape[0] == 33 and torch.equal(long[::4], short), seed
         stretched.append(seed)
     assert len(stretched) >= 10
+
+
+def _files(folder) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_a_full_disk_stops_a_render_cleanly_and_a_rerun_with_room_finishes_the_same(small_disk, tmp_path):
+    import errno
+
+    ref = render_command(6, tmp_path / "ref", seed=7, frames=9, size=(64, 64), fps=8)
+    out = small_disk(40_000) / "clips"  # room for about three clips of about 9 KB
+    with pytest.raises(OSError) as full:
+        render_command(6, out, seed=7, frames=9, size=(64, 64), fps=8)
+    assert full.value.errno == errno.ENOSPC and str(out) in str(full.value.filename)
+    got = _files(out)
+    assert 0 < len(got) < 18 and not [n for n in got if n.startswith(".")]  # no temp files left
+    done = {n[:11] for n in got if n.endswith(".mp4")}
+    assert all(f"{c}{ext}" in got for c in done for ext in (".json", ".npz"))  # whole clips only
+    assert all(got[n] == (ref / n).read_bytes() for n in got)
+    small_disk.resize(1_000_000)
+    render_command(6, out, seed=7, frames=9, size=(64, 64), fps=8)
+    assert _files(out) == _files(ref)
+
+
+def test_a_render_killed_with_sigkill_resumes_to_the_same_bytes(tmp_path):
+    """SIGKILL (no cleanup runs) in the middle of a render; the rerun removes the temp files left behind
+    and writes exactly the files of a render that was never stopped."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    args = ["world", "render", "--count", "5", "--seed", "3", "--frames", "9", "--size", "48x48"]
+    ref = render_command(5, tmp_path / "ref", seed=3, frames=9, size=(48, 48), fps=16.0)
+    out = tmp_path / "killed"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    proc = subprocess.Popen([sys.executable, "-m", "tessera.cli", *args, "--out", str(out)], env=env)
+    deadline = time.time() + 120
+    while not (out / "clip_000001.mp4").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert not (out / "captions.jsonl").exists()  # stopped before the end
+    (out / ".clip_000002.mp4.0badc0de.tmp.mp4").write_bytes(b"half a video")  # as a kill mid-write leaves
+    r = subprocess.run(
+        [sys.executable, "-m", "tessera.cli", *args, "--out", str(out)], env=env, capture_output=True
+    )
+    assert r.returncode == 0, r.stderr
+    assert _files(out) == _files(ref)

@@ -90,6 +90,83 @@ def expand_for_generate(prompt: str, seed: int = 0, lm: str | Path | None = None
     return e.caption, e.warnings
 
 
+def expand_grounded(prompt: str, reading: str, seed: int = 0) -> Expansion:
+    """Expand `prompt` for a command that is given frames (animate, extend, connect, loop --video,
+    edit): `reading` is the captioner's caption of those frames, and every fact the prompt leaves
+    open comes from it (ground, time of day, camera, the objects and their looks), so the caption
+    describes the scene the frames show; the prompt's own words override only what they name."""
+    if not isinstance(prompt, str):
+        raise ValueError(f"prompt must be a string, got {type(prompt).__name__}")
+    user = parse(prompt)
+    facts = merge_facts(parse(reading), user)
+    rng = random.Random(f"expand:{seed}:{prompt.strip().lower()}:{reading}")
+    scene = build_scene(facts, rng, seed)
+    return Expansion(detailed_caption(scene), facts, user.unknown_words, scene)
+
+
+def grounded_caption(prompt: str, frames, seed: int = 0, captioner=None) -> tuple[str, str, list[str]]:
+    """(expanded caption, the captioner's reading of `frames` (T, H, W, 3) uint8, warnings): what the
+    conditioned commands expand to, as the CLI and the capability benchmark both run it. `captioner`:
+    a loaded `CaptionerBundle` (default: the shipped one, on the CPU)."""
+    from tessera.caption.weights import caption_clips, load_captioner
+
+    reading = caption_clips(captioner or load_captioner(), [frames])[0]
+    e = expand_grounded(prompt, reading, seed)
+    return e.caption, reading, e.warnings
+
+
+def merge_facts(seen: Facts, said: Facts) -> Facts:
+    """`seen` (read from frames) with what `said` (the prompt) states put over it. A stated object
+    takes the place of the seen object of its shape that agrees with it most (colour, size, material)
+    and keeps that object's other attributes, so "a blue cube" recolours the cube the frames show;
+    seen objects the prompt does not mention stay (at most 4)."""
+    keys = ("shape", "colour", "size", "material")
+    left = list(range(len(seen.objects)))
+    new_of_seen: dict[int, int] = {}
+    merged: list[ObjectFacts] = []
+    for i, ob in enumerate(said.objects):
+        stated = {k: getattr(ob, k) for k in keys if getattr(ob, k) is not None}
+
+        def score(j: int, stated=stated) -> int:
+            other = seen.objects[j]
+            if other.shape not in (None, stated.get("shape", other.shape)):
+                return -1  # another shape: another object (colour, size, material are looks to change)
+            return sum((2 if k == "shape" else 1) * (getattr(other, k) == v) for k, v in stated.items())
+
+        best = max(left, key=score, default=None)
+        if best is None or score(best) < (1 if stated else 0):
+            merged.append(replace(ob))
+            continue
+        left.remove(best)
+        new_of_seen[best] = i
+        base = seen.objects[best]
+        kept = (*keys, "motion", "direction", "place")
+        fill = {k: getattr(base, k) for k in kept if getattr(ob, k) is None}
+        if ob.motion is not None:  # a new motion: the seen direction and partner belonged to the old one
+            fill.pop("direction", None)
+        merged.append(replace(ob, **fill))
+    for j in left[: max(0, 4 - len(merged))]:
+        new_of_seen[j] = len(merged)
+        merged.append(replace(seen.objects[j], partner=None))
+    for j, i in new_of_seen.items():  # a seen pair motion keeps its partner, at its new place
+        partner = seen.objects[j].partner
+        took_motion = i >= len(said.objects) or said.objects[i].motion is None
+        if merged[i].partner is None and took_motion and partner in new_of_seen:
+            merged[i] = replace(merged[i], partner=new_of_seen[partner])
+    for i, ob in enumerate(merged):  # a pair motion without its partner is left to the world
+        if ob.motion in PAIR_MOTIONS and ob.partner is None and not any(o.partner == i for o in merged):
+            merged[i] = replace(ob, motion=None)
+    return Facts(
+        objects=merged,
+        camera=said.camera or seen.camera,
+        camera_direction=said.camera_direction if said.camera else seen.camera_direction,
+        ground=said.ground or seen.ground,
+        time_of_day=said.time_of_day or seen.time_of_day,
+        count=said.count if said.count and said.count >= len(merged) else None,
+        unknown_words=said.unknown_words,
+    )
+
+
 def build_scene(facts: Facts, rng: random.Random, seed: int) -> Scene:
     """A scene holding every stated fact; the rest drawn like the world sampler draws it."""
     sampler = WorldSampler(WorldConfig(heldout=()), "train")

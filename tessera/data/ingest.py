@@ -286,8 +286,8 @@ def ingest(
     from tqdm import tqdm
 
     out = Path(out)
-    _check_settings(out, cfg, captioner_dir, vae_model)
     files = [f.resolve() for f in list_inputs(videos)]  # sources are recorded by absolute path
+    _check_settings(out, cfg, captioner_dir, vae_model)  # (after the inputs: a typo writes nothing)
     files = [f for f in files if out.resolve() not in f.parents]
     tools = _Tools(captioner_dir, vae_model, device)
     done = _records_by_source(out)

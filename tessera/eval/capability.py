@@ -120,9 +120,28 @@ def recolour(caption: str) -> str:
     return caption
 
 
+def user_prompts(prompt: str, truth: np.ndarray, seed: int = 0, captioner=None) -> dict[str, str]:
+    """The caption each capability's command expands `prompt` (what a person types) to, as the CLI does
+    by default: grounded in the frames it is given (`expand.grounded_caption`), plain expansion for a
+    loop and a long video without given frames; edit's prompt is the recoloured one."""
+    import torch
+
+    from tessera.caption.expand import expand, expand_grounded
+    from tessera.caption.weights import caption_clips, load_captioner
+
+    clip = torch.as_tensor(truth)
+    given = {"animate": clip[:1], "extend": clip[: half_clip(len(clip))], "connect": clip[:5], "edit": clip}
+    readings = caption_clips(captioner or load_captioner(), list(given.values()))
+    out = {k: expand_grounded(prompt, r, seed).caption for k, r in zip(given, readings, strict=True)}
+    out["edit"] = expand_grounded(recolour(prompt), readings[-1], seed).caption
+    out["loop"] = out["long"] = expand(prompt, seed).caption
+    return out
+
+
 def capability_scores(
-    model, caption: str, truth: np.ndarray, sampling: dict, objects=(), parse_fn=None
-) -> dict[str, float]:
+    model, caption: str, truth: np.ndarray, sampling: dict, objects=(), parse_fn=None,
+    prompt: str | None = None,
+) -> dict[str, float]:  # fmt: skip
     """Run each conditioned capability of `model` on a truth clip (T, H, W, 3) uint8 with its caption and
     score it: i2v_psnr (animate its first frame), extend_seam (extend its first half forward, all of
     it shared with the new clip and faded into the model's rendering of it, against the truth's mean
@@ -130,7 +149,9 @@ def capability_scores(
     and last 4 frames against the given ones), loop_closure (a loop of the caption), edit_monotonic
     (SDEdit toward a recoloured caption at EDIT_STRENGTHS); with `parse_fn` (uint8 video -> parse) also
     long_permanence of `objects` ((shape, colour) pairs) in a `long` video LONG_TIMES the clip's length,
-    in windows of the clip's length (segments: the first window, then each extension's new frames)."""
+    in windows of the clip's length (segments: the first window, then each extension's new frames).
+    With `prompt` (the short prompt a person types) every command gets what the CLI would expand it to
+    (`user_prompts`), instead of the scene's detailed `caption`."""
     import torch
 
     from tessera import pipeline
@@ -140,17 +161,22 @@ def capability_scores(
     half = half_clip(frames)
     clip = torch.as_tensor(truth)
     truth_change = change(truth)
-    animated = pipeline.animate(model, clip[0], caption, frames, **sampling).numpy()
-    extended = pipeline.extend(model, clip[:half], caption, frames, "forward", **sampling).numpy()
-    _, z = pipeline.connect(model, clip[:5], clip[-4:], caption, frames, return_latents=True, **sampling)
+    said = dict.fromkeys(("animate", "extend", "connect", "loop", "long"), caption)
+    said["edit"] = recolour(caption)
+    if prompt is not None:
+        said = user_prompts(prompt, truth, sampling.get("seed", 0))
+    animated = pipeline.animate(model, clip[0], said["animate"], frames, **sampling).numpy()
+    extended = pipeline.extend(model, clip[:half], said["extend"], frames, "forward", **sampling).numpy()
+    _, z = pipeline.connect(
+        model, clip[:5], clip[-4:], said["connect"], frames, return_latents=True, **sampling
+    )
     bridge = pipeline.decode(model, z).numpy()
-    looped = pipeline.loop(model, caption, frames, height=h, width=w, **sampling).numpy()
-    edited = recolour(caption)
-    edits = [(s, pipeline.edit(model, clip, edited, s, **sampling).numpy()) for s in EDIT_STRENGTHS]
+    looped = pipeline.loop(model, said["loop"], frames, height=h, width=w, **sampling).numpy()
+    edits = [(s, pipeline.edit(model, clip, said["edit"], s, **sampling).numpy()) for s in EDIT_STRENGTHS]
     long_score = None
     if parse_fn is not None:
         length = 1 + LONG_TIMES * (frames - 1)
-        video = pipeline.long(model, caption, length, frames, height=h, width=w, **sampling).numpy()
+        video = pipeline.long(model, said["long"], length, frames, height=h, width=w, **sampling).numpy()
         segments, _ = pipeline.long_segments(length, frames)
         long_score = long_permanence(list(objects), parse_fn(video), segments)
     return {

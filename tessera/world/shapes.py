@@ -32,12 +32,18 @@ _PYRAMID = _planes([(0, -1, 0), (2, 1, 0), (-2, 1, 0), (0, 1, 2), (0, 1, -2)], [
 _OCTAHEDRON = _planes([(sx, sy, sz) for sx in (1, -1) for sy in (1, -1) for sz in (1, -1)], [1.0] * 8)
 
 
+def _dots(v: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+    """v (P, 3) dotted with each normal n (F, 3): (P, F), in elementwise ops (not a matrix product,
+    whose rounding may follow the thread count or memory alignment)."""
+    return v[:, 0:1] * n[:, 0] + v[:, 1:2] * n[:, 1] + v[:, 2:3] * n[:, 2]
+
+
 def convex(o: torch.Tensor, d: torch.Tensor, planes: tuple[torch.Tensor, torch.Tensor]):
     """Ray against an intersection of half-spaces: enter at the latest entering plane, leave at the
     earliest exiting one; a hit when entry <= exit and the entry is in front of the origin."""
     n, c = planes[0].to(o.device), planes[1].to(o.device)
-    num = c - o @ n.T  # (P, F) distance to each plane along its normal (>= 0: inside)
-    den = d @ n.T  # (P, F) < 0: the ray enters through this plane
+    num = c - _dots(o, n)  # (P, F) distance to each plane along its normal (>= 0: inside)
+    den = _dots(d, n)  # (P, F) < 0: the ray enters through this plane
     t_plane = num / torch.where(den.abs() < 1e-12, torch.full_like(den, 1e-12), den)
     entering, exiting = den < 0, den > 0
     t_in, face = torch.where(entering, t_plane, torch.full_like(t_plane, -INF)).max(dim=1)
