@@ -141,8 +141,8 @@ def generate(
     with pipeline.across_ranks(m, sp) as main:
         frames_u8 = pipeline.generate(
             m, prompt, frames=frames, height=height, width=width,
-            negative_prompt=negative_prompt, shift=shift,
-            **_sampling(steps, guidance, seed, sampler, guidance_interval, progress=main),
+            shift=shift,
+            **_sampling(steps, guidance, seed, sampler, guidance_interval, main, negative_prompt),
         )  # fmt: skip
     if main:
         _write(out, frames_u8, fps)
@@ -232,10 +232,8 @@ def image(
     w, h = _size(size)
     pipeline.check_sides(h, w, "--size")
     m, prompt = _start(model, device, prompt, expand, seed)
-    sampling = _sampling(steps, guidance, seed, sampler, guidance_interval, progress=True)
-    img = pipeline.image(
-        m, prompt, width=w, height=h, negative_prompt=negative_prompt, shift=shift, **sampling
-    )
+    sampling = _sampling(steps, guidance, seed, sampler, guidance_interval, True, negative_prompt)
+    img = pipeline.image(m, prompt, width=w, height=h, shift=shift, **sampling)
     typer.echo(f"wrote {save_image(out, img.numpy())}")
 
 
