@@ -341,12 +341,42 @@ class Models:
 
 
 def expanded(r: Request) -> tuple[str, list[str]]:
-    """The caption the model is given, and warnings, exactly as the command line expands it."""
+    """The caption the model is given, and warnings, exactly as the command line expands it: over the
+    captioner's reading of the given frames for the conditioned commands, else from the prompt alone."""
     if not r.expand:
         return r.prompt, []
-    from tessera.caption.expand import expand_for_generate
+    from tessera.caption.expand import expand_for_generate, grounded_caption
 
-    return expand_for_generate(r.prompt, r.seed)
+    given = given_frames(r)
+    if given is None:
+        return expand_for_generate(r.prompt, r.seed)
+    caption, _, warnings = grounded_caption(r.prompt, given, r.seed, _captioner())
+    return caption, warnings
+
+
+def given_frames(r: Request):
+    """The frames (T, H, W, 3) a conditioned command grounds its caption in, as `tessera.cli` reads
+    them (the image, the clip, clip A, the loop's video, the source), or None."""
+    from tessera.video import read_video
+
+    files = r.inputs
+    if r.command == "animate" or (r.command == "loop" and files):
+        return read_video(files[0], frames=1)
+    if r.command in ("extend", "connect", "edit"):
+        return read_video(files[0])
+    return None
+
+
+_CAPTIONERS: dict[str, object] = {}
+
+
+def _captioner():
+    """The shipped captioner on the CPU, loaded once per server (the command line loads it per run)."""
+    from tessera.caption.weights import load_captioner
+
+    if "cpu" not in _CAPTIONERS:
+        _CAPTIONERS["cpu"] = load_captioner(None, "cpu")
+    return _CAPTIONERS["cpu"]
 
 
 def execute(model, r: Request, caption: str, progress: Callable[[int, int], None] | bool = False):

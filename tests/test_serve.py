@@ -40,7 +40,7 @@ def _values(model: str, **over) -> dict:
     """A tab's fields as the page sends them: the defaults, small enough for the tiny model."""
     v = dict(
         model=model, prompt="a red ball bouncing", frames=5, width=32, height=32, steps=2, guidance=5.0,
-        seed=0, sampler="euler", guidance_interval="", fps=16.0, expand=True,
+        seed=0, sampler="euler", guidance_interval="", fps=16.0, expand=True, negative_prompt="",
     )  # fmt: skip
     return {**v, **over}
 

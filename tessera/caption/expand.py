@@ -98,7 +98,11 @@ def expand_grounded(prompt: str, reading: str, seed: int = 0) -> Expansion:
     if not isinstance(prompt, str):
         raise ValueError(f"prompt must be a string, got {type(prompt).__name__}")
     user = parse(prompt)
-    facts = merge_facts(parse(reading), user)
+    try:
+        seen = parse(reading)
+    except ParseError:  # a reading the world cannot hold (e.g. frames from elsewhere): the prompt alone
+        seen = Facts()
+    facts = merge_facts(seen, user)
     rng = random.Random(f"expand:{seed}:{prompt.strip().lower()}:{reading}")
     scene = build_scene(facts, rng, seed)
     return Expansion(detailed_caption(scene), facts, user.unknown_words, scene)
