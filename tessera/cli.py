@@ -204,9 +204,12 @@ def _start(
 def _warn_long(model, prompt: str) -> None:
     """One line when the text encoder would see only the start of `prompt`."""
     limit = model.config.text.max_len
-    n = int(model.tokenizer.encode([prompt], 10**9)[1].sum())
-    if n > limit:
-        typer.echo(f"warning: the prompt is {n} tokens; the model reads only the first {limit}", err=True)
+    # One token past the limit tells; a larger max_len would pad Wan's umT5 captions to that length.
+    if int(model.tokenizer.encode([prompt], limit + 1)[1].sum()) > limit:
+        typer.echo(
+            f"warning: the prompt is longer than the {limit} tokens the model reads; the rest is ignored",
+            err=True,
+        )
 
 
 def _write(out: Path, frames_u8, fps: float) -> None:

@@ -214,7 +214,7 @@ def test_bad_input_is_refused_in_one_line_and_damages_nothing(args, words, workd
 # Accepted on purpose, with a warning: (argv, words of the warning line). The output is written.
 WARNED = [
     (["generate", "", "--no-expand"], "the prompt is empty"),
-    (["generate", "a red cube " * 30000, "--no-expand"], "the model reads only the first"),
+    (["generate", "a red cube " * 30000, "--no-expand"], "tokens the model reads; the rest is ignored"),
     (["extend", "short.mp4", "x", "--no-expand", "--frames", "5"], "header says 33 frames but only"),
 ]
 
