@@ -28,6 +28,7 @@ from tessera.flow.schedules import timesteps, token_shift
 from tessera.models.dit import deepen, widen
 from tessera.models.text import Tokenizer
 from tessera.options import DEFAULTS as D
+from tessera.requests import RequestError, pick_device
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack  # typing.Unpack from Python 3.11
@@ -35,10 +36,6 @@ if TYPE_CHECKING:
 SAMPLERS = {"euler": sample_euler, "heun": sample_heun}
 MAX_SIDE = 2048
 LOOP_FADE = 8  # most frames over which `loop` fades out what is left of the gap back to its first frame
-
-
-class RequestError(ValueError):
-    """A generation request the model cannot serve; the message names the argument and valid values."""
 
 
 class Sampling(TypedDict, total=False):
@@ -65,20 +62,6 @@ def default_model_path() -> Path | None:
     """The shipped model inside the package, if this install carries one."""
     path = Path(__file__).parent / "assets" / "model"
     return path if (path / "config.json").exists() else None
-
-
-def pick_device(device: str = "auto") -> torch.device:
-    """'auto' -> cuda when available, else cpu; anything else is checked. Under torchrun 'cuda' is the
-    process's own GPU, cuda:LOCAL_RANK."""
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1 and torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise RequestError(f"--device must be cpu, cuda, cuda:N or auto; got '{device}'")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RequestError(f"--device {device} asked for, but this machine has no CUDA GPU; use cpu")
-    return torch.device(device)
 
 
 def load(path: str | Path | None = None, device: str = "auto") -> Model:
@@ -471,7 +454,7 @@ def generate(
 # ---------------------------------------------------------------------------------------------
 # Conditioned capabilities: each is `conditioned` (one `sample_latents` call) with a pixel mask.
 #
-# Which pixel frames are given decides everything else, exactly as in training (tessera.train.tasks):
+# Which pixel frames are given decides everything else, exactly as in training (tessera.conditioning):
 # the latent frames held clean are `given_latents(mask)` (exact only for a given prefix, by the VAE's
 # causality), and the DiT's `cond` input is `build_cond(vae, clip, mask)` for any non-empty mask.
 
@@ -490,7 +473,7 @@ def conditioned(
     `clip (3, T, H, W)` in [-1, 1] holds the given frames (other frames are ignored: zeroed as in
     training). The latent frames of a given prefix come back exactly equal to the clip's encoding.
     """
-    from tessera.train.tasks import build_cond, given_latents
+    from tessera.conditioning import build_cond, given_latents
 
     shape = _request_shape(model, pixel_mask.shape[0], height, width)
     device = _device(model)
@@ -498,7 +481,7 @@ def conditioned(
     if pixel_mask.any() and not model.config.dit.conditioned:
         # No condition channels: the latent frames whose pixel frames are all given are held (at the
         # noise level of each step); exact for a given prefix, from the zero-filled clip elsewhere.
-        from tessera.train.tasks import mask_channels
+        from tessera.conditioning import mask_channels
 
         cond = build_cond(model.vae, clip.to(device), pixel_mask.to(device))[None]
         held = mask_channels(pixel_mask, 1, 1)[:, :, 0, 0].bool().all(0).to(device)[None]  # (1, T_z)
@@ -613,7 +596,7 @@ def animate(
 
     Pixel frame 0 is given; latent frame 0 (the image encoded alone, exact by causality) is held clean.
     """
-    from tessera.train.tasks import pixel_mask_for
+    from tessera.conditioning import pixel_mask_for
 
     height, width = _size_of(torch.as_tensor(image), height, width)
     check_sides(height, width, "the image")
@@ -664,7 +647,7 @@ def _extension(
     **sampling: Unpack[Sampling],
 ) -> tuple[torch.Tensor, torch.Tensor, int]:
     """`extend`'s new clip: its frames (frames, H, W, 3), its latents, and n, the source frames it shares."""
-    from tessera.train.tasks import pixel_mask_for
+    from tessera.conditioning import pixel_mask_for
 
     if direction not in ("forward", "backward"):
         raise RequestError(f"direction must be 'forward' or 'backward'; got '{direction}'")
@@ -739,7 +722,7 @@ def connect(
     Shared frames appear once: A + the bridge's new frames + B. With `blend` the shared frames fade
     between the given clips and the bridge's rendering of them, as in `extend`.
     """
-    from tessera.train.tasks import pixel_mask_for
+    from tessera.conditioning import pixel_mask_for
 
     video_a = torch.as_tensor(video_a)
     height, width = int(video_a.shape[1]), int(video_a.shape[2])
@@ -782,7 +765,7 @@ def loop(
     faded out over the last `fade` frames (`close_loop`; default `loop_fade(frames)`; 0: as decoded), so
     the last frame is the first exactly: for seamless repeated playback drop the last frame.
     """
-    from tessera.train.tasks import pixel_mask_for
+    from tessera.conditioning import pixel_mask_for
 
     _check_frames(frames)
     if frames < 5:

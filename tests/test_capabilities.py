@@ -98,7 +98,7 @@ def test_crossfade_runs_from_one_rendering_to_the_other():
 
 def test_loop_gives_its_frame_at_both_ends(model, monkeypatch):
     """The trained `loop` pattern: the loop frame given first (its latent held clean) and last."""
-    from tessera.train.tasks import given_latents, pixel_mask_for
+    from tessera.conditioning import given_latents, pixel_mask_for
 
     seen = {}
     real = pipeline.conditioned
@@ -205,7 +205,7 @@ def test_cli_extend_and_image(tiny_model_dir, tmp_path):
 
 
 def test_backward_extend_conditions_through_cond_as_training_builds_it(model, monkeypatch):
-    from tessera.train.tasks import build_cond, pixel_mask_for
+    from tessera.conditioning import build_cond, pixel_mask_for
     from tessera.video import to_tensor
 
     seen = {}

@@ -32,8 +32,9 @@ from tessera.caption.model import CAPTIONER_PRESETS, Captioner, CaptionerConfig,
 from tessera.caption.weights import CaptionerBundle, caption_clips, save_captioner
 from tessera.checkpoint import atomic_write_text, load_state, save_state
 from tessera.models.text import Tokenizer
-from tessera.pipeline import pick_device
-from tessera.train.state import flatten, generator, lr_at, unflatten
+from tessera.requests import pick_device
+from tessera.seeding import generator
+from tessera.train.state import flatten, lr_at, unflatten
 from tessera.world import WorldConfig, WorldSampler, caption_corpus, detailed_caption, render
 from tessera.world.dataset import scene_seed
 

@@ -28,7 +28,7 @@ from tessera.eval.parser import (
 )
 from tessera.eval.suite import EvalError
 from tessera.eval.tracks import COLOUR_NAMES, MIN_AREA, SIZE_NAMES
-from tessera.pipeline import pick_device
+from tessera.requests import pick_device
 from tessera.world import WorldConfig, WorldSampler, render
 from tessera.world.scene import SHAPES
 

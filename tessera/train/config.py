@@ -6,7 +6,7 @@ so a typo never silently trains with a default.
 
 Shapes are strings `FRAMESxHEIGHTxWIDTH` (frames of the form 1 + 4k, sides multiples of 16) with an
 optional weight `:W`, e.g. `"1x64x64:1,17x64x64:3,17x64x96:1"`: images, clips and aspect ratios mixed.
-The task mix is `name:weight,...` over `tessera.train.tasks.TASKS`.
+The task mix is `name:weight,...` over `tessera.conditioning.TASKS`.
 """
 
 from __future__ import annotations

@@ -27,13 +27,14 @@ from torch import Tensor, nn
 from tessera.checkpoint import save_model
 from tessera.data.buckets import Shape, group_by_shape, latent_shape, step_shape
 from tessera.data.source import make_source, samples
+from tessera.seeding import generator
 from tessera.train import distributed
 from tessera.train.common import autocast, card, finite, initial_model, optimizer_step, set_lr, ship_model
 from tessera.train.config import ConfigError, VAETrainConfig, parse_shapes
 from tessera.train.distributed import Dist
 from tessera.train.logger import Logger, save_sample
 from tessera.train.run import StopFlag, end_of_step, load_checkpoint, save_checkpoint, start
-from tessera.train.state import EMA, generator, lr_at
+from tessera.train.state import EMA, lr_at
 
 STATS_OFFSET = 1 << 40  # sample indices for latent statistics, far from any training index
 
