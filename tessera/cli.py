@@ -134,7 +134,7 @@ def generate(
     --model may be a tessera model folder or a Wan 2.1 checkpoint folder (diffusers or original layout)."""
     from tessera import pipeline
 
-    pipeline._check_frames(frames)
+    pipeline.check_frames(frames)
     pipeline.check_sides(height, width)
     _before(out, frames, fps, steps, guidance, seed, sampler, guidance_interval)
     m, prompt = _start(model, device, prompt, expand, seed, lm)
@@ -251,7 +251,7 @@ def animate(
     from tessera import pipeline
     from tessera.video import read_video
 
-    pipeline._check_frames(frames)
+    pipeline.check_frames(frames)
     _before(out, frames, fps, steps, guidance, seed, sampler, guidance_interval)
     still = read_video(image_path, frames=1)[0]
     pipeline.check_sides(*still.shape[:2], f"IMAGE {image_path}")
@@ -278,7 +278,7 @@ def extend(
     from tessera.video import read_video
 
     _before(out, None, fps, steps, guidance, seed, sampler, guidance_interval)
-    pipeline._check_frames(frames)
+    pipeline.check_frames(frames)
     source, direction = read_video(video_path), "forward" if forward else "backward"
     pipeline.check_sides(*source.shape[1:3], f"VIDEO {video_path}")
     m, prompt = _start(model, device, prompt, expand, seed, given=source)
@@ -303,7 +303,7 @@ def connect(
     from tessera.video import read_video
 
     _before(out, None, fps, steps, guidance, seed, sampler, guidance_interval)
-    pipeline._check_frames(frames)
+    pipeline.check_frames(frames)
     a, b = read_video(video_a), read_video(video_b)
     pipeline.check_sides(*a.shape[1:3], f"VIDEO_A {video_a}")
     m, prompt = _start(model, device, prompt, expand, seed, given=a)
@@ -328,7 +328,7 @@ def loop(
     from tessera import pipeline
     from tessera.video import read_video
 
-    pipeline._check_frames(frames)
+    pipeline.check_frames(frames)
     _before(out, frames, fps, steps, guidance, seed, sampler, guidance_interval)
     w, h = _size(size)
     pipeline.check_sides(h, w, "--size")

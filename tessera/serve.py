@@ -240,7 +240,7 @@ def _check_shape(r: Request, device) -> None:
         frames = {"image": 1, "long": min(r.frames, r.window)}.get(r.command, r.frames)
         pipeline.check_request(config, frames, r.height, r.width, device)
     elif r.command not in ("image", "edit"):  # (edit: the clip's own length, checked when it is read)
-        pipeline._check_frames(r.frames)
+        pipeline.check_frames(r.frames)
 
 
 def _config(model: Path | None):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tessera import pipeline
+from tessera import capabilities, pipeline, sampling
 from tessera.video import read_video, write_video
 
 FAST = {"steps": 2, "guidance": 2.0, "seed": 0}
@@ -107,7 +107,7 @@ def test_loop_gives_its_frame_at_both_ends(model, monkeypatch):
         seen.update(clip=frames_in, mask=mask)
         return real(m, prompt, frames_in, mask, *args, **kwargs)
 
-    monkeypatch.setattr(pipeline, "conditioned", spy)
+    monkeypatch.setattr(capabilities, "conditioned", spy)
     source = clip(5, seed=3)
     out, z = pipeline.loop(model, "x", 9, source, 32, 32, return_latents=True, **FAST)
     assert out.shape == (9, 32, 32, 3)
@@ -215,7 +215,7 @@ def test_backward_extend_conditions_through_cond_as_training_builds_it(model, mo
         seen.update(inspect.signature(real).bind(*args, **kwargs).arguments)  # by name, however passed
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(pipeline, "sample_latents", spy)
+    monkeypatch.setattr(sampling, "sample_latents", spy)
     source = clip(9)
     pipeline.extend(model, source, "x", frames=9, direction="backward", overlap=4, **FAST)
     x0_given, given, cond = seen.get("x0_given"), seen.get("given"), seen["cond"]
