@@ -15,6 +15,7 @@ import typer
 
 from tessera.config import PRESETS
 from tessera.options import DEFAULTS as D
+from tessera.options import parse_interval
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="tessera: text-to-video with its own synthetic 3D world."
@@ -40,17 +41,6 @@ def _size(text: str) -> tuple[int, int]:
     return w, h
 
 
-def _interval(text: str | None) -> tuple[float, float] | None:
-    """Parse 'LO,HI' into (lo, hi); None stays None (guidance at every step)."""
-    if text is None:
-        return None
-    try:
-        lo, hi = (float(v) for v in text.split(","))
-    except ValueError:
-        raise ValueError(f"--guidance-interval must look like LO,HI, e.g. 0.2,0.8; got '{text}'") from None
-    return lo, hi
-
-
 def _sampling(
     steps: int,
     guidance: float,
@@ -62,8 +52,8 @@ def _sampling(
 ) -> dict:
     """The sampler flags every generating command shares, as `pipeline.Sampling` keywords."""
     return {
-        "steps": steps, "guidance": guidance, "seed": seed, "sampler": sampler,
-        "guidance_interval": _interval(interval), "progress": progress, "negative_prompt": negative_prompt,
+        "steps": steps, "guidance": guidance, "seed": seed, "sampler": sampler, "progress": progress,
+        "guidance_interval": parse_interval(interval), "negative_prompt": negative_prompt,
     }  # fmt: skip
 
 
@@ -76,7 +66,7 @@ def _before(
     from tessera import pipeline
     from tessera.video import check_output
 
-    pipeline.check_sampling(steps, guidance, seed, sampler, _interval(interval), strength)
+    pipeline.check_sampling(steps, guidance, seed, sampler, parse_interval(interval), strength)
     check_output(out, out_frames, fps, image=image)
 
 
@@ -451,7 +441,8 @@ def caption(
     device: Annotated[str, Opt(help="cpu or cuda.")] = "cpu",
 ) -> None:
     """Print a caption of VIDEO written by the captioner."""
-    from tessera.caption.weights import caption_clips, load_captioner, short_from_detailed
+    from tessera.caption.expand import short_from_detailed
+    from tessera.caption.weights import caption_clips, load_captioner
     from tessera.video import read_video
 
     video = read_video(video_path)  # a bad file is refused before the captioner loads
@@ -495,7 +486,7 @@ def eval_(
         model, suite, out, truth=truth, compare=compare, device=device, parser=parser, skvideo=skvideo,
         limit=limit, steps=steps, seed=seed, size=_size(size) if size else None, capabilities=capabilities,
         vae_only=vae_only, guidance=guidance, sampler=sampler,
-        guidance_interval=_interval(guidance_interval),
+        guidance_interval=parse_interval(guidance_interval),
     )  # fmt: skip
     typer.echo(f"wrote {out}")
 

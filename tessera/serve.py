@@ -26,6 +26,7 @@ from pathlib import Path
 
 from tessera import pipeline
 from tessera.options import DEFAULTS as D
+from tessera.options import parse_interval
 from tessera.video import VideoError, probe
 
 SHIPPED = "shipped model"
@@ -165,8 +166,6 @@ def parse_request(
 ) -> Request:
     """A tab's raw field values as a checked Request: the CLI's checks and messages (for a model on
     `device`), run before any work."""
-    from tessera.cli import _interval
-
     if command not in CAPABILITIES:
         raise ServeError(f"unknown capability {command!r}; one of {', '.join(CAPABILITIES)}")
     label = values.get("model") or next(iter(models))
@@ -179,7 +178,7 @@ def parse_request(
     r.steps, r.seed = _int(values, "steps"), _int(values, "seed")
     r.guidance, r.fps = _float(values, "guidance"), _float(values, "fps")
     r.sampler = str(values.get("sampler") or D.sampler)
-    r.guidance_interval = _interval(str(values["guidance_interval"]).strip() or None)
+    r.guidance_interval = parse_interval(str(values["guidance_interval"]).strip() or None)
     r.negative_prompt = str(values.get("negative_prompt") or "")
     r.expand = bool(values.get("expand", True))
     if not 0 < r.fps <= 240:

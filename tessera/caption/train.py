@@ -30,7 +30,8 @@ import torch
 from tessera.caption.metrics import material_visible, score, summarise
 from tessera.caption.model import CAPTIONER_PRESETS, Captioner, CaptionerConfig, caption_loss
 from tessera.caption.weights import CaptionerBundle, caption_clips, save_captioner
-from tessera.checkpoint import atomic_write_text, load_state, save_state
+from tessera.checkpoint import load_state, save_state
+from tessera.files import atomic_write_text
 from tessera.models.text import Tokenizer
 from tessera.requests import pick_device
 from tessera.seeding import generator

@@ -41,9 +41,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from tessera.checkpoint import atomic_write_text
 from tessera.data.buckets import BucketError, Shape, nearest_bucket, resize_crop
 from tessera.data.folder import IMAGE_SUFFIXES, VIDEO_SUFFIXES, DataError, read_manifest
+from tessera.files import atomic_write_text
 
 DEFAULT_BUCKETS: tuple[Shape, ...] = ((33, 128, 128), (33, 128, 224), (33, 224, 128), (17, 128, 128),
                                       (17, 128, 224), (17, 224, 128))  # fmt: skip

@@ -32,8 +32,9 @@ def recaption(
     {"captioned", "skipped_done", "failed": [{"file", "error"}], "manifest"}."""
     from tqdm import tqdm
 
+    from tessera.caption.expand import short_from_detailed
     from tessera.caption.parse import ParseError
-    from tessera.caption.weights import caption_clips, load_captioner, short_from_detailed
+    from tessera.caption.weights import caption_clips, load_captioner
     from tessera.video import VideoError, read_video
 
     if batch_size < 1:
@@ -74,7 +75,7 @@ def recaption(
 
 def _check_settings(manifest: Path, captioner_dir, detailed: bool, beams: int) -> None:
     """Write the settings file on the first run; refuse to resume `manifest` with other settings."""
-    from tessera.checkpoint import atomic_write_text
+    from tessera.files import atomic_write_text
 
     path = manifest.with_name(f"{manifest.stem}.settings.json")
     captioner = None if captioner_dir is None else str(Path(captioner_dir).resolve())

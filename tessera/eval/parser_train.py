@@ -26,7 +26,7 @@ from tessera.eval.parser import (
     predict,
     save_parser,
 )
-from tessera.eval.suite import EvalError
+from tessera.eval.results import EvalError
 from tessera.eval.tracks import COLOUR_NAMES, MIN_AREA, SIZE_NAMES
 from tessera.requests import pick_device
 from tessera.world import WorldConfig, WorldSampler, render
