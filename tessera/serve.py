@@ -25,9 +25,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tessera import pipeline
+from tessera.caption.expand import expand_for_generate
+from tessera.checkpoint import read_json
+from tessera.config import ModelConfig
 from tessera.options import DEFAULTS as D
 from tessera.options import parse_interval
-from tessera.video import VideoError, probe
+from tessera.video import VideoError, probe, read_video, save_image, write_video
 
 SHIPPED = "shipped model"
 MAX_UPLOAD_BYTES = 64 * 2**20  # the default of --max-upload-mb
@@ -245,9 +248,6 @@ def _check_shape(r: Request, device) -> None:
 def _config(model: Path | None):
     """The model folder's config, read without loading weights; None for a folder of another layout
     (its loader checks requests when the job runs)."""
-    from tessera.checkpoint import read_json
-    from tessera.config import ModelConfig
-
     path = model or pipeline.default_model_path()
     if path is None:
         pipeline.load(None)  # raises the CLI's message: no shipped model
@@ -343,15 +343,12 @@ def expanded(r: Request) -> tuple[str, list[str]]:
     """The caption the model is given, and warnings, exactly as the command line expands it."""
     if not r.expand:
         return r.prompt, []
-    from tessera.caption.expand import expand_for_generate
 
     return expand_for_generate(r.prompt, r.seed)
 
 
 def execute(model, r: Request, caption: str, progress: Callable[[int, int], None] | bool = False):
     """The pipeline call of r's command (as in `tessera.cli`): uint8 frames, or an (H, W, 3) image."""
-    from tessera.video import read_video
-
     s, files = r.sampling(progress), r.inputs
     c = r.command
     if c == "generate":
@@ -399,7 +396,6 @@ class Jobs:
         return n, self.out / f"{n:04d}-{r.command}{r.suffix}", tuple(kept)
 
     def write(self, path: Path, result, fps: float) -> Path:
-        from tessera.video import save_image, write_video
 
         if path.suffix == ".png":
             return save_image(path, result.numpy())
@@ -441,6 +437,7 @@ def build(
     max_bytes: int = MAX_UPLOAD_BYTES,
 ):
     """The Gradio Blocks of the page (queued, not launched)."""
+    # optional dependency (the ui extra), loaded only when the page is served
     import gradio as gr
 
     upload_root = out / UPLOAD_DIR
@@ -620,6 +617,7 @@ def serve(
 
 def _theme():
     """Gradio's Soft theme on the system's fonts (its default fetches web fonts)."""
+    # optional dependency (the ui extra), loaded only when the page is served
     import gradio as gr
 
     return gr.themes.Soft(

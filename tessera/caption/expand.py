@@ -20,6 +20,8 @@ from dataclasses import dataclass, replace
 from itertools import permutations
 from pathlib import Path
 
+import torch
+
 from tessera.caption.parse import Facts, ObjectFacts, ParseError, parse
 from tessera.caption.weights import caption_clips, load_captioner
 from tessera.world.captions import detailed_caption, place, short_caption
@@ -317,6 +319,7 @@ def expand_with_lm(
 def load_lm(model_dir: str | Path, device: str = "cpu"):
     """(tokenizer, model) from a local `transformers` folder; local files only, no remote code."""
     try:
+        # optional dependency (the wan extra), loaded only when used
         from transformers import AutoModelForCausalLM, AutoTokenizer
     except ImportError as e:
         raise ImportError(
@@ -337,8 +340,6 @@ def load_lm(model_dir: str | Path, device: str = "cpu"):
 def generate_text(tok, lm, text: str, seed: int, max_new_tokens: int) -> str:
     """The model's continuation of `text`, sampled (temperature 0.7, top-p 0.9) under `seed` without
     touching the global random state. A chat model gets `text` as one user message."""
-    import torch
-
     if getattr(tok, "chat_template", None):
         text = tok.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
                                        add_generation_prompt=True)  # fmt: skip

@@ -22,6 +22,7 @@ import torch
 from tessera.data.buckets import Shape, nearest_bucket, pick_shape
 from tessera.data.folder import FolderDataset
 from tessera.seeding import generator
+from tessera.video import to_tensor
 from tessera.world.dataset import render_clips, scene_seed
 from tessera.world.sampler import WorldConfig, WorldSampler
 
@@ -103,8 +104,6 @@ class WorldSource:
     def samples(self, indices: list[int], shape: Shape | None = None) -> list[dict]:
         """Several samples, rendered in one batch per shape (much faster on a GPU). Each clip draws its
         shape from the weighted shapes, unless `shape` is given for all."""
-        from tessera.video import to_tensor
-
         clips = [self.key(i, shape) for i in indices]
         shapes = [shape or pick_shape(self.shapes, generator(self.seed, "shape", c)) for c in clips]
         keys = list(zip(clips, shapes, strict=True))  # a clip is kept once per shape it is drawn at

@@ -28,7 +28,10 @@ from tessera.eval.score import mean
 from tessera.eval.temporal import flicker, smoothness
 from tessera.eval.tracks import parse_truth
 from tessera.flow.samplers import SAMPLERS
+from tessera.folders import load
 from tessera.requests import RequestError, check_guidance_interval, pick_device
+from tessera.sampling import generate
+from tessera.video import contact_sheet, save_image
 
 
 @dataclass(frozen=True)
@@ -143,8 +146,6 @@ def run_suite(
     sheets to out/sheets. With `capabilities`, each prompt's truth clip also drives the conditioned
     capabilities (`capability.capability_scores`), and their means join the metrics. With `vae_only`,
     the "generated" video is the model's VAE round trip of the truth render."""
-    from tessera.video import contact_sheet, save_image
-
     t0, dev = time.time(), str(pick_device(device))
     learned = parser_dir is not None or has_parser()
     if model is not None and not learned:
@@ -247,7 +248,6 @@ def run_suite(
 
 
 def _load_model(path: Path, device: str):
-    from tessera.pipeline import load
 
     return load(path, device)
 
@@ -263,6 +263,5 @@ def _sampling(s: SuiteSettings) -> dict:
 
 
 def _generate(model, p: EvalPrompt, s: SuiteSettings) -> np.ndarray:
-    from tessera.pipeline import generate
 
     return generate(model, p.caption, frames=p.frames, height=s.height, width=s.width, **_sampling(s)).numpy()

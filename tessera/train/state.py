@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from tessera.train.distributed import like
+
 
 def lr_at(step: int, lr: float, warmup: int, steps: int, schedule: str, min_lr_ratio: float) -> float:
     """Learning rate of 0-based `step`: linear warm-up, then cosine to `lr * min_lr_ratio`, or constant."""
@@ -58,8 +60,6 @@ class EMA:
     @torch.no_grad()
     def load(self, tensors: dict[str, Tensor], updates: int) -> None:
         """Restore shadows from full tensors (each rank takes its shard of a sharded parameter)."""
-        from tessera.train.distributed import like
-
         missing = sorted(set(self.names) - set(tensors))
         if missing:
             raise ValueError(f"EMA state lacks {missing[:5]}; was it saved by another model?")
