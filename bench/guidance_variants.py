@@ -1,5 +1,5 @@
 """`tessera eval` under projected guidance (APG, Sadat et al. 2024), which the pipeline does not offer:
-the rule replaces `tessera.pipeline.guided` for this one run, and every other argument, `--guidance`
+the rule replaces `tessera.sampling.guided` for this one run, and every other argument, `--guidance`
 (the scale) included, goes to `tessera eval` as given, so its results.json records the scale used.
 
     python bench/guidance_variants.py apg[-eE] -- eval MODEL --guidance 7.5 ...
@@ -15,7 +15,7 @@ import sys
 
 import torch
 
-import tessera.pipeline as pipeline
+import tessera.sampling as sampling
 from tessera import cli
 
 FRAME_DIMS = (1, 3, 4)  # (B, C, T_z, H, W): channels and space, one value per latent frame
@@ -50,6 +50,6 @@ if __name__ == "__main__":
         share = float(sys.argv[1][3:].removeprefix("-e") or 0)
     except ValueError:
         raise SystemExit(f"variant must be apg or apg-eE (E a number); got '{sys.argv[1]}'") from None
-    pipeline.guided = projected(share)
+    sampling.guided = projected(share)
     sys.argv = ["tessera", *sys.argv[sys.argv.index("--") + 1 :]]
     cli.main()

@@ -10,3 +10,15 @@ user set is kept).
 import os
 
 os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
+
+__all__ = ["Pipeline", "load", "save"]
+
+
+def __getattr__(name: str):
+    """`tessera.load`, `tessera.save` and `tessera.Pipeline` (`tessera.api`), imported on first use so
+    that `import tessera` stays light for the command line and for the training and world modules."""
+    if name in __all__:
+        from tessera import api  # imported on first use: see above
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'tessera' has no attribute {name!r}")

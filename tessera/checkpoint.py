@@ -32,6 +32,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from tessera.config import ModelConfig
+from tessera.files import usual_mode
 from tessera.models.dit import DiT
 from tessera.models.text import TextEncoder, Tokenizer
 from tessera.models.vae import VideoVAE
@@ -86,16 +87,6 @@ def build_model(config: ModelConfig, tokenizer: Tokenizer, device: torch.device 
 # Atomic writes
 
 
-def usual_mode(path: Path) -> None:
-    """Give `path` (and, for a folder, everything in it) the permissions a plain `open`/`mkdir` would
-    have under the process umask. Temp files and folders are private (0600/0700) and keep that mode
-    through the rename, which would leave a saved model unreadable to the other users of a machine."""
-    umask = os.umask(0)
-    os.umask(umask)
-    for p in [path, *(path.rglob("*") if path.is_dir() else [])]:
-        p.chmod((0o777 if p.is_dir() else 0o666) & ~umask)
-
-
 @contextmanager
 def atomic_dir(path: Path) -> Iterator[Path]:
     """Yield a temp folder beside `path`; on success it replaces `path` in one rename."""
@@ -117,22 +108,6 @@ def atomic_dir(path: Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write UTF-8 text to `path` through a temp file and one rename (the temp file is removed if the
-    write fails)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        usual_mode(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # ---------------------------------------------------------------------------------------------

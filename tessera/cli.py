@@ -15,6 +15,7 @@ import typer
 
 from tessera.config import PRESETS
 from tessera.options import DEFAULTS as D
+from tessera.options import parse_interval
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="tessera: text-to-video with its own synthetic 3D world."
@@ -40,17 +41,6 @@ def _size(text: str) -> tuple[int, int]:
     return w, h
 
 
-def _interval(text: str | None) -> tuple[float, float] | None:
-    """Parse 'LO,HI' into (lo, hi); None stays None (guidance at every step)."""
-    if text is None:
-        return None
-    try:
-        lo, hi = (float(v) for v in text.split(","))
-    except ValueError:
-        raise ValueError(f"--guidance-interval must look like LO,HI, e.g. 0.2,0.8; got '{text}'") from None
-    return lo, hi
-
-
 def _sampling(
     steps: int,
     guidance: float,
@@ -62,8 +52,8 @@ def _sampling(
 ) -> dict:
     """The sampler flags every generating command shares, as `pipeline.Sampling` keywords."""
     return {
-        "steps": steps, "guidance": guidance, "seed": seed, "sampler": sampler,
-        "guidance_interval": _interval(interval), "progress": progress, "negative_prompt": negative_prompt,
+        "steps": steps, "guidance": guidance, "seed": seed, "sampler": sampler, "progress": progress,
+        "guidance_interval": parse_interval(interval), "negative_prompt": negative_prompt,
     }  # fmt: skip
 
 
@@ -73,10 +63,11 @@ def _before(
 ) -> None:  # fmt: skip
     """Every check that needs no model, before anything is loaded or read: sampler flags, the output
     path (suffix, `out_frames` when known, folder, writable) and --fps. The error names the option typed."""
+    # loaded when the command runs, so `tessera --help` stays fast
     from tessera import pipeline
     from tessera.video import check_output
 
-    pipeline.check_sampling(steps, guidance, seed, sampler, _interval(interval), strength)
+    pipeline.check_sampling(steps, guidance, seed, sampler, parse_interval(interval), strength)
     check_output(out, out_frames, fps, image=image)
 
 
@@ -132,9 +123,10 @@ def generate(
 ) -> None:  # fmt: skip
     """Text-to-video: write a video for PROMPT (across GPUs: `torchrun --nproc-per-node N -m tessera.cli`).
     --model may be a tessera model folder or a Wan 2.1 checkpoint folder (diffusers or original layout)."""
+    # loaded when the command runs, so `tessera --help` stays fast
     from tessera import pipeline
 
-    pipeline._check_frames(frames)
+    pipeline.check_frames(frames)
     pipeline.check_sides(height, width)
     _before(out, frames, fps, steps, guidance, seed, sampler, guidance_interval)
     m, prompt = _start(model, device, prompt, expand, seed, lm)
@@ -151,6 +143,7 @@ def generate(
 def _expanded(prompt: str, seed: int, announce: bool = True, lm: Path | None = None) -> str:
     """Expand PROMPT as the model was trained (detailed captions), through the local language model `lm`
     if given; warnings (and the caption) to stderr."""
+    # loaded when the command runs, so `tessera --help` stays fast
     from tessera.caption.expand import expand_for_generate
 
     caption, warnings = expand_for_generate(prompt, seed, lm)
@@ -164,6 +157,7 @@ def _expanded(prompt: str, seed: int, announce: bool = True, lm: Path | None = N
 def _grounded(prompt: str, seed: int, given, model) -> str:
     """Expand PROMPT over the captioner's reading of the given frames (the scene they show); the
     reading and the caption to stderr."""
+    # loaded when the command runs, so `tessera --help` stays fast
     from tessera.caption.expand import grounded_caption
     from tessera.caption.weights import load_captioner
 
@@ -186,6 +180,7 @@ def _start(
     """Load the model and (optionally) expand the prompt, grounded in the `given` frames (T, H, W, 3)
     of a conditioned command; warn of an empty or over-long prompt. A Wan model takes prompts as
     written (the expansion writes captions of tessera's own world)."""
+    # loaded when the command runs, so `tessera --help` stays fast
     from tessera import pipeline
     from tessera.config import is_wan
 
@@ -213,6 +208,7 @@ def _warn_long(model, prompt: str) -> None:
 
 
 def _write(out: Path, frames_u8, fps: float) -> None:
+    # loaded when the command runs, so `tessera --help` stays fast
     from tessera import video
 
     typer.echo(f"wrote {video.write_video(out, frames_u8, fps=fps)}")
@@ -228,6 +224,7 @@ def image(
     device: Device = "auto", expand: Expand = True, negative_prompt: Negative = "", shift: Shift = None,
 ) -> None:  # fmt: skip
     """Text-to-image (a one-frame video); large sizes decode in tiles."""
+    # loaded when the command runs, so `tessera --help` stays fast
     from tessera import pipeline
     from tessera.video import save_image
 
@@ -251,10 +248,11 @@ def animate(
     device: Device = "auto", expand: Expand = True, fps: Fps = D.fps,
 ) -> None:  # fmt: skip
     """Image-to-video: a clip that starts on IMAGE."""
+    # loaded when the command runs, so `tessera --help` stays fast
     from tessera import pipeline
     from tessera.video import read_video
 
-    pipeline._check_frames(frames)
+    pipeline.check_frames(frames)
     _before(out, frames, fps, steps, guidance, seed, sampler, guidance_interval)
     still = read_video(image_path, frames=1)[0]
     pipeline.check_sides(*still.shape[:2], f"IMAGE {image_path}")
@@ -277,11 +275,12 @@ def extend(
     device: Device = "auto", expand: Expand = True, fps: Fps = D.fps,
 ) -> None:  # fmt: skip
     """Extend VIDEO forward or backward; writes the source joined with the new frames."""
+    # loaded when the command runs, so `tessera --help` stays fast
     from tessera import pipeline
     from tessera.video import read_video
 
     _before(out, None, fps, steps, guidance, seed, sampler, guidance_interval)
-    pipeline._check_frames(frames)
+    pipeline.check_frames(frames)
     source, direction = read_video(video_path), "forward" if forward else "backward"
     pipeline.check_sides(*source.shape[1:3], f"VIDEO {video_path}")
     m, prompt = _start(model, device, prompt, expand, seed, given=source)
@@ -302,11 +301,12 @@ def connect(
     device: Device = "auto", expand: Expand = True, fps: Fps = D.fps,
 ) -> None:  # fmt: skip
     """A bridge from where VIDEO_A ends to where VIDEO_B starts; writes A, the bridge and B joined."""
+    # loaded when the command runs, so `tessera --help` stays fast
     from tessera import pipeline
     from tessera.video import read_video
 
     _before(out, None, fps, steps, guidance, seed, sampler, guidance_interval)
-    pipeline._check_frames(frames)
+    pipeline.check_frames(frames)
     a, b = read_video(video_a), read_video(video_b)
     pipeline.check_sides(*a.shape[1:3], f"VIDEO_A {video_a}")
     m, prompt = _start(model, device, prompt, expand, seed, given=a)
@@ -328,10 +328,11 @@ def loop(
     device: Device = "auto", expand: Expand = True, fps: Fps = D.fps,
 ) -> None:  # fmt: skip
     """A clip that ends on the frame it starts on (drop its last frame to play it round and round)."""
+    # loaded when the command runs, so `tessera --help` stays fast
     from tessera import pipeline
     from tessera.video import read_video
 
-    pipeline._check_frames(frames)
+    pipeline.check_frames(frames)
     _before(out, frames, fps, steps, guidance, seed, sampler, guidance_interval)
     w, h = _size(size)
     pipeline.check_sides(h, w, "--size")
@@ -354,6 +355,7 @@ def edit(
     device: Device = "auto", expand: Expand = True, fps: Fps = D.fps,
 ) -> None:  # fmt: skip
     """SDEdit: redraw VIDEO under PROMPT, keeping more of it at lower strength."""
+    # loaded when the command runs, so `tessera --help` stays fast
     from tessera import pipeline
     from tessera.video import read_video
 
@@ -380,6 +382,7 @@ def long(
     device: Device = "auto", expand: Expand = True, fps: Fps = D.fps,
 ) -> None:  # fmt: skip
     """A video longer than the trained length, in windows that each continue the last."""
+    # loaded when the command runs, so `tessera --help` stays fast
     from tessera import pipeline
 
     pipeline.long_segments(frames, window)
@@ -410,10 +413,12 @@ def serve(
     max_upload_mb: Annotated[int, Opt(help="Largest upload in MiB.")] = 64,
 ) -> None:  # fmt: skip
     """A web page with a tab for every capability, on this machine (needs Gradio: the ui extra)."""
+    # loaded when the command runs, so `tessera --help` stays fast
     from importlib.util import find_spec
 
     if find_spec("gradio") is None:  # (not imported here: `serve` sets where its uploads go first)
         raise ValueError("tessera serve needs Gradio: pip install -e '.[ui]'")
+    # loaded when the command runs, so `tessera --help` stays fast
     from tessera.serve import serve as run
 
     run(model, host, port, out, device, concurrency, queue_size, max_upload_mb)
@@ -435,6 +440,7 @@ def expand(
 ) -> None:
     """Expand a short prompt into a detailed caption in the training distribution."""
     if llm is not None:
+        # loaded when the command runs, so `tessera --help` stays fast
         from tessera.caption.expand import expand_with_lm
 
         result = expand_with_lm(prompt, llm, seed=seed, device=device)
@@ -454,7 +460,9 @@ def caption(
     device: Annotated[str, Opt(help="cpu or cuda.")] = "cpu",
 ) -> None:
     """Print a caption of VIDEO written by the captioner."""
-    from tessera.caption.weights import caption_clips, load_captioner, short_from_detailed
+    # loaded when the command runs, so `tessera --help` stays fast
+    from tessera.caption.expand import short_from_detailed
+    from tessera.caption.weights import caption_clips, load_captioner
     from tessera.video import read_video
 
     video = read_video(video_path)  # a bad file is refused before the captioner loads
@@ -492,13 +500,14 @@ def eval_(
     ] = False,
 ) -> None:
     """Score a model (or the truth) on the world benchmark; writes results.json and reports."""
+    # loaded when the command runs, so `tessera --help` stays fast
     from tessera.eval.suite import eval_command
 
     eval_command(
         model, suite, out, truth=truth, compare=compare, device=device, parser=parser, skvideo=skvideo,
         limit=limit, steps=steps, seed=seed, size=_size(size) if size else None, capabilities=capabilities,
         vae_only=vae_only, guidance=guidance, sampler=sampler,
-        guidance_interval=_interval(guidance_interval),
+        guidance_interval=parse_interval(guidance_interval),
     )  # fmt: skip
     typer.echo(f"wrote {out}")
 
@@ -507,6 +516,7 @@ def eval_(
 def info(model: Annotated[Path, typer.Argument(help="Model folder or Wan 2.1 checkpoint folder.")]) -> None:
     """Print a summary of a model folder (preset, sizes, parameters, storage and the card's headline), or
     what a Wan checkpoint folder holds."""
+    # loaded when the command runs, so `tessera --help` stays fast
     from tessera import pipeline
 
     typer.echo(pipeline.describe(model))
@@ -520,6 +530,7 @@ def model_init(
     vae: Annotated[Path | None, Opt(help="Model folder whose VAE (and tokenizer) to take.")] = None,
 ) -> None:
     """Write a randomly initialised (untrained) model folder, optionally around a trained VAE."""
+    # loaded when the command runs, so `tessera --help` stays fast
     from tessera import pipeline
 
     typer.echo(f"wrote {pipeline.init_model_folder(preset, out, seed=seed, vae=vae)}")
@@ -534,6 +545,7 @@ def model_grow(
     out: Annotated[Path, Opt("--out", help="Folder to write.")],
 ) -> None:
     """Write SRC with more DiT blocks or MLP units, silent at first: same samples, a bigger net to train."""
+    # loaded when the command runs, so `tessera --help` stays fast
     from tessera import pipeline
 
     typer.echo(f"wrote {pipeline.grow_model_folder(src, preset, out)}")
@@ -546,8 +558,10 @@ def model_import(
     dtype: Annotated[str, Opt(help="Stored parameter type: bf16, fp16 or fp32.")] = "bf16",
 ) -> None:
     """Convert a Wan 2.1 checkpoint folder into a tessera model folder (the DiT in tessera's layout)."""
+    # loaded when the command runs, so `tessera --help` stays fast
     import torch
 
+    # loaded when the command runs, so `tessera --help` stays fast
     from tessera import wan
 
     types = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -566,8 +580,10 @@ def model_pack(
     card: Annotated[Path | None, Opt(help="Markdown file to use as the model card.")] = None,
 ) -> None:
     """Copy a model folder with its parameters stored narrower (half the bytes in bf16)."""
+    # loaded when the command runs, so `tessera --help` stays fast
     import torch
 
+    # loaded when the command runs, so `tessera --help` stays fast
     from tessera.checkpoint import load_model, save_model
 
     types = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -590,6 +606,7 @@ def world_render(
     device: Annotated[str, Opt(help="cpu or cuda.")] = "cpu",
 ) -> None:
     """Render clips with captions and ground truth into a folder."""
+    # loaded when the command runs, so `tessera --help` stays fast
     from tessera.world import render_command
 
     render_command(
@@ -606,6 +623,7 @@ def world_show(
     split: Annotated[str, Opt(help="train or heldout.")] = "train",
 ) -> None:
     """Draw a contact sheet of one clip with its caption."""
+    # loaded when the command runs, so `tessera --help` stays fast
     from tessera.world import show_command
 
     typer.echo(f"wrote {show_command(seed, out, frames=frames, size=_size(size), split=split)}")
@@ -640,6 +658,7 @@ SeedOpt = Annotated[
 
 
 def _train(kind: str, **flags) -> None:
+    # loaded when the command runs, so `tessera --help` stays fast
     from tessera.train.commands import train_command
 
     summary = train_command(kind, **flags)
@@ -758,6 +777,7 @@ def train_eval_vae(
     device: Annotated[str, Opt(help="auto, cpu, cuda.")] = "auto",
 ) -> None:
     """Reconstruction PSNR of a VAE on held-out world clips."""
+    # loaded when the command runs, so `tessera --help` stays fast
     from tessera.train.commands import eval_vae_command
 
     typer.echo(eval_vae_command(model, clips=clips, shape=shape, device=device))
@@ -788,6 +808,7 @@ def train_captioner(
 ) -> None:
     """Train the captioner on world clips and their detailed captions, then score it."""
     flags = dict(locals())  # the flags only, before the import adds a name
+    # loaded when the command runs, so `tessera --help` stays fast
     from tessera.caption.train import train_command
 
     typer.echo(train_command(**flags))
@@ -805,6 +826,7 @@ def train_eval_captioner(
     out: Annotated[Path | None, Opt(help="Write the scores as JSON here.")] = None,
 ) -> None:
     """Caption world clips and score the captions against the truth (attribute F1, motion, camera)."""
+    # loaded when the command runs, so `tessera --help` stays fast
     from tessera.caption.train import eval_command
 
     typer.echo(eval_command(captioner, clips, beam_clips, device, out, pool_clips))
@@ -821,6 +843,7 @@ def data_ingest(
     device: Annotated[str, Opt(help="cpu or cuda.")] = "cpu",
 ) -> None:
     """Probe, cut into shots, filter, crop to buckets, caption: manifest.jsonl + summary.json."""
+    # loaded when the command runs, so `tessera --help` stays fast
     from tessera.caption.weights import default_dir
     from tessera.data.ingest import IngestConfig, ingest, summary_table
 
@@ -841,6 +864,7 @@ def data_recaption(
     device: Annotated[str, Opt(help="cpu or cuda.")] = "cpu",
 ) -> None:
     """Caption every video of INPUT with the captioner into a training manifest."""
+    # loaded when the command runs, so `tessera --help` stays fast
     from tessera.data.recaption import recaption
 
     summary = recaption(input, out, captioner, batch_size, detailed, beams, device)
@@ -851,6 +875,7 @@ def main() -> None:
     """Console entry point: run the app, turning library errors and usage errors (an unknown option,
     a value of the wrong type) into one-line messages. Usage errors come from whichever click typer
     runs on (typer 0.29 has its own copy), so they are told by their methods, not their class."""
+    # loaded when the command runs, so `tessera --help` stays fast
     import warnings
 
     def one_line(message, category, filename, lineno, file=None, line=None) -> None:

@@ -30,3 +30,14 @@ class Defaults:
 
 
 DEFAULTS = Defaults()
+
+
+def parse_interval(text: str | None) -> tuple[float, float] | None:
+    """Parse 'LO,HI' into (lo, hi); None stays None (guidance at every step)."""
+    if text is None:
+        return None
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise ValueError(f"--guidance-interval must look like LO,HI, e.g. 0.2,0.8; got '{text}'") from None
+    return lo, hi

@@ -25,8 +25,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tessera import pipeline
+from tessera.caption.expand import expand_for_generate, grounded_caption
+from tessera.caption.weights import load_captioner
+from tessera.checkpoint import read_json
+from tessera.config import ModelConfig
 from tessera.options import DEFAULTS as D
-from tessera.video import VideoError, probe
+from tessera.options import parse_interval
+from tessera.video import VideoError, probe, read_video, save_image, write_video
 
 SHIPPED = "shipped model"
 MAX_UPLOAD_BYTES = 64 * 2**20  # the default of --max-upload-mb
@@ -165,8 +170,6 @@ def parse_request(
 ) -> Request:
     """A tab's raw field values as a checked Request: the CLI's checks and messages (for a model on
     `device`), run before any work."""
-    from tessera.cli import _interval
-
     if command not in CAPABILITIES:
         raise ServeError(f"unknown capability {command!r}; one of {', '.join(CAPABILITIES)}")
     label = values.get("model") or next(iter(models))
@@ -179,7 +182,7 @@ def parse_request(
     r.steps, r.seed = _int(values, "steps"), _int(values, "seed")
     r.guidance, r.fps = _float(values, "guidance"), _float(values, "fps")
     r.sampler = str(values.get("sampler") or D.sampler)
-    r.guidance_interval = _interval(str(values["guidance_interval"]).strip() or None)
+    r.guidance_interval = parse_interval(str(values["guidance_interval"]).strip() or None)
     r.negative_prompt = str(values.get("negative_prompt") or "")
     r.expand = bool(values.get("expand", True))
     if not 0 < r.fps <= 240:
@@ -240,15 +243,12 @@ def _check_shape(r: Request, device) -> None:
         frames = {"image": 1, "long": min(r.frames, r.window)}.get(r.command, r.frames)
         pipeline.check_request(config, frames, r.height, r.width, device)
     elif r.command not in ("image", "edit"):  # (edit: the clip's own length, checked when it is read)
-        pipeline._check_frames(r.frames)
+        pipeline.check_frames(r.frames)
 
 
 def _config(model: Path | None):
     """The model folder's config, read without loading weights; None for a folder of another layout
     (its loader checks requests when the job runs)."""
-    from tessera.checkpoint import read_json
-    from tessera.config import ModelConfig
-
     path = model or pipeline.default_model_path()
     if path is None:
         pipeline.load(None)  # raises the CLI's message: no shipped model
@@ -345,7 +345,6 @@ def expanded(r: Request) -> tuple[str, list[str]]:
     captioner's reading of the given frames for the conditioned commands, else from the prompt alone."""
     if not r.expand:
         return r.prompt, []
-    from tessera.caption.expand import expand_for_generate, grounded_caption
 
     given = given_frames(r)
     if given is None:
@@ -357,8 +356,6 @@ def expanded(r: Request) -> tuple[str, list[str]]:
 def given_frames(r: Request):
     """The frames (T, H, W, 3) a conditioned command grounds its caption in, as `tessera.cli` reads
     them (the image, the clip, clip A, the loop's video, the source), or None."""
-    from tessera.video import read_video
-
     files = r.inputs
     if r.command == "animate" or (r.command == "loop" and files):
         return read_video(files[0], frames=1)
@@ -372,8 +369,6 @@ _CAPTIONERS: dict[str, object] = {}
 
 def _captioner():
     """The shipped captioner on the CPU, loaded once per server (the command line loads it per run)."""
-    from tessera.caption.weights import load_captioner
-
     if "cpu" not in _CAPTIONERS:
         _CAPTIONERS["cpu"] = load_captioner(None, "cpu")
     return _CAPTIONERS["cpu"]
@@ -381,8 +376,6 @@ def _captioner():
 
 def execute(model, r: Request, caption: str, progress: Callable[[int, int], None] | bool = False):
     """The pipeline call of r's command (as in `tessera.cli`): uint8 frames, or an (H, W, 3) image."""
-    from tessera.video import read_video
-
     s, files = r.sampling(progress), r.inputs
     c = r.command
     if c == "generate":
@@ -430,7 +423,6 @@ class Jobs:
         return n, self.out / f"{n:04d}-{r.command}{r.suffix}", tuple(kept)
 
     def write(self, path: Path, result, fps: float) -> Path:
-        from tessera.video import save_image, write_video
 
         if path.suffix == ".png":
             return save_image(path, result.numpy())
@@ -472,6 +464,7 @@ def build(
     max_bytes: int = MAX_UPLOAD_BYTES,
 ):
     """The Gradio Blocks of the page (queued, not launched)."""
+    # optional dependency (the ui extra), loaded only when the page is served
     import gradio as gr
 
     upload_root = out / UPLOAD_DIR
@@ -651,6 +644,7 @@ def serve(
 
 def _theme():
     """Gradio's Soft theme on the system's fonts (its default fetches web fonts)."""
+    # optional dependency (the ui extra), loaded only when the page is served
     import gradio as gr
 
     return gr.themes.Soft(

@@ -222,6 +222,7 @@ def _pillow_frames(path: Path) -> Iterator[tuple[float, np.ndarray]]:
 
 def _pyav_frames(path: Path, start: float) -> Iterator[tuple[float, np.ndarray]]:
     """Decoded frames of a container file through PyAV, seeking close to `start` first."""
+    # PyAV (FFmpeg) loads only when a video file is read or written
     import av
 
     try:
@@ -246,6 +247,7 @@ def _pyav_frames(path: Path, start: float) -> Iterator[tuple[float, np.ndarray]]
 
 def _ffmpeg_problem(e: Exception) -> str:
     """A short reason for a PyAV error, without errno numbers and the repeated file name."""
+    # PyAV (FFmpeg) loads only when a video file is read or written
     import av
 
     if isinstance(e, av.error.EOFError):
@@ -328,6 +330,7 @@ def _probe_pillow(path: Path) -> dict:
 
 def _probe_pyav(path: Path) -> dict:
     """Probe a container: header facts, a packet count when the header has none, one decoded frame."""
+    # PyAV (FFmpeg) loads only when a video file is read or written
     import av
 
     try:
@@ -443,6 +446,7 @@ def atomic_file(path: Path) -> Iterator[Path]:
 
 def _write_pyav(tmp: Path, x: np.ndarray, fps: float, quality: int | None, suffix: str) -> None:
     """Encode H.264 (mp4) or VP9 (webm) in yuv420p."""
+    # PyAV (FFmpeg) loads only when a video file is read or written
     import av
 
     if suffix == ".mp4":

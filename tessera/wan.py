@@ -34,6 +34,12 @@ from tessera.checkpoint import (
 )
 from tessera.config import DiTConfig, ModelConfig, WanTextConfig, WanVAEConfig
 from tessera.models.dit import DiT
+from tessera.models.wan_text import (
+    WanTextEncoder,
+    WanTokenizer,
+    umt5_config_from_original,
+    umt5_from_original,
+)
 from tessera.models.wan_vae import WAN21_LATENT_MEAN, WAN21_LATENT_STD, WanVAE
 from tessera.models.wan_vae import config_from_original as vae_config_from_original
 from tessera.models.wan_vae import from_diffusers as vae_from_diffusers
@@ -301,6 +307,7 @@ def _load_imported(path: Path, dtype: torch.dtype):
         return module
 
     def text():
+        # optional dependency (the wan extra), loaded only when used
         from transformers import UMT5Config
 
         folder = path / "text_encoder"
@@ -308,7 +315,6 @@ def _load_imported(path: Path, dtype: torch.dtype):
         return _build_umt5(hf, load_tensors(folder, "model"), dtype)
 
     def tok():
-        from tessera.models.wan_text import WanTokenizer
 
         return WanTokenizer.from_folder(_need(path / "tokenizer"))
 
@@ -374,6 +380,7 @@ def _load_diffusers(path: Path, dtype: torch.dtype):
 
     def text():
         folder = path / "text_encoder"
+        # optional dependency (the wan extra), loaded only when used
         from transformers import UMT5Config
 
         hf = UMT5Config.from_pretrained(str(_need(folder / "config.json").parent), local_files_only=True)
@@ -381,7 +388,6 @@ def _load_diffusers(path: Path, dtype: torch.dtype):
         return _build_umt5(hf, state, dtype)
 
     def tok():
-        from tessera.models.wan_text import WanTokenizer
 
         return WanTokenizer.from_folder(_need(path / "tokenizer"))
 
@@ -432,13 +438,11 @@ def _load_original(path: Path, dtype: torch.dtype):
         return cfg, module
 
     def text():
-        from tessera.models.wan_text import umt5_config_from_original, umt5_from_original
 
         raw = _read_weights(_first(path, ORIGINAL_T5))
         return _build_umt5(umt5_config_from_original(raw), umt5_from_original(raw), dtype)
 
     def tok():
-        from tessera.models.wan_text import WanTokenizer
 
         return WanTokenizer.from_folder(_need(path / ORIGINAL_TOKENIZER))
 
@@ -492,9 +496,8 @@ def _build_dit(cfg: DiTConfig, state: dict[str, Tensor], dtype: torch.dtype) -> 
 
 
 def _build_umt5(hf_config: Any, state: dict[str, Tensor], dtype: torch.dtype):
+    # optional dependency (the wan extra), loaded only when used
     from transformers import UMT5EncoderModel
-
-    from tessera.models.wan_text import WanTextEncoder
 
     with torch.device("meta"):
         enc = UMT5EncoderModel(hf_config)

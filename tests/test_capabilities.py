@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tessera import pipeline
+from tessera import capabilities, pipeline, sampling
 from tessera.video import read_video, write_video
 
 FAST = {"steps": 2, "guidance": 2.0, "seed": 0}
@@ -98,7 +98,7 @@ def test_crossfade_runs_from_one_rendering_to_the_other():
 
 def test_loop_gives_its_frame_at_both_ends(model, monkeypatch):
     """The trained `loop` pattern: the loop frame given first (its latent held clean) and last."""
-    from tessera.train.tasks import given_latents, pixel_mask_for
+    from tessera.conditioning import given_latents, pixel_mask_for
 
     seen = {}
     real = pipeline.conditioned
@@ -107,7 +107,7 @@ def test_loop_gives_its_frame_at_both_ends(model, monkeypatch):
         seen.update(clip=frames_in, mask=mask)
         return real(m, prompt, frames_in, mask, *args, **kwargs)
 
-    monkeypatch.setattr(pipeline, "conditioned", spy)
+    monkeypatch.setattr(capabilities, "conditioned", spy)
     source = clip(5, seed=3)
     out, z = pipeline.loop(model, "x", 9, source, 32, 32, return_latents=True, **FAST)
     assert out.shape == (9, 32, 32, 3)
@@ -205,7 +205,7 @@ def test_cli_extend_and_image(tiny_model_dir, tmp_path):
 
 
 def test_backward_extend_conditions_through_cond_as_training_builds_it(model, monkeypatch):
-    from tessera.train.tasks import build_cond, pixel_mask_for
+    from tessera.conditioning import build_cond, pixel_mask_for
     from tessera.video import to_tensor
 
     seen = {}
@@ -215,7 +215,7 @@ def test_backward_extend_conditions_through_cond_as_training_builds_it(model, mo
         seen.update(inspect.signature(real).bind(*args, **kwargs).arguments)  # by name, however passed
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(pipeline, "sample_latents", spy)
+    monkeypatch.setattr(sampling, "sample_latents", spy)
     source = clip(9)
     pipeline.extend(model, source, "x", frames=9, direction="backward", overlap=4, **FAST)
     x0_given, given, cond = seen.get("x0_given"), seen.get("given"), seen["cond"]

@@ -177,7 +177,7 @@ def test_recaption_short_skips_unreadable_captions_and_refuses_mixed_settings(
     (folder / "broken.mp4").unlink()
     texts = iter(["five red cubes slide to the left.", "a red cube slides to the left."])
     monkeypatch.setattr(  # the captioner's words, fixed: a garbled caption first
-        "tessera.caption.weights.caption_clips", lambda bundle, clips, beams=1: [next(texts) for _ in clips]
+        "tessera.data.recaption.caption_clips", lambda bundle, clips, beams=1: [next(texts) for _ in clips]
     )
     out = tmp_path / "m" / "manifest.jsonl"
     got = recaption(folder, out, captioner_dir, batch_size=1, detailed=False, progress=False)

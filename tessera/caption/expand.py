@@ -20,8 +20,11 @@ from dataclasses import dataclass, replace
 from itertools import permutations
 from pathlib import Path
 
+import torch
+
 from tessera.caption.parse import Facts, ObjectFacts, ParseError, parse
-from tessera.world.captions import detailed_caption, place
+from tessera.caption.weights import caption_clips, load_captioner
+from tessera.world.captions import detailed_caption, place, short_caption
 from tessera.world.sampler import STATIC_CAMERA_MOTIONS, WorldConfig, WorldSampler, draw_camera, paths_clear
 from tessera.world.scene import (
     CAMERA_MOVES,
@@ -112,8 +115,6 @@ def grounded_caption(prompt: str, frames, seed: int = 0, captioner=None) -> tupl
     """(expanded caption, the captioner's reading of `frames` (T, H, W, 3) uint8, warnings): what the
     conditioned commands expand to, as the CLI and the capability benchmark both run it. `captioner`:
     a loaded `CaptionerBundle` (default: the shipped one, on the CPU)."""
-    from tessera.caption.weights import caption_clips, load_captioner
-
     reading = caption_clips(captioner or load_captioner(), [frames])[0]
     e = expand_grounded(prompt, reading, seed)
     return e.caption, reading, e.warnings
@@ -322,6 +323,7 @@ def expand_with_lm(
 def load_lm(model_dir: str | Path, device: str = "cpu"):
     """(tokenizer, model) from a local `transformers` folder; local files only, no remote code."""
     try:
+        # optional dependency (the wan extra), loaded only when used
         from transformers import AutoModelForCausalLM, AutoTokenizer
     except ImportError as e:
         raise ImportError(
@@ -342,8 +344,6 @@ def load_lm(model_dir: str | Path, device: str = "cpu"):
 def generate_text(tok, lm, text: str, seed: int, max_new_tokens: int) -> str:
     """The model's continuation of `text`, sampled (temperature 0.7, top-p 0.9) under `seed` without
     touching the global random state. A chat model gets `text` as one user message."""
-    import torch
-
     if getattr(tok, "chat_template", None):
         text = tok.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
                                        add_generation_prompt=True)  # fmt: skip
@@ -399,3 +399,9 @@ def _object_misses(stated: list[ObjectFacts], got: list[ObjectFacts], order: tup
         if want.partner is not None and have.partner != order[want.partner]:
             miss.append(f"the partner of the {name} (object {want.partner + 1})")
     return miss
+
+
+def short_from_detailed(caption: str, seed: int = 0) -> str:
+    """A short caption (what a person would type) from a detailed one: the facts it states, written by
+    the world's short-caption function."""
+    return short_caption(build_scene(parse(caption), random.Random(seed), seed))

@@ -23,6 +23,7 @@ from collections import Counter
 import torch
 
 from tessera.caption.parse import Facts, ParseError, parse, scene_facts
+from tessera.world import render
 
 ATTRIBUTES = ("shape", "colour", "size", "material")
 FLIP = {"shiny": "matte", "matte": "shiny"}
@@ -35,7 +36,6 @@ def material_visible(
     (N, T, S, S, 3), i.e. whether in some frame at least `pixels` of its own pixels change by more than
     `levels` of 255 in some channel when every object's material is flipped (shiny <-> matte). Only the
     flipped scenes are rendered (`batch` at a time); materials do not move objects, so their ids hold."""
-    from tessera.world import render
 
     def flipped(scene):
         objects = tuple(dataclasses.replace(ob, material=FLIP[ob.material]) for ob in scene.objects)

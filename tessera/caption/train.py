@@ -29,11 +29,13 @@ import torch
 
 from tessera.caption.metrics import material_visible, score, summarise
 from tessera.caption.model import CAPTIONER_PRESETS, Captioner, CaptionerConfig, caption_loss
-from tessera.caption.weights import CaptionerBundle, caption_clips, save_captioner
-from tessera.checkpoint import atomic_write_text, load_state, save_state
+from tessera.caption.weights import CaptionerBundle, caption_clips, load_captioner, save_captioner
+from tessera.checkpoint import load_state, save_state
+from tessera.files import atomic_write_text
 from tessera.models.text import Tokenizer
-from tessera.pipeline import pick_device
-from tessera.train.state import flatten, generator, lr_at, unflatten
+from tessera.requests import pick_device
+from tessera.seeding import generator
+from tessera.train.state import flatten, lr_at, unflatten
 from tessera.world import WorldConfig, WorldSampler, caption_corpus, detailed_caption, render
 from tessera.world.dataset import scene_seed
 
@@ -212,8 +214,6 @@ def eval_command(
     """`tessera train eval-captioner`: `evaluate` a captioner folder on `clips` clips per split (the first
     `beam_clips` also with beam search) and, with `pool_clips`, greedy on that many of the first clips a
     seed-0 run trains on; the scores as a table, and as JSON into `out` if given."""
-    from tessera.caption.weights import load_captioner
-
     if clips < 1 or not 0 <= beam_clips <= clips or pool_clips < 0:
         raise ValueError(
             f"need clips >= 1, 0 <= beam-clips <= clips and pool-clips >= 0; got {clips}, {beam_clips} "

@@ -95,15 +95,3 @@ def caption_clips(
             rows = beam_search(bundle.model, video, tok.bos_id, beams, word_start=starts)
         out += [tok.decode(r).strip() for r in rows]
     return out
-
-
-def short_from_detailed(caption: str, seed: int = 0) -> str:
-    """A short caption (what a person would type) from a detailed one: the facts it states, written by
-    the world's short-caption function."""
-    import random
-
-    from tessera.caption.expand import build_scene
-    from tessera.caption.parse import parse
-    from tessera.world.captions import short_caption
-
-    return short_caption(build_scene(parse(caption), random.Random(seed), seed))

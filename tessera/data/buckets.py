@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from tessera.seeding import generator
+
 Shape = tuple[int, int, int]  # (T, H, W) in pixels
 
 
@@ -83,6 +85,4 @@ def pick_shape(shapes: list[tuple[Shape, float]], generator: torch.Generator) ->
 def step_shape(shapes: list[tuple[Shape, float]], seed: int, step: int) -> Shape:
     """The one shape of every clip of training step `step` (`batch_shapes = "one"`), drawn from the
     weighted shapes by (seed, step): every rank, and a resumed run, draws the same."""
-    from tessera.train.state import generator
-
     return pick_shape(shapes, generator(seed, "step-shape", step))

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tessera.data.buckets import Shape, resize_crop
+from tessera.video import probe, read_video, to_tensor
 
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".avi", ".webm", ".gif", ".webp")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -59,16 +60,12 @@ class FolderDataset:
     def size(self, i: int) -> tuple[int, int, int]:
         """(frames, height, width) of item i (probed once, without decoding the whole file)."""
         if i not in self._sizes:
-            from tessera.video import probe
-
             info = probe(self.items[i].path)
             self._sizes[i] = (info["frames"], info["height"], info["width"])
         return self._sizes[i]
 
     def load(self, i: int, shape: Shape) -> dict:
         """Item i fitted to `shape`: {"video": (3, T, H, W) in [-1, 1], "caption", "short_caption"}."""
-        from tessera.video import read_video, to_tensor
-
         item = self.items[i]
         video = resize_crop(to_tensor(read_video(item.path, frames=shape[0])), shape)
         return {"video": video, "caption": item.caption, "short_caption": item.caption}

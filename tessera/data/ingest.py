@@ -40,10 +40,16 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
+from safetensors.torch import save_file
+from tqdm import tqdm
 
-from tessera.checkpoint import atomic_write_text
+from tessera.caption.weights import caption_clips, load_captioner
+from tessera.checkpoint import load_model
 from tessera.data.buckets import BucketError, Shape, nearest_bucket, resize_crop
 from tessera.data.folder import IMAGE_SUFFIXES, VIDEO_SUFFIXES, DataError, read_manifest
+from tessera.files import atomic_write_text
+from tessera.video import PYAV_SUFFIXES, VideoError, probe, read_video, write_video
 
 DEFAULT_BUCKETS: tuple[Shape, ...] = ((33, 128, 128), (33, 128, 224), (33, 224, 128), (17, 128, 128),
                                       (17, 128, 224), (17, 224, 128))  # fmt: skip
@@ -164,15 +170,12 @@ def working_size(height: int, width: int, buckets: tuple[Shape, ...]) -> tuple[i
 def stream_frames(path: Path, fps: float, size: tuple[int, int]) -> Iterator[np.ndarray]:
     """uint8 (h, w, 3) frames of `path` at `fps` (for each time k / fps the source frame nearest in
     time, as `read_video(fps=...)` picks them), resized to `size` = (h, w), one at a time."""
-    from tessera.video import PYAV_SUFFIXES, read_video
-
     h, w = size
     if path.suffix.lower() not in PYAV_SUFFIXES:  # animations and stills are small: read them whole
-        from PIL import Image
-
         for x in read_video(path, fps=fps).numpy():
             yield np.asarray(Image.fromarray(x).resize((w, h), Image.Resampling.BILINEAR))
         return
+    # PyAV (FFmpeg) loads only when a video file is read or written
     import av
 
     with av.open(str(path)) as container:
@@ -207,9 +210,8 @@ def _nearest_in_time(timed: Iterator[tuple[float, object]], fps: float) -> Itera
 
 def scan(path: Path, fps: float, size: tuple[int, int]) -> tuple[Features | None, str | None]:
     """Pass one: features of every frame, and the decode error that ended the stream early (if any)."""
+    # PyAV (FFmpeg) loads only when a video file is read or written
     import av
-
-    from tessera.video import VideoError
 
     feats, error, chunk = [], None, []
     try:
@@ -283,8 +285,6 @@ def ingest(
 ) -> dict:
     """Ingest `videos` into dataset folder `out` (clips/, latents/, records/, settings.json,
     manifest.jsonl, summary.json); returns the summary. Safe to rerun: finished files are skipped."""
-    from tqdm import tqdm
-
     out = Path(out)
     files = [f.resolve() for f in list_inputs(videos)]  # sources are recorded by absolute path
     _check_settings(out, cfg, captioner_dir, vae_model)  # (after the inputs: a typo writes nothing)
@@ -310,6 +310,7 @@ def ingest(
 def _ingest_or_skip(path: Path, out: Path, key: str, cfg: IngestConfig, tools: _Tools) -> dict:
     """`ingest_file`, with a decoder failure past the first pass (a file that breaks off differently
     the second time, a frame the converter rejects) recorded as a skip instead of ending the run."""
+    # PyAV (FFmpeg) loads only when a video file is read or written
     import av
 
     try:
@@ -324,8 +325,6 @@ def _ingest_or_skip(path: Path, out: Path, key: str, cfg: IngestConfig, tools: _
 
 def ingest_file(path: Path, out: Path, key: str, cfg: IngestConfig, tools: _Tools) -> dict:
     """Ingest one file; the record lists its clips and counts, or the reason it was skipped."""
-    from tessera.video import VideoError, probe
-
     record: dict = {"source": str(path), "key": key}
     if path.suffix.lower() not in VIDEO_SUFFIXES + IMAGE_SUFFIXES:
         return record | {"skipped": "not_video", "error": f"suffix {path.suffix!r} is not a video"}
@@ -358,8 +357,6 @@ def ingest_file(path: Path, out: Path, key: str, cfg: IngestConfig, tools: _Tool
 
 def _write_clips(path: Path, out: Path, key: str, cfg: IngestConfig, size, plan, tools: _Tools) -> list:
     """Pass two over `path`: write each planned clip, fitted to its bucket; returns manifest entries."""
-    from tessera.video import write_video
-
     spans = [(a, a + bucket[0]) for _, _, a, bucket in plan]
     clips = []
     for i, frames in collect(path, cfg.fps, size, spans):
@@ -389,12 +386,8 @@ class _Tools:
         self.vae = None
         self.pending: list[tuple[dict, torch.Tensor]] = []  # (manifest entry, uint8 clip) to caption
         if captioner_dir is not None:
-            from tessera.caption.weights import load_captioner
-
             self.captioner = load_captioner(captioner_dir, device)
         if vae_model is not None:
-            from tessera.checkpoint import load_model
-
             self.vae = load_model(vae_model, device).vae
 
     @torch.no_grad()
@@ -405,8 +398,6 @@ class _Tools:
             if len(self.pending) == self.CAPTION_BATCH:
                 self.flush()
         if self.vae is not None:
-            from safetensors.torch import save_file
-
             z = self.vae.encode_latents(x[None].to(self.device))[0].cpu().contiguous()  # (C_z, T_z, h, w)
             (out / "latents").mkdir(exist_ok=True)
             save_file({"z": z}, str(out / "latents" / f"{name}.safetensors"))
@@ -415,8 +406,6 @@ class _Tools:
     def flush(self) -> None:
         """Caption the queued clips (before their file's record is written)."""
         if self.pending:
-            from tessera.caption.weights import caption_clips
-
             texts = caption_clips(self.captioner, [u8 for _, u8 in self.pending])
             for (clip, _), text in zip(self.pending, texts, strict=True):
                 clip["caption"] = text

@@ -15,7 +15,14 @@ import json
 import os
 from pathlib import Path
 
+from tqdm import tqdm
+
+from tessera.caption.expand import short_from_detailed
+from tessera.caption.parse import ParseError
+from tessera.caption.weights import caption_clips, load_captioner
 from tessera.data.folder import DataError, FolderDataset
+from tessera.files import atomic_write_text
+from tessera.video import VideoError, read_video
 
 
 def recaption(
@@ -30,12 +37,6 @@ def recaption(
 ) -> dict:
     """Caption every video of `input` (a folder or manifest) into `out_manifest`; returns
     {"captioned", "skipped_done", "failed": [{"file", "error"}], "manifest"}."""
-    from tqdm import tqdm
-
-    from tessera.caption.parse import ParseError
-    from tessera.caption.weights import caption_clips, load_captioner, short_from_detailed
-    from tessera.video import VideoError, read_video
-
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     items = FolderDataset(input).items
@@ -74,8 +75,6 @@ def recaption(
 
 def _check_settings(manifest: Path, captioner_dir, detailed: bool, beams: int) -> None:
     """Write the settings file on the first run; refuse to resume `manifest` with other settings."""
-    from tessera.checkpoint import atomic_write_text
-
     path = manifest.with_name(f"{manifest.stem}.settings.json")
     captioner = None if captioner_dir is None else str(Path(captioner_dir).resolve())
     settings = {"captioner": captioner, "detailed": detailed, "beams": beams}

@@ -21,14 +21,10 @@ import torch
 
 from tessera.data.buckets import Shape, nearest_bucket, pick_shape
 from tessera.data.folder import FolderDataset
+from tessera.seeding import generator
+from tessera.video import to_tensor
 from tessera.world.dataset import render_clips, scene_seed
 from tessera.world.sampler import WorldConfig, WorldSampler
-
-
-def _generator(*keys: object) -> torch.Generator:
-    from tessera.train.state import generator
-
-    return generator(*keys)
 
 
 class FolderSource:
@@ -43,7 +39,7 @@ class FolderSource:
     def item(self, index: int) -> int:
         """The dataset item at global index `index` (epoch-wise seeded permutation)."""
         epoch, j = divmod(index, self.size)
-        return int(torch.randperm(self.size, generator=_generator(self.seed, "epoch", epoch))[j])
+        return int(torch.randperm(self.size, generator=generator(self.seed, "epoch", epoch))[j])
 
     def key(self, index: int, shape: Shape | None = None) -> int:
         """The id of the clip behind global index `index` (for caches; any shape is fitted from it)."""
@@ -108,10 +104,8 @@ class WorldSource:
     def samples(self, indices: list[int], shape: Shape | None = None) -> list[dict]:
         """Several samples, rendered in one batch per shape (much faster on a GPU). Each clip draws its
         shape from the weighted shapes, unless `shape` is given for all."""
-        from tessera.video import to_tensor
-
         clips = [self.key(i, shape) for i in indices]
-        shapes = [shape or pick_shape(self.shapes, _generator(self.seed, "shape", c)) for c in clips]
+        shapes = [shape or pick_shape(self.shapes, generator(self.seed, "shape", c)) for c in clips]
         keys = list(zip(clips, shapes, strict=True))  # a clip is kept once per shape it is drawn at
         rendered = {k: self._kept[k] for k in keys if k in self._kept}
         todo = list(dict.fromkeys(k for k in keys if k not in rendered))

@@ -10,6 +10,7 @@ capability (the metrics), corrupt (broken clips for tests), suite and report.
 
 from __future__ import annotations
 
-from tessera.eval.suite import EvalError, eval_command, run_suite
+from tessera.eval.results import EvalError
+from tessera.eval.suite import eval_command, run_suite
 
 __all__ = ["EvalError", "eval_command", "run_suite"]

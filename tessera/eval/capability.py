@@ -7,9 +7,15 @@ needs a parse (of the long video, by the scene parser).
 from __future__ import annotations
 
 import numpy as np
+import torch
 
+from tessera import pipeline
+from tessera.capabilities import loop_fade
+from tessera.caption.expand import expand, expand_grounded
+from tessera.caption.weights import caption_clips, load_captioner
 from tessera.eval.recon import psnr
 from tessera.eval.temporal import change
+from tessera.world.scene import COLOURS
 
 
 def frame_steps(video: np.ndarray) -> np.ndarray:
@@ -110,8 +116,6 @@ def half_clip(frames: int) -> int:
 
 def recolour(caption: str) -> str:
     """The caption with its first colour word swapped for another (the edit prompt); unchanged if none."""
-    from tessera.world.scene import COLOURS
-
     words = caption.split(" ")
     for i, w in enumerate(words):
         if w in COLOURS:
@@ -124,11 +128,6 @@ def user_prompts(prompt: str, truth: np.ndarray, seed: int = 0, captioner=None) 
     """The caption each capability's command expands `prompt` (what a person types) to, as the CLI does
     by default: grounded in the frames it is given (`expand.grounded_caption`), plain expansion for a
     loop and a long video without given frames; edit's prompt is the recoloured one."""
-    import torch
-
-    from tessera.caption.expand import expand, expand_grounded
-    from tessera.caption.weights import caption_clips, load_captioner
-
     clip = torch.as_tensor(truth)
     given = {"animate": clip[:1], "extend": clip[: half_clip(len(clip))], "connect": clip[:5], "edit": clip}
     readings = caption_clips(captioner or load_captioner(), list(given.values()))
@@ -152,11 +151,6 @@ def capability_scores(
     in windows of the clip's length (segments: the first window, then each extension's new frames).
     With `prompt` (the short prompt a person types) every command gets what the CLI would expand it to
     (`user_prompts`), instead of the scene's detailed `caption`."""
-    import torch
-
-    from tessera import pipeline
-    from tessera.pipeline import loop_fade
-
     frames, h, w = truth.shape[:3]
     half = half_clip(frames)
     clip = torch.as_tensor(truth)

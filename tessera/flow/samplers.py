@@ -184,3 +184,6 @@ def _check_inputs(noise: Tensor, ts: Tensor, x0_given: Tensor | None, given: Ten
         if x0_given.shape != noise.shape:
             raise ValueError(f"x0_given {tuple(x0_given.shape)} must have noise's shape {tuple(noise.shape)}")
     return ts_list
+
+
+SAMPLERS = {"euler": sample_euler, "heun": sample_heun}  # the `--sampler` names

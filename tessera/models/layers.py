@@ -90,6 +90,7 @@ def segment_mask(q_segments: Tensor, kv_segments: Tensor) -> SegmentMask:
 
 
 def _block_mask(q_segments: Tensor, kv_segments: Tensor) -> Any:
+    # flex attention loads only on the path that uses it
     from torch.nn.attention.flex_attention import create_block_mask
 
     def same_segment(b: Tensor, h: Tensor, q_idx: Tensor, kv_idx: Tensor) -> Tensor:
@@ -110,6 +111,7 @@ _FLEX_STATE: dict[str, Any] = {"ok": None, "fn": None}
 def _flex_ok() -> bool:
     if _FLEX_STATE["ok"] is None:
         try:
+            # flex attention loads only on the path that uses it
             from torch.nn.attention.flex_attention import flex_attention
 
             # Uncompiled flex_attention is a slow reference; compiled it is a fused Triton kernel.
@@ -140,6 +142,7 @@ def _cuda_backends(tokens: int) -> list[Any]:
     cuDNN attention backward per step against 5 ms of GPU work, at 64 clips of up to 1,088 tokens; and
     220 ms of CPU in the masked cross-attention per step at 128 clips of 576 tokens, whose caption
     length changes from batch to batch)."""
+    # the SDPA backend switch loads only on the path that uses it
     from torch.nn.attention import SDPBackend as Backend
 
     fast = [Backend.CUDNN_ATTENTION, Backend.FLASH_ATTENTION, Backend.EFFICIENT_ATTENTION]
@@ -166,6 +169,7 @@ def _cuda_backend_context(tokens: int) -> Any:
     """`sdpa_kernel` over the priority list for `tokens` queries; `set_priority` (torch >= 2.6) makes the
     order binding."""
     try:
+        # the SDPA backend switch loads only on the path that uses it
         from torch.nn.attention import sdpa_kernel
 
         if _SET_PRIORITY:
@@ -177,6 +181,7 @@ def _cuda_backend_context(tokens: int) -> Any:
 
 def _has_set_priority() -> bool:
     try:
+        # the SDPA backend switch loads only on the path that uses it
         from torch.nn.attention import sdpa_kernel
 
         return "set_priority" in inspect.signature(sdpa_kernel).parameters

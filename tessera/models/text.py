@@ -21,6 +21,7 @@ from tokenizers import decoders, models, normalizers, pre_tokenizers, processors
 from torch import Tensor, nn
 
 from tessera.config import TextConfig
+from tessera.files import atomic_write_text
 from tessera.models.layers import MLP, RMSNorm, attention
 
 PAD, BOS = "<pad>", "<s>"
@@ -101,8 +102,6 @@ class Tokenizer:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write `tokenizer.json` atomically: a temp file in the same folder, then one rename."""
-        from tessera.checkpoint import atomic_write_text  # checkpoint imports this module
-
         atomic_write_text(Path(path), self.to_str())
 
     def encode(self, texts: list[str], max_len: int) -> tuple[Tensor, Tensor]:

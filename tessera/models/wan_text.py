@@ -36,6 +36,7 @@ class WanTokenizer:
 
     @classmethod
     def from_folder(cls, path: str | Path) -> WanTokenizer:
+        # optional dependency (the wan extra), loaded only when used
         from transformers import AutoTokenizer
 
         return cls(AutoTokenizer.from_pretrained(str(path), local_files_only=True))
@@ -84,6 +85,7 @@ class WanTextEncoder(nn.Module):
 
 def umt5_config_from_original(state: dict[str, Tensor]) -> Any:
     """A `UMT5Config` read off the shapes of the original release's encoder weights."""
+    # optional dependency (the wan extra), loaded only when used
     from transformers import UMT5Config
 
     vocab, dim = state["token_embedding.weight"].shape

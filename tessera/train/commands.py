@@ -8,7 +8,9 @@ from typing import Any
 
 from tessera.train import distributed
 from tessera.train.config import ConfigError, TrainConfig, make_config
+from tessera.train.dit import train_dit
 from tessera.train.run import RunError, resume_config
+from tessera.train.vae import evaluate_vae, object_text, train_vae
 
 
 def train_command(
@@ -50,10 +52,7 @@ def train_command(
 
 def _trainer(kind: str):
     if kind == "vae":
-        from tessera.train.vae import train_vae
-
         return train_vae
-    from tessera.train.dit import train_dit
 
     return train_dit
 
@@ -63,8 +62,6 @@ def eval_vae_command(
 ) -> str:
     """Reconstruction PSNR of a model folder's VAE on held-out world clips (whole, and on the pixels of
     their objects), as one line of text."""
-    from tessera.train.vae import evaluate_vae, object_text
-
     psnr = evaluate_vae(model, clips=clips, shape=shape, device=device)
     return (
         f"{model}: reconstruction PSNR {psnr['psnr']:.2f} dB on {clips} held-out world clips of {shape}"

@@ -12,6 +12,7 @@ from torch import nn
 
 from tessera.checkpoint import Model, build_model, load_model
 from tessera.config import get_preset
+from tessera.folders import train_tokenizer
 from tessera.train import distributed
 from tessera.train.config import TrainConfig
 from tessera.train.distributed import Dist
@@ -37,7 +38,6 @@ def initial_model(cfg: TrainConfig, run: Path, resume: bool) -> Model:
         for m in model.modules().values():
             m.train().requires_grad_(True)
         return model
-    from tessera.pipeline import train_tokenizer
 
     config = get_preset(cfg.preset)
     tokenizer = train_tokenizer(config)

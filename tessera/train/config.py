@@ -6,7 +6,7 @@ so a typo never silently trains with a default.
 
 Shapes are strings `FRAMESxHEIGHTxWIDTH` (frames of the form 1 + 4k, sides multiples of 16) with an
 optional weight `:W`, e.g. `"1x64x64:1,17x64x64:3,17x64x96:1"`: images, clips and aspect ratios mixed.
-The task mix is `name:weight,...` over `tessera.train.tasks.TASKS`.
+The task mix is `name:weight,...` over `tessera.conditioning.TASKS`.
 """
 
 from __future__ import annotations
@@ -18,6 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from tessera.checkpoint import read_json
+from tessera.config import PRESETS
+from tessera.models.dit import CHECKPOINT_MODES
+from tessera.train.tasks import check_mix
 
 
 class ConfigError(ValueError):
@@ -141,7 +144,6 @@ class DiTTrainConfig:
         _check(
             0 < self.checkpoint_fraction <= 1, "checkpoint_fraction", self.checkpoint_fraction, "in (0, 1]"
         )
-        from tessera.models.dit import CHECKPOINT_MODES
 
         modes = " or ".join(CHECKPOINT_MODES)
         _check(self.checkpoint_mode in CHECKPOINT_MODES, "checkpoint_mode", self.checkpoint_mode, modes)
@@ -153,7 +155,6 @@ class DiTTrainConfig:
             self.sp,
             "1 with packed batching; use --batching bucketed for sequence parallelism",
         )
-        from tessera.train.tasks import check_mix
 
         check_mix(parse_weights(self.tasks, "tasks"))
 
@@ -182,7 +183,6 @@ def _check(ok: bool, name: str, value: Any, allowed: str) -> None:
 
 
 def _check_common(cfg: TrainConfig) -> None:
-    from tessera.config import PRESETS
 
     _check(cfg.preset in PRESETS, "preset", cfg.preset, ", ".join(PRESETS))
     for name in ("steps", "batch_size", "log_every"):

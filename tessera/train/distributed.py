@@ -34,6 +34,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from tessera.parallel import sequence_parallel as sp_context
+
 
 @dataclass(frozen=True)
 class Dist:
@@ -106,7 +108,6 @@ def sequence_parallel(module: nn.Module, d: Dist, mode: str = "auto") -> context
     """`tessera.parallel.sequence_parallel` over this rank's group; does nothing when sp == 1."""
     if d.sp == 1:
         return contextlib.nullcontext(module)
-    from tessera.parallel import sequence_parallel as sp_context
 
     return sp_context(module, d.sp_group, mode)
 
@@ -126,6 +127,7 @@ def wrap(module: nn.Module, d: Dist) -> nn.Module:
     if d.mode == "none":
         return module
     if d.mode == "ddp":
+        # distributed training only
         from torch.nn.parallel import DistributedDataParallel
 
         # No device_ids: the module already sits on its one device, and inputs are moved by the trainer
@@ -145,6 +147,7 @@ def _fully_shard() -> Callable:
     try:
         from torch.distributed.fsdp import fully_shard  # torch >= 2.6
     except ImportError:
+        # distributed training only
         from torch.distributed._composable.fsdp import fully_shard
     return fully_shard
 
@@ -162,6 +165,7 @@ def full_tensors(tensors: dict[str, Tensor]) -> dict[str, Tensor]:
 def like(full: Tensor, target: Tensor) -> Tensor:
     """`full` laid out like `target`: this rank's shard if `target` is a DTensor, else `full` itself."""
     if is_sharded(target):
+        # distributed training only
         from torch.distributed.tensor import distribute_tensor
 
         return distribute_tensor(full.to(target.device, target.dtype), target.device_mesh, target.placements)
@@ -172,6 +176,7 @@ def optimizer_state(module: nn.Module, optimizer: torch.optim.Optimizer, d: Dist
     """The optimizer's state dict with full tensors (gathered under FSDP; a collective)."""
     if d.mode != "fsdp":
         return optimizer.state_dict()
+    # distributed training only
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
 
     opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
@@ -183,6 +188,7 @@ def load_optimizer_state(module: nn.Module, optimizer: torch.optim.Optimizer, st
     if d.mode != "fsdp":
         optimizer.load_state_dict(state)
         return
+    # distributed training only
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
     set_optimizer_state_dict(module, optimizer, state, options=StateDictOptions(full_state_dict=True))
@@ -255,6 +261,7 @@ def launch_local(fn: Callable, world_size: int, *args: Any) -> None:
 
     `fn` must be importable (a module-level function); each process sees RANK/WORLD_SIZE set.
     """
+    # local multi-process launches only
     import torch.multiprocessing as mp
 
     mp.spawn(_worker, args=(world_size, _free_port(), fn, args), nprocs=world_size, join=True)

@@ -25,19 +25,23 @@ import torch
 from torch import Tensor, nn
 
 from tessera.checkpoint import Model, save_model
+from tessera.conditioning import for_task, given_latents
 from tessera.config import get_preset
 from tessera.data.buckets import Shape, group_by_shape, latent_shape, num_tokens, step_shape
 from tessera.data.source import make_source, samples
 from tessera.flow.loss import add_noise, flow_loss
 from tessera.flow.schedules import sample_t, token_shift
+from tessera.sampling import sample_latents
+from tessera.seeding import generator
 from tessera.train import distributed
 from tessera.train.common import autocast, card, finite, initial_model, optimizer_step, set_lr, ship_model
 from tessera.train.config import ConfigError, DiTTrainConfig, parse_shapes, parse_weights
 from tessera.train.kept import KeptBatch, KeptSet, encode_clips, encode_conds, object_cells
 from tessera.train.logger import Logger, save_sample
 from tessera.train.run import StopFlag, end_of_step, load_checkpoint, save_checkpoint, start
-from tessera.train.state import EMA, generator, lr_at
-from tessera.train.tasks import draw_task, for_task, given_latents
+from tessera.train.state import EMA, lr_at
+from tessera.train.tasks import draw_task
+from tessera.video import to_uint8
 
 
 @dataclass
@@ -362,8 +366,6 @@ def write_samples(
     """Sample the prompt with the EMA weights at the first multi-frame shape; rank 0 only."""
     if ship is None:
         return
-    from tessera.pipeline import sample_latents
-    from tessera.video import to_uint8
 
     shapes = [s for s, _ in parse_shapes(cfg.shapes)]
     shape = next((s for s in shapes if s[0] > 1), shapes[0])

@@ -26,12 +26,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tessera.checkpoint import Model
+from tessera.conditioning import build_conds, for_task, given_latents
 from tessera.data.buckets import Shape, group_by_shape, num_tokens
 from tessera.data.source import samples
 from tessera.flow.schedules import sample_t, token_shift
+from tessera.seeding import generator
 from tessera.train.config import DiTTrainConfig, parse_weights
-from tessera.train.state import generator
-from tessera.train.tasks import build_conds, draw_task, for_task, given_latents
+from tessera.train.tasks import draw_task
 from tessera.train.vae import object_region
 
 BUILD_CHUNK = 128  # clips rendered and encoded at a time while building (bounds the build's memory)

@@ -16,6 +16,8 @@ from pathlib import Path
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
+from tessera.video import contact_sheet, save_image, write_video
+
 
 class Logger:
     """Logs steps [start, total) of a run in `run` (silent when `enabled` is False)."""
@@ -87,8 +89,6 @@ def read_metrics(run: str | Path) -> list[dict]:
 def save_sample(folder: Path, name: str, frames, caption: str, fps: float = 16.0) -> list[Path]:
     """Write uint8 frames (T, H, W, 3) as `name.mp4` (when PyAV is available) and `name.png` (a contact
     sheet with the caption); returns the files written."""
-    from tessera.video import contact_sheet, save_image, write_video
-
     folder.mkdir(parents=True, exist_ok=True)
     out = [save_image(folder / f"{name}.png", contact_sheet(frames, columns=8, title=caption))]
     if frames.shape[0] > 1:

@@ -23,7 +23,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from tessera.checkpoint import CheckpointError, atomic_write_text, load_state, read_json, save_state
+from tessera.checkpoint import CheckpointError, load_state, read_json, save_state
+from tessera.files import atomic_write_text
 from tessera.train import distributed
 from tessera.train.config import RESUMABLE, ConfigError, TrainConfig, build, config_class, to_json
 from tessera.train.distributed import Dist

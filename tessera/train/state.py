@@ -1,15 +1,15 @@
-"""What a resumable run needs besides the model: the learning-rate schedule, EMA, seeds, and the
+"""What a resumable run needs besides the model: the learning-rate schedule, EMA, RNG states, and the
 training state written to and read from `RUN/state/`.
 
 Randomness in the trainers never comes from global generators: every random draw of a step uses a
-generator seeded by `seed_for(seed, "what", step or sample index)`. A resumed run therefore draws the
-same numbers without replaying anything, and a sample's noise is the same however many ranks share
-the batch. The global RNG states are still saved and restored, for any library code that uses them.
+generator seeded by `tessera.seeding.seed_for(seed, "what", step or sample index)`. A resumed run
+therefore draws the same numbers without replaying anything, and a sample's noise is the same however
+many ranks share the batch. The global RNG states are still saved and restored, for any library code
+that uses them.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
 import random
 from typing import Any
@@ -18,16 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-
-def seed_for(*keys: Any) -> int:
-    """A 63-bit seed from any tuple of ints and strings, the same in every process and Python run."""
-    digest = hashlib.blake2b(repr(keys).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") >> 1
-
-
-def generator(*keys: Any, device: torch.device | str = "cpu") -> torch.Generator:
-    """A torch generator on `device` seeded by `seed_for(*keys)`."""
-    return torch.Generator(device).manual_seed(seed_for(*keys))
+from tessera.train.distributed import like
 
 
 def lr_at(step: int, lr: float, warmup: int, steps: int, schedule: str, min_lr_ratio: float) -> float:
@@ -69,8 +60,6 @@ class EMA:
     @torch.no_grad()
     def load(self, tensors: dict[str, Tensor], updates: int) -> None:
         """Restore shadows from full tensors (each rank takes its shard of a sharded parameter)."""
-        from tessera.train.distributed import like
-
         missing = sorted(set(self.names) - set(tensors))
         if missing:
             raise ValueError(f"EMA state lacks {missing[:5]}; was it saved by another model?")

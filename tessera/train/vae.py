@@ -26,14 +26,17 @@ from torch import Tensor, nn
 
 from tessera.checkpoint import save_model
 from tessera.data.buckets import Shape, group_by_shape, latent_shape, step_shape
-from tessera.data.source import make_source, samples
+from tessera.data.source import WorldSource, make_source, samples
+from tessera.folders import load
+from tessera.seeding import generator
 from tessera.train import distributed
 from tessera.train.common import autocast, card, finite, initial_model, optimizer_step, set_lr, ship_model
 from tessera.train.config import ConfigError, VAETrainConfig, parse_shapes
 from tessera.train.distributed import Dist
 from tessera.train.logger import Logger, save_sample
 from tessera.train.run import StopFlag, end_of_step, load_checkpoint, save_checkpoint, start
-from tessera.train.state import EMA, generator, lr_at
+from tessera.train.state import EMA, lr_at
+from tessera.video import to_uint8
 
 STATS_OFFSET = 1 << 40  # sample indices for latent statistics, far from any training index
 
@@ -410,8 +413,6 @@ def object_text(psnr: dict) -> str:
 @torch.no_grad()
 def write_sample(vae: nn.Module, source, run: Path, step: int, device: torch.device) -> None:
     """Original | reconstruction side by side, as an mp4 and a contact sheet."""
-    from tessera.video import to_uint8
-
     x = source.sample(STATS_OFFSET)["video"].to(device)[None]
     recon = vae.decode(vae.encode(x)[0])
     both = torch.cat([x, recon.clamp(-1, 1)], dim=-1)  # (1, 3, T, H, 2W)
@@ -426,9 +427,6 @@ def evaluate_vae(
     """Reconstruction PSNR of a model folder's (or a run folder's `model/`) VAE on `clips` held-out world
     clips of `shape` (pixels compared in [0, 1], posterior-mean latents), whole and on object pixels
     (`reconstruction_psnr`'s dict)."""
-    from tessera.data.source import WorldSource
-    from tessera.pipeline import load
-
     model_dir = Path(model_dir)
     if (model_dir / "model" / "config.json").exists():  # a run folder
         model_dir = model_dir / "model"

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tessera.video import atomic_file, check_writable, contact_sheet, write_video
 from tessera.world.captions import captions
 from tessera.world.render import _check_size, render
 from tessera.world.sampler import SPLITS, WorldConfig, WorldSampler
@@ -51,8 +52,6 @@ def render_command(
 ) -> Path:
     """Render `count` clips of size (width, height) into folder `out`; returns the folder. Clips that
     are already complete are kept, so an interrupted run can be rerun to finish."""
-    from tessera.video import atomic_file, check_writable, write_video
-
     size = _check_common(frames, size, fps, split)
     if int(count) < 1:
         raise ValueError(f"count must be >= 1, got {count}")
@@ -113,8 +112,6 @@ def show_command(
     fps: float = 16.0,
 ) -> Path:
     """Draw a contact sheet (PNG) of the clip of `seed` with its short and detailed caption."""
-    from tessera.video import atomic_file, check_writable, contact_sheet
-
     size = _check_common(frames, size, fps, split)
     out = Path(out)
     if out.is_dir() or out.suffix.lower() != ".png":

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from tessera.video import to_tensor
 from tessera.world.captions import captions
 from tessera.world.render import render
 from tessera.world.sampler import WorldConfig, WorldSampler
@@ -113,7 +114,6 @@ class WorldDataset(IterableDataset):
             yield from self._render(rank, batch)
 
     def _render(self, rank: int, indices: list[int]) -> Iterator[dict]:
-        from tessera.video import to_tensor
 
         seeds = [scene_seed(self.seed, rank, i) for i in indices]
         clips = render_clips(self.sampler, seeds, self.size, self.device, self.antialias, self.with_truth)

@@ -1,0 +1,216 @@
+"""Sampling: every capability is one sampler call with different conditions.
+
+`sample_latents` is the single place where text is encoded, noise is drawn, given latent frames are
+held clean (docs/design.md: per-frame time, `t = 0` on given frames) and the flow is integrated.
+`conditioned` builds those conditions from given pixel frames exactly as training does
+(`tessera.conditioning`); the capabilities (`tessera.capabilities`) only decide the shapes and the
+conditions, then decode. Each passes its sampler keywords (`Sampling`) through unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, TypedDict
+
+import torch
+import torch.distributed as dist
+
+from tessera.checkpoint import Model
+from tessera.conditioning import build_cond, given_latents, mask_channels
+from tessera.flow.samplers import SAMPLERS, Progress, guided, sdedit_start
+from tessera.flow.schedules import timesteps, token_shift
+from tessera.options import DEFAULTS as D
+from tessera.parallel import sequence_parallel
+from tessera.requests import RequestError, check_finite_latents, check_request, check_sampling
+from tessera.video import to_tensor, to_uint8
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing.Unpack from Python 3.11
+
+
+class Sampling(TypedDict, total=False):
+    """The sampler keywords every capability takes and passes through to `sample_latents`; each one
+    left out takes its default there (`tessera.options.DEFAULTS`; no progress bar, the empty negative
+    prompt, the model's own flow shift). `progress` is True for a bar, or a function called with (steps
+    done, steps) after each step."""
+
+    steps: int
+    guidance: float
+    guidance_interval: tuple[float, float] | None
+    seed: int
+    sampler: str
+    progress: Progress
+    negative_prompt: str
+    shift: float | None
+
+
+def request_shape(model: Model, frames: int, height: int, width: int) -> tuple[int, int, int]:
+    """The latent shape (T_z, h, w) of `frames` frames at height x width, once `check_request` passes."""
+    check_request(model.config, frames, height, width, model_device(model))
+    return (1 + (frames - 1) // 4, height // 8, width // 8)
+
+
+def model_device(model: Model) -> torch.device:
+    """The device the model's DiT (and so sampling) runs on."""
+    return next(model.dit.parameters()).device
+
+
+@contextmanager
+def across_ranks(model: Model, sp: int = 0) -> Iterator[bool]:
+    """Within the block the DiT runs sequence-parallel over the processes of a `torchrun --nproc-per-node N`
+    launch, each holding 1/N of the video's tokens (`tessera.parallel`); yields True on the one process
+    that should write files. Every process makes the same request and gets the same result.
+
+    `sp` is the number of processes to share the video: 0 means all launched; otherwise it must be N.
+    Without torchrun (N = 1) nothing changes.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if sp not in (0, world):
+        raise RequestError(
+            f"--sp {sp} needs {sp} processes (`torchrun --nproc-per-node {sp} -m tessera.cli ...`); "
+            f"this launch has {world}"
+        )
+    if world == 1:
+        yield True
+        return
+
+    device = model_device(model)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    try:
+        with sequence_parallel(model.dit):
+            yield dist.get_rank() == 0
+    finally:
+        dist.destroy_process_group()
+
+
+def encode_text(model: Model, captions: list[str], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Captions -> text tokens (B, L, D) and mask (B, L)."""
+    ids, mask = model.tokenizer.encode(captions, model.config.text.max_len)
+    return model.text(ids.to(device), mask.to(device))
+
+
+@torch.no_grad()
+def sample_latents(
+    model: Model,
+    prompt: str,
+    latent_shape: tuple[int, int, int],
+    steps: int = D.steps,
+    guidance: float = D.guidance,
+    seed: int = D.seed,
+    sampler: str = D.sampler,
+    guidance_interval: tuple[float, float] | None = D.guidance_interval,
+    x0_given: torch.Tensor | None = None,
+    given: torch.Tensor | None = None,
+    cond: torch.Tensor | None = None,
+    progress: Progress = False,
+    x0_src: torch.Tensor | None = None,
+    strength: float = 1.0,
+    negative_prompt: str = "",
+    shift: float | None = None,
+) -> torch.Tensor:
+    """Sample normalised latents (1, C_z, T_z, h, w) for `prompt`, holding `given` frames clean.
+
+    `given (1, T_z)` bool marks latent frames fixed to `x0_given`; `cond` is the DiT's extra input
+    (masked-video latents + pixel-frame mask) or None for plain text-to-video. With `x0_src` (SDEdit)
+    the flow starts from the source noised to `t = strength` instead of from pure noise.
+    `guidance_interval = (lo, hi)` applies guidance only at times in [lo, hi] (`samplers.guided`).
+    The unconditional branch of guidance encodes `negative_prompt` (empty: the null caption). `shift`
+    shifts the time grid towards noise: None takes the model's `flow_shift`, and a model without one the
+    token-count shift. A DiT without condition channels holds the given frames at the current noise
+    level (the initial noise's own draw) instead of clean at t = 0: such a network was trained with one
+    time for the whole clip.
+    """
+    check_sampling(steps, guidance, seed, sampler, guidance_interval, strength)
+    device = model_device(model)
+    t_z, h, w = latent_shape
+    captions = [prompt] if guidance == 1 else [prompt, negative_prompt]  # conditional, then unconditional
+    text, text_mask = encode_text(model, captions, device)
+    gen = torch.Generator("cpu").manual_seed(seed)  # CPU generator: the same noise on every device
+    noise = torch.randn(1, model.config.vae.z_channels, t_z, h, w, generator=gen).to(device)
+
+    dtype = next(model.dit.parameters()).dtype  # bf16 weights (Wan on a GPU) see bf16 inputs
+
+    def dit_fn(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        n = len(x_t)  # 2 (the caption, then the null one), or 1 outside a guidance interval
+        c = None if cond is None else cond.expand(n, -1, -1, -1, -1).to(dtype)
+        return model.dit(x_t.to(dtype), t, text[:n].to(dtype), text_mask[:n], c).to(x_t.dtype)
+
+    # both branches in one batch
+    v_fn = dit_fn if guidance == 1 else guided(dit_fn, guidance, guidance_interval)
+    pt, ph, pw = model.config.dit.patch
+    if not 0.0 <= strength <= 1.0:
+        raise RequestError(f"--strength must be in [0, 1]; got {strength}")
+    shift = model.config.flow_shift if shift is None else shift
+    if shift is None:
+        shift = token_shift(t_z // pt * (h // ph) * (w // pw))
+    if not shift > 0:
+        raise RequestError(f"--shift must be positive (1 = no shift); got {shift}")
+    ts = timesteps(steps, shift, start=strength).to(device)
+    x_start = noise if x0_src is None else sdedit_start(x0_src.to(noise), noise, strength)
+    held_noise = None if model.config.dit.conditioned or given is None else noise
+    z = SAMPLERS[sampler](
+        v_fn, x_start, ts, x0_given=x0_given, given=given, progress=progress, given_noise=held_noise
+    )
+    check_finite_latents(z, guidance)
+    return z
+
+
+def generate(
+    model: Model,
+    prompt: str,
+    frames: int = D.frames,
+    height: int = D.height,
+    width: int = D.width,
+    **sampling: Unpack[Sampling],
+) -> torch.Tensor:
+    """Text-to-video: uint8 frames (T, H, W, 3) for `prompt`."""
+    z = sample_latents(model, prompt, request_shape(model, frames, height, width), **sampling)
+    return decode(model, z)
+
+
+def conditioned(
+    model: Model,
+    prompt: str,
+    clip: torch.Tensor | None,
+    pixel_mask: torch.Tensor,
+    height: int,
+    width: int,
+    **sampling: Unpack[Sampling],
+) -> torch.Tensor:
+    """Latents (1, C_z, T_z, h, w) of a clip whose pixel frames `pixel_mask (T,)` are given by `clip`.
+
+    `clip (3, T, H, W)` in [-1, 1] holds the given frames (other frames are ignored: zeroed as in
+    training). The latent frames of a given prefix come back exactly equal to the clip's encoding.
+    """
+    shape = request_shape(model, pixel_mask.shape[0], height, width)
+    device = model_device(model)
+    x0_given = given = cond = None
+    if pixel_mask.any() and not model.config.dit.conditioned:
+        # No condition channels: the latent frames whose pixel frames are all given are held (at the
+        # noise level of each step); exact for a given prefix, from the zero-filled clip elsewhere.
+        cond = build_cond(model.vae, clip.to(device), pixel_mask.to(device))[None]
+        held = mask_channels(pixel_mask, 1, 1)[:, :, 0, 0].bool().all(0).to(device)[None]  # (1, T_z)
+        x0_given, given = cond[:, : model.config.vae.z_channels], held if held.any() else None
+        x0_given = x0_given if given is not None else None
+        return sample_latents(model, prompt, shape, x0_given=x0_given, given=given, **sampling)
+    if pixel_mask.any():
+        cond = build_cond(model.vae, clip.to(device), pixel_mask.to(device))[None]  # (1, C_z + 4, T_z, h, w)
+        held = given_latents(pixel_mask).to(device)[None]  # (1, T_z)
+        if held.any():
+            # The masked video's latents: on a given prefix they equal the prefix's own encoding.
+            x0_given, given = cond[:, : model.config.vae.z_channels], held
+    return sample_latents(model, prompt, shape, x0_given=x0_given, given=given, cond=cond, **sampling)
+
+
+def decode(model: Model, z: torch.Tensor) -> torch.Tensor:
+    """Normalised latents (1, C_z, T_z, h, w) -> uint8 frames (T, H, W, 3); tiles large frames itself."""
+    return to_uint8(model.vae.decode_latents(z).float().cpu())
+
+
+def encode(model: Model, frames_u8: torch.Tensor) -> torch.Tensor:
+    """uint8 frames (T, H, W, 3), T = 1 + 4k -> normalised latents (1, C_z, T_z, h, w) (posterior mean)."""
+    return model.vae.encode_latents(to_tensor(frames_u8)[None].to(model_device(model)))
