@@ -305,6 +305,8 @@ def test_sampling_matches_wan_pipeline_with_guidance_and_negative_prompt(wan_pip
     torch.testing.assert_close(z, want, rtol=1e-4, atol=1e-4)
     other = pipeline.sample_latents(model, prompt, shape, steps=steps, guidance=4.0, seed=7)
     assert (other - z).abs().max() > 1e-3  # the negative prompt matters
+    with pytest.raises(pipeline.RequestError, match="--shift must be positive"):
+        pipeline.sample_latents(model, prompt, shape, steps=steps, shift=0.0)
 
 
 def test_capabilities_run_on_a_model_without_condition_channels(wan_folder: Path) -> None:
