@@ -12,7 +12,8 @@ from them (`tessera.wan`), so every comparison also checks that the outputs agre
 - VAE decode: Wan's VAE (random weights, Wan's config) decoding clips of each length in `--lengths`, bf16,
   one call after a warm-up call on the shortest clip; frames/s and the peak GPU memory above the resident
   weights (`max_memory_allocated`). tessera decodes in chunks of `--vae-chunks` pixel frames (Wan's own
-  loop is 4; any multiple of 4 gives the same result), diffusers in its own loop.
+  loop is 4; any multiple of 4 gives the same result; "16cl": chunks of 16 with the convolution weights
+  in channels-last layout, which cuDNN's tensor-core kernels prefer), diffusers in its own loop.
 - End to end: text encoding (a random umT5-XXL, 512 tokens; a word-level tokenizer built here, since
   nothing is downloaded), `--steps` Euler steps with guidance 5 and a negative prompt, and decoding, at
   FRAMESxHEIGHTxWIDTH; wall time and the peak GPU memory of the whole call, weights included. tessera
@@ -90,7 +91,7 @@ def build_vae(shape: dict, device, dtype):
         return AutoencoderKLWan(**shape).to(dtype).eval()
 
 
-def tessera_vae(ref, dtype, device, chunk: int = 4):
+def tessera_vae(ref, dtype, device, chunk: int = 4, channels_last: bool = False):
     from tessera import wan
     from tessera.models.wan_vae import WanVAE, from_diffusers
 
@@ -104,6 +105,10 @@ def tessera_vae(ref, dtype, device, chunk: int = 4):
     vae.to(device).eval()
     for p in vae.parameters():  # the latent statistics stay float32, as `tessera.wan.load` keeps them
         p.data = p.data.to(dtype)
+        if channels_last and p.ndim in (4, 5):  # cuDNN's tensor-core kernels prefer channels last
+            p.data = p.data.contiguous(
+                memory_format=torch.channels_last_3d if p.ndim == 5 else torch.channels_last
+            )
     return vae
 
 
@@ -152,7 +157,9 @@ class Models:
         if name == "ref_vae":
             return build_vae(self.shape["vae"], d, dt)
         if name.startswith("vae"):
-            return tessera_vae(self.get("ref_vae"), dt, d, int(name[3:]))
+            return tessera_vae(
+                self.get("ref_vae"), dt, d, int(name[3:].removesuffix("cl")), name.endswith("cl")
+            )
         if name == "text":
             from transformers import UMT5Config, UMT5EncoderModel
 
@@ -256,7 +263,7 @@ def bench_end_to_end(args, models: Models, device, dtype, rows: list) -> None:
     from tessera.models.wan_text import WanTextEncoder, WanTokenizer
 
     prompt, negative = "a red fox runs through snow in the forest at dawn", "blurry low quality static"
-    chunk = args.vae_chunks[-1]
+    chunk = next(c for c in reversed(args.vae_chunks) if not c.endswith("cl"))
     text, tok = models.get("text"), tokenizer()
     ref_dit, ref_vae, dit, vae = (models.get(n) for n in ("ref_dit", "ref_vae", "dit", f"vae{chunk}"))
     size = dict(height=args.height, width=args.width, num_frames=args.frames, max_sequence_length=TEXT_LEN)
@@ -307,7 +314,11 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=50, help="end-to-end sampler steps")
     p.add_argument("--iters", type=int, default=5, help="timed DiT forwards (after 2 warm-up ones)")
     p.add_argument("--lengths", default="17,33,49,81", help="VAE decode clip lengths (frames)")
-    p.add_argument("--vae-chunks", default="4,16", help="tessera's VAE decode chunk sizes (pixel frames)")
+    p.add_argument(
+        "--vae-chunks",
+        default="4,16,16cl",
+        help="tessera's VAE decode chunk sizes (pixel frames); suffix 'cl': weights channels-last",
+    )
     p.add_argument("--parts", default="dit,vae,e2e")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--no-compile", dest="compile", action="store_false")
@@ -325,7 +336,7 @@ def main() -> None:
         args.iters, args.steps = min(args.iters, 3), min(args.steps, 10)
         args.lengths = args.lengths if args.tiny else "17,81"
     args.lengths = [int(v) for v in args.lengths.split(",")]
-    args.vae_chunks = [int(v) for v in args.vae_chunks.split(",")]
+    args.vae_chunks = args.vae_chunks.split(",")
     device = torch.device(args.device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}.get(args.dtype, dtype)

@@ -125,6 +125,8 @@ def sample_latents(
     time for the whole clip.
     """
     check_sampling(steps, guidance, seed, sampler, guidance_interval, strength)
+    if shift is not None and not shift > 0:  # before any work (text encoding, noise)
+        raise RequestError(f"--shift must be positive (1 = no shift); got {shift}")
     device = model_device(model)
     t_z, h, w = latent_shape
     captions = [prompt] if guidance == 1 else [prompt, negative_prompt]  # conditional, then unconditional
@@ -147,8 +149,6 @@ def sample_latents(
     shift = model.config.flow_shift if shift is None else shift
     if shift is None:
         shift = token_shift(t_z // pt * (h // ph) * (w // pw))
-    if not shift > 0:
-        raise RequestError(f"--shift must be positive (1 = no shift); got {shift}")
     ts = timesteps(steps, shift, start=strength).to(device)
     x_start = noise if x0_src is None else sdedit_start(x0_src.to(noise), noise, strength)
     held_noise = None if model.config.dit.conditioned or given is None else noise

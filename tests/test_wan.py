@@ -305,6 +305,8 @@ def test_sampling_matches_wan_pipeline_with_guidance_and_negative_prompt(wan_pip
     torch.testing.assert_close(z, want, rtol=1e-4, atol=1e-4)
     other = pipeline.sample_latents(model, prompt, shape, steps=steps, guidance=4.0, seed=7)
     assert (other - z).abs().max() > 1e-3  # the negative prompt matters
+    with pytest.raises(pipeline.RequestError, match="--shift must be positive"):
+        pipeline.sample_latents(model, prompt, shape, steps=steps, shift=0.0)
 
 
 def test_capabilities_run_on_a_model_without_condition_channels(wan_folder: Path) -> None:
@@ -501,3 +503,34 @@ def test_bf16_weights_sample_close_to_float32(wan_folder: Path) -> None:
     assert frames.shape == (5, 32, 32, 3) and frames.dtype == torch.uint8
     src = pipeline.encode(b, frames)
     assert src.dtype == torch.float32
+
+
+def test_vae_decode_activations_are_bounded_by_the_chunk_not_the_clip() -> None:
+    """Flat decode memory: the largest tensor a chunked decode allocates (the output clip aside) is the
+    same for a clip three times longer; a whole-clip decode's grows with the clip."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_flatten
+
+    class LargestAllocation(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.numel = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if func is not torch.ops.aten.new_empty.default:  # the preallocated output clip
+                for t in tree_flatten(out)[0]:
+                    if isinstance(t, torch.Tensor) and t._base is None:  # fresh storage, not a view
+                        self.numel = max(self.numel, t.numel())
+            return out
+
+    ref = tiny_vae()
+    vae = WanVAE(wan.vae_config_from_diffusers(dict(ref.config))).eval()
+    vae.load_state_dict(vae_from_diffusers(vae, ref.state_dict()), strict=False)
+    largest = {}
+    for t_z, chunked in ((3, True), (9, True), (3, False), (9, False)):
+        with torch.no_grad(), LargestAllocation() as probe:
+            vae.decode(torch.randn(1, 4, t_z, 2, 2), chunked=chunked)
+        largest[t_z, chunked] = probe.numel
+    assert largest[3, True] == largest[9, True]
+    assert largest[9, False] > 2 * largest[3, False] > 2 * largest[9, True]

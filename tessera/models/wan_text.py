@@ -72,13 +72,20 @@ class WanTextEncoder(nn.Module):
     def forward(self, ids: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         """ids (B, L), mask (B, L) bool -> (tokens (B, L, d_model) zero past each caption, all-True mask)."""
         home = next(self.encoder.parameters()).device
-        if self.offload and home != ids.device:
+        visit = self.offload and home != ids.device
+        if visit:  # keep the resident copies: going home is then a pointer swap, not an 11 GB copy back
+            resident = {name: p.data for name, p in self.encoder.named_parameters()}
             self.encoder.to(ids.device)
         try:
             h = self.encoder(input_ids=ids, attention_mask=mask.long()).last_hidden_state
         finally:
-            if self.offload and home != ids.device:
-                self.encoder.to(home)
+            if visit:
+                try:
+                    for name, p in self.encoder.named_parameters():
+                        p.data = resident[name]
+                except RuntimeError:  # a device pair that cannot swap storage: copied back below
+                    pass
+                self.encoder.to(home)  # what was not swapped back (buffers, if any)
         h = h * mask[..., None].to(h.dtype)
         return h, torch.ones_like(mask)
 
