@@ -12,9 +12,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import time
 
 import torch
+from dit_step_profile import sync  # the same clock: waits for the device, then reads the time
 
 from tessera.checkpoint import build_model
 from tessera.config import get_preset
@@ -25,12 +25,6 @@ from tessera.pipeline import pick_device
 from tessera.train.common import autocast
 from tessera.train.config import make_config, parse_shapes
 from tessera.train.vae import VAEStep, load_batch, vae_loss
-
-
-def sync(device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter()
 
 
 def main() -> None:
