@@ -55,22 +55,30 @@ def ssim(x: Tensor, y: Tensor, window: int = 11, sigma: float = 1.5) -> Tensor:
     in bf16, the SSIM gradient became noise 18x larger than the true one (cosine -0.17 with it), swamped
     the L1 term, and the VAE did not learn (L1 0.33, 14 dB after 2000 steps on the H100).
 
-    The Gaussian window is separable, so the five blurred maps are one stack blurred by a column and then
-    a row of taps, each a single-channel convolution. The 2D window as a grouped (depthwise) convolution
-    gave the same numbers, but its backward pass took cuDNN's direct grouped kernel: 123 ms of a 208 ms
-    VAE step (`bench/vae_step_profile.py`, H100, batch 32 of 33x64x64 crops)."""
+    The Gaussian window is separable, so the five blurred maps are one stack multiplied by a banded matrix
+    of taps on each side (rows, then columns). As a depthwise 2D convolution, or as two single-channel 1D
+    ones, its backward pass took cuDNN's direct grouped kernel: 122 ms of a 230 ms VAE step
+    (`bench/vae_step_profile.py`, H100, batch 32 of 33x64x64 crops); cuDNN also ran those fp32 convolutions
+    in TF32 (10-bit mantissa), where the matrix products run in full fp32 (PyTorch's default)."""
     with torch.autocast(x.device.type, enabled=False):
         x, y = x.float(), y.float()
         c1, c2 = (0.01 * 2) ** 2, (0.03 * 2) ** 2  # data range 2
         g = torch.exp(-((torch.arange(window, device=x.device) - window // 2) ** 2) / (2 * sigma**2))
         g = g / g.sum()
         n, c, h, w = x.shape
-        maps = torch.stack([x, y, x * x, y * y, x * y]).view(5 * n * c, 1, h, w)
-        blurred = F.conv2d(F.conv2d(maps, g.view(1, 1, window, 1)), g.view(1, 1, 1, window))
-        mx, my, xx, yy, xy = blurred.view(5, n, c, h - window + 1, w - window + 1)
+        rows, cols = _band(g, h), _band(g, w)  # (h - window + 1, h), (w - window + 1, w)
+        mx, my, xx, yy, xy = rows @ torch.stack([x, y, x * x, y * y, x * y]) @ cols.T
         vx, vy, cxy = xx - mx**2, yy - my**2, xy - mx * my
         s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
         return s.mean(dim=(1, 2, 3))
+
+
+def _band(taps: Tensor, n: int) -> Tensor:
+    """The (n - k + 1, n) matrix whose row i holds the k `taps` at columns i .. i + k - 1: multiplying by
+    it is a 'valid' 1D correlation along that axis."""
+    m, k = n - taps.numel() + 1, taps.numel()
+    at = torch.arange(m, device=taps.device)[:, None] + torch.arange(k, device=taps.device)
+    return taps.new_zeros(m, n).scatter_(1, at, taps.expand(m, k))
 
 
 def frames_of(video: Tensor) -> Tensor:
