@@ -630,6 +630,41 @@ def test_dit_loss_falls_on_world_data(tmp_path: Path):
     assert np.mean(losses[-15:]) < 0.8 * np.mean(losses[:5]), losses
 
 
+def test_make_model_script_goes_from_nothing_to_a_packed_model_and_resumes(tmp_path: Path):
+    """scripts/make_model.py: VAE, DiT (from the VAE's model folder), pack, one process each here; the
+    ledger counts each process's minutes; a second call redoes only what is missing."""
+    import runpy
+
+    make = runpy.run_path(str(Path(__file__).parent.parent / "scripts" / "make_model.py"))["main"]
+    common = dict(preset="tiny", shapes="9x32x32", batch_size=2, steps=2, log_every=1, ckpt_every=0,
+                  sample_every=0, world_clips=4, warmup=1)  # fmt: skip
+    vae, dit = tmp_path / "vae.json", tmp_path / "dit.json"
+    vae.write_text(json.dumps(common | {"stats_clips": 2, "kept": True, "crop": 16}))
+    dit.write_text(json.dumps(common | {"task_variants": 1, "batching": "bucketed"}))
+    runs, out = tmp_path / "runs", tmp_path / "model"
+    args = ["--runs", str(runs), "--out", str(out), "--vae-config", str(vae), "--dit-config", str(dit)]
+    assert make([*args, "--suite", ""]) == 0
+    ledger = json.loads((runs / "make.json").read_text())
+    assert [len(ledger[s]) for s in ("vae", "dit", "pack", "eval")] == [1, 1, 1, 0]
+    assert all(c["rc"] == 0 and c["minutes"] > 0 for s in ("vae", "dit", "pack") for c in ledger[s])
+    assert (
+        "--init" in ledger["dit"][0]["command"] and str(runs / "vae" / "model") in ledger["dit"][0]["command"]
+    )
+    model = load_model(out)
+    trained_vae = load_model(runs / "vae" / "model").vae.state_dict()
+    params = dict(model.vae.named_parameters())  # the DiT trained on the VAE run's weights, kept as they were
+    for k, v in model.vae.state_dict().items():  # parameters packed in bf16, statistics kept in fp32
+        ref = trained_vae[k].to(torch.bfloat16).float() if k in params else trained_vae[k]
+        assert torch.equal(v.float(), ref), k
+    assert [r["step"] for r in read_metrics(runs / "dit")] == [1, 2]
+    shutil.rmtree(out)  # as if the call had stopped before packing
+    assert make([*args, "--suite", ""]) == 0
+    again = json.loads((runs / "make.json").read_text())
+    assert [len(again[s]) for s in ("vae", "dit", "pack")] == [1, 1, 2] and (out / "config.json").exists()
+    with pytest.raises(SystemExit):
+        make([*args, "--vae-minutes", "0"])
+
+
 def test_train_command_starts_a_run_on_a_data_folder(clips_dir: Path, tmp_path: Path, tiny_model_dir: Path):
     out = train_command(
         "vae", out=tmp_path / "run", preset="tiny", data=str(clips_dir), steps=2, batch_size=2,
