@@ -5,6 +5,7 @@ import dataclasses
 import json
 import re
 import shutil
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -653,6 +654,48 @@ def test_skyreels_df_folder_samples_like_its_pipelines(sky_pipe, sky_folder: Pat
         overlap_history=5, generator=torch.Generator("cpu").manual_seed(7), **s,
     ).frames  # fmt: skip
     torch.testing.assert_close(z, want, rtol=1e-4, atol=1e-4)
+
+
+def _record_times(model) -> list[torch.Tensor]:
+    """Every time tensor (B, T_z) the model's DiT is called with, from now on."""
+    seen, forward = [], model.dit.forward
+
+    def spy(x, t, *args, **kwargs):
+        seen.append(t.clone())
+        return forward(x, t, *args, **kwargs)
+
+    model.dit.forward = spy
+    return seen
+
+
+def test_df_capabilities_hold_given_frames_clean_at_t0(sky_folder: Path, wan_folder: Path) -> None:
+    """On a DF model every conditioned capability calls the DiT with t = 0 on the held latent frames and
+    the step's t elsewhere, and those frames come back exactly; a Wan text-to-video model gets one t for
+    every frame of a call (its given frames held at that noise level instead)."""
+    model = wan.load(sky_folder, "cpu", text_len=TEXT_LEN)
+    s = dict(steps=2, guidance=2.0, seed=0)
+    video = pipeline.generate(model, "a red cube", frames=9, height=32, width=32, **s)
+    first, last5 = pipeline.encode(model, video)[:, :, :1], pipeline.encode(model, video[-5:])[:, :, :2]
+    runs = {  # each run, the latent frames it holds, and what they must come back as
+        "animate": (partial(pipeline.animate, model, video[0], "rolls", 9), [0], first),
+        "extend": (partial(pipeline.extend, model, video, "on", 9, overlap=5, blend=False), [0, 1], last5),
+        "connect": (partial(pipeline.connect, model, video, video.flip(0), "back", 17), [0, 1, 4], last5),
+        "loop": (partial(pipeline.loop, model, "spins", 9, video, 32, 32), [0], first),
+    }
+    for name, (run, held, given) in runs.items():
+        seen = _record_times(model)
+        _, z = run(return_latents=True, **s)
+        for t in seen:
+            free = [j for j in range(t.shape[1]) if j not in held]
+            assert (t[:, held] == 0).all() and (t[:, free] > 0).all(), (name, t)
+        torch.testing.assert_close(z[:, :, : given.shape[2]], given, msg=name)
+    seen = _record_times(model)
+    pipeline.long(model, "rolls", frames=13, window=9, overlap=5, height=32, width=32, **s)
+    assert any((t[:, :2] == 0).all() and (t[:, 2:] > 0).all() for t in seen)
+    wan_model = wan.load(wan_folder, "cpu", text_len=TEXT_LEN)
+    seen = _record_times(wan_model)
+    pipeline.animate(wan_model, video[0], "rolls", frames=9, **s)
+    assert seen and all((t == t[0, 0]).all() and t[0, 0] > 0 for t in seen)
 
 
 def test_skyreels_folders_in_info_import_and_refusals(sky_folder: Path, tmp_path: Path) -> None:
