@@ -701,7 +701,8 @@ def test_df_capabilities_hold_given_frames_clean_at_t0(sky_folder: Path, wan_fol
 def test_skyreels_folders_in_info_import_and_refusals(sky_folder: Path, tmp_path: Path) -> None:
     """`tessera info` names a SkyReels-V2 DF folder and its options; `tessera model import` keeps them
     (the same latents); a tessera folder written without the newer options loads with them off; a
-    SkyReels image-to-video pipeline and an unknown transformer are refused in one line each."""
+    SkyReels-V2 text-to-video folder loads with one time per clip; a SkyReels image-to-video pipeline,
+    an unknown transformer and a bad num_frame_per_block are refused in one line each."""
     from typer.testing import CliRunner
 
     from tessera.cli import app
@@ -723,6 +724,12 @@ def test_skyreels_folders_in_info_import_and_refusals(sky_folder: Path, tmp_path
     (out / "config.json").write_text(json.dumps(config))
     d = wan.load(out, "cpu").config.dit
     assert (d.diffusion_forcing, d.fps_embed, d.causal_block) == (False, 24, 1)
+    plain = tmp_path / "t2v"  # SkyReels-V2's text-to-video pipeline: one time per clip, as Wan's
+    shutil.copytree(sky_folder, plain)
+    index = json.loads((plain / "model_index.json").read_text())
+    (plain / "model_index.json").write_text(json.dumps({**index, "_class_name": "SkyReelsV2Pipeline"}))
+    d = wan.load(plain, "cpu").config.dit
+    assert (d.diffusion_forcing, d.per_frame_time, d.fps_embed) == (False, False, 24)
 
     for file, key, value, pattern in [
         ("model_index.json", "_class_name", "SkyReelsV2ImageToVideoPipeline", "a SkyReelsV2ImageToVideo"),
