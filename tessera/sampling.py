@@ -120,9 +120,9 @@ def sample_latents(
     `guidance_interval = (lo, hi)` applies guidance only at times in [lo, hi] (`samplers.guided`).
     The unconditional branch of guidance encodes `negative_prompt` (empty: the null caption). `shift`
     shifts the time grid towards noise: None takes the model's `flow_shift`, and a model without one the
-    token-count shift. A DiT without condition channels holds the given frames at the current noise
-    level (the initial noise's own draw) instead of clean at t = 0: such a network was trained with one
-    time for the whole clip.
+    token-count shift. A DiT trained with one time for the whole clip (Wan's text-to-video: no condition
+    channels, no diffusion forcing) holds the given frames at the current noise level (the initial noise's
+    own draw) instead of clean at t = 0 (`DiTConfig.per_frame_time`).
     """
     check_sampling(steps, guidance, seed, sampler, guidance_interval, strength)
     if shift is not None and not shift > 0:  # before any work (text encoding, noise)
@@ -151,7 +151,7 @@ def sample_latents(
         shift = token_shift(t_z // pt * (h // ph) * (w // pw))
     ts = timesteps(steps, shift, start=strength).to(device)
     x_start = noise if x0_src is None else sdedit_start(x0_src.to(noise), noise, strength)
-    held_noise = None if model.config.dit.conditioned or given is None else noise
+    held_noise = None if model.config.dit.per_frame_time or given is None else noise
     z = SAMPLERS[sampler](
         v_fn, x_start, ts, x0_given=x0_given, given=given, progress=progress, given_noise=held_noise
     )
@@ -190,8 +190,9 @@ def conditioned(
     device = model_device(model)
     x0_given = given = cond = None
     if pixel_mask.any() and not model.config.dit.conditioned:
-        # No condition channels: the latent frames whose pixel frames are all given are held (at the
-        # noise level of each step); exact for a given prefix, from the zero-filled clip elsewhere.
+        # No condition channels: the latent frames whose pixel frames are all given are held (clean at
+        # t = 0 for a diffusion-forcing DiT, else at each step's noise level); exact for a given prefix,
+        # from the zero-filled clip elsewhere.
         cond = build_cond(model.vae, clip.to(device), pixel_mask.to(device))[None]
         held = mask_channels(pixel_mask, 1, 1)[:, :, 0, 0].bool().all(0).to(device)[None]  # (1, T_z)
         x0_given, given = cond[:, : model.config.vae.z_channels], held if held.any() else None
