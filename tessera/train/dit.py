@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from tessera.checkpoint import Model, save_model
+from tessera.checkpoint import Model, lr_at, save_model
 from tessera.conditioning import for_task, given_latents
 from tessera.config import get_preset
 from tessera.data.buckets import Shape, group_by_shape, latent_shape, num_tokens, step_shape
@@ -39,7 +39,7 @@ from tessera.train.config import ConfigError, DiTTrainConfig, parse_shapes, pars
 from tessera.train.kept import KeptBatch, KeptSet, encode_clips, encode_conds, object_cells
 from tessera.train.logger import Logger, save_sample
 from tessera.train.run import StopFlag, end_of_step, load_checkpoint, save_checkpoint, start
-from tessera.train.state import EMA, lr_at
+from tessera.train.state import EMA
 from tessera.train.tasks import draw_task
 from tessera.video import to_uint8
 
