@@ -130,7 +130,7 @@ def generate(
     pipeline.check_sides(height, width)
     _before(out, frames, fps, steps, guidance, seed, sampler, guidance_interval)
     m, prompt = _start(model, device, prompt, expand, seed, lm)
-    with pipeline.across_ranks(m, sp) as main:
+    with pipeline.across_ranks(m, sp) as (m, main):
         frames_u8 = pipeline.generate(
             m, prompt, frames=frames, height=height, width=width,
             shift=shift,

@@ -9,6 +9,7 @@ conditions, then decode. Each passes its sampler keywords (`Sampling`) through u
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,7 +23,7 @@ from tessera.conditioning import build_cond, given_latents, mask_channels
 from tessera.flow.samplers import SAMPLERS, Progress, guided, sdedit_start
 from tessera.flow.schedules import timesteps, token_shift
 from tessera.options import DEFAULTS as D
-from tessera.parallel import sequence_parallel
+from tessera.parallel import SequenceParallel
 from tessera.requests import RequestError, check_finite_latents, check_request, check_sampling
 from tessera.video import to_tensor, to_uint8
 
@@ -58,10 +59,11 @@ def model_device(model: Model) -> torch.device:
 
 
 @contextmanager
-def across_ranks(model: Model, sp: int = 0) -> Iterator[bool]:
-    """Within the block the DiT runs sequence-parallel over the processes of a `torchrun --nproc-per-node N`
-    launch, each holding 1/N of the video's tokens (`tessera.parallel`); yields True on the one process
-    that should write files. Every process makes the same request and gets the same result.
+def across_ranks(model: Model, sp: int = 0) -> Iterator[tuple[Model, bool]]:
+    """Within the block, the model to sample with, whose DiT runs sequence-parallel over the processes of
+    a `torchrun --nproc-per-node N` launch, each holding 1/N of the video's tokens
+    (`tessera.parallel.SequenceParallel`), and True on the one process that should write files. Every
+    process makes the same request and gets the same result.
 
     `sp` is the number of processes to share the video: 0 means all launched; otherwise it must be N.
     Without torchrun (N = 1) nothing changes.
@@ -73,7 +75,7 @@ def across_ranks(model: Model, sp: int = 0) -> Iterator[bool]:
             f"this launch has {world}"
         )
     if world == 1:
-        yield True
+        yield model, True
         return
 
     device = model_device(model)
@@ -81,8 +83,7 @@ def across_ranks(model: Model, sp: int = 0) -> Iterator[bool]:
         torch.cuda.set_device(device)
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     try:
-        with sequence_parallel(model.dit):
-            yield dist.get_rank() == 0
+        yield dataclasses.replace(model, dit=SequenceParallel(model.dit)), dist.get_rank() == 0
     finally:
         dist.destroy_process_group()
 
