@@ -503,13 +503,18 @@ def eval_(
     # loaded when the command runs, so `tessera --help` stays fast
     from tessera.eval.suite import eval_command
 
-    eval_command(
-        model, suite, out, truth=truth, compare=compare, device=device, parser=parser, skvideo=skvideo,
-        limit=limit, steps=steps, seed=seed, size=_size(size) if size else None, capabilities=capabilities,
-        vae_only=vae_only, guidance=guidance, sampler=sampler,
-        guidance_interval=parse_interval(guidance_interval),
-    )  # fmt: skip
+    eval_command(**eval_arguments(**locals()))
     typer.echo(f"wrote {out}")
+
+
+def eval_arguments(size: str | None, guidance_interval: str | None, **flags) -> dict:
+    """`tessera eval`'s flags (as parsed) as `eval_command`'s keywords, for callers that add their own
+    (a `guidance_rule`)."""
+    return {
+        **flags,
+        "size": _size(size) if size else None,
+        "guidance_interval": parse_interval(guidance_interval),
+    }
 
 
 @app.command()

@@ -27,7 +27,7 @@ from tessera.eval.results import CLIP_METRICS, EvalError, plain
 from tessera.eval.score import mean
 from tessera.eval.temporal import flicker, smoothness
 from tessera.eval.tracks import parse_truth
-from tessera.flow.samplers import SAMPLERS
+from tessera.flow.samplers import SAMPLERS, GuidanceRule, cfg
 from tessera.folders import load
 from tessera.requests import RequestError, check_guidance_interval, pick_device
 from tessera.sampling import generate
@@ -45,6 +45,11 @@ class SuiteSettings:
     seed: int = 0
     sampler: str = "euler"
     guidance_interval: tuple[float, float] | None = None
+    guidance_rule: GuidanceRule = cfg  # how guidance mixes its branches (results.json gives its name)
+
+    def to_dict(self) -> dict:
+        """The settings as results.json records them."""
+        return {**self.__dict__, "guidance_rule": self.guidance_rule.__name__}
 
 
 SUITES = {"quick": SuiteSettings(steps=10), "full": SuiteSettings(steps=25)}
@@ -68,12 +73,14 @@ def eval_command(
     guidance: float | None = None,
     sampler: str | None = None,
     guidance_interval: tuple[float, float] | None = None,
+    guidance_rule: GuidanceRule | None = None,
 ) -> dict:
     """`tessera eval`: score MODEL (or the truth renders with `truth`) on a suite and write results.json,
     report.md and report.html into `out`; or, with `compare` = (A, B), put two result folders side by
-    side in `out`. Returns the results dict. `steps`, `size`, `guidance`, `guidance_interval`, `seed` and
-    `sampler` replace the suite's sampler settings; scores of one model under two seeds show how much of
-    a difference between models the benchmark can resolve.
+    side in `out`. Returns the results dict. `steps`, `size`, `guidance`, `guidance_interval`,
+    `guidance_rule` (`samplers.GuidanceRule`), `seed` and `sampler` replace the suite's sampler
+    settings; scores of one model under two seeds show how much of a difference between models the
+    benchmark can resolve.
     `vae_only` scores MODEL's VAE round trip of the truth renders instead of generated videos: the
     ceiling that the VAE sets on every metric (no DiT could score above what its latents decode to)."""
     if compare is not None:
@@ -99,7 +106,7 @@ def eval_command(
     _check_skvideo(skvideo)
     width, height = size or (None, None)
     given = {"steps": steps, "guidance": guidance, "seed": seed, "sampler": sampler}
-    given |= {"guidance_interval": guidance_interval}
+    given |= {"guidance_interval": guidance_interval, "guidance_rule": guidance_rule}
     given |= {"width": width, "height": height}
     settings = replace(
         SUITES.get(suite, SUITES["quick"]), **{k: v for k, v in given.items() if v is not None}
@@ -237,7 +244,7 @@ def run_suite(
         "model": str(model) if model else None,
         "truth": net is None,
         "vae_only": vae_only,
-        "settings": settings.__dict__,
+        "settings": settings.to_dict(),
         "device": dev,
         "metrics": metrics,
         "by_split": by_split,
@@ -258,7 +265,7 @@ def _source(net, vae_only: bool) -> str:
 
 
 def _sampling(s: SuiteSettings) -> dict:
-    keys = ("steps", "guidance", "seed", "sampler", "guidance_interval")
+    keys = ("steps", "guidance", "seed", "sampler", "guidance_interval", "guidance_rule")
     return {k: getattr(s, k) for k in keys}
 
 
