@@ -35,7 +35,7 @@ def _out(
 
 
 def image(
-    model: Model, prompt: str, width: int = D.width, height: int = D.height, **sampling: Unpack[Sampling]
+    model: Model, prompt: str, height: int = D.height, width: int = D.width, **sampling: Unpack[Sampling]
 ) -> torch.Tensor:
     """Text-to-image: uint8 (H, W, 3), sampled as a one-frame video; large frames decode in tiles."""
     return generate(model, prompt, 1, height, width, **sampling)[0]
@@ -51,11 +51,14 @@ def animate(
     return_latents: bool = False,
     **sampling: Unpack[Sampling],
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-    """Image-to-video: uint8 (frames, H, W, 3) starting at `image (H, W, 3)` (size: the image's own).
+    """Image-to-video: uint8 (frames, H, W, 3) starting at `image (H, W, 3)`, or at the first frame of a
+    video (T, H, W, 3); the size is the image's own unless given.
 
     Pixel frame 0 is given; latent frame 0 (the image encoded alone, exact by causality) is held clean.
     """
-    height, width = size_of(torch.as_tensor(image), height, width)
+    image = torch.as_tensor(image)
+    image = image[0] if image.ndim == 4 else image
+    height, width = size_of(image, height, width)
     check_sides(height, width, "the image")
     still = fit(image, height, width, "image")
     check_frames(frames)
