@@ -52,7 +52,7 @@ def main(argv: list[str]) -> None:
         raise SystemExit("bench/guidance_variants.py runs `tessera eval`: give `-- eval MODEL ...`")
     command = typer.main.get_command(cli.app).commands["eval"]
     try:
-        flags = command.make_context("eval", args[1:]).params
+        flags = cli.eval_.options(command.make_context("eval", args[1:]).params)
         eval_command(**cli.eval_arguments(**flags), guidance_rule=projected(share))
     except (ValueError, FileNotFoundError) as e:
         raise SystemExit(f"error: {e}") from None

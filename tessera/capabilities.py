@@ -17,7 +17,14 @@ from tessera.checkpoint import Model
 from tessera.conditioning import pixel_mask_for
 from tessera.frames import crossfade, fit, size_of, to_clip
 from tessera.options import DEFAULTS as D
-from tessera.requests import RequestError, check_edit_frames, check_fade, check_frames, check_sides
+from tessera.requests import (
+    RequestError,
+    check_edit_frames,
+    check_fade,
+    check_frames,
+    check_sides,
+    check_strength,
+)
 from tessera.sampling import Sampling, conditioned, decode, encode, generate, request_shape, sample_latents
 
 if TYPE_CHECKING:
@@ -276,8 +283,7 @@ def edit(
     check_sides(height, width, "the video")
     check_edit_frames(frames)
     request_shape(model, frames, height, width)
-    if not 0.0 <= strength <= 1.0:
-        raise RequestError(f"--strength must be in [0, 1]; got {strength}")
+    check_strength(strength)  # before the source is encoded
     x0_src = encode(model, video)
     z = sample_latents(model, prompt, tuple(x0_src.shape[2:]), x0_src=x0_src, strength=strength, **sampling)
     return _out(model, z, return_latents)

@@ -36,7 +36,7 @@ from tessera.flow.samplers import (
 from tessera.flow.schedules import timesteps, token_shift
 from tessera.options import DEFAULTS as D
 from tessera.parallel import SequenceParallel
-from tessera.requests import RequestError, check_finite_latents, check_request, check_sampling
+from tessera.requests import RequestError, check_finite_latents, check_request, check_sampling, check_strength
 from tessera.video import to_tensor, to_uint8
 
 if TYPE_CHECKING:
@@ -141,9 +141,8 @@ def sample_latents(
     level (the initial noise's own draw) instead of clean at t = 0: such a network was trained with one
     time for the whole clip.
     """
-    check_sampling(steps, guidance, seed, sampler, guidance_interval, strength)
-    if shift is not None and not shift > 0:  # before any work (text encoding, noise)
-        raise RequestError(f"--shift must be positive (1 = no shift); got {shift}")
+    check_sampling(steps, guidance, seed, sampler, guidance_interval, shift)  # before any work
+    check_strength(strength)
     device = model_device(model)
     t_z, h, w = latent_shape
     captions = [prompt] if guidance == 1 else [prompt, negative_prompt]  # conditional, then unconditional

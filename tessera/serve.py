@@ -112,11 +112,9 @@ class Request:
         a += ["-o", out]
         if self.model is not None:
             a += ["--model", str(self.model)]
-        if c == "generate":
-            a += ["--frames", str(self.frames), "--width", str(self.width), "--height", str(self.height)]
-        if c in ("image", "loop", "long"):
+        if c in ("generate", "image", "loop", "long"):
             a += ["--size", f"{self.width}x{self.height}"]
-        if c in ("animate", "extend", "connect", "loop", "long"):
+        if c in ("generate", "animate", "extend", "connect", "loop", "long"):
             a += ["--frames", str(self.frames)]
         if c == "extend":
             a += ["--forward" if self.direction == "forward" else "--backward"]

@@ -44,13 +44,13 @@ def _reach(edges: dict[str, set[str]], start: str) -> set[str]:
 
 
 def _floors() -> dict[str, int]:
-    """Module or package name -> its floor, as docs/design.md's "Floors" list names them (`video.py`,
-    `flow/`); the package itself (`tessera`, whose names load the Python API) sits on top."""
+    """Module or package name -> its floor, the first on which docs/design.md's "Floors" list names it
+    (`video.py`, `flow/`); the package itself (`tessera`, whose names load the Python API) sits on top."""
     section = DESIGN.read_text().split("## Floors", 1)[1].split("\n## ", 1)[0]
     floors = {"tessera": 99}
     for number, text in re.findall(r"^(\d+)\. (.*?)(?=^\d+\. |^\S|\Z)", section, re.M | re.S):
         for name in re.findall(r"`([\w/]+?)(?:\.py|/)`", text):
-            floors["tessera." + name.replace("/", ".")] = int(number)
+            floors.setdefault("tessera." + name.replace("/", "."), int(number))  # where first named
     return floors
 
 

@@ -45,6 +45,8 @@ class SuiteSettings:
     seed: int = 0
     sampler: str = "euler"
     guidance_interval: tuple[float, float] | None = None
+    negative_prompt: str = ""
+    shift: float | None = None  # None: the model's own
     guidance_rule: GuidanceRule = cfg  # how guidance mixes its branches (results.json gives its name)
 
     def to_dict(self) -> dict:
@@ -73,14 +75,16 @@ def eval_command(
     guidance: float | None = None,
     sampler: str | None = None,
     guidance_interval: tuple[float, float] | None = None,
+    negative_prompt: str | None = None,
+    shift: float | None = None,
     guidance_rule: GuidanceRule | None = None,
 ) -> dict:
     """`tessera eval`: score MODEL (or the truth renders with `truth`) on a suite and write results.json,
     report.md and report.html into `out`; or, with `compare` = (A, B), put two result folders side by
     side in `out`. Returns the results dict. `steps`, `size`, `guidance`, `guidance_interval`,
-    `guidance_rule` (`samplers.GuidanceRule`), `seed` and `sampler` replace the suite's sampler
-    settings; scores of one model under two seeds show how much of a difference between models the
-    benchmark can resolve.
+    `negative_prompt`, `shift`, `guidance_rule` (`samplers.GuidanceRule`), `seed` and `sampler` replace
+    the suite's sampler settings; scores of one model under two seeds show how much of a difference
+    between models the benchmark can resolve.
     `vae_only` scores MODEL's VAE round trip of the truth renders instead of generated videos: the
     ceiling that the VAE sets on every metric (no DiT could score above what its latents decode to)."""
     if compare is not None:
@@ -107,6 +111,7 @@ def eval_command(
     width, height = size or (None, None)
     given = {"steps": steps, "guidance": guidance, "seed": seed, "sampler": sampler}
     given |= {"guidance_interval": guidance_interval, "guidance_rule": guidance_rule}
+    given |= {"negative_prompt": negative_prompt, "shift": shift}
     given |= {"width": width, "height": height}
     settings = replace(
         SUITES.get(suite, SUITES["quick"]), **{k: v for k, v in given.items() if v is not None}
@@ -265,7 +270,8 @@ def _source(net, vae_only: bool) -> str:
 
 
 def _sampling(s: SuiteSettings) -> dict:
-    keys = ("steps", "guidance", "seed", "sampler", "guidance_interval", "guidance_rule")
+    keys = ("steps", "guidance", "seed", "sampler", "guidance_interval", "negative_prompt", "shift")
+    keys += ("guidance_rule",)
     return {k: getattr(s, k) for k in keys}
 
 
