@@ -34,6 +34,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from tessera.config import ModelConfig
+from tessera.errors import FileError as CheckpointError
 from tessera.files import usual_mode
 from tessera.models.dit import DiT
 from tessera.models.text import TextEncoder, Tokenizer
@@ -42,10 +43,6 @@ from tessera.models.vae import VideoVAE
 SHARD_BYTES = 16 * 2**20  # 16 MiB
 COMPONENTS = ("vae", "text", "dit")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
-
-
-class CheckpointError(ValueError):
-    """A model folder or training state that cannot be loaded; the message names the file and why."""
 
 
 @dataclass

@@ -29,14 +29,11 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from tessera.errors import RequestError as SequenceParallelError
 from tessera.models.layers import SegmentMask, attention
 from tessera.ring import ring_attention
 
 MODES = ("auto", "ulysses", "ring")
-
-
-class SequenceParallelError(ValueError):
-    """The model or the inputs cannot be split over the sequence-parallel group as asked."""
 
 
 def group_size(group: Any) -> int:

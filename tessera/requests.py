@@ -1,5 +1,7 @@
-"""Requests checked at the public boundary: the one error type of a request the model cannot serve, and
-the checks that raise it before any work, naming the nearest valid values."""
+"""Requests checked at the public boundary: the checks that raise `RequestError` (`tessera.errors`) for a
+request the model cannot serve, before any work, naming the nearest valid values. Each rule is written
+here once; the boundaries (the command line before it loads anything, the web page, the capabilities and
+`sample_latents`) call these functions rather than restating them."""
 
 from __future__ import annotations
 
@@ -10,12 +12,9 @@ import torch
 
 from tessera import wan
 from tessera.config import ModelConfig, is_wan
+from tessera.errors import RequestError
 from tessera.flow.samplers import SAMPLERS
 from tessera.options import DEFAULTS as D
-
-
-class RequestError(ValueError):
-    """A generation request the model cannot serve; the message names the argument and valid values."""
 
 
 def pick_device(device: str = "auto") -> torch.device:

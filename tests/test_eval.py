@@ -352,7 +352,7 @@ def test_eval_seed_guidance_and_sampler_replace_the_suites_sampler_settings(tiny
     )
     assert sheet_ruled != sheet
     for bad, message in (
-        ({"guidance": -1.0}, "--guidance must be at least 0"),
+        ({"guidance": -1.0}, "--guidance must be a finite number >= 0"),
         ({"steps": 0}, "--steps must"),
         ({"sampler": "rk4"}, "--sampler must be one of euler, heun; got 'rk4'"),
         ({"guidance_interval": (0.8, 0.2)}, "--guidance-interval must be LO,HI with 0 <= LO < HI <= 1"),

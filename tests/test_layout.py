@@ -122,3 +122,36 @@ def test_imports_inside_functions_say_why():
                     if not any("#" in line for line in block):
                         missing.append(f"{f.relative_to(ROOT.parent)}:{node.lineno}")
     assert missing == [], f"imports inside functions without a reason: {missing}"
+
+
+def test_two_error_types_and_the_old_names_are_them():
+    """Only tessera/errors.py defines exception classes; the names modules raise are its two."""
+    defined = sorted(
+        f"{f.relative_to(ROOT.parent)}: {node.name}"
+        for f in ROOT.rglob("*.py")
+        for node in ast.walk(ast.parse(f.read_text()))
+        if isinstance(node, ast.ClassDef)
+        and any(isinstance(b, ast.Name) and b.id.endswith(("Error", "Exception")) for b in node.bases)
+    )
+    assert defined == ["tessera/errors.py: FileError", "tessera/errors.py: RequestError"]
+
+    from tessera.caption.parse import ParseError
+    from tessera.checkpoint import CheckpointError
+    from tessera.data.buckets import BucketError
+    from tessera.data.folder import DataError
+    from tessera.errors import FileError, RequestError
+    from tessera.eval import EvalError
+    from tessera.eval.prompts import PromptSetError
+    from tessera.models.text import TokenizerError
+    from tessera.parallel import SequenceParallelError
+    from tessera.serve import ServeError
+    from tessera.train.config import ConfigError
+    from tessera.train.run import RunError
+    from tessera.video import VideoError
+
+    requests = (ConfigError, BucketError, EvalError, ParseError, SequenceParallelError, ServeError)
+    files = (CheckpointError, DataError, PromptSetError, TokenizerError, RunError, VideoError)
+    assert all(e is RequestError for e in requests) and all(e is FileError for e in files)
+    e = VideoError("clip.mp4", "file is empty (0 bytes)")
+    assert str(e) == "clip.mp4: file is empty (0 bytes)" and e.problem == "file is empty (0 bytes)"
+    assert FileError("model folder not found").problem == "model folder not found"

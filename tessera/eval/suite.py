@@ -6,7 +6,6 @@ metrics compare a figure with the same figure on the truth (see each metric's do
 
 from __future__ import annotations
 
-import math
 import time
 import zipfile
 from dataclasses import dataclass, replace
@@ -27,9 +26,9 @@ from tessera.eval.results import CLIP_METRICS, EvalError, plain
 from tessera.eval.score import mean
 from tessera.eval.temporal import flicker, smoothness
 from tessera.eval.tracks import parse_truth
-from tessera.flow.samplers import SAMPLERS, GuidanceRule, cfg
+from tessera.flow.samplers import GuidanceRule, cfg
 from tessera.folders import load
-from tessera.requests import RequestError, check_guidance_interval, pick_device
+from tessera.requests import check_sampling, pick_device
 from tessera.sampling import generate
 from tessera.video import contact_sheet, save_image
 
@@ -93,20 +92,8 @@ def eval_command(
         raise EvalError(f"--suite must be one of {', '.join(SUITES)} (or a prompt-set .json); got '{suite}'")
     if truth == (model is not None):
         raise EvalError("give a MODEL folder to evaluate, or --truth for the ground-truth ceiling (not both)")
-    if steps is not None and steps < 1:
-        raise EvalError(f"--steps must be at least 1; got {steps}")
     if limit is not None and limit < 1:
         raise EvalError(f"--limit must be at least 1 (the first N prompts); got {limit}")
-    if guidance is not None and guidance < 0:
-        raise EvalError(f"--guidance must be at least 0 (1 = no guidance, 0 = unconditional); got {guidance}")
-    if sampler is not None and sampler not in SAMPLERS:
-        raise EvalError(f"--sampler must be one of {', '.join(SAMPLERS)}; got '{sampler}'")
-    try:
-        check_guidance_interval(guidance_interval)
-    except RequestError as e:
-        raise EvalError(str(e)) from None
-    if guidance is not None and not math.isfinite(guidance):
-        raise EvalError(f"--guidance must be a finite number; got {guidance}")
     _check_skvideo(skvideo)
     width, height = size or (None, None)
     given = {"steps": steps, "guidance": guidance, "seed": seed, "sampler": sampler}
@@ -116,6 +103,8 @@ def eval_command(
     settings = replace(
         SUITES.get(suite, SUITES["quick"]), **{k: v for k, v in given.items() if v is not None}
     )
+    s = settings  # checked as every request is (`tessera.requests`), before any work
+    check_sampling(s.steps, s.guidance, s.seed, s.sampler, s.guidance_interval, s.shift)
     prompts = load_prompt_set(suite)[:limit]
     if capabilities and model is None:
         raise EvalError("--capabilities scores a model's conditioned capabilities; give a MODEL folder")

@@ -81,10 +81,9 @@ def _steps(ts_list: list[float], progress: Progress, name: str) -> Iterator[tupl
 def sdedit_start(x0_src: Tensor, noise: Tensor, strength: float) -> Tensor:
     """SDEdit's starting point: the source noised along the path to `t = strength` (0 keeps it, 1 drops it).
 
-    Sample from it with `timesteps(steps, shift, start=strength)`.
+    Sample from it with `timesteps(steps, shift, start=strength)`; the strength is checked where the
+    request enters (`tessera.requests.check_strength`).
     """
-    if not 0.0 <= strength <= 1.0:
-        raise ValueError(f"strength must be in [0, 1], got {strength}")
     t = torch.full(x0_src.shape[:1], strength, device=x0_src.device)  # (B,), same t for every frame
     return add_noise(x0_src, noise, t)
 
