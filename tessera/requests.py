@@ -37,10 +37,12 @@ MAX_SIDE = 2048
 MAX_SEED = 2**63 - 1
 
 
-def check_request(config: ModelConfig, frames: int, height: int, width: int, device: torch.device) -> None:
-    """Raise RequestError unless (frames, height, width) is servable on `device`."""
+def check_request(
+    config: ModelConfig, frames: int, height: int, width: int, device: torch.device, source: str | None = None
+) -> None:
+    """Raise RequestError unless (frames, height, width) is servable on `device` (`source`: `check_sides`)."""
     check_frames(frames)
-    check_sides(height, width)
+    check_sides(height, width, source)
     need, have = estimate_memory(config, frames, height, width), available_memory(device)
     if need > have:
         fit = frames

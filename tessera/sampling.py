@@ -61,9 +61,18 @@ class Sampling(TypedDict, total=False):
     guidance_rule: GuidanceRule
 
 
-def request_shape(model: Model, frames: int, height: int, width: int) -> tuple[int, int, int]:
-    """The latent shape (T_z, h, w) of `frames` frames at height x width, once `check_request` passes."""
-    check_request(model.config, frames, height, width, model_device(model))
+def request_shape(
+    model: Model, frames: int, height: int, width: int, source: str | None = None
+) -> tuple[int, int, int]:
+    """The latent shape (T_z, h, w) of `frames` frames at height x width, once `check_request` passes
+    (`source` names where the size came from: see `check_sides`)."""
+    check_request(model.config, frames, height, width, model_device(model), source)
+    return latent_shape(frames, height, width)
+
+
+def latent_shape(frames: int, height: int, width: int) -> tuple[int, int, int]:
+    """The latent shape (T_z, h, w) of `frames` frames at height x width (docs/design.md, "Tensors"), for
+    a request already checked."""
     return (1 + (frames - 1) // 4, height // 8, width // 8)
 
 
@@ -195,20 +204,15 @@ def generate(
 
 
 def conditioned(
-    model: Model,
-    prompt: str,
-    clip: torch.Tensor | None,
-    pixel_mask: torch.Tensor,
-    height: int,
-    width: int,
-    **sampling: Unpack[Sampling],
+    model: Model, prompt: str, clip: torch.Tensor, pixel_mask: torch.Tensor, **sampling: Unpack[Sampling]
 ) -> torch.Tensor:
     """Latents (1, C_z, T_z, h, w) of a clip whose pixel frames `pixel_mask (T,)` are given by `clip`.
 
     `clip (3, T, H, W)` in [-1, 1] holds the given frames (other frames are ignored: zeroed as in
-    training). The latent frames of a given prefix come back exactly equal to the clip's encoding.
+    training) and sets the size. The latent frames of a given prefix come back exactly equal to the
+    clip's encoding. The capabilities check the request (`request_shape`) before they call this.
     """
-    shape = request_shape(model, pixel_mask.shape[0], height, width)
+    shape = latent_shape(*clip.shape[1:])
     device = model_device(model)
     x0_given = given = cond = None
     if pixel_mask.any() and not model.config.dit.conditioned:
