@@ -75,7 +75,7 @@ def _size_flags(default: str | None) -> list[inspect.Parameter]:
     ]  # fmt: skip
 
 
-def sampling_values(flags: dict, suite: bool = False) -> dict:
+def _sampling_values(flags: dict, suite: bool = False) -> dict:
     """The sampling flags (taken out of `flags`) as `pipeline.Sampling` keywords, checked before anything
     loads, with a progress bar; with `suite` only those given, unchecked (`tessera eval` checks them)."""
     values = {f.name: (f.metadata["parse"] or (lambda v: v))(flags.pop(f.name)) for f in SAMPLING}
@@ -88,7 +88,7 @@ def sampling_values(flags: dict, suite: bool = False) -> dict:
     return {**values, "progress": True}
 
 
-def size_value(flags: dict, default: str | None) -> tuple[int | None, int | None]:
+def _size_value(flags: dict, default: str | None) -> tuple[int | None, int | None]:
     """(height, width) from --size, --height and --width (taken out of `flags`), each checked as given;
     a side none of them gives is the default's, or None (the given frames' own, or the suite's)."""
     # loaded when the command runs, so `tessera --help` stays fast
@@ -105,7 +105,7 @@ def size_value(flags: dict, default: str | None) -> tuple[int | None, int | None
 
 def sampled(size: str | None = D.size, suite: bool = False):
     """A command with the sampling options and the size options after its own (`_sampling_flags`,
-    `_size_flags`), which it receives as `sampling` (`sampling_values`) and `size` (`size_value`)."""
+    `_size_flags`), which it receives as `sampling` (`_sampling_values`) and `size` (`_size_value`)."""
 
     def wrap(command):
         own = inspect.signature(command, eval_str=True)
@@ -114,8 +114,8 @@ def sampled(size: str | None = D.size, suite: bool = False):
         def options(flags: dict) -> dict:
             """The command's keywords from its parsed flags."""
             flags = dict(flags)
-            shape = size_value(flags, size)
-            sampling = sampling_values(flags, suite)
+            shape = _size_value(flags, size)
+            sampling = _sampling_values(flags, suite)
             return {**flags, "sampling": sampling, "size": shape}
 
         @functools.wraps(command)
