@@ -2,9 +2,11 @@
 network (forward, loss, backward, optimizer), with the top operators of one step from the PyTorch profiler.
 
     python bench/vae_step_profile.py --config scripts/shipped/vae.json [--steps 6] [--set crop=64 ...]
+    python bench/vae_step_profile.py --config scripts/shipped/vae.json --set kept=true --set compile=true
 
-Uses the same `load_batch`, `VAEStep` and `vae_loss` as `tessera train vae`, on the default device, from
-a fresh model of the config's preset.
+Uses the same `load_batch` (or, with `kept`, `KeptClips`), `VAEStep` and `vae_loss` as `tessera train vae`,
+on the default device, from a fresh model of the config's preset; with `compile`, the encoder and decoder
+are compiled as the trainer compiles them (the first steps, which compile, are left out of the means).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from tessera.models.text import Tokenizer
 from tessera.pipeline import pick_device
 from tessera.train.common import autocast
 from tessera.train.config import make_config, parse_shapes
-from tessera.train.vae import VAEStep, load_batch, vae_loss
+from tessera.train.vae import KeptClips, VAEStep, load_batch, vae_loss
 
 
 def main() -> None:
@@ -40,13 +42,20 @@ def main() -> None:
     config = get_preset(cfg.preset)
     model = build_model(config, Tokenizer.train(["a"], config.text.vocab_size), device)
     vae = model.vae.train().requires_grad_(True)
+    if cfg.compile:
+        vae.encoder.compile()
+        vae.decoder.compile()
     trainee = VAEStep(vae)
     opt = torch.optim.AdamW(trainee.parameters(), lr=1e-5)
     shapes = parse_shapes(cfg.shapes)
     source = make_source(cfg.data, shapes, cfg.seed, device, cfg.world_clips, cfg.object_weight > 0)
+    kept = KeptClips(source, cfg, device, vae.cfg.z_channels) if cfg.kept else None
 
     def batch_of(step: int):
-        shape = step_shape(shapes, cfg.seed, step) if cfg.batch_shapes == "one" else None
+        one = cfg.batch_shapes == "one" or cfg.kept
+        shape = step_shape(shapes, cfg.seed, step) if one else None
+        if kept is not None:
+            return kept.batch(step * cfg.batch_size, cfg.batch_size, shape, step, 0)
         idx = range(step * cfg.batch_size, (step + 1) * cfg.batch_size)
         return load_batch(idx, source, cfg, device, vae.cfg.z_channels, shape)
 
@@ -75,10 +84,12 @@ def main() -> None:
     print(p_data.key_averages().table(sort_by="self_cpu_time_total", row_limit=10))
     print(p_net.key_averages().table(sort_by=key, row_limit=12))
     render = sum(first[1:]) / (len(first) - 1)
-    data, net = (sum(r[i] for r in rows[1:]) / (len(rows) - 1) for i in (0, 1))
+    skip = max(1, len(rows) // 2) if cfg.compile else 1  # compiled: the first steps compile
+    data, net = (sum(r[i] for r in rows[skip:]) / (len(rows) - skip) for i in (0, 1))
     pixels = sum(r[2] for r in rows) / len(rows)
     print(
-        f"device {device}; preset {cfg.preset}; batch {cfg.batch_size} clips of {cfg.shapes}, crop {cfg.crop}"
+        f"device {device}; preset {cfg.preset}; batch {cfg.batch_size} clips of {cfg.shapes}, "
+        f"crop {cfg.crop}, kept {cfg.kept}, compile {cfg.compile}; first build {first[0]:.1f} s"
     )
     print("| first touch (s/step) | kept data (s/step) | network (s/step) | steps/s kept | Mpixels/s kept |")
     print("|---|---|---|---|---|")

@@ -679,6 +679,7 @@ TRAIN_HELP = {  # what the command line says of a field (else the comment beside
     "adv_weight": "Adversarial term weight (0 = off).",
     "adv_start": "Steps before the discriminator acts.",
     "crop": "> 0: train on random crop x crop windows of each clip.",
+    "kept": "Keep the finite set's clips on the device (needs one clip shape per step).",
     "task_variants": "> 0: keep the finite set's clips and this many conditioning tasks per clip encoded.",
     "lr": "Peak learning rate.",
     "weight_decay": "AdamW weight decay.",

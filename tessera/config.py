@@ -83,10 +83,31 @@ class DiTConfig:
     # Whether the network takes condition channels (masked-video latents + pixel mask) beside x; Wan's
     # text-to-video models do not, and then every given frame is held through the latents alone.
     conditioned: bool = True
+    # Trained by diffusion forcing (SkyReels-V2 DF): a time per latent frame without condition channels.
+    # Given latent frames are then held clean at t = 0, as with condition channels, rather than at each
+    # step's noise level (how a network trained with one time per clip sees them).
+    diffusion_forcing: bool = False
+    # SkyReels-V2's frame-rate embedding: None (none: every other model), or the frame rate the network
+    # is told on every call (16 takes the embedding's first row, any other rate its second).
+    fps_embed: int | None = None
+    # Block-causal self-attention: a token sees the latent frames of its own block of `causal_block`
+    # frames and of the blocks before it (SkyReels-V2's num_frame_per_block); 1 is full attention.
+    causal_block: int = 1
 
     def __post_init__(self) -> None:
         if self.qk_norm not in QK_NORMS:
             raise ValueError(f"qk_norm must be one of {', '.join(QK_NORMS)}; got '{self.qk_norm}'")
+        if self.fps_embed is not None and not (type(self.fps_embed) is int and self.fps_embed > 0):
+            raise ValueError(f"fps_embed must be None or a positive whole frame rate; got {self.fps_embed!r}")
+        if not (type(self.causal_block) is int and self.causal_block >= 1):
+            raise ValueError(
+                f"causal_block must be a whole number >= 1 (latent frames); got {self.causal_block!r}"
+            )
+
+    @property
+    def per_frame_time(self) -> bool:
+        """Whether given latent frames are held clean at t = 0 (a time per latent frame, as trained)."""
+        return self.conditioned or self.diffusion_forcing
 
     @property
     def cond_channels(self) -> int:
@@ -124,7 +145,10 @@ class ModelConfig:
 
 # Keys added after model folders were first shipped, per config section: a folder without them takes
 # the defaults (today's behaviour for every folder written before).
-OPTIONAL_KEYS = {"model": {"flow_shift"}, "dit": {"qk_norm", "conditioned"}}
+OPTIONAL_KEYS = {
+    "model": {"flow_shift"},
+    "dit": {"qk_norm", "conditioned", "diffusion_forcing", "fps_embed", "causal_block"},
+}
 
 
 def _check_keys(where: str, d: dict[str, Any], allowed: set[str]) -> None:

@@ -144,11 +144,11 @@ def sample_latents(
     the flow starts from the source noised to `t = strength` instead of from pure noise.
     `guidance_interval = (lo, hi)` applies guidance only at times in [lo, hi], and `guidance_rule` mixes
     the branches (`samplers.guided`). The unconditional branch of guidance encodes `negative_prompt`
-    (empty: the null caption). `shift`
-    shifts the time grid towards noise: None takes the model's `flow_shift`, and a model without one the
-    token-count shift. A DiT without condition channels holds the given frames at the current noise
-    level (the initial noise's own draw) instead of clean at t = 0: such a network was trained with one
-    time for the whole clip.
+    (empty: the null caption). `shift` shifts the time grid towards noise: None takes the model's
+    `flow_shift`, and a model without one the token-count shift. A DiT trained with one time for the
+    whole clip (Wan's text-to-video: no condition channels, no diffusion forcing) holds the given frames
+    at the current noise level (the initial noise's own draw) instead of clean at t = 0
+    (`DiTConfig.per_frame_time`).
     """
     check_sampling(steps, guidance, seed, sampler, guidance_interval, shift)  # before any work
     check_strength(strength)
@@ -162,7 +162,7 @@ def sample_latents(
     if guidance != 1:
         v_fn = guided(v_fn, guidance, guidance_interval, guidance_rule)  # both branches in one batch
     if given is not None:
-        v_fn = holding(v_fn, x0_given, given, None if model.config.dit.conditioned else noise)
+        v_fn = holding(v_fn, x0_given, given, None if model.config.dit.per_frame_time else noise)
     pt, ph, pw = model.config.dit.patch
     shift = model.config.flow_shift if shift is None else shift
     if shift is None:
@@ -216,8 +216,9 @@ def conditioned(
     device = model_device(model)
     x0_given = given = cond = None
     if pixel_mask.any() and not model.config.dit.conditioned:
-        # No condition channels: the latent frames whose pixel frames are all given are held (at the
-        # noise level of each step); exact for a given prefix, from the zero-filled clip elsewhere.
+        # No condition channels: the latent frames whose pixel frames are all given are held (clean at
+        # t = 0 for a diffusion-forcing DiT, else at each step's noise level); exact for a given prefix,
+        # from the zero-filled clip elsewhere.
         cond = build_cond(model.vae, clip.to(device), pixel_mask.to(device))[None]
         held = mask_channels(pixel_mask, 1, 1)[:, :, 0, 0].bool().all(0).to(device)[None]  # (1, T_z)
         x0_given, given = cond[:, : model.config.vae.z_channels], held if held.any() else None

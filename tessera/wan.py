@@ -7,7 +7,14 @@ Two layouts are recognised:
 
 The DiT becomes tessera's own `DiT` with Wan's options (`qk_norm="all"`, no condition channels); Wan's
 separate q/k/v (and k/v) projections are stacked into tessera's fused ones and its Conv3d patch embedding
-flattened into the equivalent Linear, both exact. The VAE is `WanVAE`, the text encoder umT5 through
+flattened into the equivalent Linear, both exact.
+
+SkyReels-V2's text-to-video and diffusion-forcing (DF) folders in the diffusers layout load the same way:
+their `SkyReelsV2Transformer3DModel` is Wan 2.1's DiT with, optionally, a frame-rate embedding
+(`inject_sample_info`: the DiT's `fps_embed`, told `SKYREELS_FPS`) and block-causal attention
+(`num_frame_per_block`: `causal_block`). A DF folder (its pipeline's class names diffusion forcing) sets
+`diffusion_forcing`: the network was trained with a time per latent frame, so given frames are held clean
+at t = 0 instead of at each step's noise level. The VAE is `WanVAE`, the text encoder umT5 through
 `transformers` (the `wan` extra). `.pth` files are read with `torch.load(weights_only=True)`: tensors only,
 never pickled code.
 """
@@ -31,7 +38,7 @@ from tessera.checkpoint import (
     read_json,
     save_tensors,
 )
-from tessera.config import DiTConfig, ModelConfig, WanTextConfig, WanVAEConfig
+from tessera.config import OPTIONAL_KEYS, DiTConfig, ModelConfig, WanTextConfig, WanVAEConfig
 from tessera.errors import FileError
 from tessera.models.dit import DiT
 from tessera.models.wan_text import (
@@ -51,6 +58,10 @@ HEAD_DIM = 128  # every Wan 2.1 model's attention head size (used when a folder 
 ORIGINAL_VAE = ("Wan2.1_VAE.pth", "Wan2.1_VAE.safetensors")
 ORIGINAL_T5 = ("models_t5_umt5-xxl-enc-bf16.pth", "models_t5_umt5-xxl-enc-bf16.safetensors")
 ORIGINAL_TOKENIZER = "google/umt5-xxl"
+TRANSFORMERS = ("WanTransformer3DModel", "SkyReelsV2Transformer3DModel")
+# The frame rate a SkyReels-V2 DiT with an fps embedding is told on every call: its pipelines' default, the
+# rate its clips are meant to play at (their only other choice, 16, takes the embedding's other row).
+SKYREELS_FPS = 24
 
 
 def layout(path: str | Path) -> str | None:
@@ -64,7 +75,7 @@ def layout(path: str | Path) -> str | None:
             index = json.loads((path / "model_index.json").read_text())
         except (OSError, ValueError):
             return "diffusers"  # a damaged index: `load` names it
-        return "diffusers" if str(index.get("_class_name", "")).startswith("Wan") else None
+        return "diffusers" if str(index.get("_class_name", "")).startswith(("Wan", "SkyReelsV2")) else None
     if any((path / n).exists() for n in (*ORIGINAL_VAE, *ORIGINAL_T5)) or _original_dit_name(path):
         return "original"
     return None
@@ -88,8 +99,17 @@ def _original_dit_name(path: Path) -> str | None:
 # DiT
 
 
-def dit_config_from_diffusers(cfg: dict[str, Any], where: str = "transformer/config.json") -> DiTConfig:
-    """`WanTransformer3DModel`'s config -> DiTConfig; refuses what tessera's DiT does not implement."""
+def dit_config_from_diffusers(
+    cfg: dict[str, Any], where: str = "transformer/config.json", diffusion_forcing: bool = False
+) -> DiTConfig:
+    """`WanTransformer3DModel`'s or `SkyReelsV2Transformer3DModel`'s config -> DiTConfig; refuses what
+    tessera's DiT does not implement. `diffusion_forcing`: the folder is a SkyReels-V2 DF checkpoint."""
+    kind = cfg.get("_class_name", TRANSFORMERS[0])
+    if kind not in TRANSFORMERS:
+        raise FileError(f"{where}: a {kind}; the transformer must be one of {', '.join(TRANSFORMERS)}")
+    block = cfg.get("num_frame_per_block", 1)
+    if type(block) is not int or block < 1:
+        raise FileError(f"{where}: num_frame_per_block must be a whole number >= 1; got {block!r}")
     if cfg.get("image_dim") or cfg.get("added_kv_proj_dim"):
         raise FileError(f"{where}: an image-to-video Wan model (CLIP image branch); only text-to-video loads")
     if cfg.get("qk_norm", "rms_norm_across_heads") != "rms_norm_across_heads" or not cfg.get(
@@ -112,6 +132,9 @@ def dit_config_from_diffusers(cfg: dict[str, Any], where: str = "transformer/con
         eps=cfg.get("eps", 1e-6),
         qk_norm="all",
         conditioned=False,
+        diffusion_forcing=diffusion_forcing,
+        fps_embed=SKYREELS_FPS if cfg.get("inject_sample_info") else None,
+        causal_block=block,
     )
 
 
@@ -201,6 +224,11 @@ def dit_from_diffusers(state: dict[str, Tensor], cfg: DiTConfig) -> dict[str, Te
         "time_proj.1.bias": take("condition_embedder.time_proj.bias"),
         "head.modulation": take("scale_shift_table").reshape(2, cfg.dim),
     }
+    if cfg.fps_embed is not None:  # SkyReels-V2's frame-rate embedding and its projection
+        out["fps_embed.weight"] = take("fps_embedding.weight")
+        for part in ("weight", "bias"):
+            out[f"fps_proj.0.{part}"] = take(f"fps_projection.net.0.proj.{part}")
+            out[f"fps_proj.2.{part}"] = take(f"fps_projection.net.2.{part}")
     # proj_out rows are (pt, ph, pw, C); tessera's unpatchify reads (C, pt, ph, pw)
     order = torch.arange(p * cfg.in_channels).view(p, cfg.in_channels).T.flatten()
     out["head.linear.weight"] = take("proj_out.weight")[order]
@@ -269,7 +297,7 @@ def import_folder(src: str | Path, out: str | Path, dtype: torch.dtype = torch.b
     the umT5 encoder (`text_encoder/`, transformers' format) and `tokenizer/`, parameters in `dtype`."""
     model = load(src, "cpu", dtype=dtype, offload_text=False)
     card = (
-        f"# Wan 2.1 text-to-video, imported\n\nWritten by `tessera model import` from {src} "
+        f"# {_title(model.config.dit)}, imported\n\nWritten by `tessera model import` from {src} "
         f"({layout(src)} layout), parameters in {str(dtype).removeprefix('torch.')}. Sample with "
         "`tessera generate PROMPT --model THIS_FOLDER`; see docs/wan.md.\n"
     )
@@ -323,11 +351,12 @@ def _load_imported(path: Path, dtype: torch.dtype):
 
 
 def _check_sections(raw: dict, parts: dict) -> None:
-    """Every section present with exactly its dataclass's keys (a typo never becomes a default)."""
+    """Every section present with exactly its dataclass's keys (a typo never becomes a default), less the
+    keys added since folders were first written (`OPTIONAL_KEYS`), which take their defaults."""
     for name, kind in parts.items():
         allowed = {f.name for f in dataclasses.fields(kind)}
         got = raw.get(name)
-        if not isinstance(got, dict) or set(got) != allowed:
+        if not isinstance(got, dict) or not allowed - OPTIONAL_KEYS.get(name, set()) <= set(got) <= allowed:
             have = sorted(got) if isinstance(got, dict) else got
             raise FileError(f"config section '{name}': keys {have}, expected {sorted(allowed)}")
 
@@ -357,7 +386,8 @@ def _need(path: Path) -> Path:
 def _load_diffusers(path: Path, dtype: torch.dtype):
     def dit():
         folder = path / "transformer"
-        cfg = dit_config_from_diffusers(read_json(_need(folder / "config.json")), f"{folder}/config.json")
+        raw = read_json(_need(folder / "config.json"))
+        cfg = dit_config_from_diffusers(raw, f"{folder}/config.json", _forcing(index))
         return cfg, _build_dit(
             cfg, dit_from_diffusers(load_tensors(folder, "diffusion_pytorch_model"), cfg), dtype
         )
@@ -385,7 +415,8 @@ def _load_diffusers(path: Path, dtype: torch.dtype):
 
         return WanTokenizer.from_folder(_need(path / "tokenizer"))
 
-    _check_index(read_json(path / "model_index.json", FileError), path / "model_index.json")
+    index = read_json(path / "model_index.json", FileError)
+    _check_index(index, path / "model_index.json")
     dit_cfg, dit_module = _component(path / "transformer", "transformer (DiT)", dit)
     vae_cfg, vae_module = _component(path / "vae", "VAE", vae)
     text_module = _component(path / "text_encoder", "text encoder (umT5)", text)
@@ -395,7 +426,20 @@ def _load_diffusers(path: Path, dtype: torch.dtype):
     return config, vae_module, text_module, dit_module, tokenizer
 
 
-PIPELINES = ("WanPipeline", "WanVideoToVideoPipeline")  # text-to-video weights
+# Pipelines of text-to-video weights (SkyReels-V2's diffusion-forcing pipelines all run its DF weights)
+PIPELINES = (
+    "WanPipeline",
+    "WanVideoToVideoPipeline",
+    "SkyReelsV2Pipeline",
+    "SkyReelsV2DiffusionForcingPipeline",
+    "SkyReelsV2DiffusionForcingImageToVideoPipeline",
+    "SkyReelsV2DiffusionForcingVideoToVideoPipeline",
+)
+
+
+def _forcing(index: dict) -> bool:
+    """Whether a diffusers folder's pipeline is SkyReels-V2's diffusion forcing (a time per latent frame)."""
+    return "DiffusionForcing" in str(index.get("_class_name", ""))
 
 
 def _check_index(index: dict, where: Path) -> None:
@@ -403,8 +447,9 @@ def _check_index(index: dict, where: Path) -> None:
     kind = index.get("_class_name")
     if kind not in PIPELINES:
         raise FileError(
-            f"{where}: a {kind}; tessera runs Wan 2.1 text-to-video checkpoints ({', '.join(PIPELINES)}), "
-            "not image-to-video (CLIP image branch), VACE or animation models"
+            f"{where}: a {kind}; tessera runs Wan 2.1 text-to-video checkpoints and SkyReels-V2's "
+            f"text-to-video and diffusion-forcing ones ({', '.join(PIPELINES)}), not image-to-video (CLIP "
+            "image branch), VACE or animation models"
         )
     if (index.get("transformer_2") or [None])[0] is not None or index.get("boundary_ratio"):
         raise FileError(f"{where}: a two-expert Wan 2.2 model (transformer_2); only single-DiT Wan 2.1 loads")
@@ -550,9 +595,35 @@ def _config(dit: DiTConfig, vae: WanVAEConfig, text: Any, shift: float) -> Model
 def _card(path: Path, kind: str, config: ModelConfig) -> str:
     d = config.dit
     return (
-        f"# Wan 2.1 text-to-video ({kind} layout)\n\nLoaded from {path}: a {d.depth}-block DiT of width "
+        f"# {_title(d)} ({kind} layout)\n\nLoaded from {path}: a {d.depth}-block DiT of width "
         f"{d.dim} ({d.heads} heads), Wan's VAE, umT5 text encoder; flow shift {config.flow_shift}.\n"
+        + "".join(f"{line}\n" for line in _variant_lines(d))
     )
+
+
+def _title(d: DiTConfig) -> str:
+    return "SkyReels-V2 diffusion forcing" if d.diffusion_forcing else "Wan 2.1 text-to-video"
+
+
+def _variant_lines(d: DiTConfig) -> list[str]:
+    """What sets a SkyReels-V2 DiT apart from Wan 2.1's, one line each (none for Wan 2.1's own)."""
+    lines = []
+    if d.diffusion_forcing:
+        lines.append("Diffusion forcing: a time per latent frame; given frames are held clean at t = 0.")
+    if d.fps_embed is not None:
+        lines.append(f"Frame-rate embedding: told {d.fps_embed} fps on every call.")
+    if d.causal_block > 1:
+        lines.append(f"Block-causal attention over blocks of {d.causal_block} latent frames.")
+    return lines
+
+
+def _index(path: Path) -> dict:
+    """A diffusers folder's model_index.json, or {} where there is none or it cannot be read."""
+    try:
+        index = json.loads((path / "model_index.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return index if isinstance(index, dict) else {}
 
 
 def estimate_memory(config: ModelConfig, frames: int, height: int, width: int) -> int:
@@ -572,7 +643,9 @@ def describe(path: str | Path) -> str:
     """What a Wan folder holds, read from its configs and file sizes (no weights are loaded)."""
     path = Path(path)
     kind = layout(path)
-    lines = [f"# Wan 2.1 checkpoint ({kind} layout)", "", f"Folder: {path}", "", "## Components", ""]
+    index = _index(path) if kind == "diffusers" else {}
+    family = "SkyReels-V2" if str(index.get("_class_name", "")).startswith("SkyReelsV2") else "Wan 2.1"
+    lines = [f"# {family} checkpoint ({kind} layout)", "", f"Folder: {path}", "", "## Components", ""]
     if kind == "tessera":
         card = path / "README.md"
         lines[0] = card.read_text().strip() if card.exists() else lines[0]
@@ -612,7 +685,7 @@ def describe(path: str | Path) -> str:
                 lines += ["", "## DiT config", "", json.dumps(raw)]
             else:
                 d = (
-                    dit_config_from_diffusers(raw)
+                    dit_config_from_diffusers(raw, diffusion_forcing=_forcing(index))
                     if kind == "diffusers"
                     else DiTConfig(**_tuples(raw["dit"]))
                 )
@@ -625,6 +698,7 @@ def describe(path: str | Path) -> str:
                 ]
                 n = _dit_params(d)
                 lines.append(f"parameters: {n / 1e9:.2f}B" if n >= 1e8 else f"parameters: {n / 1e6:.2f}M")
+                lines += _variant_lines(d)
         except (ValueError, TypeError, KeyError) as e:  # FileError too
             lines += ["", f"DiT config unreadable: {e}"]
     lines += ["", f"Sampling: flow shift {shift} (override with --shift)."]

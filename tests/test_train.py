@@ -428,6 +428,37 @@ def test_vae_loss_terms_are_fp32_under_bf16_autocast():
     assert torch.nn.functional.cosine_similarity(g_ref, g_low, dim=0) > 0.999
 
 
+def test_vae_ssim_matches_the_definition_in_float64():
+    """The separable blur gives SSIM as defined: every valid 11x11 window weighted by the 2D Gaussian,
+    in float64, with its gradient; images 1 and 2 are identical and a flat image against itself is 1."""
+    from tessera.train.vae import ssim
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(3, 3, 20, 17, generator=gen, dtype=torch.float64) * 2 - 1
+    y = (x + 0.3 * torch.randn(x.shape, generator=gen, dtype=torch.float64)).clamp(-1, 1)
+    y[1] = x[1]
+    k = torch.exp(-((torch.arange(11, dtype=torch.float64) - 5) ** 2) / (2 * 1.5**2))
+    w2 = (k[:, None] * k[None, :]) / k.sum() ** 2  # the 2D window
+
+    def reference(a, b):
+        win = lambda t: t.unfold(2, 11, 1).unfold(3, 11, 1)  # (N, C, H', W', 11, 11)
+        e = lambda t: (t * w2).sum(dim=(-2, -1))
+        ma, mb = e(win(a)), e(win(b))
+        va, vb, cab = e(win(a * a)) - ma**2, e(win(b * b)) - mb**2, e(win(a * b)) - ma * mb
+        c1, c2 = 0.02**2, 0.06**2
+        s = ((2 * ma * mb + c1) * (2 * cab + c2)) / ((ma**2 + mb**2 + c1) * (va + vb + c2))
+        return s.mean((1, 2, 3))
+
+    ours = y.clone().float().requires_grad_(True)
+    theirs = y.clone().requires_grad_(True)
+    got, want = ssim(ours, x.float()), reference(theirs, x)
+    torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-6)
+    assert float(got[1].detach()) == pytest.approx(1.0, abs=1e-6) and float(got[0].detach()) < 0.9
+    got.sum().backward()
+    want.sum().backward()
+    torch.testing.assert_close(ours.grad.double(), theirs.grad, rtol=1e-3, atol=1e-6)
+
+
 def test_detail_weight_counts_a_small_object_by_contrast_not_area():
     """A 4x4 object on flat ground: blurring it away costs little plain L1 (it is 1/64 of the frame);
     with `detail_weight` its pixels weigh by their contrast, so losing it costs several times more,
@@ -599,6 +630,41 @@ def test_dit_loss_falls_on_world_data(tmp_path: Path):
     assert np.mean(losses[-15:]) < 0.8 * np.mean(losses[:5]), losses
 
 
+def test_make_model_script_goes_from_nothing_to_a_packed_model_and_resumes(tmp_path: Path):
+    """scripts/make_model.py: VAE, DiT (from the VAE's model folder), pack, one process each here; the
+    ledger counts each process's minutes; a second call redoes only what is missing."""
+    import runpy
+
+    make = runpy.run_path(str(Path(__file__).parent.parent / "scripts" / "make_model.py"))["main"]
+    common = dict(preset="tiny", shapes="9x32x32", batch_size=2, steps=2, log_every=1, ckpt_every=0,
+                  sample_every=0, world_clips=4, warmup=1)  # fmt: skip
+    vae, dit = tmp_path / "vae.json", tmp_path / "dit.json"
+    vae.write_text(json.dumps(common | {"stats_clips": 2, "kept": True, "crop": 16}))
+    dit.write_text(json.dumps(common | {"task_variants": 1, "batching": "bucketed"}))
+    runs, out = tmp_path / "runs", tmp_path / "model"
+    args = ["--runs", str(runs), "--out", str(out), "--vae-config", str(vae), "--dit-config", str(dit)]
+    assert make([*args, "--suite", ""]) == 0
+    ledger = json.loads((runs / "make.json").read_text())
+    assert [len(ledger[s]) for s in ("vae", "dit", "pack", "eval")] == [1, 1, 1, 0]
+    assert all(c["rc"] == 0 and c["minutes"] > 0 for s in ("vae", "dit", "pack") for c in ledger[s])
+    assert (
+        "--init" in ledger["dit"][0]["command"] and str(runs / "vae" / "model") in ledger["dit"][0]["command"]
+    )
+    model = load_model(out)
+    trained_vae = load_model(runs / "vae" / "model").vae.state_dict()
+    params = dict(model.vae.named_parameters())  # the DiT trained on the VAE run's weights, kept as they were
+    for k, v in model.vae.state_dict().items():  # parameters packed in bf16, statistics kept in fp32
+        ref = trained_vae[k].to(torch.bfloat16).float() if k in params else trained_vae[k]
+        assert torch.equal(v.float(), ref), k
+    assert [r["step"] for r in read_metrics(runs / "dit")] == [1, 2]
+    shutil.rmtree(out)  # as if the call had stopped before packing
+    assert make([*args, "--suite", ""]) == 0
+    again = json.loads((runs / "make.json").read_text())
+    assert [len(again[s]) for s in ("vae", "dit", "pack")] == [1, 1, 2] and (out / "config.json").exists()
+    with pytest.raises(SystemExit):
+        make([*args, "--vae-minutes", "0"])
+
+
 def test_train_command_starts_a_run_on_a_data_folder(clips_dir: Path, tmp_path: Path, tiny_model_dir: Path):
     out = train_command(
         "vae", out=tmp_path / "run", preset="tiny", data=str(clips_dir), steps=2, batch_size=2,
@@ -632,6 +698,52 @@ def test_vae_crops_are_aligned_windows_drawn_per_clip():
     assert crop_clip(video, objects, 0, gen(0))[0] is video  # 0: whole frames
     with pytest.raises(ConfigError, match="crop"):
         make_config("vae", None, crop=24)
+
+
+def test_vae_kept_clips_are_the_streaming_clips_cut_on_the_device():
+    """`kept`: a step's clips are the streaming path's clips (same clips, same order, same pixels and
+    masks), each cut at a window drawn on the device; the same bytes for the same (step, rank)."""
+    from tessera.train.vae import KeptClips
+
+    cfg = tiny_config("vae", shapes="9x32x48", world_clips=3, kept=True, crop=16, object_weight=2.0)
+    world = WorldSource(parse_shapes(cfg.shapes), clips=3, objects=True)
+    cpu, shape = torch.device("cpu"), (9, 32, 48)
+    whole = KeptClips(world, dataclasses.replace(cfg, crop=0), cpu, z_channels=4)
+    (v,), (e,), (m,) = whole.batch(5, 6, shape, step=2, rank=0)
+    ref, _, ref_masks = load_batch(range(5, 11), WorldSource(parse_shapes(cfg.shapes), clips=3, objects=True),
+                                   dataclasses.replace(cfg, crop=0), cpu, 4, shape)  # fmt: skip
+    assert torch.equal(v, ref[0]) and torch.equal(m, ref_masks[0])  # world pixels are uint8: exact
+    assert e.shape == (6, 4, 3, 4, 6)
+    assert len(world._kept) == 0  # the source's renders were dropped once kept
+    kept = KeptClips(world, cfg, cpu, z_channels=4)
+    (c,), (e16,), (mc,) = kept.batch(5, 6, shape, step=2, rank=0)
+    assert c.shape == (6, 3, 9, 16, 16) and mc.shape == (6, 9, 16, 16) and e16.shape == (6, 4, 3, 2, 2)
+    positions = set()
+    for j in range(6):  # each clip's window is a slice of that clip, its mask the same slice of the masks
+        hits = [(y, x) for y in range(17) for x in range(33)
+                if torch.equal(ref[0][j][..., y : y + 16, x : x + 16], c[j])]  # fmt: skip
+        assert hits and any(torch.equal(ref_masks[0][j][:, y : y + 16, x : x + 16], mc[j]) for y, x in hits)
+        positions.add(hits[0])
+    assert len(positions) > 2  # drawn per clip
+    again = KeptClips(world, cfg, cpu, z_channels=4).batch(5, 6, shape, step=2, rank=0)
+    assert torch.equal(again[0][0], c) and torch.equal(again[1][0], e16)
+    assert not torch.equal(kept.batch(5, 6, shape, step=3, rank=0)[1][0], e16)
+    with pytest.raises(ConfigError, match="kept"):
+        make_config("vae", kept=True)  # an endless world
+    with pytest.raises(ConfigError, match="kept"):
+        make_config("vae", kept=True, world_clips=4, shapes="9x32x32,1x32x32")
+
+
+def test_vae_kept_training_resumes_exactly(tmp_path: Path, tiny_model_dir: Path):
+    cfg = tiny_config(
+        "vae", init=str(tiny_model_dir), world_clips=4, kept=True, crop=16, batch_shapes="one",
+        shapes="9x32x32:1,5x32x48:1", steps=6, object_weight=1.0,
+    )  # fmt: skip
+    straight = train_vae(cfg, tmp_path / "a")["losses"]
+    assert len(straight) == 6 and all(math.isfinite(x) for x in straight)
+    first = train_vae(dataclasses.replace(cfg, steps=3), tmp_path / "b")
+    second = train_vae(resume_config(tmp_path / "b", "vae", steps=6), tmp_path / "b", resume=True)
+    assert first["losses"] + second["losses"] == straight
 
 
 def test_kept_set_gathers_what_the_streaming_path_encodes(tiny_model_dir: Path):

@@ -1,9 +1,11 @@
 """Wan 2.1 in tessera: each part and a whole sampling run against diffusers / transformers, on tiny random
 models built here (no network), and both checkpoint layouts loading from a folder."""
 
+import dataclasses
 import json
 import re
 import shutil
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -534,3 +536,210 @@ def test_vae_decode_activations_are_bounded_by_the_chunk_not_the_clip() -> None:
         largest[t_z, chunked] = probe.numel
     assert largest[3, True] == largest[9, True]
     assert largest[9, False] > 2 * largest[3, False] > 2 * largest[9, True]
+
+
+# --- SkyReels-V2 diffusion forcing --------------------------------------------------------------------
+
+
+def tiny_skyreels(seed: int = 0, channels: int = 4, fps: bool = True, block: int = 1):
+    """A tiny random `SkyReelsV2Transformer3DModel`: with `fps` its frame-rate embedding, with `block` > 1
+    block-causal attention over that many latent frames."""
+    torch.manual_seed(seed)
+    ref = diffusers.SkyReelsV2Transformer3DModel(
+        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=channels,
+        out_channels=channels, text_dim=16, freq_dim=16, ffn_dim=32, num_layers=2, rope_max_seq_len=64,
+        inject_sample_info=fps, num_frame_per_block=block,
+    )  # fmt: skip
+    return _nudge(ref, seed)
+
+
+@pytest.fixture(scope="module")
+def sky_pipe() -> "diffusers.SkyReelsV2DiffusionForcingPipeline":
+    """A tiny random SkyReels-V2 diffusion-forcing pipeline with the fps embedding."""
+    return diffusers.SkyReelsV2DiffusionForcingPipeline(
+        tokenizer=tiny_tokenizer(),
+        text_encoder=tiny_text(),
+        vae=tiny_vae(wan_latents=True),
+        scheduler=diffusers.FlowMatchEulerDiscreteScheduler(shift=3.0),
+        transformer=tiny_skyreels(channels=16),
+    )
+
+
+@pytest.fixture(scope="module")
+def sky_folder(sky_pipe, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("skyreels") / "df"
+    sky_pipe.save_pretrained(path, safe_serialization=True)
+    return path
+
+
+@pytest.mark.parametrize(("fps", "block"), [(False, 1), (True, 1), (True, 2)])
+def test_skyreels_dit_matches_diffusers_with_a_time_per_frame(fps: bool, block: int) -> None:
+    """tessera's DiT with the SkyReels options equals SkyReelsV2Transformer3DModel on its diffusion-forcing
+    path (`enable_diffusion_forcing`: a time per latent frame), with times that differ frame to frame and
+    given frames at t = 0; with the fps embedding told 24 fps (its second row) or 16 (its first), and
+    with block-causal attention. Each option changes the output (it is not silently ignored)."""
+    ref = tiny_skyreels(fps=fps, block=block)
+    cfg = wan.dit_config_from_diffusers(dict(ref.config), diffusion_forcing=True)
+    assert (cfg.fps_embed, cfg.causal_block, cfg.diffusion_forcing) == (24 if fps else None, block, True)
+    g = torch.Generator().manual_seed(1)
+    x, text = torch.randn(2, 4, 4, 4, 6, generator=g), torch.randn(2, 7, 16, generator=g)
+    t = torch.tensor([[0.0, 0.0, 0.6, 0.9], [0.0, 0.3, 0.3, 1.0]])
+    mask = torch.ones(2, 7, dtype=torch.bool)
+    for rate, row in ((24, 1), (16, 0)) if fps else ((None, None),):
+        dit = DiT(dataclasses.replace(cfg, fps_embed=rate)).eval()
+        dit.load_state_dict(wan.dit_from_diffusers(ref.state_dict(), dit.cfg))
+        with torch.no_grad():
+            got = dit(x, t, text, mask)
+            for b in range(2):  # one sample a call: diffusers' fps injection takes no batch of clips
+                args = (x[b : b + 1], t[b : b + 1] * 1000, text[b : b + 1])
+                want = ref(*args, enable_diffusion_forcing=True, fps=[row], return_dict=False)[0]
+                torch.testing.assert_close(got[b : b + 1], want, rtol=1e-5, atol=1e-5)
+    if fps or block > 1:  # without the option the same weights give another output
+        plain = DiT(dataclasses.replace(cfg, fps_embed=None, causal_block=1)).eval()
+        plain.load_state_dict(wan.dit_from_diffusers(ref.state_dict(), cfg), strict=False)
+        with torch.no_grad():
+            assert (plain(x, t, text, mask) - got).abs().max() > 1e-3
+
+
+def _grid_euler(steps: int, shift: float) -> "diffusers.FlowMatchEulerDiscreteScheduler":
+    """diffusers' Euler scheduler on tessera's time grid (uniform in unshifted time, ending at 0; the
+    scheduler applies the shift), accepting the whole-number times SkyReels' DF pipelines step with (they
+    cast each step's time to an integer on the 0-1000 scale)."""
+
+    class GridEuler(diffusers.FlowMatchEulerDiscreteScheduler):
+        def set_timesteps(self, num_inference_steps=None, device=None, **kw):
+            return super().set_timesteps(sigmas=torch.linspace(1, 0, steps + 1)[:-1].tolist(), device=device)
+
+        def step(self, model_output, timestep, sample, **kw):
+            return super().step(model_output, torch.as_tensor(timestep).float(), sample, **kw)
+
+    return GridEuler(shift=shift)
+
+
+def test_skyreels_df_folder_samples_like_its_pipelines(sky_pipe, sky_folder: Path, monkeypatch) -> None:
+    """The DF folder loads with its options, and sampling reaches the latents of SkyReels' DF pipelines
+    (4 Euler steps, guidance 4 with a negative prompt, fps embedding at 24): text-to-video against
+    `SkyReelsV2DiffusionForcingPipeline`, and `extend` against its video-to-video pipeline (the source's
+    last 5 frames encoded as their own clip, held clean at t = 0, the rest sampled)."""
+    from diffusers.pipelines.skyreels_v2 import pipeline_skyreels_v2_diffusion_forcing as df
+    from diffusers.pipelines.skyreels_v2 import pipeline_skyreels_v2_diffusion_forcing_v2v as v2v
+    from PIL import Image
+
+    from tessera.flow.schedules import timesteps
+
+    no_ftfy = type("NoFtfy", (), {"fix_text": staticmethod(str)})
+    for module in (df, v2v):  # they call ftfy whether or not it is installed; tessera does not use it
+        monkeypatch.setattr(module, "ftfy", no_ftfy, raising=False)
+    model = wan.load(sky_folder, "cpu", text_len=TEXT_LEN)
+    d = model.config.dit
+    assert (d.diffusion_forcing, d.per_frame_time, d.fps_embed, d.causal_block) == (True, True, 24, 1)
+    steps, prompt, negative = 4, "a red cube rolls on the floor", "blurry low quality"
+    parts = {**sky_pipe.components, "scheduler": _grid_euler(steps, 3.0)}
+    t2v = diffusers.SkyReelsV2DiffusionForcingPipeline(**parts)
+    t2v.scheduler.set_timesteps(steps)
+    ts = t2v.scheduler.timesteps
+    assert torch.equal(ts, ts.round()) and torch.allclose(ts.double(), 1000 * timesteps(steps, 3.0)[:-1])
+    s = dict(guidance_scale=4.0, num_inference_steps=steps, output_type="latent", height=32, width=48)
+    s |= dict(prompt=prompt, negative_prompt=negative, max_sequence_length=TEXT_LEN)
+    mine = dict(steps=steps, guidance=4.0, seed=7, negative_prompt=negative)
+
+    z = pipeline.sample_latents(model, prompt, (3, 4, 6), **mine)
+    want = t2v(num_frames=9, generator=torch.Generator("cpu").manual_seed(7), **s).frames
+    torch.testing.assert_close(z, want, rtol=1e-4, atol=1e-4)
+
+    video = pipeline.decode(model, z)
+    _, z = pipeline.extend(model, video, prompt, 13, overlap=5, blend=False, return_latents=True, **mine)
+    want = diffusers.SkyReelsV2DiffusionForcingVideoToVideoPipeline(**parts)(
+        video=[Image.fromarray(f.numpy()) for f in video], num_frames=13, base_num_frames=13,
+        overlap_history=5, generator=torch.Generator("cpu").manual_seed(7), **s,
+    ).frames  # fmt: skip
+    torch.testing.assert_close(z, want, rtol=1e-4, atol=1e-4)
+
+
+def _record_times(model) -> list[torch.Tensor]:
+    """Every time tensor (B, T_z) the model's DiT is called with, from now on."""
+    seen, forward = [], model.dit.forward
+
+    def spy(x, t, *args, **kwargs):
+        seen.append(t.clone())
+        return forward(x, t, *args, **kwargs)
+
+    model.dit.forward = spy
+    return seen
+
+
+def test_df_capabilities_hold_given_frames_clean_at_t0(sky_folder: Path, wan_folder: Path) -> None:
+    """On a DF model every conditioned capability calls the DiT with t = 0 on the held latent frames and
+    the step's t elsewhere, and those frames come back exactly; a Wan text-to-video model gets one t for
+    every frame of a call (its given frames held at that noise level instead)."""
+    model = wan.load(sky_folder, "cpu", text_len=TEXT_LEN)
+    s = dict(steps=2, guidance=2.0, seed=0)
+    video = pipeline.generate(model, "a red cube", frames=9, height=32, width=32, **s)
+    first, last5 = pipeline.encode(model, video)[:, :, :1], pipeline.encode(model, video[-5:])[:, :, :2]
+    runs = {  # each run, the latent frames it holds, and what they must come back as
+        "animate": (partial(pipeline.animate, model, video[0], "rolls", 9), [0], first),
+        "extend": (partial(pipeline.extend, model, video, "on", 9, overlap=5, blend=False), [0, 1], last5),
+        "connect": (partial(pipeline.connect, model, video, video.flip(0), "back", 17), [0, 1, 4], last5),
+        "loop": (partial(pipeline.loop, model, "spins", 9, video, 32, 32), [0], first),
+    }
+    for name, (run, held, given) in runs.items():
+        seen = _record_times(model)
+        _, z = run(return_latents=True, **s)
+        for t in seen:
+            free = [j for j in range(t.shape[1]) if j not in held]
+            assert (t[:, held] == 0).all() and (t[:, free] > 0).all(), (name, t)
+        torch.testing.assert_close(z[:, :, : given.shape[2]], given, msg=name)
+    seen = _record_times(model)
+    pipeline.long(model, "rolls", frames=13, window=9, overlap=5, height=32, width=32, **s)
+    assert any((t[:, :2] == 0).all() and (t[:, 2:] > 0).all() for t in seen)
+    wan_model = wan.load(wan_folder, "cpu", text_len=TEXT_LEN)
+    seen = _record_times(wan_model)
+    pipeline.animate(wan_model, video[0], "rolls", frames=9, **s)
+    assert seen and all((t == t[0, 0]).all() and t[0, 0] > 0 for t in seen)
+
+
+def test_skyreels_folders_in_info_import_and_refusals(sky_folder: Path, tmp_path: Path) -> None:
+    """`tessera info` names a SkyReels-V2 DF folder and its options; `tessera model import` keeps them
+    (the same latents); a tessera folder written without the newer options loads with them off; a
+    SkyReels-V2 text-to-video folder loads with one time per clip; a SkyReels image-to-video pipeline,
+    an unknown transformer and a bad num_frame_per_block are refused in one line each."""
+    from typer.testing import CliRunner
+
+    from tessera.cli import app
+
+    r = CliRunner().invoke(app, ["info", str(sky_folder)])
+    assert r.exit_code == 0, r.output
+    for words in ("SkyReels-V2 checkpoint (diffusers layout)", "Diffusion forcing", "told 24 fps"):
+        assert words in r.output
+    out = tmp_path / "imported"
+    r = CliRunner().invoke(app, ["model", "import", str(sky_folder), "--out", str(out), "--dtype", "fp32"])
+    assert r.exit_code == 0, r.output
+    a, b = wan.load(sky_folder, "cpu", text_len=TEXT_LEN), wan.load(out, "cpu", text_len=TEXT_LEN)
+    assert a.config == b.config and "SkyReels-V2 diffusion forcing" in pipeline.describe(out)
+    s = dict(steps=2, guidance=3.0, seed=1)
+    assert torch.equal(*(pipeline.sample_latents(m, "a red cube", (2, 4, 4), **s) for m in (a, b)))
+    config = json.loads((out / "config.json").read_text())
+    for key in ("diffusion_forcing", "causal_block"):  # as written before these options existed
+        del config["dit"][key]
+    (out / "config.json").write_text(json.dumps(config))
+    d = wan.load(out, "cpu").config.dit
+    assert (d.diffusion_forcing, d.fps_embed, d.causal_block) == (False, 24, 1)
+    plain = tmp_path / "t2v"  # SkyReels-V2's text-to-video pipeline: one time per clip, as Wan's
+    shutil.copytree(sky_folder, plain)
+    index = json.loads((plain / "model_index.json").read_text())
+    (plain / "model_index.json").write_text(json.dumps({**index, "_class_name": "SkyReelsV2Pipeline"}))
+    d = wan.load(plain, "cpu").config.dit
+    assert (d.diffusion_forcing, d.per_frame_time, d.fps_embed) == (False, False, 24)
+
+    for file, key, value, pattern in [
+        ("model_index.json", "_class_name", "SkyReelsV2ImageToVideoPipeline", "a SkyReelsV2ImageToVideo"),
+        ("transformer/config.json", "_class_name", "CogVideoXTransformer3DModel", "must be one of Wan"),
+        ("transformer/config.json", "num_frame_per_block", 0, "num_frame_per_block must be a whole number"),
+    ]:
+        broken = tmp_path / f"{key}-{value}"
+        shutil.copytree(sky_folder, broken)
+        raw = json.loads((broken / file).read_text())
+        (broken / file).write_text(json.dumps({**raw, key: value}))
+        with pytest.raises(CheckpointError, match=pattern) as e:
+            wan.load(broken, "cpu")
+        assert "\n" not in str(e.value)

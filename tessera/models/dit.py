@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
 
 from tessera.config import DiTConfig
+from tessera.errors import RequestError
 from tessera.models.layers import MLP, RMSNorm, SegmentMask, attention, modulate, segment_mask
 from tessera.models.patch import pack, patchify, positions, unpack, unpatchify
 from tessera.models.rope import apply_rope, rope_freqs
@@ -218,6 +219,9 @@ class DiT(nn.Module):
         self.time_proj = nn.Sequential(nn.SiLU(), nn.Linear(D, 6 * D))  # shared by all blocks
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.depth))
         self.head = Head(D, cfg.in_channels * p, cfg.eps)
+        if cfg.fps_embed is not None:  # SkyReels-V2's frame rate: two learned rows, mapped to modulation
+            self.fps_embed = nn.Embedding(2, D)
+            self.fps_proj = nn.Sequential(nn.Linear(D, D), nn.SiLU(), nn.Linear(D, 6 * D))
         self.reset_parameters()
 
     def checkpointed(self, fraction: float = 1.0, mode: str = "full") -> DiT:
@@ -279,8 +283,9 @@ class DiT(nn.Module):
         e_time = self._time_embedding(self._patch_time(t))  # (B, F, D)
         cross_mask = text_mask[:, None, None, :]  # (B, 1, 1, L): broadcast over heads and queries
         frame = pos[:, 0]  # (N,) each token's temporal patch = its row of e_time
+        causal = self._causal_mask(frame, split)  # None: full attention
         attend = attention if split is None else split.attention
-        out = self._run(tokens, e_time, frame, pos, None, self.text_embed(text), cross_mask, attend)
+        out = self._run(tokens, e_time, frame, pos, causal, self.text_embed(text), cross_mask, attend)
         if split is not None:
             out = split.gather(out, 1)  # (B, N/P, C*p) shares -> (B, N, C*p) everywhere
         return unpatchify(out, self.cfg.patch, (T, H, W))
@@ -297,6 +302,8 @@ class DiT(nn.Module):
         text_mask[i] (L,), packed into one sequence; conds[i] (cond_channels, T_i, H_i, W_i) or None.
         Attention stays within each clip and its own caption, so this equals running the clips one by one.
         Returns v per clip, (C, T_i, H_i, W_i)."""
+        if self.cfg.causal_block > 1:
+            raise ValueError("forward_packed does not support block-causal attention (causal_block > 1)")
         packed = pack(self._packed_inputs(xs, ts, text, text_mask, conds), self.cfg.patch)
         # All clips' frames in one (1, F_total) time row; a token's row = its clip's first row + its t id.
         t_all = torch.cat([self._patch_time(t[None])[0] for t in ts])[None]  # (1, F_total)
@@ -345,11 +352,30 @@ class DiT(nn.Module):
         attend: Attend = attention,
     ) -> Tensor:
         """Blocks and head on embedded tokens x (B, N, D) -> (B, N, C*pt*ph*pw)."""
-        e = self.time_proj(e_time).unflatten(-1, (6, -1))  # (B, F, 6, D)
+        e = self._modulation(e_time)  # (B, F, 6, D)
         rope = rope_freqs(self.cfg.dim // self.cfg.heads, pos, self.cfg.rope_theta)
         for block in self.blocks:
             x = block(x, e, frame, rope, self_mask, text, cross_mask, attend)
         return self.head(x, e_time, frame)
+
+    def _modulation(self, e_time: Tensor) -> Tensor:
+        """Time embeddings (B, F, D) -> the blocks' shared modulation (B, F, 6, D), with the frame-rate
+        term added where configured (one per sample, the same for every frame; the head does not see it)."""
+        e = self.time_proj(e_time).unflatten(-1, (6, -1))
+        if self.cfg.fps_embed is None:
+            return e
+        row = torch.full(e.shape[:1], int(self.cfg.fps_embed != 16), device=e.device)  # 16 fps: row 0
+        return e + self.fps_proj(self.fps_embed(row)).unflatten(-1, (6, -1))[:, None]
+
+    def _causal_mask(self, frame: Tensor, split: Split | None) -> Tensor | None:
+        """With `causal_block` > 1, the (N, N) bool self-attention mask in which a token sees the tokens of
+        its own block of latent frames and of earlier blocks (dense: N^2 bytes); else None."""
+        if self.cfg.causal_block == 1:
+            return None
+        if split is not None:
+            raise RequestError("block-causal attention (causal_block > 1) does not run sequence-parallel")
+        block = frame // self.cfg.causal_block  # frame: each token's temporal patch
+        return block[:, None] >= block[None, :]
 
     def _time_embedding(self, t: Tensor) -> Tensor:
         """t (B, F) -> (B, F, D); the float32 sinusoids are cast to the weights' dtype (bf16 models)."""

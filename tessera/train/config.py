@@ -55,6 +55,10 @@ class VAETrainConfig:
     # > 0: train on random crop x crop windows of each clip (the VAE is convolutional, with no attention
     # and per-position norms, so a crop is as good a training example as a frame, at a fraction of its cost)
     crop: int = 0
+    # True: the finite set's clips (world_clips, or a data folder) are kept on the device as uint8 with their
+    # object masks, and a step crops them and draws its posterior noise there (`KeptClips` in
+    # tessera/train/vae.py): no per-clip Python, no host copy; needs one clip shape per step
+    kept: bool = False
     seed: int = 0
     init: str = ""  # a model folder to start from ("" = random init + tokenizer from world captions)
     device: str = "auto"
@@ -75,6 +79,14 @@ class VAETrainConfig:
         _check(
             self.crop >= 0 and self.crop % 16 == 0, "crop", self.crop, "0 (whole frames) or a multiple of 16"
         )
+        _check(
+            not self.kept or (self.world_clips > 0 or self.data != "world"), "kept", self.kept,
+            "False unless the data set is finite (world_clips > 0, or a data folder)",
+        )  # fmt: skip
+        _check(
+            not self.kept or (self.batch_shapes == "one" or "," not in self.shapes), "kept", self.kept,
+            "False unless every step has one clip shape (batch_shapes 'one', or a single shape)",
+        )  # fmt: skip
         _check(
             not self.freeze_encoder or self.init, "freeze_encoder", self.freeze_encoder,
             "False unless init names a trained model (a random encoder is not worth keeping)",

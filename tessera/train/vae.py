@@ -39,6 +39,7 @@ from tessera.train.state import EMA, lr_at
 from tessera.video import to_uint8
 
 STATS_OFFSET = 1 << 40  # sample indices for latent statistics, far from any training index
+BUILD_CHUNK = 128  # clips rendered at a time while the kept set is built (bounds the renderer's memory)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -52,21 +53,32 @@ def ssim(x: Tensor, y: Tensor, window: int = 11, sigma: float = 1.5) -> Tensor:
     (E[x^2] - E[x]^2), and in bf16 (8 bits of mantissa) their rounding error (~0.002) is as large as
     the constant c2 = 0.0036 that keeps the ratio finite. Under bf16 autocast the blur convolutions ran
     in bf16, the SSIM gradient became noise 18x larger than the true one (cosine -0.17 with it), swamped
-    the L1 term, and the VAE did not learn (L1 0.33, 14 dB after 2000 steps on the H100)."""
+    the L1 term, and the VAE did not learn (L1 0.33, 14 dB after 2000 steps on the H100).
+
+    The Gaussian window is separable, so the five blurred maps are one stack multiplied by a banded matrix
+    of taps on each side (rows, then columns). As a depthwise 2D convolution, or as two single-channel 1D
+    ones, its backward pass took cuDNN's direct grouped kernel: 122 ms of a 230 ms VAE step
+    (`bench/vae_step_profile.py`, H100, batch 32 of 33x64x64 crops); cuDNN also ran those fp32 convolutions
+    in TF32 (10-bit mantissa), where the matrix products run in full fp32 (PyTorch's default)."""
     with torch.autocast(x.device.type, enabled=False):
         x, y = x.float(), y.float()
         c1, c2 = (0.01 * 2) ** 2, (0.03 * 2) ** 2  # data range 2
         g = torch.exp(-((torch.arange(window, device=x.device) - window // 2) ** 2) / (2 * sigma**2))
         g = g / g.sum()
-        k = (g[:, None] * g[None, :]).expand(x.shape[1], 1, window, window)  # depthwise 2D window
-
-        def blur(a: Tensor) -> Tensor:
-            return F.conv2d(a, k, groups=x.shape[1])
-
-        mx, my = blur(x), blur(y)
-        vx, vy, cxy = blur(x * x) - mx**2, blur(y * y) - my**2, blur(x * y) - mx * my
+        n, c, h, w = x.shape
+        rows, cols = _band(g, h), _band(g, w)  # (h - window + 1, h), (w - window + 1, w)
+        mx, my, xx, yy, xy = rows @ torch.stack([x, y, x * x, y * y, x * y]) @ cols.T
+        vx, vy, cxy = xx - mx**2, yy - my**2, xy - mx * my
         s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
         return s.mean(dim=(1, 2, 3))
+
+
+def _band(taps: Tensor, n: int) -> Tensor:
+    """The (n - k + 1, n) matrix whose row i holds the k `taps` at columns i .. i + k - 1: multiplying by
+    it is a 'valid' 1D correlation along that axis."""
+    m, k = n - taps.numel() + 1, taps.numel()
+    at = torch.arange(m, device=taps.device)[:, None] + torch.arange(k, device=taps.device)
+    return taps.new_zeros(m, n).scatter_(1, at, taps.expand(m, k))
 
 
 def frames_of(video: Tensor) -> Tensor:
@@ -259,6 +271,64 @@ def crop_clip(
     return window(video), None if objects is None else window(objects)
 
 
+class KeptClips:
+    """A finite set's clips kept on the training device (`kept` in the config), one shape at a time.
+
+    On first use of a shape, its share of the set (`source.shares`, or all of a folder) is rendered or
+    loaded once, in chunks, into one uint8 tensor (N, T, H, W, 3) beside its object masks (N, T, H, W);
+    the source's own copies are then dropped. A step gathers its clips by index (the same clips, in the
+    same order, as the streaming path's `source.key`), cuts each one's `crop` window at a position drawn
+    on the device, and draws the posterior noise there: no per-clip Python and no host copy, so the step
+    is the VAE's arithmetic. Pixels of a folder's clips are rounded to uint8 (within 1/255 of the
+    streaming path's floats); world clips are uint8 renders, so theirs are exact.
+    """
+
+    def __init__(self, source, cfg: VAETrainConfig, device: torch.device, z_channels: int) -> None:
+        if getattr(source, "size", None) is None:
+            raise ConfigError("kept needs a finite data set: world_clips > 0, or a data folder")
+        self.source, self.cfg, self.device, self.z_channels = source, cfg, device, z_channels
+        self.sets: dict[Shape, tuple[Tensor, Tensor | None]] = {}
+
+    def batch(
+        self, first: int, count: int, shape: Shape, step: int, rank: int
+    ) -> tuple[list[Tensor], list[Tensor], list[Tensor | None]]:
+        """The clips at global indices first .. first + count - 1, all of `shape`, as `load_batch`'s one
+        group: ([videos (B, 3, T, h, w)], [noise (B, C_z, T_z, h/8, w/8)], [masks (B, T, h, w) or None])."""
+        video, objects = self.sets.get(shape) or self._build(shape)
+        dev, (_, t, h, w, _) = self.device, video.shape
+        gen = generator(self.cfg.seed, "kept-vae", step, rank, device=dev)
+        clip = torch.arange(first, first + count, device=dev) % video.shape[0]
+        crop = self.cfg.crop
+        ch, cw = (h, w) if crop <= 0 or (crop >= h and crop >= w) else (min(crop, h), min(crop, w))
+        y = (torch.rand(count, generator=gen, device=dev) * (h - ch + 1)).long()
+        x = (torch.rand(count, generator=gen, device=dev) * (w - cw + 1)).long()
+        rows = (y[:, None] + torch.arange(ch, device=dev))[:, None, :, None]  # (B, 1, ch, 1)
+        cols = (x[:, None] + torch.arange(cw, device=dev))[:, None, None, :]  # (B, 1, 1, cw)
+        b, f = clip[:, None, None, None], torch.arange(t, device=dev)[None, :, None, None]
+        pixels = video[b, f, rows, cols]  # (B, T, ch, cw, 3)
+        clips = pixels.permute(0, 4, 1, 2, 3).float() / 127.5 - 1.0
+        mask = None if objects is None else objects[b, f, rows, cols]
+        eps = torch.randn((count, self.z_channels, *latent_shape((t, ch, cw))), generator=gen, device=dev)
+        return [clips], [eps], [mask]
+
+    @torch.no_grad()
+    def _build(self, shape: Shape) -> tuple[Tensor, Tensor | None]:
+        """`shape`'s share of the set, rendered or loaded once into uint8 on the device."""
+        shares = getattr(self.source, "shares", None)
+        n = shares(shape) if shares is not None else self.source.size
+        videos, masks = [], []
+        for first in range(0, n, BUILD_CHUNK):
+            for it in samples(self.source, list(range(first, min(n, first + BUILD_CHUNK))), shape):
+                pixels = ((it["video"].to(self.device) + 1) * 127.5).round().clamp(0, 255)
+                videos.append(pixels.to(torch.uint8).permute(1, 2, 3, 0))
+                masks.append(None if it.get("objects") is None else it["objects"].to(self.device, torch.bool))
+            if hasattr(self.source, "forget"):
+                self.source.forget(shape)  # kept here now: the source's copies go
+        objects = None if any(m is None for m in masks) else torch.stack(masks)
+        self.sets[shape] = (torch.stack(videos), objects)
+        return self.sets[shape]
+
+
 # ---------------------------------------------------------------------------------------------
 # The loop
 
@@ -306,6 +376,7 @@ def train_vae(cfg: VAETrainConfig, out: str | Path, resume: bool = False, source
     logger = Logger(run, step, cfg.steps, d.main, "train vae")
     losses: list[float] = []
     z_channels = vae.cfg.z_channels
+    kept = KeptClips(source, cfg, d.device, z_channels) if cfg.kept else None
 
     def checkpoint() -> None:
         ship = ship_model(model, ema, d)
@@ -333,10 +404,14 @@ def train_vae(cfg: VAETrainConfig, out: str | Path, resume: bool = False, source
     with StopFlag(cfg.time_limit_min) as stop, logger:
         while step < cfg.steps:
             first = step * cfg.batch_size + d.rank * local
-            shape = step_shape(shapes, cfg.seed, step) if cfg.batch_shapes == "one" else None
-            groups, eps, objects = load_batch(
-                range(first, first + local), source, cfg, d.device, z_channels, shape
-            )
+            one = cfg.batch_shapes == "one" or cfg.kept
+            shape = step_shape(shapes, cfg.seed, step) if one else None
+            if kept is not None:
+                groups, eps, objects = kept.batch(first, local, shape, step, d.rank)
+            else:
+                groups, eps, objects = load_batch(
+                    range(first, first + local), source, cfg, d.device, z_channels, shape
+                )
             stops = distributed.all_sum([float(stop.should_stop())], d)[0]
             set_lr(optimizer, lr_at(step, cfg.lr, cfg.warmup, cfg.steps, cfg.schedule, cfg.min_lr_ratio))
             with autocast(cfg, d.device):  # generator (VAE) step: the networks in bf16 on CUDA ...
