@@ -30,7 +30,6 @@ random values so the output is not trivially zero); shapes are pixel FRAMESxHEIG
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
 import gc
 import json
@@ -46,7 +45,7 @@ from timing import matmul_peak, sync, timed
 
 from tessera.config import get_preset
 from tessera.models.dit import DiT, dit_flops
-from tessera.parallel import pick_mode, sequence_parallel
+from tessera.parallel import SequenceParallel, pick_mode
 from tessera.train.distributed import Dist, wrap
 
 # NVLink multicast (NVLS) stays off, as where this was measured; set before NCCL initialises (in `main`).
@@ -118,10 +117,10 @@ def train_time(cfg, shape, args, device: torch.device, d: Dist | None) -> float:
     """Seconds per training step of one clip: on this device alone (d None) or sequence-parallel over all
     ranks, wrapped as the trainer wraps it."""
     dit = make_dit(cfg, device, torch.float32, parallel=d is not None).train()
-    dit.checkpointing = args.checkpointing
+    dit.checkpointed(1.0 if args.checkpointing else 0.0)
     a = inputs(cfg, shape, args.text_len, 1, device, torch.float32)
     target = torch.randn(a["x"].shape, generator=torch.Generator().manual_seed(2)).to(device)
-    model = dit if d is None else wrap(dit, d)
+    model = dit if d is None else wrap(SequenceParallel(dit, None, args.mode), d)
     opt = torch.optim.AdamW(dit.parameters(), lr=1e-5)
     bf16 = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
@@ -133,10 +132,7 @@ def train_time(cfg, shape, args, device: torch.device, d: Dist | None) -> float:
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    if d is None:
-        return timed(step, device, args.warmup, args.iters)
-    with sequence_parallel(dit, None, args.mode):
-        return timed(step, device, args.warmup, args.iters)
+    return timed(step, device, args.warmup, args.iters)
 
 
 @torch.no_grad()
@@ -144,6 +140,7 @@ def sample(cfg, shape, args, device: torch.device, parallel: bool) -> tuple[floa
     """(seconds per Euler step, final latents on the CPU) of guided sampling with the DiT alone."""
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     dit = make_dit(cfg, device, dtype, parallel).eval()
+    dit = SequenceParallel(dit, None, args.mode) if parallel else dit
     a = inputs(cfg, shape, args.text_len, 2, device, dtype)  # row 0 the caption, row 1 the empty one
     x0 = a["x"][:1].clone()  # (1, C, T_z, h, w) the noise, float32
     ts = torch.linspace(1, 0, args.sample_steps + 1).tolist()
@@ -161,12 +158,11 @@ def sample(cfg, shape, args, device: torch.device, parallel: bool) -> tuple[floa
             x = x + (t_next - t) * v_of(x, t)
         return x
 
-    with sequence_parallel(dit, None, args.mode) if parallel else contextlib.nullcontext():
-        v_of(x0, 1.0)  # warm-up
-        sync(device)
-        t0 = time.perf_counter()
-        x = run()
-        sync(device)
+    v_of(x0, 1.0)  # warm-up
+    sync(device)
+    t0 = time.perf_counter()
+    x = run()
+    sync(device)
     return (time.perf_counter() - t0) / args.sample_steps, x.cpu()
 
 

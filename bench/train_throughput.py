@@ -72,8 +72,7 @@ def train_bench(
     """One training configuration; {"oom": True} when it does not fit. `budget`: the compiler's
     activation memory budget for each block (compiled runs only); `mode`: the DiT's checkpoint_mode."""
     cfg = get_preset(preset).dit
-    dit = DiT(cfg).to(device)
-    dit.checkpointing, dit.checkpoint_mode = checkpointing, mode
+    dit = DiT(cfg).to(device).checkpointed(float(checkpointing), mode)
     if args.compile:
         torch._dynamo.reset()  # compiled blocks are reused across DiT instances: recompile for this budget
         torch._functorch.config.activation_memory_budget = budget

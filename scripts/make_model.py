@@ -5,14 +5,14 @@
 
 The recipe is two training configs (`--vae-config`, `--dit-config`, default `scripts/shipped/`) and a
 budget of minutes for each (`--vae-minutes`, `--dit-minutes`; by default 30 and 50, so that with packing
-and the quick evaluation the model costs at most about 90 GPU minutes). Each training chunk is one `tessera train`
-process with `--time-limit-min` at most `--chunk-minutes`, so it checkpoints and stops cleanly; the next
-chunk resumes it. The DiT starts from the VAE run's model folder. Then `tessera model pack` writes the
-bf16 model folder `--out` and `tessera eval` scores it (`--suite`). What is done is read from the run
-folders and a ledger (`RUNS/make.json`: each chunk's wall minutes), so the script can be stopped at any
-point, or given `--max-minutes` per call, and called again to go on. It prints the minutes each stage
-took, startup and compilation included: the GPU minutes the model cost. See docs/design.md for the run
-folders' layout.
+and the quick evaluation the model costs at most about 90 GPU minutes). Each training chunk is one
+`tessera train` process with `--time-limit-min` at most `--chunk-minutes`, so it checkpoints and stops
+cleanly; the next chunk resumes it. The DiT starts from the VAE run's model folder. Then `tessera model
+pack` writes the bf16 model folder `--out` and `tessera eval` scores it (`--suite`). What is done is read
+from the run folders and a ledger (`RUNS/make.json`: each chunk's wall minutes), so the script can be
+stopped at any point, or given `--max-minutes` per call, and called again to go on. It prints the minutes
+each stage took, startup and compilation included: the GPU minutes the model cost. See docs/design.md for
+the run folders' layout.
 """
 
 from __future__ import annotations

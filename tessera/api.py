@@ -5,21 +5,24 @@
     video = pipe.generate(pipe.expand("a red cube slides to the left"), frames=17)
     tessera.save(video, "cube.mp4")
 
-Every method returns uint8 frames (T, H, W, 3) on the CPU, and takes the sampling options of
-`tessera.sampling.Sampling` as keywords: steps, guidance, seed, sampler, guidance_interval,
-negative_prompt, shift, and progress (a function called with (steps done, steps) after each step, or
-True for a bar). Left out, each takes its default from `tessera.options.DEFAULTS`, as the command line
-does, so the same arguments give the same frames as the command. Given images and videos are uint8
-(T, H, W, 3) (or (H, W, 3)) tensors or arrays, or the path of a file to read. A request the model
-cannot serve raises `RequestError` (a ValueError) naming the argument, before any work.
+Every capability is a method with the capability's own parameters (`tessera.capabilities`; `generate`
+from `tessera.sampling`), less the model. Every method returns uint8 frames (T, H, W, 3) on the CPU,
+and takes the sampling options of `tessera.sampling.Sampling` as keywords: steps, guidance, seed,
+sampler, guidance_interval, negative_prompt, shift, guidance_rule, and progress (a function called with
+(steps done, steps) after each step, or True for a bar). Left out, each takes its default from
+`tessera.options.DEFAULTS`, as the command line does, so the same arguments give the same frames as the
+command. Given images and videos are uint8 (T, H, W, 3) (or (H, W, 3)) tensors or arrays, or the path of
+a file to read. A request the model cannot serve raises `RequestError` (a ValueError) naming the
+argument, before any work.
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -29,11 +32,6 @@ from tessera.checkpoint import Model
 from tessera.config import ModelConfig, is_wan
 from tessera.options import DEFAULTS as D
 from tessera.video import read_video, write_video
-
-if TYPE_CHECKING:
-    from typing_extensions import Unpack  # typing.Unpack from Python 3.11
-
-    from tessera.sampling import Sampling
 
 Frames = torch.Tensor | np.ndarray | str | os.PathLike
 
@@ -55,6 +53,37 @@ def _frames(given: Frames) -> torch.Tensor:
     if isinstance(given, (str, os.PathLike)):
         return read_video(given)
     return torch.as_tensor(given)
+
+
+def _method(capability: Callable, result: Callable = lambda frames: frames) -> Callable:
+    """A `Pipeline` method that calls `capability` on the pipeline's model: its parameters are the
+    capability's own (names, order, defaults; the model left out, and `return_latents`: methods return
+    frames), so the two cannot drift apart. A given image or video (a parameter the capability takes as
+    a tensor) may also be an array or a file (`_frames`); `result` shapes what the capability returns."""
+    own, hidden = inspect.signature(capability).parameters.values(), {"model", "return_latents"}
+    params = [p for p in own if p.name not in hidden]
+    given = {p.name for p in params if "torch.Tensor" in str(p.annotation)}
+    keywords = [p.name for p in params if p.kind is inspect.Parameter.VAR_KEYWORD]
+    this = inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    signature = inspect.Signature(
+        [this, *(p.replace(annotation="Frames") if p.name in given else p for p in params)]
+    )
+
+    def method(self: Pipeline, *args, **kwargs) -> torch.Tensor:
+        values = signature.bind(self, *args, **kwargs).arguments
+        del values["self"]
+        options = values.pop(keywords[0], {}) if keywords else {}  # the sampling options
+        if hidden & options.keys():
+            raise TypeError(
+                f"{capability.__name__}() got an unexpected keyword {min(hidden & options.keys())!r}"
+            )
+        for name in given & values.keys():
+            values[name] = None if values[name] is None else _frames(values[name])
+        return result(capability(self.model, **values, **options))
+
+    method.__signature__, method.__doc__ = signature, capability.__doc__
+    method.__name__ = method.__qualname__ = capability.__name__
+    return method
 
 
 class Pipeline:
@@ -93,98 +122,12 @@ class Pipeline:
             warnings.warn(note, stacklevel=2)
         return caption
 
-    def generate(
-        self,
-        prompt: str,
-        frames: int = D.frames,
-        height: int = D.height,
-        width: int = D.width,
-        **options: Unpack[Sampling],
-    ) -> torch.Tensor:
-        """Text-to-video: `frames` (1 + 4k) frames of height x width for `prompt`."""
-        return sampling.generate(self.model, prompt, frames, height, width, **options)
-
-    def image(
-        self, prompt: str, height: int = D.height, width: int = D.width, **options: Unpack[Sampling]
-    ) -> torch.Tensor:
-        """Text-to-image: one frame (1, H, W, 3), sampled as a one-frame video."""
-        return capabilities.image(self.model, prompt, width, height, **options)[None]
-
-    def animate(
-        self,
-        image: Frames,
-        prompt: str,
-        frames: int = D.frames,
-        height: int | None = None,
-        width: int | None = None,
-        **options: Unpack[Sampling],
-    ) -> torch.Tensor:
-        """Image-to-video: a clip that starts on `image` (its first frame), at its size unless given."""
-        still = _frames(image)
-        still = still[0] if still.ndim == 4 else still
-        return capabilities.animate(self.model, still, prompt, frames, height, width, **options)
-
-    def extend(
-        self,
-        video: Frames,
-        prompt: str,
-        frames: int = D.frames,
-        direction: str = "forward",
-        overlap: int | None = None,
-        blend: bool = True,
-        **options: Unpack[Sampling],
-    ) -> torch.Tensor:
-        """`video` continued forward (or backward) by a new clip of `frames` frames that shares `overlap`
-        of its frames; returns the source and the new frames joined (`capabilities.extend`)."""
-        return capabilities.extend(
-            self.model, _frames(video), prompt, frames, direction, overlap, blend=blend, **options
-        )
-
-    def connect(
-        self,
-        video_a: Frames,
-        video_b: Frames,
-        prompt: str,
-        frames: int = D.frames,
-        blend: bool = True,
-        **options: Unpack[Sampling],
-    ) -> torch.Tensor:
-        """A bridge of `frames` frames from where A ends to where B starts; returns A, bridge, B joined."""
-        a, b = _frames(video_a), _frames(video_b)
-        return capabilities.connect(self.model, a, b, prompt, frames, blend=blend, **options)
-
-    def loop(
-        self,
-        prompt: str,
-        frames: int = D.frames,
-        video: Frames | None = None,
-        height: int = D.height,
-        width: int = D.width,
-        fade: int | None = None,
-        **options: Unpack[Sampling],
-    ) -> torch.Tensor:
-        """A clip that ends on the frame it starts with: `video`'s first frame, or a sampled one; for
-        seamless repeated playback drop the last frame."""
-        given = None if video is None else _frames(video)
-        return capabilities.loop(self.model, prompt, frames, given, height, width, fade=fade, **options)
-
-    def edit(
-        self, video: Frames, prompt: str, strength: float = D.strength, **options: Unpack[Sampling]
-    ) -> torch.Tensor:
-        """SDEdit: `video` re-imagined under `prompt`, keeping more of it the lower `strength` (0 to 1)."""
-        return capabilities.edit(self.model, _frames(video), prompt, strength, **options)
-
-    def long(
-        self,
-        prompt: str,
-        frames: int = D.long_frames,
-        window: int = D.window,
-        overlap: int | None = None,
-        height: int = D.height,
-        width: int = D.width,
-        blend: bool = True,
-        **options: Unpack[Sampling],
-    ) -> torch.Tensor:
-        """A video longer than the trained length: a window, then forward extensions (window i samples
-        with seed + i)."""
-        return capabilities.long(self.model, prompt, frames, window, overlap, height, width, blend, **options)
+    # The capabilities as methods: each one's parameters are the capability's own (see `_method`).
+    generate = _method(sampling.generate)
+    image = _method(capabilities.image, lambda frame: frame[None])  # one frame as a one-frame video
+    animate = _method(capabilities.animate)
+    extend = _method(capabilities.extend)
+    connect = _method(capabilities.connect)
+    loop = _method(capabilities.loop)
+    edit = _method(capabilities.edit)
+    long = _method(capabilities.long)

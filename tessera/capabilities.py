@@ -17,8 +17,23 @@ from tessera.checkpoint import Model
 from tessera.conditioning import pixel_mask_for
 from tessera.frames import crossfade, fit, size_of, to_clip
 from tessera.options import DEFAULTS as D
-from tessera.requests import RequestError, check_edit_frames, check_fade, check_frames, check_sides
-from tessera.sampling import Sampling, conditioned, decode, encode, generate, request_shape, sample_latents
+from tessera.requests import (
+    RequestError,
+    check_edit_frames,
+    check_fade,
+    check_frames,
+    check_strength,
+)
+from tessera.sampling import (
+    Sampling,
+    conditioned,
+    decode,
+    encode,
+    generate,
+    latent_shape,
+    request_shape,
+    sample_latents,
+)
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack  # typing.Unpack from Python 3.11
@@ -35,7 +50,7 @@ def _out(
 
 
 def image(
-    model: Model, prompt: str, width: int = D.width, height: int = D.height, **sampling: Unpack[Sampling]
+    model: Model, prompt: str, height: int = D.height, width: int = D.width, **sampling: Unpack[Sampling]
 ) -> torch.Tensor:
     """Text-to-image: uint8 (H, W, 3), sampled as a one-frame video; large frames decode in tiles."""
     return generate(model, prompt, 1, height, width, **sampling)[0]
@@ -51,17 +66,17 @@ def animate(
     return_latents: bool = False,
     **sampling: Unpack[Sampling],
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-    """Image-to-video: uint8 (frames, H, W, 3) starting at `image (H, W, 3)` (size: the image's own).
+    """Image-to-video: uint8 (frames, H, W, 3) starting at `image (H, W, 3)`, or at the first frame of a
+    video (T, H, W, 3); the size is the image's own unless given.
 
     Pixel frame 0 is given; latent frame 0 (the image encoded alone, exact by causality) is held clean.
     """
-    height, width = size_of(torch.as_tensor(image), height, width)
-    check_sides(height, width, "the image")
+    image = torch.as_tensor(image)
+    image = image[0] if image.ndim == 4 else image
+    height, width = size_of(image, height, width)
+    request_shape(model, frames, height, width, "the image")
     still = fit(image, height, width, "image")
-    check_frames(frames)
-    z = conditioned(
-        model, prompt, to_clip(still, frames, 0), pixel_mask_for("i2v", frames), height, width, **sampling
-    )
+    z = conditioned(model, prompt, to_clip(still, frames, 0), pixel_mask_for("i2v", frames), **sampling)
     return _out(model, z, return_latents)
 
 
@@ -89,7 +104,14 @@ def extend(
     frame comes back unchanged. Without it the whole source comes back unchanged.
     """
     video = torch.as_tensor(video)
-    new, z, n = _extension(model, video, prompt, frames, direction, overlap, **sampling)
+    request_shape(model, frames, int(video.shape[1]), int(video.shape[2]), "the video")
+    if direction not in ("forward", "backward"):
+        raise RequestError(f"direction must be 'forward' or 'backward'; got '{direction}'")
+    t_z = 1 + (frames - 1) // 4
+    if t_z < 2:
+        raise RequestError(f"--frames must be at least 5 to extend (one new latent frame); got {frames}")
+    k = _overlap_latents(overlap, t_z, len(video), direction)
+    new, z, n = _extension(model, video, prompt, frames, direction, k, **sampling)
     joined = join_clip(video, new, n, direction, blend)
     return (joined, z) if return_latents else joined
 
@@ -100,19 +122,11 @@ def _extension(
     prompt: str,
     frames: int,
     direction: str,
-    overlap: int | None,
+    k: int,
     **sampling: Unpack[Sampling],
 ) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """`extend`'s new clip: its frames (frames, H, W, 3), its latents, and n, the source frames it shares."""
-    if direction not in ("forward", "backward"):
-        raise RequestError(f"direction must be 'forward' or 'backward'; got '{direction}'")
-    check_frames(frames)
-    t_z = 1 + (frames - 1) // 4
-    if t_z < 2:
-        raise RequestError(f"--frames must be at least 5 to extend (one new latent frame); got {frames}")
-    k = _overlap_latents(overlap, t_z, len(video), direction)
-    height, width = int(video.shape[1]), int(video.shape[2])
-    check_sides(height, width, "the video")
+    """`extend`'s new clip, for a checked request that shares `k` latent frames' worth of the source: its
+    frames (frames, H, W, 3), its latents, and n, the source frames it shares."""
     if direction == "forward":
         n = 1 + 4 * (k - 1)  # given prefix frames
         mask = pixel_mask_for("extend", frames, k)
@@ -121,7 +135,7 @@ def _extension(
         n = 4 * k
         mask = pixel_mask_for("tail", frames, k)
         clip = to_clip(video[:n], frames, frames - n)
-    z = conditioned(model, prompt, clip, mask, height, width, **sampling)
+    z = conditioned(model, prompt, clip, mask, **sampling)
     return decode(model, z), z, n
 
 
@@ -179,17 +193,16 @@ def connect(
     """
     video_a = torch.as_tensor(video_a)
     height, width = int(video_a.shape[1]), int(video_a.shape[2])
-    check_sides(height, width, "the first video")
-    video_b = fit(video_b, height, width, "second video")
-    check_frames(frames)
+    request_shape(model, frames, height, width, "the first video")
     if frames < 5:
         raise RequestError(f"--frames must be at least 5 to connect two clips; got {frames}")
+    video_b = fit(video_b, height, width, "second video")
     with_motion = frames >= 17 and len(video_a) >= 5 and len(video_b) >= 4
     mask = pixel_mask_for("connect", frames, 3) if with_motion else pixel_mask_for("first_last", frames)
     head, tail = (5, 4) if with_motion else (1, 1)
     clip = to_clip(video_a[-head:], frames, 0)
     clip[:, frames - tail :] = to_clip(video_b[:tail], tail, 0)
-    z = conditioned(model, prompt, clip, mask, height, width, **sampling)
+    z = conditioned(model, prompt, clip, mask, **sampling)
     bridge = decode(model, z)
     blend = blend and with_motion  # (one shared frame each: nothing to fade through, the given ones stay)
     joined = join_clip(video_b, join_clip(video_a, bridge, head, "forward", blend), tail, "backward", blend)
@@ -218,19 +231,18 @@ def loop(
     faded out over the last `fade` frames (`close_loop`; default `loop_fade(frames)`; 0: as decoded), so
     the last frame is the first exactly: for seamless repeated playback drop the last frame.
     """
-    check_frames(frames)
+    request_shape(model, frames, height, width)  # the whole request, before the still is sampled
     if frames < 5:
         raise RequestError(f"--frames must be at least 5 to loop; got {frames}")
     fade = loop_fade(frames) if fade is None else fade
     check_fade(fade, frames)
     if video is None:
-        request_shape(model, frames, height, width)  # refuse the whole request before sampling the still
-        still = generate(model, prompt, 1, height, width, **sampling)
+        still = decode(model, sample_latents(model, prompt, latent_shape(1, height, width), **sampling))
     else:
         still = fit(torch.as_tensor(video)[:1], height, width, "video")
     clip = to_clip(still, frames, 0)
     clip[:, -1] = clip[:, 0]
-    z = conditioned(model, prompt, clip, pixel_mask_for("loop", frames), height, width, **sampling)
+    z = conditioned(model, prompt, clip, pixel_mask_for("loop", frames), **sampling)
     looped = close_loop(decode(model, z), fade)
     return (looped, z) if return_latents else looped
 
@@ -270,11 +282,9 @@ def edit(
     """
     video = torch.as_tensor(video)
     frames, height, width = (int(v) for v in video.shape[:3])
-    check_sides(height, width, "the video")
     check_edit_frames(frames)
-    request_shape(model, frames, height, width)
-    if not 0.0 <= strength <= 1.0:
-        raise RequestError(f"--strength must be in [0, 1]; got {strength}")
+    request_shape(model, frames, height, width, "the video")
+    check_strength(strength)  # before the source is encoded
     x0_src = encode(model, video)
     z = sample_latents(model, prompt, tuple(x0_src.shape[2:]), x0_src=x0_src, strength=strength, **sampling)
     return _out(model, z, return_latents)
@@ -301,12 +311,14 @@ def long(
     tried on the quick suite, long_permanence read lower, by no more than its noise: no reason to.)
     """
     segments, overlap = long_segments(frames, window, overlap)
+    request_shape(model, segments[0][1], height, width)  # no later window is longer than the first
     seed = sampling.pop("seed", 0)
-    sampled = generate(model, prompt, segments[0][1], height, width, seed=seed, **sampling)
-    shown = sampled
+    first = latent_shape(segments[0][1], height, width)
+    sampled = decode(model, sample_latents(model, prompt, first, seed=seed, **sampling))
+    shown, k = sampled, 1 + (overlap - 1) // 4
     for i, (a, b) in enumerate(segments[1:], start=1):  # the last window may be shorter
-        size = overlap + b - a
-        new, _, n = _extension(model, sampled, prompt, size, "forward", overlap, seed=seed + i, **sampling)
+        size = overlap + b - a  # 1 + 4j frames, sharing `overlap` (k latent frames) with the last window
+        new, _, n = _extension(model, sampled, prompt, size, "forward", k, seed=seed + i, **sampling)
         sampled = join_clip(sampled, new, n, "forward", blend=False)  # what the next window is given
         shown = join_clip(shown, new, n, "forward", blend)
     return shown

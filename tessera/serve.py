@@ -29,6 +29,7 @@ from tessera.caption.expand import expand_for_generate, grounded_caption
 from tessera.caption.weights import load_captioner
 from tessera.checkpoint import read_json
 from tessera.config import ModelConfig
+from tessera.errors import RequestError as ServeError
 from tessera.options import DEFAULTS as D
 from tessera.options import parse_interval
 from tessera.video import VideoError, probe, read_video, save_image, write_video
@@ -54,10 +55,6 @@ CAPABILITIES = {
     "edit": ("Edit", "Redraw a clip (1 + 4k frames) under a prompt; lower strength keeps more of it."),
     "long": ("Long", "A video longer than the trained length, in windows that each continue the last."),
 }
-
-
-class ServeError(ValueError):
-    """A request the server refuses; the message says what is wrong and what is allowed."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -112,11 +109,9 @@ class Request:
         a += ["-o", out]
         if self.model is not None:
             a += ["--model", str(self.model)]
-        if c == "generate":
-            a += ["--frames", str(self.frames), "--width", str(self.width), "--height", str(self.height)]
-        if c in ("image", "loop", "long"):
+        if c in ("generate", "image", "loop", "long"):
             a += ["--size", f"{self.width}x{self.height}"]
-        if c in ("animate", "extend", "connect", "loop", "long"):
+        if c in ("generate", "animate", "extend", "connect", "loop", "long"):
             a += ["--frames", str(self.frames)]
         if c == "extend":
             a += ["--forward" if self.direction == "forward" else "--backward"]
@@ -187,13 +182,7 @@ def parse_request(
     r.expand = bool(values.get("expand", True))
     if not 0 < r.fps <= 240:
         raise ServeError(f"--fps must be between 0 and 240; got {r.fps:g}")
-    if r.sampler not in pipeline.SAMPLERS:
-        raise pipeline.RequestError(
-            f"--sampler must be one of {', '.join(pipeline.SAMPLERS)}; got '{r.sampler}'"
-        )
-    if r.steps < 1:
-        raise pipeline.RequestError(f"--steps must be at least 1; got {r.steps}")
-    pipeline.check_guidance_interval(r.guidance_interval)
+    pipeline.check_sampling(r.steps, r.guidance, r.seed, r.sampler, r.guidance_interval)
     if "width" in values:
         r.width, r.height = _int(values, "width"), _int(values, "height")
     if "frames" in values:
@@ -204,8 +193,7 @@ def parse_request(
     r.fade = _int(values, "fade", 0) if values.get("fade") not in (None, "") else None
     if command == "edit":
         r.strength = _float(values, "strength")
-        if not 0.0 <= r.strength <= 1.0:
-            raise pipeline.RequestError(f"--strength must be in [0, 1]; got {r.strength}")
+        pipeline.check_strength(r.strength)
     if command == "long":
         r.window = _int(values, "window")
         pipeline.long_segments(r.frames, r.window)

@@ -34,6 +34,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont, ImageSequence
 
+from tessera.errors import FileError as VideoError
+
 DEFAULT_FPS = 16.0  # frame rate assumed for frame folders, stills and animations without timing
 PYAV_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".avi", ".webm")
 ANIMATION_SUFFIXES = (".gif", ".webp")
@@ -42,15 +44,6 @@ WRITE_SUFFIXES = (".mp4", ".webm", ".gif", ".webp", ".png")
 _EPS = 1e-6  # seconds; absorbs rounding in container timestamps
 
 Frames = torch.Tensor | np.ndarray
-
-
-class VideoError(ValueError):
-    """A file that cannot be read or written as video; the message names the file and the problem."""
-
-    def __init__(self, path: str | os.PathLike, problem: str):
-        super().__init__(f"{path}: {problem}")
-        self.path = Path(path)
-        self.problem = problem
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -31,7 +31,6 @@ import torch
 from torch import Tensor
 
 from tessera.checkpoint import (
-    CheckpointError,
     Model,
     atomic_dir,
     load_into,
@@ -40,6 +39,7 @@ from tessera.checkpoint import (
     save_tensors,
 )
 from tessera.config import OPTIONAL_KEYS, DiTConfig, ModelConfig, WanTextConfig, WanVAEConfig
+from tessera.errors import FileError
 from tessera.models.dit import DiT
 from tessera.models.wan_text import (
     WanTextEncoder,
@@ -62,10 +62,6 @@ TRANSFORMERS = ("WanTransformer3DModel", "SkyReelsV2Transformer3DModel")
 # The frame rate a SkyReels-V2 DiT with an fps embedding is told on every call: its pipelines' default, the
 # rate its clips are meant to play at (their only other choice, 16, takes the embedding's other row).
 SKYREELS_FPS = 24
-
-
-class WanError(CheckpointError):
-    """A Wan folder that cannot be loaded; the message names the component and the file."""
 
 
 def layout(path: str | Path) -> str | None:
@@ -110,19 +106,19 @@ def dit_config_from_diffusers(
     tessera's DiT does not implement. `diffusion_forcing`: the folder is a SkyReels-V2 DF checkpoint."""
     kind = cfg.get("_class_name", TRANSFORMERS[0])
     if kind not in TRANSFORMERS:
-        raise WanError(f"{where}: a {kind}; the transformer must be one of {', '.join(TRANSFORMERS)}")
+        raise FileError(f"{where}: a {kind}; the transformer must be one of {', '.join(TRANSFORMERS)}")
     block = cfg.get("num_frame_per_block", 1)
     if type(block) is not int or block < 1:
-        raise WanError(f"{where}: num_frame_per_block must be a whole number >= 1; got {block!r}")
+        raise FileError(f"{where}: num_frame_per_block must be a whole number >= 1; got {block!r}")
     if cfg.get("image_dim") or cfg.get("added_kv_proj_dim"):
-        raise WanError(f"{where}: an image-to-video Wan model (CLIP image branch); only text-to-video loads")
+        raise FileError(f"{where}: an image-to-video Wan model (CLIP image branch); only text-to-video loads")
     if cfg.get("qk_norm", "rms_norm_across_heads") != "rms_norm_across_heads" or not cfg.get(
         "cross_attn_norm", True
     ):
-        raise WanError(f"{where}: qk_norm {cfg.get('qk_norm')!r} / cross_attn_norm False are not Wan 2.1's")
+        raise FileError(f"{where}: qk_norm {cfg.get('qk_norm')!r} / cross_attn_norm False are not Wan 2.1's")
     c_in, c_out = cfg.get("in_channels", 16), cfg.get("out_channels", 16)
     if c_out != c_in:
-        raise WanError(f"{where}: in_channels {c_in} != out_channels {c_out} (a conditioned Wan variant)")
+        raise FileError(f"{where}: in_channels {c_in} != out_channels {c_out} (a conditioned Wan variant)")
     heads = cfg.get("num_attention_heads", 40)
     return DiTConfig(
         in_channels=c_in,
@@ -145,7 +141,7 @@ def dit_config_from_diffusers(
 def dit_config_from_original(state: dict[str, Tensor], cfg: dict[str, Any] | None) -> DiTConfig:
     """DiTConfig of an original-release DiT from its `config.json` (WanModel) or, without one, its shapes."""
     if cfg and cfg.get("model_type", "t2v") != "t2v":
-        raise WanError(f"config.json: model_type {cfg['model_type']!r}; only text-to-video (t2v) loads")
+        raise FileError(f"config.json: model_type {cfg['model_type']!r}; only text-to-video (t2v) loads")
     w = state["patch_embedding.weight"]  # (dim, in_dim, pt, ph, pw)
     dim = w.shape[0]
     heads = (cfg or {}).get("num_heads", dim // HEAD_DIM)
@@ -279,7 +275,7 @@ def load(
     path, device = Path(path), torch.device(device)
     kind = layout(path)
     if kind is None:
-        raise WanError(
+        raise FileError(
             f"{path}: not a Wan folder (no model_index.json, and none of the original release files)"
         )
     dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
@@ -362,7 +358,7 @@ def _check_sections(raw: dict, parts: dict) -> None:
         got = raw.get(name)
         if not isinstance(got, dict) or not allowed - OPTIONAL_KEYS.get(name, set()) <= set(got) <= allowed:
             have = sorted(got) if isinstance(got, dict) else got
-            raise WanError(f"config section '{name}': keys {have}, expected {sorted(allowed)}")
+            raise FileError(f"config section '{name}': keys {have}, expected {sorted(allowed)}")
 
 
 def _tuples(d: dict) -> dict:
@@ -370,17 +366,15 @@ def _tuples(d: dict) -> dict:
 
 
 def _component(path: Path, what: str, fn: Any) -> Any:
-    """Run a component's loader; any failure becomes one WanError line naming the component."""
+    """Run a component's loader; any failure becomes one FileError line naming the component."""
     try:
         return fn()
-    except WanError:
-        raise
-    except CheckpointError as e:
-        raise WanError(f"Wan {what}: {e}") from None
+    except FileError as e:
+        raise FileError(f"Wan {what}: {e}") from None
     except FileNotFoundError as e:
-        raise WanError(f"Wan {what}: missing {e.filename or e}") from None
+        raise FileError(f"Wan {what}: missing {e.filename or e}") from None
     except (KeyError, ValueError, RuntimeError, OSError, EOFError, TypeError) as e:
-        raise WanError(f"Wan {what} ({path}): unreadable or incomplete: {type(e).__name__}: {e}") from None
+        raise FileError(f"Wan {what} ({path}): unreadable or incomplete: {type(e).__name__}: {e}") from None
 
 
 def _need(path: Path) -> Path:
@@ -421,7 +415,7 @@ def _load_diffusers(path: Path, dtype: torch.dtype):
 
         return WanTokenizer.from_folder(_need(path / "tokenizer"))
 
-    index = read_json(path / "model_index.json", WanError)
+    index = read_json(path / "model_index.json", FileError)
     _check_index(index, path / "model_index.json")
     dit_cfg, dit_module = _component(path / "transformer", "transformer (DiT)", dit)
     vae_cfg, vae_module = _component(path / "vae", "VAE", vae)
@@ -452,15 +446,15 @@ def _check_index(index: dict, where: Path) -> None:
     """Refuse the Wan pipelines whose weights tessera does not run, naming why."""
     kind = index.get("_class_name")
     if kind not in PIPELINES:
-        raise WanError(
+        raise FileError(
             f"{where}: a {kind}; tessera runs Wan 2.1 text-to-video checkpoints and SkyReels-V2's "
             f"text-to-video and diffusion-forcing ones ({', '.join(PIPELINES)}), not image-to-video (CLIP "
             "image branch), VACE or animation models"
         )
     if (index.get("transformer_2") or [None])[0] is not None or index.get("boundary_ratio"):
-        raise WanError(f"{where}: a two-expert Wan 2.2 model (transformer_2); only single-DiT Wan 2.1 loads")
+        raise FileError(f"{where}: a two-expert Wan 2.2 model (transformer_2); only single-DiT Wan 2.1 loads")
     if index.get("expand_timesteps"):
-        raise WanError(f"{where}: Wan 2.2 TI2V (per-token times, its own VAE); only Wan 2.1 loads")
+        raise FileError(f"{where}: Wan 2.2 TI2V (per-token times, its own VAE); only Wan 2.1 loads")
 
 
 def _load_original(path: Path, dtype: torch.dtype):
@@ -517,7 +511,7 @@ def _read_weights(file: Path) -> dict[str, Tensor]:
             raise
         state = torch.load(file, map_location="cpu", weights_only=True)  # the legacy (pre-zip) format
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise WanError(f"{file}: expected a flat dict of tensors")
+        raise FileError(f"{file}: expected a flat dict of tensors")
     return state
 
 
@@ -556,11 +550,11 @@ def _build_umt5(hf_config: Any, state: dict[str, Tensor], dtype: torch.dtype):
 def vae_config_from_diffusers(cfg: dict[str, Any]) -> WanVAEConfig:
     """`AutoencoderKLWan`'s config -> WanVAEConfig; Wan 2.2's residual VAE is refused."""
     if cfg.get("is_residual") or cfg.get("patch_size"):
-        raise WanError("vae/config.json: Wan 2.2's VAE (residual, patched) is not supported; Wan 2.1's is")
+        raise FileError("vae/config.json: Wan 2.2's VAE (residual, patched) is not supported; Wan 2.1's is")
     if cfg.get("attn_scales"):
-        raise WanError("vae/config.json: attn_scales other than [] are not Wan 2.1's")
+        raise FileError("vae/config.json: attn_scales other than [] are not Wan 2.1's")
     if cfg.get("decoder_base_dim") not in (None, cfg.get("base_dim", 96)):
-        raise WanError("vae/config.json: a decoder_base_dim unlike base_dim is not supported")
+        raise FileError("vae/config.json: a decoder_base_dim unlike base_dim is not supported")
     return WanVAEConfig(
         z_channels=cfg.get("z_dim", 16),
         base_channels=cfg.get("base_dim", 96),
@@ -574,7 +568,7 @@ def _latent_stats(mean: list | None, std: list | None, channels: int) -> dict[st
     mean = WAN21_LATENT_MEAN if mean is None else mean
     std = WAN21_LATENT_STD if std is None else std
     if len(mean) != channels or len(std) != channels:
-        raise WanError(f"latents_mean/latents_std need {channels} values, got {len(mean)}/{len(std)}")
+        raise FileError(f"latents_mean/latents_std need {channels} values, got {len(mean)}/{len(std)}")
     return {"latent_mean": torch.tensor(mean, dtype=torch.float32), "latent_std": torch.tensor(std)}
 
 
@@ -592,7 +586,7 @@ def _scheduler_shift(file: Path) -> float:
 def _config(dit: DiTConfig, vae: WanVAEConfig, text: Any, shift: float) -> ModelConfig:
     d_model = text.encoder.config.d_model
     if d_model != dit.text_dim:
-        raise WanError(f"the text encoder's width {d_model} differs from the DiT's text_dim {dit.text_dim}")
+        raise FileError(f"the text encoder's width {d_model} differs from the DiT's text_dim {dit.text_dim}")
     return ModelConfig(
         vae=vae, text=WanTextConfig(max_len=512, dim=d_model), dit=dit, preset=PRESET, flow_shift=shift
     )
@@ -705,7 +699,7 @@ def describe(path: str | Path) -> str:
                 n = _dit_params(d)
                 lines.append(f"parameters: {n / 1e9:.2f}B" if n >= 1e8 else f"parameters: {n / 1e6:.2f}M")
                 lines += _variant_lines(d)
-        except (CheckpointError, ValueError, TypeError, KeyError) as e:
+        except (ValueError, TypeError, KeyError) as e:  # FileError too
             lines += ["", f"DiT config unreadable: {e}"]
     lines += ["", f"Sampling: flow shift {shift} (override with --shift)."]
     return "\n".join(lines)

@@ -1,17 +1,19 @@
 """The Python API: `tessera.load` without training or evaluation code, methods that return what the
 capabilities do, and the README's example as written."""
 
+import inspect
 import re
 import subprocess
 import sys
 import warnings
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 import tessera
-from tessera import capabilities, folders, sampling
+from tessera import api, capabilities, folders, sampling
 from tessera.requests import RequestError
 from tessera.video import write_video
 
@@ -45,7 +47,7 @@ def test_methods_return_what_the_capabilities_do(tiny_model_dir, tmp_path):
     video = pipe.generate("a red cube", 5, 32, 32, progress=lambda i, n: steps.append((i, n)), **FAST)
     assert steps == [(1, 2), (2, 2)] and video.dtype == torch.uint8 and video.shape == (5, 32, 32, 3)
     assert torch.equal(video, sampling.generate(m, "a red cube", 5, 32, 32, **FAST))
-    assert torch.equal(pipe.image("x", 32, 48, **FAST), capabilities.image(m, "x", 48, 32, **FAST)[None])
+    assert torch.equal(pipe.image("x", 32, 48, **FAST), capabilities.image(m, "x", 32, 48, **FAST)[None])
     assert torch.equal(
         pipe.animate(source[0], "x", 5, **FAST), capabilities.animate(m, source[0], "x", 5, **FAST)
     )
@@ -69,6 +71,30 @@ def test_methods_return_what_the_capabilities_do(tiny_model_dir, tmp_path):
     assert torch.equal(pipe.animate(path, "x", 5, **FAST), pipe.animate(source[0].numpy(), "x", 5, **FAST))
     with pytest.raises(RequestError, match="--frames must be 1 \\+ 4k"):
         pipe.generate("x", 6, 32, 32)
+
+
+def test_methods_take_their_capabilitys_own_parameters(tmp_path):
+    """No method restates a capability's parameters: each has the capability's own (names, order, kinds,
+    defaults), less the model and `return_latents`; one added to a capability appears on its method."""
+    skip = ("model", "return_latents")
+    for name in ("generate", "image", "animate", "extend", "connect", "loop", "edit", "long"):
+        capability = sampling.generate if name == "generate" else getattr(capabilities, name)
+        own = [p for p in inspect.signature(capability).parameters.values() if p.name not in skip]
+        method = list(inspect.signature(getattr(tessera.Pipeline, name)).parameters.values())
+        assert method[0].name == "self"
+        assert [(p.name, p.kind, p.default) for p in method[1:]] == [(p.name, p.kind, p.default) for p in own]
+        assert getattr(tessera.Pipeline, name).__doc__ == capability.__doc__
+
+    def grown(model, video: torch.Tensor, prompt: str, new: int = 3, return_latents=False, **sampling):
+        return model, video, prompt, new, sampling
+
+    method = api._method(grown)
+    assert list(inspect.signature(method).parameters) == ["self", "video", "prompt", "new", "sampling"]
+    path = write_video(tmp_path / "v.png", clip(1))
+    model, video, prompt, new, options = method(SimpleNamespace(model="M"), path, "x", new=5, steps=2)
+    assert (model, prompt, new, options) == ("M", "x", 5, {"steps": 2}) and torch.equal(video, clip(1))
+    with pytest.raises(TypeError, match="return_latents"):
+        method(SimpleNamespace(model="M"), path, "x", return_latents=True)
 
 
 def test_expand_is_the_caption_the_command_samples(tiny_model_dir):

@@ -1,4 +1,4 @@
-"""Conditioned generation (issue 6): sizes, lengths, and given frames held exactly at the latent level."""
+"""Conditioned generation: sizes, lengths, and given frames held exactly at the latent level."""
 
 import inspect
 import subprocess
@@ -202,6 +202,34 @@ def test_cli_extend_and_image(tiny_model_dir, tmp_path):
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert r.returncode != 0 and "--fade must be between 0 and 7" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_each_capability_checks_its_request_once_and_before_any_work(model, monkeypatch):
+    """The size, length and memory of a request are checked once, where it enters (windows and stills
+    sampled inside a capability are not checked again), and a bad one is refused before any sampling."""
+    calls, samples = [], []
+    check, sample = sampling.check_request, sampling.sample_latents
+    monkeypatch.setattr(sampling, "check_request", lambda *a: (calls.append(a[1:4]), check(*a))[1])
+    monkeypatch.setattr(
+        capabilities, "sample_latents", lambda *a, **k: (samples.append(1), sample(*a, **k))[1]
+    )
+    v, kw = clip(9), {"steps": 1, "seed": 0}
+    runs = {  # a request with a good length, and with a bad one (6: not 1 + 4k)
+        "animate": lambda n: pipeline.animate(model, v[0], "x", n, **kw),
+        "extend": lambda n: pipeline.extend(model, v, "x", n, "backward", **kw),
+        "connect": lambda n: pipeline.connect(model, v, v, "x", n, **kw),
+        "loop": lambda n: pipeline.loop(model, "x", n, None, 32, 32, **kw),
+        "edit": lambda n: pipeline.edit(model, v[:n], "x", 0.5, **kw),
+        "long": lambda n: pipeline.long(model, "x", 2 * n + 3, 9, None, 32, 32, **kw),  # 13: 2 windows
+    }
+    for name, run in runs.items():
+        calls.clear()
+        run(5)
+        assert len(calls) == 1, (name, calls)
+        calls.clear(), samples.clear()
+        with pytest.raises(pipeline.RequestError, match="--frames|the video has"):
+            run(6)
+        assert len(calls) <= 1 and samples == [], name
 
 
 def test_backward_extend_conditions_through_cond_as_training_builds_it(model, monkeypatch):

@@ -130,3 +130,82 @@ def test_generate_gives_the_same_bytes_in_two_processes_on_different_thread_coun
         assert r.returncode == 0, r.stderr
         files.append(out.read_bytes())
     assert files[0] == files[1]
+
+
+CAPABILITIES = ("generate", "image", "animate", "extend", "connect", "loop", "edit", "long")
+
+
+def test_every_command_that_samples_takes_the_options_of_tessera_options():
+    """One options object: each capability command's sampling flags are `tessera.options.SAMPLING`'s
+    fields (name, default, help), the same --size/--height/--width, and `eval` the same flags with the
+    suite's defaults."""
+    import inspect
+
+    from tessera import cli
+    from tessera.options import SAMPLING
+
+    for name in (*CAPABILITIES, "eval_"):
+        params = inspect.signature(getattr(cli, name)).parameters
+        for f in SAMPLING:
+            option = params[f.name].annotation.__metadata__[0]
+            assert option.help.startswith(f.metadata["help"]), (name, f.name)
+            assert params[f.name].default == (None if name == "eval_" else f.default), (name, f.name)
+        assert {"size", "height", "width"} <= params.keys(), name
+        assert "sampling" not in params and params["height"].default is None is params["width"].default
+
+
+@pytest.mark.parametrize("name", CAPABILITIES)
+def test_every_capability_command_shows_the_same_progress_bar(name, tiny_model_dir, tmp_path):
+    """Each command draws the sampler's bar on stderr (steps done of steps), and takes --size."""
+    from tessera.video import write_video
+
+    write_video(tmp_path / "v.mp4", torch.zeros(9, 32, 32, 3, dtype=torch.uint8))
+    given = {"animate": ["v.mp4"], "extend": ["v.mp4"], "connect": ["v.mp4", "v.mp4"], "edit": ["v.mp4"]}
+    frames = {"image": [], "edit": [], "long": ["--frames", "13", "--window", "9"]}.get(
+        name, ["--frames", "5"]
+    )
+    out = tmp_path / ("o.png" if name == "image" else "o.mp4")
+    args = [name, *[str(tmp_path / g) for g in given.get(name, [])], "x", "-o", str(out), *frames]
+    r = tessera(*args, "--model", str(tiny_model_dir), "--steps", "2", "--size", "32x32", "--no-expand")
+    assert r.returncode == 0, r.stderr
+    assert "euler: 100%" in r.stderr and "2/2" in r.stderr, r.stderr
+    assert read_video(out).shape[1:3] == (32, 32)
+
+
+def test_a_given_video_is_fitted_to_the_size_asked_for(tiny_model_dir, tmp_path):
+    """--size on a command whose output takes the given video's size: the video is fitted (same aspect
+    ratio) before anything loads, or refused in one line."""
+    from tessera.video import write_video
+
+    write_video(tmp_path / "v.mp4", torch.zeros(9, 32, 48, 3, dtype=torch.uint8))
+    base = ["extend", str(tmp_path / "v.mp4"), "x", "--frames", "5", "--steps", "1", "--no-expand"]
+    r = tessera(*base, "-o", str(tmp_path / "o.mp4"), "--model", str(tiny_model_dir), "--size", "96x64")
+    assert r.returncode == 0, r.stderr
+    assert read_video(tmp_path / "o.mp4").shape[1:3] == (64, 96)
+    r = tessera(*base, "-o", str(tmp_path / "p.mp4"), "--model", "nowhere", "--size", "64x64")
+    assert r.returncode == 2 and "the aspect ratios differ" in r.stderr and not (tmp_path / "p.mp4").exists()
+
+
+def test_train_flags_are_the_training_configs_fields():
+    """`train vae` and `train dit` take one flag per field of their config, read once from the fields,
+    and a flag reaches the config."""
+    import dataclasses
+    import inspect
+
+    import typer.main
+
+    from tessera import cli
+    from tessera.train.config import DiTTrainConfig, VAETrainConfig, make_config
+
+    for name, cls in (("train_vae", VAETrainConfig), ("train_dit", DiTTrainConfig)):
+        params = inspect.signature(getattr(cli, name)).parameters
+        fields = [f.name for f in dataclasses.fields(cls)]
+        assert list(params) == ["out", "config", "resume", *fields]
+        assert all(params[f].default is None for f in fields)
+    command = typer.main.get_command(cli.app).commands["train"].commands["dit"]
+    argv = ["--preset", "tiny", "--ema-decay", "0.99", "--train-text", "--grad-clip", "0.5", "--no-compile"]
+    flags = command.make_context("dit", argv).params
+    cfg = make_config("dit", None, **{k: v for k, v in flags.items() if k not in ("out", "config", "resume")})
+    assert (cfg.ema_decay, cfg.freeze_text, cfg.grad_clip, cfg.compile) == (0.99, False, 0.5, False)
+    flags = command.make_context("dit", ["--freeze-text", "--checkpointing"]).params
+    assert flags["freeze_text"] is True and flags["checkpointing"] is True and flags["lr"] is None

@@ -177,23 +177,24 @@ def test_checkpointing_gives_the_same_gradients() -> None:
     inputs = make_inputs()
     runs = {}
     # none, every block, the first half of the blocks; then keeping attention outputs
-    modes = [(False, "full"), (True, "full"), (0.5, "full"), (True, "selective"), (0.5, "selective")]
+    modes = [(0.0, "full"), (1.0, "full"), (0.5, "full"), (1.0, "selective"), (0.5, "selective")]
     for ckpt, mode in modes:
-        model.checkpointing, model.checkpoint_mode = ckpt, mode
+        assert model.checkpointed(ckpt, mode) is model  # configured once, in place
         runs[ckpt, mode] = _attention_calls(model, inputs)
-    reference, forward, again, matmuls = runs[False, "full"]
+    reference, forward, again, matmuls = runs[0.0, "full"]
     assert forward == 2 * len(model.blocks) and again == 0  # self- and cross-attention per block
     for grads, *_ in runs.values():
         for a, b in zip(reference, grads, strict=True):
             torch.testing.assert_close(a, b)
     # Full checkpointing reruns both attentions of each checkpointed block; selective reruns none.
-    assert runs[True, "full"][2] == forward and runs[0.5, "full"][2] == forward // 2
-    assert runs[True, "selective"][2] == 0 and runs[0.5, "selective"][2] == 0
+    assert runs[1.0, "full"][2] == forward and runs[0.5, "full"][2] == forward // 2
+    assert runs[1.0, "selective"][2] == 0 and runs[0.5, "selective"][2] == 0
     # ...but it does recompute the linear layers: as many more matmuls in backward as full checkpointing.
-    assert runs[True, "selective"][3] == runs[True, "full"][3] > matmuls
-    model.checkpoint_mode = "some"
+    assert runs[1.0, "selective"][3] == runs[1.0, "full"][3] > matmuls
     with pytest.raises(ValueError, match="checkpoint_mode 'some'; allowed: full, selective"):
-        model(**inputs)
+        model.checkpointed(1.0, "some")  # refused when configured, before any forward
+    n = len(model.blocks)  # the refused call changed nothing: the last mode, half the blocks, stays
+    assert [b.recompute for b in model.blocks] == ["selective"] * round(n / 2) + [None] * (n - round(n / 2))
 
 
 def test_deepen_keeps_the_function_and_the_new_blocks_learn() -> None:

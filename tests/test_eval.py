@@ -341,14 +341,53 @@ def test_eval_seed_guidance_and_sampler_replace_the_suites_sampler_settings(tiny
         0.7,
     )
     assert sheet_whole == sheet and sheet_part != sheet  # guidance at every time is the default
+
+    def conditional_only(v_c, v_u, x, t, g):  # a guidance rule passed in: the caption's branch alone
+        return v_c
+
+    ruled, sheet_ruled = run("rule", guidance_rule=conditional_only)
+    assert (
+        default["settings"]["guidance_rule"] == "cfg"
+        and ruled["settings"]["guidance_rule"] == "conditional_only"
+    )
+    assert sheet_ruled != sheet
     for bad, message in (
-        ({"guidance": -1.0}, "--guidance must be at least 0"),
+        ({"guidance": -1.0}, "--guidance must be a finite number >= 0"),
         ({"steps": 0}, "--steps must"),
         ({"sampler": "rk4"}, "--sampler must be one of euler, heun; got 'rk4'"),
         ({"guidance_interval": (0.8, 0.2)}, "--guidance-interval must be LO,HI with 0 <= LO < HI <= 1"),
     ):
         with pytest.raises(EvalError, match=message):
             eval_command(tiny_model_dir, "quick", tmp_path / "bad", limit=1, **bad)
+
+
+def test_guidance_variants_bench_passes_its_rule_to_eval(tiny_model_dir, tmp_path):
+    """bench/guidance_variants.py runs `tessera eval` with its flags as given and its rule passed in (no
+    patching): apg-e1 is plain guidance up to rounding, apg-e0 guides differently."""
+    import importlib.util
+
+    from tessera.eval import eval_command
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location(
+        "guidance_variants", root / "bench" / "guidance_variants.py"
+    )
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    flags = [str(tiny_model_dir), "--limit", "1", "--size", "32x32", "--steps", "2", "--device", "cpu"]
+    for variant in ("apg-e1", "apg-e0"):
+        bench.main(["guidance_variants.py", variant, "--", "eval", *flags, "-o", str(tmp_path / variant)])
+    plain = eval_command(
+        tiny_model_dir, "quick", tmp_path / "plain", limit=1, size=(32, 32), steps=2, device="cpu"
+    )
+    one, zero = (json.loads((tmp_path / v / "results.json").read_text()) for v in ("apg-e1", "apg-e0"))
+    assert one["settings"] == {**plain["settings"], "guidance_rule": "apg-e1"}
+    assert zero["settings"]["guidance_rule"] == "apg-e0"
+    for name, value in plain["metrics"].items():
+        assert one["metrics"][name] == pytest.approx(value, abs=1e-3), name
+    assert zero["prompts"][0]["details"] != one["prompts"][0]["details"]
+    with pytest.raises(SystemExit, match="--guidance"):
+        bench.main(["guidance_variants.py", "apg", "--", "eval", *flags, "--guidance", "nan"])
 
 
 def test_vae_only_scores_the_vae_round_trip_of_the_truth(tiny_model_dir, tmp_path, monkeypatch):

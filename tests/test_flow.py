@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tessera.flow.loss import add_noise, flow_loss
-from tessera.flow.samplers import guided, sample_euler, sample_heun, sdedit_start
+from tessera.flow.samplers import cfg, guided, holding, impose, sample_euler, sample_heun, sdedit_start
 from tessera.flow.schedules import sample_t, shift_t, timesteps, token_shift, unshift_t
 
 # Data x0 ~ N(M, S^2) elementwise, noise ~ N(0, 1).
@@ -174,7 +174,7 @@ def test_given_frames_come_back_exactly_and_are_fed_clean_at_t0(sampler):
         seen.append((x.clone(), t.clone()))
         return gaussian_velocity(x, t)
 
-    x0 = sampler(model_fn, noise, timesteps(6, 2.0), x0_given=x0_given, given=given)
+    x0 = impose(sampler(holding(model_fn, x0_given, given), noise, timesteps(6, 2.0)), x0_given, given)
     g5 = given[:, None, :, None, None].expand_as(x0)
     assert torch.equal(x0[g5], x0_given[g5])
     for x, t in seen:
@@ -198,8 +198,38 @@ def test_sdedit_strength_zero_returns_source_and_one_ignores_it():
     torch.testing.assert_close(out, sample_heun(gaussian_velocity, noise, timesteps(5, 3.0)))
     start = sdedit_start(x_src, noise, 0.4)
     torch.testing.assert_close(start, 0.6 * x_src + 0.4 * noise)
-    with pytest.raises(ValueError, match="strength"):
-        sdedit_start(x_src, noise, 1.2)
+
+
+def _old_sampler(name, model_fn, noise, ts, x0_given, given, given_noise=None):
+    """The samplers as they were before given frames became a wrapper: the frames held inside the loop."""
+
+    def velocity(x, t):
+        t_frames = torch.full(x.shape[:1] + x.shape[2:3], t, dtype=torch.float64)
+        if given_noise is not None:
+            noised = add_noise(x0_given, given_noise, t_frames[:, 0])
+            return model_fn(torch.where(given[:, None, :, None, None], noised, x), t_frames)
+        t_frames = t_frames.masked_fill(given, 0.0)
+        return model_fn(torch.where(given[:, None, :, None, None], x0_given, x), t_frames)
+
+    x, ts = noise, ts.tolist()
+    for t, t_next in zip(ts[:-1], ts[1:], strict=True):
+        v = velocity(x, t)
+        if name == "euler" or t_next == 0:
+            x = x + (t_next - t) * v
+        else:
+            x = x + (t_next - t) * (v + velocity(x + (t_next - t) * v, t_next)) / 2
+    return torch.where(given[:, None, :, None, None], x0_given, x)
+
+
+@pytest.mark.parametrize("name, sampler", [("euler", sample_euler), ("heun", sample_heun)])
+@pytest.mark.parametrize("at_noise", [False, True])
+def test_holding_wrapper_gives_the_same_bits_as_frames_held_inside_the_sampler(name, sampler, at_noise):
+    noise, x0_given, held_noise = _noise(seed=4), _noise(seed=5), _noise(seed=11) if at_noise else None
+    given = torch.tensor([[True, False, False], [False, False, True], [False] * 3, [True, True, False]])
+    fn = guided(lambda x, t: torch.cat([gaussian_velocity(x[:4], t[:4]), -x[4:]]), 3.0, (0.1, 0.9))
+    ts = timesteps(5, 2.0)
+    new = impose(sampler(holding(fn, x0_given, given, held_noise), noise, ts), x0_given, given)
+    assert torch.equal(new, _old_sampler(name, fn, noise, ts, x0_given, given, held_noise))
 
 
 def test_guided_runs_one_batch_and_mixes_branches():
@@ -214,7 +244,24 @@ def test_guided_runs_one_batch_and_mixes_branches():
     x, t = _noise(seed=10), torch.rand(4, 3, dtype=torch.float64)
     assert torch.equal(guided(batched, 1.0)(x, t), c_v)
     torch.testing.assert_close(guided(batched, 4.5)(x, t), u_v + 4.5 * (c_v - u_v))
-    assert batch_sizes == [8, 8]
+    assert torch.equal(guided(batched, 4.5)(x, t), guided(batched, 4.5, rule=cfg)(x, t))  # cfg: the default
+    assert batch_sizes == [8, 8, 8, 8]
+
+
+def test_a_guidance_rule_passed_in_mixes_the_branches_it_is_given():
+    c_v, u_v, x = _noise(seed=8), _noise(seed=9), _noise(seed=10)
+    t = torch.rand(4, 3, dtype=torch.float64)
+    seen = []
+
+    def rule(v_c, v_u, x_in, t_in, g):  # e.g. guidance only along x, as a projection rule would
+        seen.append((x_in, t_in, g))
+        return v_c + (g - 1) * ((v_c - v_u) * x_in).sum() / (x_in * x_in).sum() * x_in
+
+    fn = guided(lambda x2, t2: torch.cat([c_v, u_v]), 2.5, rule=rule)
+    along = ((c_v - u_v) * x).sum() / (x * x).sum()
+    torch.testing.assert_close(fn(x, t), c_v + 1.5 * along * x)
+    assert seen[0][0] is x and seen[0][1] is t and seen[0][2] == 2.5
+    assert torch.equal(guided(lambda x2, t2: torch.cat([c_v, u_v]), 1.0, rule=rule)(x, t), c_v)  # g = 1: off
 
 
 def test_guidance_interval_guides_inside_and_runs_the_caption_alone_outside():
@@ -239,10 +286,10 @@ def test_sampler_rejects_bad_inputs():
     noise = _noise()
     with pytest.raises(ValueError, match="decrease"):
         sample_euler(gaussian_velocity, noise, torch.tensor([0.0, 0.5, 1.0]))
-    with pytest.raises(ValueError, match="together"):
-        sample_euler(gaussian_velocity, noise, timesteps(2), x0_given=noise)
     with pytest.raises(ValueError, match="bool"):
-        sample_euler(gaussian_velocity, noise, timesteps(2), x0_given=noise, given=torch.zeros(4, 3))
+        holding(gaussian_velocity, noise, torch.zeros(4, 3))
+    with pytest.raises(ValueError, match=r"\(B, T_z\) = \(4, 3\)"):
+        holding(gaussian_velocity, noise, torch.zeros(4, 2, dtype=torch.bool))
     with pytest.raises(ValueError, match="B, C, T_z, H, W"):
         sample_euler(gaussian_velocity, noise[0], timesteps(2))
 

@@ -1,10 +1,13 @@
-"""The floors of the house (docs/design.md): no import cycles between tessera's modules, generation
-importing nothing from training or evaluation, and every import inside a function saying why."""
+"""The floors of the house (docs/design.md): every module on a floor, importing only from its own floor or
+below; no import cycles between tessera's modules; generation importing nothing from training or
+evaluation; and every import inside a function saying why."""
 
 import ast
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent / "tessera"
+DESIGN = ROOT.parent / "docs" / "design.md"
 GENERATION = ("api", "capabilities", "sampling", "folders", "requests", "frames", "conditioning", "seeding")
 
 
@@ -40,6 +43,52 @@ def _reach(edges: dict[str, set[str]], start: str) -> set[str]:
     return seen
 
 
+def _floors() -> dict[str, int]:
+    """Module or package name -> its floor, the first on which docs/design.md's "Floors" list names it
+    (`video.py`, `flow/`); the package itself (`tessera`, whose names load the Python API) sits on top."""
+    section = DESIGN.read_text().split("## Floors", 1)[1].split("\n## ", 1)[0]
+    floors = {"tessera": 99}
+    for number, text in re.findall(r"^(\d+)\. (.*?)(?=^\d+\. |^\S|\Z)", section, re.M | re.S):
+        for name in re.findall(r"`([\w/]+?)(?:\.py|/)`", text):
+            floors.setdefault("tessera." + name.replace("/", "."), int(number))  # where first named
+    return floors
+
+
+def _floor(module: str, floors: dict[str, int]) -> int | None:
+    """The floor of `module`: its own, or that of the package that holds it."""
+    parts = module.split(".")
+    return next((floors[p] for i in range(len(parts), 0, -1) if (p := ".".join(parts[:i])) in floors), None)
+
+
+def _upward(edges: dict[str, set[str]], floors: dict[str, int]) -> list[str]:
+    return sorted(
+        f"{a} (floor {_floor(a, floors)}) imports {b} (floor {_floor(b, floors)})"
+        for a, imported in edges.items()
+        for b in imported
+        if _floor(b, floors) > _floor(a, floors)
+    )
+
+
+def test_every_module_imports_only_from_its_floor_or_below():
+    floors = _floors()
+    assert floors["tessera.config"] == 1 and floors["tessera.cli"] == 6 and floors["tessera.train"] == 4
+    edges = _imports(_modules())
+    homeless = sorted(m for m in edges if _floor(m, floors) is None)
+    assert homeless == [], f"modules on no floor of docs/design.md: {homeless}"
+    assert _upward(edges, floors) == [], "imports from a higher floor"
+
+
+def test_an_upward_import_is_caught(tmp_path):
+    """The captioner's trainer importing the trainers' state, at the top or in a function, is refused."""
+    source = (ROOT / "caption" / "train.py").read_text()
+    for extra in ("from tessera.train.state import EMA\n", "def f():\n    from tessera.train import state\n"):
+        (tmp_path / "train.py").write_text(source + extra)
+        edges = _imports({**_modules(), "tessera.caption.train": tmp_path / "train.py"})
+        assert _upward(edges, _floors()) == [
+            "tessera.caption.train (floor 3) imports tessera.train.state (floor 4)"
+        ]
+
+
 def test_no_import_cycles():
     edges = _imports(_modules())
     cycles = sorted(m for m in edges if m in _reach(edges, m))
@@ -73,3 +122,36 @@ def test_imports_inside_functions_say_why():
                     if not any("#" in line for line in block):
                         missing.append(f"{f.relative_to(ROOT.parent)}:{node.lineno}")
     assert missing == [], f"imports inside functions without a reason: {missing}"
+
+
+def test_two_error_types_and_the_old_names_are_them():
+    """Only tessera/errors.py defines exception classes; the names modules raise are its two."""
+    defined = sorted(
+        f"{f.relative_to(ROOT.parent)}: {node.name}"
+        for f in ROOT.rglob("*.py")
+        for node in ast.walk(ast.parse(f.read_text()))
+        if isinstance(node, ast.ClassDef)
+        and any(isinstance(b, ast.Name) and b.id.endswith(("Error", "Exception")) for b in node.bases)
+    )
+    assert defined == ["tessera/errors.py: FileError", "tessera/errors.py: RequestError"]
+
+    from tessera.caption.parse import ParseError
+    from tessera.checkpoint import CheckpointError
+    from tessera.data.buckets import BucketError
+    from tessera.data.folder import DataError
+    from tessera.errors import FileError, RequestError
+    from tessera.eval import EvalError
+    from tessera.eval.prompts import PromptSetError
+    from tessera.models.text import TokenizerError
+    from tessera.parallel import SequenceParallelError
+    from tessera.serve import ServeError
+    from tessera.train.config import ConfigError
+    from tessera.train.run import RunError
+    from tessera.video import VideoError
+
+    requests = (ConfigError, BucketError, EvalError, ParseError, SequenceParallelError, ServeError)
+    files = (CheckpointError, DataError, PromptSetError, TokenizerError, RunError, VideoError)
+    assert all(e is RequestError for e in requests) and all(e is FileError for e in files)
+    e = VideoError("clip.mp4", "file is empty (0 bytes)")
+    assert str(e) == "clip.mp4: file is empty (0 bytes)" and e.problem == "file is empty (0 bytes)"
+    assert FileError("model folder not found").problem == "model folder not found"

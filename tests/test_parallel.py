@@ -14,12 +14,12 @@ from tessera.config import PRESETS, DiTConfig
 from tessera.models.dit import DiT
 from tessera.models.layers import attention
 from tessera.parallel import (
+    SequenceParallel,
     SequenceParallelError,
     check_heads,
     gather_sequence,
     pick_mode,
     sequence_attention,
-    sequence_parallel,
     shard_sequence,
     ulysses_attention,
 )
@@ -181,14 +181,13 @@ def _check_dit(cfg: DiTConfig, mode: str) -> None:
     (v_ref * w).sum().backward()
     grads_ref = {n: p.grad.clone() for n, p in model.named_parameters()}
     model.zero_grad()
-    model.checkpointing = True  # recomputation in backward repeats the exchanges on every rank alike
-    with sequence_parallel(model):  # auto
-        assert model.sp_group is not None and model.blocks[0].self_attn.sp_mode == mode
-        v = model(**inputs)
-        torch.testing.assert_close(v, v_ref, rtol=0, atol=1e-5)
-        (v * w).sum().backward()  # every rank computes the same loss from the gathered v
-    attn = model.blocks[0].self_attn
-    assert model.sp_group is None and attn.sp_group is None and attn.sp_mode == "ulysses"  # restored
+    model.checkpointed(1.0)  # recomputation in backward repeats the exchanges on every rank alike
+    parallel = SequenceParallel(model)  # auto
+    assert parallel.split.mode == mode and parallel.split.group is dist.group.WORLD
+    v = parallel(**inputs)
+    torch.testing.assert_close(v, v_ref, rtol=0, atol=1e-5)
+    (v * w).sum().backward()  # every rank computes the same loss from the gathered v
+    torch.testing.assert_close(model(**inputs), v_ref, rtol=0, atol=0)  # the DiT itself is unchanged
     # Each rank holds only its tokens' part of the gradient (the embedding sees only its own tokens)...
     assert (model.patch_embed.weight.grad - grads_ref["patch_embed.weight"]).abs().max() > 1e-2
     for name, p in model.named_parameters():
@@ -204,16 +203,16 @@ def _check_errors(world: int) -> None:
     mask; the packed forward is refused."""
     model = _make_dit(THREE_HEADS)
     with pytest.raises(SequenceParallelError, match=rf"heads \(3\).*P = {world}"):
-        with sequence_parallel(model, mode="ulysses"):
-            pass
+        SequenceParallel(model, mode="ulysses")
     q = torch.randn(1, 3, 4, 16)
     with pytest.raises(SequenceParallelError, match=rf"heads \(3\).*P = {world}"):
         ulysses_attention(q, q, q, None)
     with pytest.raises(SequenceParallelError, match="ring attention takes no attention mask"):
         sequence_attention(q, q, q, None, torch.ones(4 * world, 4 * world, dtype=torch.bool), "ring")
     inputs = _inputs(THREE_HEADS)
-    with sequence_parallel(model), pytest.raises(SequenceParallelError, match="forward_packed"):
-        model.forward_packed(list(inputs["x"]), list(inputs["t"]), inputs["text"], inputs["text_mask"], None)
+    with pytest.raises(SequenceParallelError, match="forward_packed"):
+        xs, ts = list(inputs["x"]), list(inputs["t"])
+        SequenceParallel(model).forward_packed(xs, ts, inputs["text"], inputs["text_mask"], None)
 
 
 def _worker(world: int, ulysses_cfg: DiTConfig, ring_cfg: DiTConfig, model: Path, run: Path) -> None:

@@ -24,7 +24,7 @@ import torch
 
 import tessera
 from tessera import cli, pipeline, serve
-from tessera.options import DEFAULTS
+from tessera.options import DEFAULTS, SAMPLING
 from tessera.video import read_video, write_video
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -61,8 +61,11 @@ def test_cli_pipeline_and_page_share_the_defaults():
                 assert params[key].default == getattr(DEFAULTS, key), (name, key)
         frames = DEFAULTS.long_frames if name == "long" else DEFAULTS.frames
         assert params.get("frames", inspect.Parameter("frames", 1, default=frames)).default == frames
-        if "size" in params:
-            assert params["size"].default == f"{DEFAULTS.width}x{DEFAULTS.height}"
+        given = name in ("animate", "extend", "connect", "edit")  # the given frames' size by default
+        assert params["size"].default == (None if given else f"{DEFAULTS.width}x{DEFAULTS.height}")
+        for f in SAMPLING:  # every sampling option, with its default and help from tessera.options
+            assert params[f.name].default == f.default, (name, f.name)
+            assert params[f.name].annotation.__metadata__[0].help == f.metadata["help"]
     sample = inspect.signature(pipeline.sample_latents).parameters
     assert [sample[k].default for k in ("steps", "guidance", "seed", "sampler")] == [25, 5.0, 0, "euler"]
     assert (DEFAULTS.steps, DEFAULTS.guidance, DEFAULTS.seed, DEFAULTS.sampler) == (25, 5.0, 0, "euler")
@@ -120,10 +123,10 @@ def test_every_tabs_command_line_parses_into_the_same_request(tiny_model_dir, tm
             assert p["fps"] == 12.0
         if serve.NEGATIVE:
             assert p["negative_prompt"] == "blurry"
-        if name in ("image", "loop", "long"):
-            assert p["size"] == "48x32"
+        if name in ("generate", "image", "loop", "long"):
+            assert p["size"] == "48x32" and p["width"] is None and p["height"] is None
         if name == "generate":
-            assert (p["frames"], p["width"], p["height"]) == (9, 48, 32)
+            assert p["frames"] == 9
         files = {
             "animate": [p.get("image_path")], "extend": [p.get("video_path")], "edit": [p.get("video_path")],
             "connect": [p.get("video_a"), p.get("video_b")], "loop": [p.get("video")],

@@ -14,6 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
+from tessera import checkpoint as ckpt
 from tessera import seeding
 from tessera.checkpoint import build_model, load_model, load_state, load_tensors, save_model
 from tessera.conditioning import build_cond, for_task, given_latents, mask_channels, pixel_mask_for
@@ -329,17 +330,16 @@ def test_config_file_then_flags_and_errors(tmp_path: Path):
 def test_state_helpers_round_trip():
     tensors: dict = {}
     opt = {"state": {0: {"step": torch.tensor(3.0), "m": torch.ones(2)}}, "groups": [{"betas": (0.9, 0.99)}]}
-    back = st.unflatten(json.loads(json.dumps(st.flatten(opt, "o", tensors))), tensors)
+    back = ckpt.unflatten(json.loads(json.dumps(ckpt.flatten(opt, "o", tensors))), tensors)
     assert back["groups"][0]["betas"] == (0.9, 0.99) and torch.equal(back["state"][0]["m"], torch.ones(2))
     rng = st.rng_tensors()
     draws = (torch.rand(3), np.random.rand(3), __import__("random").random())
     st.set_rng(rng)
     again = (torch.rand(3), np.random.rand(3), __import__("random").random())
     assert torch.equal(draws[0], again[0]) and np.array_equal(draws[1], again[1]) and draws[2] == again[2]
-    lrs = [st.lr_at(s, 1.0, 2, 10, "cosine", 0.1) for s in range(10)]
-    assert (
-        lrs[:2] == [0.5, 1.0] and lrs[2] == 1.0 and math.isclose(st.lr_at(10, 1.0, 2, 10, "cosine", 0.1), 0.1)
-    )
+    lrs = [ckpt.lr_at(s, 1.0, 2, 10, "cosine", 0.1) for s in range(10)]
+    assert lrs[:2] == [0.5, 1.0] and lrs[2] == 1.0
+    assert math.isclose(ckpt.lr_at(10, 1.0, 2, 10, "cosine", 0.1), 0.1)
     assert all(a >= b for a, b in zip(lrs[1:], lrs[2:], strict=False))
     assert seeding.seed_for(1, "x") == seeding.seed_for(1, "x") != seeding.seed_for(2, "x")
 

@@ -450,7 +450,7 @@ def test_configs_without_the_new_keys_load_as_before_and_unknown_keys_are_refuse
 def test_held_frames_sit_at_the_step_noise_level_for_a_one_time_network() -> None:
     """With `given_noise` the given frames enter each call noised to the call's t with that noise, every
     frame at the same t, and come back clean at the end."""
-    from tessera.flow.samplers import sample_euler
+    from tessera.flow.samplers import holding, impose, sample_euler
     from tessera.flow.schedules import timesteps
 
     g = torch.Generator().manual_seed(0)
@@ -462,7 +462,7 @@ def test_held_frames_sit_at_the_step_noise_level_for_a_one_time_network() -> Non
         seen.append((x[:, :, 0].clone(), t.clone()))
         return -x
 
-    out = sample_euler(model_fn, noise, timesteps(3, 2.0), x0_given=x0, given=given, given_noise=noise)
+    out = impose(sample_euler(holding(model_fn, x0, given, noise), noise, timesteps(3, 2.0)), x0, given)
     for x_first, t in seen:
         assert (t == t[0, 0]).all()
         torch.testing.assert_close(x_first, (1 - t[0, 0]) * x0[:, :, 0] + t[0, 0] * noise[:, :, 0])

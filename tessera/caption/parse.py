@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from tessera.errors import RequestError as ParseError
 from tessera.world.captions import (
     CAMERA_PHRASES,
     EVENT_PHRASES,
@@ -106,10 +107,6 @@ _STOP = set(
     "during one point objects object each other some very slowly quickly fast slow around toward towards "
     "again back side along above below near next both being be has have while against".split()
 )
-
-
-class ParseError(ValueError):
-    """A prompt that cannot be read as a scene (for example more than four objects)."""
 
 
 @dataclass

@@ -30,12 +30,11 @@ import torch
 from tessera.caption.metrics import material_visible, score, summarise
 from tessera.caption.model import CAPTIONER_PRESETS, Captioner, CaptionerConfig, caption_loss
 from tessera.caption.weights import CaptionerBundle, caption_clips, load_captioner, save_captioner
-from tessera.checkpoint import load_state, save_state
+from tessera.checkpoint import flatten, load_state, lr_at, save_state, unflatten
 from tessera.files import atomic_write_text
 from tessera.models.text import Tokenizer
 from tessera.requests import pick_device
 from tessera.seeding import generator
-from tessera.train.state import flatten, lr_at, unflatten
 from tessera.world import WorldConfig, WorldSampler, caption_corpus, detailed_caption, render
 from tessera.world.dataset import scene_seed
 

@@ -18,13 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from tessera.errors import RequestError as BucketError
 from tessera.seeding import generator
 
 Shape = tuple[int, int, int]  # (T, H, W) in pixels
-
-
-class BucketError(ValueError):
-    """A clip that fits no bucket; the message names the clip's size and the buckets there are."""
 
 
 def nearest_bucket(frames: int, height: int, width: int, buckets: list[Shape]) -> Shape:

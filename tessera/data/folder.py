@@ -16,15 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tessera.data.buckets import Shape, resize_crop
+from tessera.errors import FileError as DataError
 from tessera.video import probe, read_video, to_tensor
 
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".avi", ".webm", ".gif", ".webp")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 MANIFESTS = ("manifest.jsonl", "captions.jsonl")
-
-
-class DataError(ValueError):
-    """A data path that cannot be used; the message names the path and the problem."""
 
 
 @dataclass

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tessera.errors import FileError as PromptSetError
 from tessera.world import Scene, WorldConfig, WorldSampler, captions
 
 PROMPT_DIR = Path(__file__).parent / "prompts"
@@ -35,10 +36,6 @@ WANTED_TAGS = (
     "camera:static",
 )
 CANDIDATES = 300  # seeds searched per split
-
-
-class PromptSetError(ValueError):
-    """A prompt set that is missing, malformed or no longer matches the world engine."""
 
 
 @dataclass(frozen=True)

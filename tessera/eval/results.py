@@ -8,7 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
+from tessera.errors import RequestError
 from tessera.files import atomic_write_text
+
+EvalError = RequestError  # the benchmark's refusals: a request (docs/design.md, "Checks and errors")
 
 CLIP_METRICS = (
     "text_alignment",
@@ -20,10 +23,6 @@ CLIP_METRICS = (
     "flicker",
     "smoothness",
 )
-
-
-class EvalError(ValueError):
-    """A benchmark request that cannot run; the message says what is wrong and what is allowed."""
 
 
 def plain(x):

@@ -6,7 +6,6 @@ metrics compare a figure with the same figure on the truth (see each metric's do
 
 from __future__ import annotations
 
-import math
 import time
 import zipfile
 from dataclasses import dataclass, replace
@@ -27,9 +26,9 @@ from tessera.eval.results import CLIP_METRICS, EvalError, plain
 from tessera.eval.score import mean
 from tessera.eval.temporal import flicker, smoothness
 from tessera.eval.tracks import parse_truth
-from tessera.flow.samplers import SAMPLERS
+from tessera.flow.samplers import GuidanceRule, cfg
 from tessera.folders import load
-from tessera.requests import RequestError, check_guidance_interval, pick_device
+from tessera.requests import check_sampling, pick_device
 from tessera.sampling import generate
 from tessera.video import contact_sheet, save_image
 
@@ -45,6 +44,13 @@ class SuiteSettings:
     seed: int = 0
     sampler: str = "euler"
     guidance_interval: tuple[float, float] | None = None
+    negative_prompt: str = ""
+    shift: float | None = None  # None: the model's own
+    guidance_rule: GuidanceRule = cfg  # how guidance mixes its branches (results.json gives its name)
+
+    def to_dict(self) -> dict:
+        """The settings as results.json records them."""
+        return {**self.__dict__, "guidance_rule": self.guidance_rule.__name__}
 
 
 SUITES = {"quick": SuiteSettings(steps=10), "full": SuiteSettings(steps=25)}
@@ -68,12 +74,16 @@ def eval_command(
     guidance: float | None = None,
     sampler: str | None = None,
     guidance_interval: tuple[float, float] | None = None,
+    negative_prompt: str | None = None,
+    shift: float | None = None,
+    guidance_rule: GuidanceRule | None = None,
 ) -> dict:
     """`tessera eval`: score MODEL (or the truth renders with `truth`) on a suite and write results.json,
     report.md and report.html into `out`; or, with `compare` = (A, B), put two result folders side by
-    side in `out`. Returns the results dict. `steps`, `size`, `guidance`, `guidance_interval`, `seed` and
-    `sampler` replace the suite's sampler settings; scores of one model under two seeds show how much of
-    a difference between models the benchmark can resolve.
+    side in `out`. Returns the results dict. `steps`, `size`, `guidance`, `guidance_interval`,
+    `negative_prompt`, `shift`, `guidance_rule` (`samplers.GuidanceRule`), `seed` and `sampler` replace
+    the suite's sampler settings; scores of one model under two seeds show how much of a difference
+    between models the benchmark can resolve.
     `vae_only` scores MODEL's VAE round trip of the truth renders instead of generated videos: the
     ceiling that the VAE sets on every metric (no DiT could score above what its latents decode to)."""
     if compare is not None:
@@ -82,28 +92,19 @@ def eval_command(
         raise EvalError(f"--suite must be one of {', '.join(SUITES)} (or a prompt-set .json); got '{suite}'")
     if truth == (model is not None):
         raise EvalError("give a MODEL folder to evaluate, or --truth for the ground-truth ceiling (not both)")
-    if steps is not None and steps < 1:
-        raise EvalError(f"--steps must be at least 1; got {steps}")
     if limit is not None and limit < 1:
         raise EvalError(f"--limit must be at least 1 (the first N prompts); got {limit}")
-    if guidance is not None and guidance < 0:
-        raise EvalError(f"--guidance must be at least 0 (1 = no guidance, 0 = unconditional); got {guidance}")
-    if sampler is not None and sampler not in SAMPLERS:
-        raise EvalError(f"--sampler must be one of {', '.join(SAMPLERS)}; got '{sampler}'")
-    try:
-        check_guidance_interval(guidance_interval)
-    except RequestError as e:
-        raise EvalError(str(e)) from None
-    if guidance is not None and not math.isfinite(guidance):
-        raise EvalError(f"--guidance must be a finite number; got {guidance}")
     _check_skvideo(skvideo)
     width, height = size or (None, None)
     given = {"steps": steps, "guidance": guidance, "seed": seed, "sampler": sampler}
-    given |= {"guidance_interval": guidance_interval}
+    given |= {"guidance_interval": guidance_interval, "guidance_rule": guidance_rule}
+    given |= {"negative_prompt": negative_prompt, "shift": shift}
     given |= {"width": width, "height": height}
     settings = replace(
         SUITES.get(suite, SUITES["quick"]), **{k: v for k, v in given.items() if v is not None}
     )
+    s = settings  # checked as every request is (`tessera.requests`), before any work
+    check_sampling(s.steps, s.guidance, s.seed, s.sampler, s.guidance_interval, s.shift)
     prompts = load_prompt_set(suite)[:limit]
     if capabilities and model is None:
         raise EvalError("--capabilities scores a model's conditioned capabilities; give a MODEL folder")
@@ -237,7 +238,7 @@ def run_suite(
         "model": str(model) if model else None,
         "truth": net is None,
         "vae_only": vae_only,
-        "settings": settings.__dict__,
+        "settings": settings.to_dict(),
         "device": dev,
         "metrics": metrics,
         "by_split": by_split,
@@ -258,7 +259,8 @@ def _source(net, vae_only: bool) -> str:
 
 
 def _sampling(s: SuiteSettings) -> dict:
-    keys = ("steps", "guidance", "seed", "sampler", "guidance_interval")
+    keys = ("steps", "guidance", "seed", "sampler", "guidance_interval", "negative_prompt", "shift")
+    keys += ("guidance_rule",)
     return {k: getattr(s, k) for k in keys}
 
 

@@ -12,6 +12,11 @@ Linear starts at zero, so the untrained network outputs exactly 0.
 
 Each token takes the modulation of its own latent frame, so frames can sit at different t: given frames
 are clean (t = 0) while the rest are noisy (docs/design.md, "conditioning on given frames").
+
+Two ways of running the same function are fixed once, never read from attributes set from outside:
+activation checkpointing (`DiT.checkpointed`, in training) and sequence parallelism, where a `Split` passed
+to `forward` says how this process's share of the tokens is cut out, gathered back and attended over
+(`tessera.parallel.SequenceParallel` builds one; the network itself knows no process groups).
 """
 
 from __future__ import annotations
@@ -19,18 +24,30 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+from collections.abc import Callable
+from typing import Protocol
 
 import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
 
 from tessera.config import DiTConfig
+from tessera.errors import RequestError
 from tessera.models.layers import MLP, RMSNorm, SegmentMask, attention, modulate, segment_mask
 from tessera.models.patch import pack, patchify, positions, unpack, unpatchify
 from tessera.models.rope import apply_rope, rope_freqs
-from tessera.parallel import SequenceParallelError, gather_sequence, local_shard, sequence_attention
 
 Rope = tuple[Tensor, Tensor]  # (cos, sin), each (N, head_dim/2)
+Attend = Callable[[Tensor, Tensor, Tensor, SegmentMask | None], Tensor]  # (q, k, v, mask) -> out
+
+
+class Split(Protocol):
+    """One clip's tokens spread over several processes (`tessera.parallel.TokenSplit`)."""
+
+    def shard(self, x: Tensor, dim: int) -> Tensor: ...  # this process's contiguous share along `dim`
+    def gather(self, x: Tensor, dim: int) -> Tensor: ...  # every share along `dim`, in order
+    def attention(self, q: Tensor, k: Tensor, v: Tensor, mask: SegmentMask | None) -> Tensor: ...
+
 
 CHECKPOINT_MODES = ("full", "selective")
 # The attention kernels whose outputs a "selective" checkpoint keeps (every fused SDPA backend; the
@@ -84,10 +101,9 @@ class SelfAttention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim)
         self.q_norm, self.k_norm = _qk_norms(dim, heads, eps, qk_norm)
         self.out = nn.Linear(dim, dim)
-        self.sp_group = None  # a process group: x is this rank's token shard (tessera.parallel)
-        self.sp_mode = "ulysses"  # or "ring": how the shards exchange (set by tessera.parallel)
 
-    def forward(self, x: Tensor, rope: Rope, mask: SegmentMask | None) -> Tensor:
+    def forward(self, x: Tensor, rope: Rope, mask: SegmentMask | None, attend: Attend = attention) -> Tensor:
+        """x (B, N, D) -> (B, N, D); `attend` is `attention`, or a `Split`'s when x is a token shard."""
         if self.across:
             q, k, v = self.qkv(x).chunk(3, dim=-1)  # each (B, N, D)
             q, k, v = (
@@ -100,11 +116,7 @@ class SelfAttention(nn.Module):
             qkv = self.qkv(x).unflatten(-1, (3, self.heads, -1))  # (B, N, 3, heads, Dh)
             q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (B, heads, N, Dh)
             q, k = apply_rope(self.q_norm(q), rope), apply_rope(self.k_norm(k), rope)
-        if self.sp_group is None:
-            o = attention(q, k, v, mask)
-        else:  # N is a token shard: Ulysses swaps it for a head shard, or ring passes K/V shards around
-            o = sequence_attention(q, k, v, self.sp_group, mask, self.sp_mode)
-        return self.out(o.transpose(1, 2).flatten(2))  # (B, N, D)
+        return self.out(attend(q, k, v, mask).transpose(1, 2).flatten(2))  # (B, N, D)
 
 
 class CrossAttention(nn.Module):
@@ -144,8 +156,8 @@ class Block(nn.Module):
         self.norm2 = nn.LayerNorm(D, eps=cfg.eps, elementwise_affine=False)
         self.mlp = MLP(D, cfg.ffn_dim)
         self.modulation = nn.Parameter(torch.zeros(6, D))  # this block's offset to the shared projection
-        # Set by DiT._run: None, or a mode of CHECKPOINT_MODES. The checkpoint sits inside forward so that
-        # a compiled block compiles it too (the compiler then honours the selective policy).
+        # None, or a mode of CHECKPOINT_MODES, chosen once by `DiT.checkpointed`. The checkpoint sits inside
+        # forward so that a compiled block compiles it too (the compiler then honours the selective policy).
         self.recompute: str | None = None
 
     def forward(self, *args) -> Tensor:
@@ -167,11 +179,12 @@ class Block(nn.Module):
         self_mask: SegmentMask | None,
         text: Tensor,
         cross_mask: Tensor,
+        attend: Attend,
     ) -> Tensor:
         """x (B, N, D); e (B, F, 6, D) per-frame modulation; frame (N,) each token's row of e."""
         mod = (e + self.modulation)[:, frame]  # (B, N, 6, D)
         shift1, scale1, gate1, shift2, scale2, gate2 = mod.unbind(2)  # each (B, N, D)
-        x = x + gate1 * self.self_attn(modulate(self.norm1(x), shift1, scale1), rope, self_mask)
+        x = x + gate1 * self.self_attn(modulate(self.norm1(x), shift1, scale1), rope, self_mask, attend)
         x = x + self.cross_attn(self.norm_cross(x), text, cross_mask)
         return x + gate2 * self.mlp(modulate(self.norm2(x), shift2, scale2))
 
@@ -209,16 +222,25 @@ class DiT(nn.Module):
         if cfg.fps_embed is not None:  # SkyReels-V2's frame rate: two learned rows, mapped to modulation
             self.fps_embed = nn.Embedding(2, D)
             self.fps_proj = nn.Sequential(nn.Linear(D, D), nn.SiLU(), nn.Linear(D, 6 * D))
-        # Activation checkpointing (set by the trainer): False, True (every block), or the fraction of
-        # blocks, counted from the first, that recompute their activations in backward. A fraction
-        # trades memory for less recomputation: the largest model that fits runs fastest with the
-        # smallest fraction that fits. `checkpoint_mode` "full" recomputes the whole block; "selective"
-        # keeps the attention outputs (the costliest part to recompute at long sequences, and small:
-        # one (N, D) tensor per attention) and recomputes the linear layers and pointwise ops.
-        self.checkpointing: bool | float = False
-        self.checkpoint_mode = "full"
-        self.sp_group = None  # sequence-parallel process group, set by tessera.parallel.sequence_parallel
         self.reset_parameters()
+
+    def checkpointed(self, fraction: float = 1.0, mode: str = "full") -> DiT:
+        """This DiT, its first `fraction` of blocks recomputing their activations in backward (0: none).
+
+        A fraction trades memory for less recomputation: the largest model that fits runs fastest with
+        the smallest fraction that fits. `mode` "full" recomputes the whole block; "selective" keeps the
+        attention outputs (the costliest part to recompute at long sequences, and small: one (N, D)
+        tensor per attention) and recomputes the linear layers and pointwise ops. Set once, in place
+        (as `train()` is); forward and the results are unchanged, only memory and time.
+        """
+        if mode not in CHECKPOINT_MODES:
+            raise ValueError(f"checkpoint_mode '{mode}'; allowed: {', '.join(CHECKPOINT_MODES)}")
+        if not 0 <= fraction <= 1:
+            raise ValueError(f"checkpoint fraction {fraction} must be in [0, 1]")
+        recompute = round(float(fraction) * len(self.blocks))
+        for i, block in enumerate(self.blocks):
+            block.recompute = mode if i < recompute else None
+        return self
 
     def reset_parameters(self) -> None:
         """Xavier Linears, N(0, 0.02) time MLP, zeros for every modulation and the output (adaLN-zero)."""
@@ -235,10 +257,18 @@ class DiT(nn.Module):
             nn.init.zeros_(b.modulation)
 
     def forward(
-        self, x: Tensor, t: Tensor, text: Tensor, text_mask: Tensor, cond: Tensor | None = None
+        self,
+        x: Tensor,
+        t: Tensor,
+        text: Tensor,
+        text_mask: Tensor,
+        cond: Tensor | None = None,
+        split: Split | None = None,
     ) -> Tensor:
         """x (B, C, T_z, H, W), t (B, T_z), text (B, L, text_dim), text_mask (B, L) bool,
-        cond (B, cond_channels, T_z, H, W) or None (zeros: text-to-video) -> v (B, C, T_z, H, W)."""
+        cond (B, cond_channels, T_z, H, W) or None (zeros: text-to-video) -> v (B, C, T_z, H, W).
+        With `split` this process runs the blocks on its share of the tokens only (every process
+        passes the same inputs and gets the whole v)."""
         B, _, T, H, W = self._check_clip(x, t, cond, batched=True)
         self._check_text(text, text_mask, B)
         if self.cfg.cond_channels:
@@ -248,15 +278,16 @@ class DiT(nn.Module):
             x_in = x
         tokens = self.patch_embed(patchify(x_in, self.cfg.patch))  # (B, N, D)
         pos = positions(self._grid(T, H, W), x.device)  # (N, 3) (t, h, w) ids
-        if self.sp_group is not None:  # sequence parallel: keep this rank's tokens, with global positions
-            tokens, pos = local_shard(tokens, self.sp_group, 1), local_shard(pos, self.sp_group, 0)
+        if split is not None:  # keep this process's tokens, with their global positions
+            tokens, pos = split.shard(tokens, 1), split.shard(pos, 0)
         e_time = self._time_embedding(self._patch_time(t))  # (B, F, D)
         cross_mask = text_mask[:, None, None, :]  # (B, 1, 1, L): broadcast over heads and queries
         frame = pos[:, 0]  # (N,) each token's temporal patch = its row of e_time
-        causal = self._causal_mask(frame)  # None: full attention
-        out = self._run(tokens, e_time, frame, pos, causal, self.text_embed(text), cross_mask)  # (B, N, C*p)
-        if self.sp_group is not None:
-            out = gather_sequence(out, self.sp_group, 1)  # (B, N/P, C*p) shards -> (B, N, C*p) everywhere
+        causal = self._causal_mask(frame, split)  # None: full attention
+        attend = attention if split is None else split.attention
+        out = self._run(tokens, e_time, frame, pos, causal, self.text_embed(text), cross_mask, attend)
+        if split is not None:
+            out = split.gather(out, 1)  # (B, N/P, C*p) shares -> (B, N, C*p) everywhere
         return unpatchify(out, self.cfg.patch, (T, H, W))
 
     def forward_packed(
@@ -271,8 +302,6 @@ class DiT(nn.Module):
         text_mask[i] (L,), packed into one sequence; conds[i] (cond_channels, T_i, H_i, W_i) or None.
         Attention stays within each clip and its own caption, so this equals running the clips one by one.
         Returns v per clip, (C, T_i, H_i, W_i)."""
-        if self.sp_group is not None:
-            raise SequenceParallelError("forward_packed does not support sequence parallelism; use forward")
         if self.cfg.causal_block > 1:
             raise ValueError("forward_packed does not support block-causal attention (causal_block > 1)")
         packed = pack(self._packed_inputs(xs, ts, text, text_mask, conds), self.cfg.patch)
@@ -289,7 +318,9 @@ class DiT(nn.Module):
         self_mask = segment_mask(packed.segments, packed.segments)  # block-diagonal per clip
         tokens = self.patch_embed(packed.tokens)  # (1, N_total, D)
         text_tokens = self.text_embed(text[text_mask])[None]  # (1, L_real, D)
-        out = self._run(tokens, e_time, frame, packed.positions, self_mask, text_tokens, cross_mask)
+        out = self._run(
+            tokens, e_time, frame, packed.positions, self_mask, text_tokens, cross_mask, attention
+        )
         return unpack(out, packed)
 
     def _packed_inputs(
@@ -318,17 +349,13 @@ class DiT(nn.Module):
         self_mask: SegmentMask | None,
         text: Tensor,
         cross_mask: Tensor,
+        attend: Attend = attention,
     ) -> Tensor:
         """Blocks and head on embedded tokens x (B, N, D) -> (B, N, C*pt*ph*pw)."""
         e = self._modulation(e_time)  # (B, F, 6, D)
         rope = rope_freqs(self.cfg.dim // self.cfg.heads, pos, self.cfg.rope_theta)
-        if self.checkpoint_mode not in CHECKPOINT_MODES:
-            allowed = ", ".join(CHECKPOINT_MODES)
-            raise ValueError(f"checkpoint_mode '{self.checkpoint_mode}'; allowed: {allowed}")
-        recompute = round(float(self.checkpointing) * len(self.blocks))
-        for i, block in enumerate(self.blocks):
-            block.recompute = self.checkpoint_mode if i < recompute else None
-            x = block(x, e, frame, rope, self_mask, text, cross_mask)
+        for block in self.blocks:
+            x = block(x, e, frame, rope, self_mask, text, cross_mask, attend)
         return self.head(x, e_time, frame)
 
     def _modulation(self, e_time: Tensor) -> Tensor:
@@ -340,15 +367,13 @@ class DiT(nn.Module):
         row = torch.full(e.shape[:1], int(self.cfg.fps_embed != 16), device=e.device)  # 16 fps: row 0
         return e + self.fps_proj(self.fps_embed(row)).unflatten(-1, (6, -1))[:, None]
 
-    def _causal_mask(self, frame: Tensor) -> Tensor | None:
+    def _causal_mask(self, frame: Tensor, split: Split | None) -> Tensor | None:
         """With `causal_block` > 1, the (N, N) bool self-attention mask in which a token sees the tokens of
         its own block of latent frames and of earlier blocks (dense: N^2 bytes); else None."""
         if self.cfg.causal_block == 1:
             return None
-        if self.sp_group is not None:
-            raise SequenceParallelError(
-                "block-causal attention (causal_block > 1) does not run sequence-parallel"
-            )
+        if split is not None:
+            raise RequestError("block-causal attention (causal_block > 1) does not run sequence-parallel")
         block = frame // self.cfg.causal_block  # frame: each token's temporal patch
         return block[:, None] >= block[None, :]
 

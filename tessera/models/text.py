@@ -21,15 +21,12 @@ from tokenizers import decoders, models, normalizers, pre_tokenizers, processors
 from torch import Tensor, nn
 
 from tessera.config import TextConfig
+from tessera.errors import FileError as TokenizerError
 from tessera.files import atomic_write_text
 from tessera.models.layers import MLP, RMSNorm, attention
 
 PAD, BOS = "<pad>", "<s>"
 _MIN_VOCAB = 256 + 2  # the byte alphabet plus the two special tokens
-
-
-class TokenizerError(ValueError):
-    """A tokenizer file that is missing, corrupt, or not one of ours."""
 
 
 class Tokenizer:

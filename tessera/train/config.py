@@ -19,12 +19,9 @@ from typing import Any
 
 from tessera.checkpoint import read_json
 from tessera.config import PRESETS
+from tessera.errors import RequestError as ConfigError
 from tessera.models.dit import CHECKPOINT_MODES
 from tessera.train.tasks import check_mix
-
-
-class ConfigError(ValueError):
-    """A training config value or file that is not valid; the message names the field and what is allowed."""
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,6 @@ over the whole world, unchanged; only sums of logged numbers must count each gro
 
 from __future__ import annotations
 
-import contextlib
 import os
 import socket
 from collections.abc import Callable
@@ -34,7 +33,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from tessera.parallel import sequence_parallel as sp_context
+from tessera.parallel import TokenSplit, token_split
 
 
 @dataclass(frozen=True)
@@ -104,12 +103,10 @@ def _sp_group(sp: int, rank: int, world_size: int) -> Any:
     return groups[rank // sp]
 
 
-def sequence_parallel(module: nn.Module, d: Dist, mode: str = "auto") -> contextlib.AbstractContextManager:
-    """`tessera.parallel.sequence_parallel` over this rank's group; does nothing when sp == 1."""
-    if d.sp == 1:
-        return contextlib.nullcontext(module)
-
-    return sp_context(module, d.sp_group, mode)
+def split(heads: int, d: Dist, mode: str = "auto") -> TokenSplit | None:
+    """How a DiT with `heads` attention heads spreads each clip over this rank's sequence-parallel
+    group (`tessera.parallel.token_split`); None when sp == 1."""
+    return None if d.sp == 1 else token_split(heads, d.sp_group, mode)
 
 
 def teardown() -> None:

@@ -24,13 +24,14 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from tessera.checkpoint import Model, save_model
+from tessera.checkpoint import Model, lr_at, save_model
 from tessera.conditioning import for_task, given_latents
 from tessera.config import get_preset
 from tessera.data.buckets import Shape, group_by_shape, latent_shape, num_tokens, step_shape
 from tessera.data.source import make_source, samples
 from tessera.flow.loss import add_noise, flow_loss
 from tessera.flow.schedules import sample_t, token_shift
+from tessera.parallel import TokenSplit
 from tessera.sampling import sample_latents
 from tessera.seeding import generator
 from tessera.train import distributed
@@ -39,7 +40,7 @@ from tessera.train.config import ConfigError, DiTTrainConfig, parse_shapes, pars
 from tessera.train.kept import KeptBatch, KeptSet, encode_clips, encode_conds, object_cells
 from tessera.train.logger import Logger, save_sample
 from tessera.train.run import StopFlag, end_of_step, load_checkpoint, save_checkpoint, start
-from tessera.train.state import EMA, lr_at
+from tessera.train.state import EMA
 from tessera.train.tasks import draw_task
 from tessera.video import to_uint8
 
@@ -210,15 +211,18 @@ def encode_batch(
 class DiTStep(nn.Module):
     """Text encoder + DiT as one module (what DDP/FSDP wrap): batch -> summed per-frame loss."""
 
-    def __init__(self, dit: nn.Module, text: nn.Module, packed: bool) -> None:
+    def __init__(
+        self, dit: nn.Module, text: nn.Module, packed: bool, split: TokenSplit | None = None
+    ) -> None:
         super().__init__()
         self.dit, self.text, self.packed = dit, text, packed
+        self.split = split  # how each clip's tokens spread over the sequence-parallel group, or None
 
     def forward(self, b: Batch | KeptBatch) -> Tensor:
         """Sum over the batch's loss frames of each frame's mean squared error to v = noise - x0."""
         text, text_mask = self.text(b.ids, b.text_mask)  # (B, L, D), (B, L)
         if isinstance(b, KeptBatch):  # one shape, already batched: one DiT call
-            v = self.dit(add_noise(b.x0, b.noise, b.t), b.t, text, text_mask, b.cond)
+            v = self.dit(add_noise(b.x0, b.noise, b.t), b.t, text, text_mask, b.cond, split=self.split)
             return flow_loss(v, b.x0, b.noise, b.loss_mask, b.weight, reduction="sum")
         if self.packed:
             x_t = [
@@ -241,7 +245,7 @@ class DiTStep(nn.Module):
             if any(c is not None for c in conds):
                 zero = x0.new_zeros(self.dit.cfg.cond_channels, *x0.shape[2:])
                 cond = torch.stack([zero if c is None else c for c in conds])
-            v = self.dit(add_noise(x0, noise, t), t, text[group], text_mask[group], cond)
+            v = self.dit(add_noise(x0, noise, t), t, text[group], text_mask[group], cond, split=self.split)
             total = total + flow_loss(v, x0, noise, keep, weight, reduction="sum")
         return total
 
@@ -292,12 +296,12 @@ def train_dit(cfg: DiTTrainConfig, out: str | Path, resume: bool = False, source
     model = initial_model(cfg, run, resume).to(d.device)
     model.vae.eval().requires_grad_(False)
     model.text.requires_grad_(not cfg.freeze_text)
-    model.dit.checkpointing = cfg.checkpoint_fraction if cfg.checkpointing else False
-    model.dit.checkpoint_mode = cfg.checkpoint_mode
+    model.dit.checkpointed(cfg.checkpoint_fraction if cfg.checkpointing else 0.0, cfg.checkpoint_mode)
     if cfg.compile:
         for block in model.dit.blocks:
             block.compile()
-    trainee = DiTStep(model.dit, model.text, packed=cfg.batching == "packed")
+    split = distributed.split(model.dit.cfg.heads, d)
+    trainee = DiTStep(model.dit, model.text, cfg.batching == "packed", split)
     wrapped = distributed.wrap(trainee, d)
     params = [p for p in trainee.parameters() if p.requires_grad]
     fused = d.device.type == "cuda" and d.mode != "fsdp"  # one kernel for all tensors: fewer launches
@@ -328,7 +332,7 @@ def train_dit(cfg: DiTTrainConfig, out: str | Path, resume: bool = False, source
     def sample(step: int) -> None:
         write_samples(ship_model(model, ema, d), run, cfg, step, d.device)
 
-    with StopFlag(cfg.time_limit_min) as stop, logger, distributed.sequence_parallel(model.dit, d):
+    with StopFlag(cfg.time_limit_min) as stop, logger:
         while step < cfg.steps:
             first = step * cfg.batch_size + d.dp_rank * local
             t_data = time.perf_counter()

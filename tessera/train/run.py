@@ -23,16 +23,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from tessera.checkpoint import CheckpointError, load_state, read_json, save_state
+from tessera.checkpoint import CheckpointError, flatten, load_state, read_json, save_state, unflatten
+from tessera.errors import FileError as RunError
 from tessera.files import atomic_write_text
 from tessera.train import distributed
 from tessera.train.config import RESUMABLE, ConfigError, TrainConfig, build, config_class, to_json
 from tessera.train.distributed import Dist
-from tessera.train.state import EMA, flatten, rng_tensors, set_rng, unflatten
-
-
-class RunError(ValueError):
-    """A run folder that cannot be started or resumed; the message says why and what to do."""
+from tessera.train.state import EMA, rng_tensors, set_rng
 
 
 def start(out: str | Path, cfg: TrainConfig, d: Dist) -> Path:

@@ -1,5 +1,6 @@
-"""What a resumable run needs besides the model: the learning-rate schedule, EMA, RNG states, and the
-training state written to and read from `RUN/state/`.
+"""What a resumable run of the DiT or VAE trainer needs besides the model: EMA and RNG states (the
+learning-rate schedule and the flattening of optimizer state live in `tessera.checkpoint`, a floor
+below, so that the captioner's trainer shares them; see docs/design.md, "Floors").
 
 Randomness in the trainers never comes from global generators: every random draw of a step uses a
 generator seeded by `tessera.seeding.seed_for(seed, "what", step or sample index)`. A resumed run
@@ -12,23 +13,13 @@ from __future__ import annotations
 
 import math
 import random
-from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from tessera.checkpoint import lr_at as lr_at  # re-exported: the VAE trainer imports it from here
 from tessera.train.distributed import like
-
-
-def lr_at(step: int, lr: float, warmup: int, steps: int, schedule: str, min_lr_ratio: float) -> float:
-    """Learning rate of 0-based `step`: linear warm-up, then cosine to `lr * min_lr_ratio`, or constant."""
-    if step < warmup:
-        return lr * (step + 1) / warmup
-    if schedule == "constant":
-        return lr
-    progress = min(1.0, (step - warmup) / max(1, steps - warmup))
-    return lr * (min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
 class EMA:
@@ -66,41 +57,6 @@ class EMA:
         for name, s in zip(self.names, self.shadow, strict=True):
             s.copy_(like(tensors[name], s))
         self.updates = updates
-
-
-# ---------------------------------------------------------------------------------------------
-# Flattening nested state (optimizer state dicts) into tensors + a JSON skeleton
-
-
-def flatten(tree: Any, prefix: str, tensors: dict[str, Tensor]) -> Any:
-    """Move every tensor of `tree` into `tensors` under `prefix...` and return a JSON-able skeleton.
-
-    Dict keys keep their types (optimizers index state by int), tuples stay tuples.
-    """
-    if isinstance(tree, Tensor):
-        tensors[prefix] = tree.detach().cpu().contiguous()
-        return {"tensor": prefix}
-    if isinstance(tree, dict):
-        return {"dict": [[k, flatten(v, f"{prefix}/{k}", tensors)] for k, v in tree.items()]}
-    if isinstance(tree, (list, tuple)):
-        items = [flatten(v, f"{prefix}/{i}", tensors) for i, v in enumerate(tree)]
-        return {"tuple": items} if isinstance(tree, tuple) else {"list": items}
-    if tree is None or isinstance(tree, (bool, int, float, str)):
-        return {"value": tree}
-    raise TypeError(f"cannot store {type(tree).__name__} at {prefix} in training state")
-
-
-def unflatten(skeleton: Any, tensors: dict[str, Tensor]) -> Any:
-    """Inverse of `flatten`."""
-    ((kind, body),) = skeleton.items()
-    if kind == "tensor":
-        return tensors[body]
-    if kind == "dict":
-        return {k: unflatten(v, tensors) for k, v in body}
-    if kind in ("list", "tuple"):
-        items = [unflatten(v, tensors) for v in body]
-        return tuple(items) if kind == "tuple" else items
-    return body
 
 
 # ---------------------------------------------------------------------------------------------
