@@ -2,6 +2,7 @@
 distance alone, on the same held-out renders, clean and blurred (about what a VAE round trip does).
 
     python bench/linking.py [--scenes 24] [--frames 9]
+    python bench/linking.py --truth-suite full --out runs/truth-linking   # the truth, judged by the variant
 
 The shipped linker (`tessera.eval.tracks.link_tracks`) joins a detection to a live track only when the
 centroid distance plus 0.3 per differing colour or shape label is under 0.25 frame widths, so an object
@@ -9,16 +10,20 @@ whose label flips from one frame to the next starts a new track. The variant her
 distance alone and uses the labels only to rank them. Both link the same detections of each clip (the
 parser runs once per clip), and both are scored as `parser_accuracy` scores the shipped one: `count`
 (1 - |significant tracks - objects seen| / objects) and `tracks` (each object found by its shape and
-colour with the right size).
+colour with the right size). `--truth-suite` instead runs `tessera eval --truth` on that suite with the
+variant in place of the shipped linker: the ceiling a judge must keep (the truth's own scores).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from tessera.eval import parser as parse_module
 from tessera.eval.parser import detect, load_parser, predict
 from tessera.eval.parser_train import BLURRED_SIGMA, gaussian_blur, render_pool
 from tessera.eval.tracks import (
@@ -79,7 +84,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scenes", type=int, default=24)
     ap.add_argument("--frames", type=int, default=9)
+    ap.add_argument("--truth-suite", help="score the truth on this suite (quick, full) with the variant")
+    ap.add_argument("--out", default="runs/truth-linking", help="results folder of --truth-suite")
     args = ap.parse_args()
+    if args.truth_suite:
+        from tessera.eval.suite import eval_command  # only this mode runs the suite
+
+        parse_module.link_tracks = link_by_distance  # parse_video's linker, for this process only
+        results = eval_command(suite=args.truth_suite, out=Path(args.out), truth=True, device="cpu")
+        print(json.dumps(results["metrics"], indent=1))
+        return
     scenes, frames, size = args.scenes, args.frames, 128
     parser = load_parser(None, "cpu")
     pool = render_pool(scenes, frames, size, "heldout", 10_000, "cpu")
