@@ -6,17 +6,18 @@ distance alone, on the same held-out renders, clean and blurred (about what a VA
 
 The shipped linker (`tessera.eval.tracks.link_tracks`) joins a detection to a live track only when the
 centroid distance plus 0.3 per differing colour or shape label is under 0.25 frame widths, so an object
-whose label flips from one frame to the next starts a new track. The variant here gates candidates by
-distance alone and uses the labels only to rank them. Both link the same detections of each clip (the
-parser runs once per clip), and both are scored as `parser_accuracy` scores the shipped one: `count`
-(1 - |significant tracks - objects seen| / objects) and `tracks` (each object found by its shape and
-colour with the right size). `--truth-suite` instead runs `tessera eval --truth` on that suite with the
-variant in place of the shipped linker: the ceiling a judge must keep (the truth's own scores).
+whose label flips from one frame to the next starts a new track. The variant (`labels_gate=False`)
+gates candidates by distance alone and uses the labels only to rank them. Both link the same detections
+of each clip (the parser runs once per clip), and both are scored as `parser_accuracy` scores the
+shipped one: `count` (1 - |significant tracks - objects seen| / objects) and `tracks` (each object found
+by its shape and colour with the right size). `--truth-suite` instead runs `tessera eval --truth` on
+that suite with the variant in place of the shipped linker: the ceiling a judge must keep.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 from pathlib import Path
 
@@ -26,58 +27,9 @@ import torch
 from tessera.eval import parser as parse_module
 from tessera.eval.parser import detect, load_parser, predict
 from tessera.eval.parser_train import BLURRED_SIGMA, gaussian_blur, render_pool
-from tessera.eval.tracks import (
-    COLOUR_NAMES,
-    MIN_AREA,
-    SHAPES,
-    SIZE_NAMES,
-    ClipParse,
-    Detection,
-    Track,
-    add,
-    empty_track,
-    finish,
-    link_tracks,
-)
+from tessera.eval.tracks import COLOUR_NAMES, MIN_AREA, SHAPES, SIZE_NAMES, ClipParse, link_tracks
 
-
-def link_by_distance(detections: list[Detection], frames: int, max_jump: float = 0.25) -> list[Track]:
-    """`link_tracks` with candidates gated by centroid distance alone (labels only rank them); the same
-    re-identification of a track last seen earlier with the same colour and shape."""
-    tracks: list[Track] = []
-    last: list[int] = []
-    for f in range(frames):
-        taken: set[int] = set()
-        for d in sorted((d for d in detections if d.frame == f), key=lambda d: -d.area):
-            live = [i for i in range(len(tracks)) if i not in taken and last[i] == f - 1]
-            near = {i: cost for i in live if (cost := _cost(d, tracks[i], f - 1, max_jump)) is not None}
-            best = min(near, key=near.get) if near else -1
-            if best < 0:
-                earlier = [i for i in range(len(tracks)) if i not in taken and last[i] < f]
-                same = [i for i in earlier if _looks(tracks[i]) == (d.colour, d.shape)]
-                best = max(same, key=lambda i: last[i]) if same else -1
-            if best < 0:
-                tracks.append(empty_track(frames))
-                last.append(f)
-                best = len(tracks) - 1
-            add(tracks[best], d)
-            last[best] = f
-            taken.add(best)
-    return finish(tracks)
-
-
-def _cost(d: Detection, track: Track, frame: int, max_jump: float) -> float | None:
-    """Distance from the track's centroid at `frame` + 0.3 per differing label; None past `max_jump`."""
-    dist = float(np.hypot(*(np.asarray(d.centroid) - track.centroid[frame])))
-    if dist >= max_jump:
-        return None
-    return dist + 0.3 * (d.colour != track.colours[frame]) + 0.3 * (d.shape != track.shapes[frame])
-
-
-def _looks(track: Track) -> tuple[int, int]:
-    """The track's most common (colour, shape) labels so far."""
-    vote = lambda labels: int(np.bincount(labels).argmax()) if labels.size else -1
-    return vote(track.colours[track.present]), vote(track.shapes[track.present])
+link_by_distance = functools.partial(link_tracks, labels_gate=False)
 
 
 def main() -> None:

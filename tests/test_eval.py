@@ -464,3 +464,21 @@ def test_capability_scores_on_a_truth_clip(tiny_model_dir, tmp_path):
     assert recolour("no colour here") == "no colour here"
     with pytest.raises(EvalError, match="capabilities"):
         eval_command(None, "quick", tmp_path / "x", truth=True, capabilities=True)
+
+
+def test_linking_without_the_labels_gate_keeps_a_flickering_object_one_track():
+    """A still object whose shape label flips every frame, and a second one far away: gated by its
+    labels, the linker starts a new track at each flip (one object counted as several); gated by distance
+    alone (labels only rank), it stays one track, and the far object stays its own."""
+    from tessera.eval.tracks import Detection, link_tracks
+
+    def det(f: int, shape: int, x: float) -> Detection:
+        return Detection(f, shape, 0, 1, (x, 0.5), 0.01, (x - 0.05, 0.45, x + 0.05, 0.55))
+
+    frames = 8
+    dets = [det(f, f % 2, 0.3 + 0.01 * f) for f in range(frames)] + [det(f, 2, 0.9) for f in range(frames)]
+    gated = link_tracks(dets, frames)
+    free = link_tracks(dets, frames, labels_gate=False)
+    assert len(gated) > 2  # the flips split the near object
+    assert len(free) == 2 and sorted(t.frames_present() for t in free) == [frames, frames]
+    assert {round(float(np.nanmean(t.centroid[:, 0])), 1) for t in free} == {0.3, 0.9}

@@ -140,26 +140,30 @@ def finish(tracks: list[Track]) -> list[Track]:
     return tracks
 
 
-def link_tracks(detections: list[Detection], frames: int, max_jump: float = 0.25) -> list[Track]:
+def link_tracks(
+    detections: list[Detection], frames: int, max_jump: float = 0.25, labels_gate: bool = True
+) -> list[Track]:
     """Greedy online linking (in the spirit of SORT, Bewley et al. 2016, with attributes instead of a
     motion model): each detection joins the live track with the lowest cost (centroid distance in frame
     widths + 0.3 per differing colour or shape label); if none is within `max_jump`, it re-joins a track
     last seen earlier with the same colour and shape (re-identification after occlusion or leaving the
-    frame); otherwise it starts a track."""
+    frame); otherwise it starts a track. `labels_gate` False: the distance alone must be within
+    `max_jump` and the labels only rank the candidates, so a soft object whose label flips stays one
+    track (`bench/linking.py` measures both; the benchmark uses the default)."""
     tracks: list[Track] = []
     last: list[int] = []  # frame each track was last seen
     for f in range(frames):
         dets = sorted((d for d in detections if d.frame == f), key=lambda d: -d.area)
         taken: set[int] = set()
         for d in dets:
-            best, best_cost = -1, max_jump
+            best, best_cost = -1, max_jump if labels_gate else float("inf")
             for i, tr in enumerate(tracks):
                 if i in taken or last[i] != f - 1:
                     continue
                 j = last[i]
                 dist = float(np.hypot(*(np.asarray(d.centroid) - tr.centroid[j])))
                 cost = dist + 0.3 * (d.colour != tr.colours[j]) + 0.3 * (d.shape != tr.shapes[j])
-                if cost < best_cost:
+                if cost < best_cost and (labels_gate or dist < max_jump):
                     best, best_cost = i, cost
             if best < 0:
                 same = [
