@@ -45,8 +45,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.max_minutes and elapsed + budget + 0.5 > args.max_minutes:
                 print(table(ledger, f"stopped: the next {stage} chunk would pass --max-minutes; call again"))
                 return 0
-            run_chunk(stage, args, ledger, budget)
-            atomic_write_text(runs / "make.json", json.dumps(ledger, indent=1))
+            run_chunk(stage, args, ledger, budget)  # writes the ledger
     print(table(ledger, f"done: {args.out}"))
     return 0
 

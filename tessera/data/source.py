@@ -132,6 +132,17 @@ class WorldSource:
         return self._samplers[frames]
 
 
+# Clips fetched at a time while a trainer builds a kept set from a finite source (bounds the memory of
+# rendering them, and of encoding them where the trainer does).
+BUILD_CHUNK = 128
+
+
+def share(source, shape: Shape) -> int:
+    """How many clips of a finite source come at `shape` (a world set's share, or all of a folder)."""
+    shares = getattr(source, "shares", None)
+    return shares(shape) if shares is not None else source.size
+
+
 def samples(source, indices: list[int], shape: Shape | None = None) -> list[dict]:
     """`source.samples(indices)` when the source batches its work, else one `sample` call per index;
     `shape` (if not None) fits every sample to that one shape."""

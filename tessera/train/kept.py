@@ -28,14 +28,12 @@ from torch import Tensor, nn
 from tessera.checkpoint import Model
 from tessera.conditioning import build_conds, for_task, given_latents
 from tessera.data.buckets import Shape, group_by_shape, num_tokens
-from tessera.data.source import samples
+from tessera.data.source import BUILD_CHUNK, samples, share
 from tessera.flow.schedules import sample_t, token_shift
 from tessera.seeding import generator
 from tessera.train.config import DiTTrainConfig, parse_weights
 from tessera.train.tasks import draw_task
 from tessera.train.vae import object_region
-
-BUILD_CHUNK = 128  # clips rendered and encoded at a time while building (bounds the build's memory)
 
 
 @dataclass
@@ -113,7 +111,7 @@ class KeptSet:
     def _build(self, shape: Shape) -> ShapeSet:
         """Render, caption, encode and draw the variants of `shape`'s share of the set, once."""
         vae, m = self.model.vae, max(1, self.cfg.task_variants)
-        n = _share(self.source, shape)
+        n = share(self.source, shape)
         parts: dict[str, list[Tensor]] = {k: [] for k in ("x0", "cells", "vx0", "vcond", "vgiven", "vcells")}
         captions: list[str] = []
         shorts: list[str] = []
@@ -228,12 +226,6 @@ def encode_conds(vae: nn.Module, videos: list[Tensor], pixel_masks: list[Tensor]
         for k, i in enumerate(idx):
             conds[i] = c[k]
     return conds
-
-
-def _share(source, shape: Shape) -> int:
-    """How many clips of the finite set come at `shape` (the source's share, or all of them)."""
-    shares = getattr(source, "shares", None)
-    return shares(shape) if shares is not None else source.size
 
 
 def _by_clip(xs: list[Tensor], n: int, m: int) -> Tensor:

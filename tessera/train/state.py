@@ -18,7 +18,6 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from tessera.checkpoint import lr_at as lr_at  # re-exported: the VAE trainer imports it from here
 from tessera.train.distributed import like
 
 

@@ -24,9 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tessera.checkpoint import save_model
+from tessera.checkpoint import lr_at, save_model
 from tessera.data.buckets import Shape, group_by_shape, latent_shape, step_shape
-from tessera.data.source import WorldSource, make_source, samples
+from tessera.data.source import BUILD_CHUNK, WorldSource, make_source, samples, share
 from tessera.folders import load
 from tessera.seeding import generator
 from tessera.train import distributed
@@ -35,11 +35,10 @@ from tessera.train.config import ConfigError, VAETrainConfig, parse_shapes
 from tessera.train.distributed import Dist
 from tessera.train.logger import Logger, save_sample
 from tessera.train.run import StopFlag, end_of_step, load_checkpoint, save_checkpoint, start
-from tessera.train.state import EMA, lr_at
+from tessera.train.state import EMA
 from tessera.video import to_uint8
 
 STATS_OFFSET = 1 << 40  # sample indices for latent statistics, far from any training index
-BUILD_CHUNK = 128  # clips rendered at a time while the kept set is built (bounds the renderer's memory)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -65,7 +64,7 @@ def ssim(x: Tensor, y: Tensor, window: int = 11, sigma: float = 1.5) -> Tensor:
         c1, c2 = (0.01 * 2) ** 2, (0.03 * 2) ** 2  # data range 2
         g = torch.exp(-((torch.arange(window, device=x.device) - window // 2) ** 2) / (2 * sigma**2))
         g = g / g.sum()
-        n, c, h, w = x.shape
+        h, w = x.shape[-2:]
         rows, cols = _band(g, h), _band(g, w)  # (h - window + 1, h), (w - window + 1, w)
         mx, my, xx, yy, xy = rows @ torch.stack([x, y, x * x, y * y, x * y]) @ cols.T
         vx, vy, cxy = xx - mx**2, yy - my**2, xy - mx * my
@@ -314,8 +313,7 @@ class KeptClips:
     @torch.no_grad()
     def _build(self, shape: Shape) -> tuple[Tensor, Tensor | None]:
         """`shape`'s share of the set, rendered or loaded once into uint8 on the device."""
-        shares = getattr(self.source, "shares", None)
-        n = shares(shape) if shares is not None else self.source.size
+        n = share(self.source, shape)
         videos, masks = [], []
         for first in range(0, n, BUILD_CHUNK):
             for it in samples(self.source, list(range(first, min(n, first + BUILD_CHUNK))), shape):
