@@ -34,6 +34,9 @@ def main() -> None:
     ap.add_argument("--config", required=True, help="VAE training config JSON")
     ap.add_argument("--set", action="append", default=[], help="KEY=JSON_VALUE over the config (repeatable)")
     ap.add_argument("--steps", type=int, default=6)
+    ap.add_argument(
+        "--by-shape", action="store_true", help="group the operator table by input shapes as well"
+    )
     args = ap.parse_args()
     device = pick_device("auto")
     cfg = make_config(
@@ -71,7 +74,8 @@ def main() -> None:
         with torch.profiler.profile() if last else contextlib.nullcontext() as p_data:
             groups, eps, objects = batch_of(step)
         t1 = sync(device)
-        with torch.profiler.profile() if last else contextlib.nullcontext() as p_net:
+        profile = torch.profiler.profile(record_shapes=args.by_shape)
+        with profile if last else contextlib.nullcontext() as p_net:
             with autocast(cfg, device):
                 outs = trainee(groups, eps)
             total, _ = vae_loss(groups, outs, None, cfg, objects)
@@ -82,7 +86,8 @@ def main() -> None:
         rows.append((t1 - t0, t2 - t1, sum(x.numel() // 3 for x in groups)))
     key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
     print(p_data.key_averages().table(sort_by="self_cpu_time_total", row_limit=10))
-    print(p_net.key_averages().table(sort_by=key, row_limit=12))
+    table = p_net.key_averages(group_by_input_shape=args.by_shape).table(sort_by=key, row_limit=12)
+    print(table)
     render = sum(first[1:]) / (len(first) - 1)
     skip = max(1, len(rows) // 2) if cfg.compile else 1  # compiled: the first steps compile
     data, net = (sum(r[i] for r in rows[skip:]) / (len(rows) - skip) for i in (0, 1))

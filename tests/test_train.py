@@ -845,3 +845,12 @@ def test_a_full_disk_stops_training_with_the_last_checkpoint_intact_and_resumabl
     resumed = train_dit(resume_config(run, "dit"), run, resume=True, source=Squares())
     assert resumed["step"] == 3 and resumed["losses"] == straight[2:]
     assert [r["step"] for r in read_metrics(run)] == [1, 2, 3]
+
+
+@pytest.mark.parametrize("path", sorted(Path(__file__).parents[1].glob("scripts/*/*.json")), ids=str)
+def test_recipe_configs_are_valid(path: Path) -> None:
+    """Every training recipe the scripts and docs name (scripts/<recipe>/vae.json, dit.json) builds a
+    config of its kind, with a preset that exists and clip shapes that parse."""
+    cfg = make_config(path.stem, path)
+    get_preset(cfg.preset)
+    assert parse_shapes(cfg.shapes)

@@ -139,6 +139,31 @@ def test_normalised_latents_round_trip() -> None:
     assert torch.equal(z_s, vae.encode_latents(x, sample=True, generator=torch.Generator().manual_seed(3)))
 
 
+@pytest.mark.parametrize("stride", [1, 2])
+def test_frame_conv_2d_form_is_the_3d_conv(stride: int) -> None:
+    """The per-frame 2D form (what CUDA runs) computes the one-frame-deep Conv3d, values and gradients."""
+    torch.manual_seed(0)
+    conv = torch.nn.Conv3d(5, 7, (1, 3, 3), stride=(1, stride, stride), padding=(0, 1, 1)).double()
+    x = torch.randn(2, 5, 4, 9, 10, dtype=torch.float64, requires_grad=True)
+    outs = [vae_module.frame_conv(conv, x, as_2d) for as_2d in (False, True)]
+    grads = [torch.autograd.grad(o.square().sum(), [x, conv.weight, conv.bias]) for o in outs]
+    torch.testing.assert_close(outs[1], outs[0], atol=1e-12, rtol=0)
+    assert outs[1].is_contiguous()
+    for a, b in zip(grads[1], grads[0], strict=True):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
+
+
+def test_whole_vae_same_with_2d_frame_convs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The whole VAE's round trip is the same function with the CUDA form of its per-frame convs."""
+    torch.manual_seed(0)
+    model = VideoVAE(CFG).double().eval()
+    x = video(5).double()
+    want = model.decode(model.encode(x)[0])
+    plain = vae_module.frame_conv
+    monkeypatch.setattr(vae_module, "frame_conv", lambda conv, v, as_2d: plain(conv, v, True))
+    torch.testing.assert_close(model.decode(model.encode(x)[0]), want, atol=1e-10, rtol=0)
+
+
 def test_kl_loss() -> None:
     zeros = torch.zeros(2, 4, 3, 2, 2)
     assert kl_loss(zeros, zeros).item() == 0.0
