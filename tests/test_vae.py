@@ -149,6 +149,9 @@ def test_frame_conv_2d_form_is_the_3d_conv(stride: int) -> None:
     grads = [torch.autograd.grad(o.square().sum(), [x, conv.weight, conv.bias]) for o in outs]
     torch.testing.assert_close(outs[1], outs[0], atol=1e-12, rtol=0)
     assert outs[1].is_contiguous()
+    last = vae_module.frame_conv(conv, x.detach().contiguous(memory_format=torch.channels_last_3d), True)
+    assert last.is_contiguous(memory_format=torch.channels_last_3d)  # the input's layout is kept
+    torch.testing.assert_close(last, outs[0].detach(), atol=1e-12, rtol=0)
     for a, b in zip(grads[1], grads[0], strict=True):
         torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
 

@@ -128,7 +128,7 @@ class SpatialUp(nn.Module):
 
 def frame_conv(conv: nn.Conv3d, x: Tensor, as_2d: bool) -> Tensor:
     """A Conv3d whose kernel is one frame deep, (B, C, T, H, W) -> (B, C_out, T, H', W'); `as_2d`: run as a
-    2D convolution over the B*T frames (the same numbers, another kernel).
+    2D convolution over the B*T frames (the same numbers, another kernel), keeping x's memory layout.
 
     On CUDA the 2D form is used: for the 3D form cuDNN picked its direct grouped kernel for the gradient
     of SpatialUp's input, 125 ms of a 203 ms VAE training step (`bench/vae_step_profile.py --by-shape`,
@@ -139,7 +139,9 @@ def frame_conv(conv: nn.Conv3d, x: Tensor, as_2d: bool) -> Tensor:
     B, C, T, H, W = x.shape
     frames = x.transpose(1, 2).reshape(B * T, C, H, W)
     y = F.conv2d(frames, conv.weight[:, :, 0], conv.bias, conv.stride[1:], conv.padding[1:])
-    return y.view(B, T, *y.shape[1:]).transpose(1, 2).contiguous()
+    y = y.view(B, T, *y.shape[1:]).transpose(1, 2)
+    last = x.is_contiguous(memory_format=torch.channels_last_3d) and not x.is_contiguous()
+    return y.contiguous(memory_format=torch.channels_last_3d if last else torch.contiguous_format)
 
 
 class TemporalDown(nn.Module):
