@@ -13,7 +13,8 @@ from them (`tessera.wan`), so every comparison also checks that the outputs agre
   one call after a warm-up call on the shortest clip; frames/s and the peak GPU memory above the resident
   weights (`max_memory_allocated`). tessera decodes in chunks of `--vae-chunks` pixel frames (Wan's own
   loop is 4; any multiple of 4 gives the same result; "16cl": chunks of 16 with the convolution weights
-  in channels-last layout, which cuDNN's tensor-core kernels prefer), diffusers in its own loop.
+  in channels-last layout, which cuDNN's tensor-core kernels prefer; "bm": cuDNN's autotuner on, with a
+  row of diffusers under the autotuner too), diffusers in its own loop.
 - End to end: text encoding (a random umT5-XXL, 512 tokens; a word-level tokenizer built here, since
   nothing is downloaded), `--steps` Euler steps with guidance 5 and a negative prompt, and decoding, at
   FRAMESxHEIGHTxWIDTH; wall time and the peak GPU memory of the whole call, weights included. tessera
@@ -157,9 +158,7 @@ class Models:
         if name == "ref_vae":
             return build_vae(self.shape["vae"], d, dt)
         if name.startswith("vae"):
-            return tessera_vae(
-                self.get("ref_vae"), dt, d, int(name[3:].removesuffix("cl")), name.endswith("cl")
-            )
+            return tessera_vae(self.get("ref_vae"), dt, d, int(name[3:].rstrip("clbm")), "cl" in name[3:])
         if name == "text":
             from transformers import UMT5Config, UMT5EncoderModel
 
@@ -207,19 +206,27 @@ def bench_vae(args, models: Models, device, dtype, rows: list) -> None:
     ref = models.get("ref_vae")
     ours = {c: models.get(f"vae{c}") for c in args.vae_chunks}
     models.place(["ref_vae", *(f"vae{c}" for c in args.vae_chunks)])
+    tuned = lambda spec: torch.backends.cudnn.flags(enabled=True, benchmark="bm" in spec)
     h, w = args.height // 8, args.width // 8
     g = torch.Generator(device).manual_seed(2)
     with torch.inference_mode():
         warm = torch.randn(1, 16, 2, h, w, device=device, generator=g).to(dtype)
         ref.decode(warm)
-        for vae in ours.values():
-            vae.decode(warm)
+        for spec, vae in ours.items():
+            with tuned(spec):
+                vae.decode(warm)
         for frames in args.lengths:
             z = torch.randn(1, 16, 1 + (frames - 1) // 4, h, w, device=device, generator=g).to(dtype)
             want, t_ref, m_ref = peak_above(device, lambda z=z: ref.decode(z).sample)
             cells = []
+            if any("bm" in c for c in ours):  # the autotuner is any user's switch: diffusers gets it too
+                with tuned("bm"):
+                    ref.decode(warm)
+                    _, t_bm, m_bm = peak_above(device, lambda z=z: ref.decode(z).sample)
+                cells.append(f"diffusers with the autotuner: {frames / t_bm:.1f} fps, {m_bm:.2f} GiB")
             for chunk, vae in ours.items():
-                got, t_ours, m_ours = peak_above(device, lambda z=z, vae=vae: vae.decode(z))
+                with tuned(chunk):
+                    got, t_ours, m_ours = peak_above(device, lambda z=z, vae=vae: vae.decode(z))
                 diff = (got.float().clamp(-1, 1) - want.float()).abs().max().item()
                 del got
                 cells.append(
@@ -263,7 +270,7 @@ def bench_end_to_end(args, models: Models, device, dtype, rows: list) -> None:
     from tessera.models.wan_text import WanTextEncoder, WanTokenizer
 
     prompt, negative = "a red fox runs through snow in the forest at dawn", "blurry low quality static"
-    chunk = next(c for c in reversed(args.vae_chunks) if not c.endswith("cl"))
+    chunk = next(c for c in reversed(args.vae_chunks) if c.isdigit())
     text, tok = models.get("text"), tokenizer()
     ref_dit, ref_vae, dit, vae = (models.get(n) for n in ("ref_dit", "ref_vae", "dit", f"vae{chunk}"))
     size = dict(height=args.height, width=args.width, num_frames=args.frames, max_sequence_length=TEXT_LEN)
@@ -317,7 +324,8 @@ def main() -> None:
     p.add_argument(
         "--vae-chunks",
         default="4,16,16cl",
-        help="tessera's VAE decode chunk sizes (pixel frames); suffix 'cl': weights channels-last",
+        help="tessera's VAE decode chunk sizes (pixel frames); suffixes: 'cl' weights channels-last, "
+        "'bm' cuDNN's autotuner on (torch.backends.cudnn.benchmark) while tessera decodes",
     )
     p.add_argument("--parts", default="dit,vae,e2e")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")

@@ -161,6 +161,19 @@ def test_pixel_and_capability_metrics(truths):
         flicker(v.astype(np.float32), v)
 
 
+def test_ssim_is_the_trainers_with_data_range_1() -> None:
+    """The benchmark's SSIM of uint8 frames is the VAE trainer's SSIM (checked against its float64
+    definition in test_train) on [0, 1] pixels with the standard constants (0.01 and 0.03 of range 1)."""
+    from tessera.train.vae import ssim as frame_ssim
+
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (2, 24, 30, 3), dtype=np.uint8)
+    b = np.clip(a.astype(int) + rng.integers(-40, 40, a.shape), 0, 255).astype(np.uint8)
+    x, y = (torch.from_numpy(v).double().permute(0, 3, 1, 2) / 255 for v in (a, b))
+    want = float(frame_ssim(x, y, data_range=1.0).mean())
+    assert ssim(a, b) == pytest.approx(want, abs=1e-6)
+
+
 def test_components_and_parser_roundtrip(tmp_path):
     labels = torch.full((1, 6, 6), -1)
     labels[0, :2, :2], labels[0, 4:, 4:], labels[0, :2, 2:4] = 3, 3, 5

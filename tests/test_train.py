@@ -428,14 +428,17 @@ def test_vae_loss_terms_are_fp32_under_bf16_autocast():
     assert torch.nn.functional.cosine_similarity(g_ref, g_low, dim=0) > 0.999
 
 
-def test_vae_ssim_matches_the_definition_in_float64():
+@pytest.mark.parametrize("data_range", [2.0, 1.0])
+def test_vae_ssim_matches_the_definition_in_float64(data_range: float):
     """The separable blur gives SSIM as defined: every valid 11x11 window weighted by the 2D Gaussian,
-    in float64, with its gradient; images 1 and 2 are identical and a flat image against itself is 1."""
+    in float64, with its gradient, for pixels in [-1, 1] (range 2) and [0, 1] (range 1, the benchmark's);
+    images 1 and 2 are identical."""
     from tessera.train.vae import ssim
 
     gen = torch.Generator().manual_seed(0)
-    x = torch.rand(3, 3, 20, 17, generator=gen, dtype=torch.float64) * 2 - 1
-    y = (x + 0.3 * torch.randn(x.shape, generator=gen, dtype=torch.float64)).clamp(-1, 1)
+    low = 1 - data_range
+    x = torch.rand(3, 3, 20, 17, generator=gen, dtype=torch.float64) * data_range + low
+    y = (x + 0.15 * data_range * torch.randn(x.shape, generator=gen, dtype=torch.float64)).clamp(low, 1)
     y[1] = x[1]
     k = torch.exp(-((torch.arange(11, dtype=torch.float64) - 5) ** 2) / (2 * 1.5**2))
     w2 = (k[:, None] * k[None, :]) / k.sum() ** 2  # the 2D window
@@ -445,13 +448,13 @@ def test_vae_ssim_matches_the_definition_in_float64():
         e = lambda t: (t * w2).sum(dim=(-2, -1))
         ma, mb = e(win(a)), e(win(b))
         va, vb, cab = e(win(a * a)) - ma**2, e(win(b * b)) - mb**2, e(win(a * b)) - ma * mb
-        c1, c2 = 0.02**2, 0.06**2
+        c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
         s = ((2 * ma * mb + c1) * (2 * cab + c2)) / ((ma**2 + mb**2 + c1) * (va + vb + c2))
         return s.mean((1, 2, 3))
 
     ours = y.clone().float().requires_grad_(True)
     theirs = y.clone().requires_grad_(True)
-    got, want = ssim(ours, x.float()), reference(theirs, x)
+    got, want = ssim(ours, x.float(), data_range=data_range), reference(theirs, x)
     torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-6)
     assert float(got[1].detach()) == pytest.approx(1.0, abs=1e-6) and float(got[0].detach()) < 0.9
     got.sum().backward()

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from tessera.train.vae import ssim as frame_ssim
 from tessera.video import to_tensor, to_uint8
 
 
@@ -36,23 +37,13 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def ssim(a: np.ndarray, b: np.ndarray) -> float:
-    """Mean SSIM of two uint8 frame stacks (..., H, W, 3)."""
+    """Mean SSIM of two uint8 frame stacks (..., H, W, 3), pixels in [0, 1]: the VAE trainer's SSIM
+    (`tessera.train.vae.ssim`: 11x11 Gaussian window of sigma 1.5, valid region) with data range 1."""
     x, y = _float(a), _float(b)
     if x.shape != y.shape:
         raise ValueError(f"ssim needs equal shapes, got {tuple(x.shape)} and {tuple(y.shape)}")
-    x, y = x.reshape(-1, *x.shape[-3:]).permute(0, 3, 1, 2), y.reshape(-1, *y.shape[-3:]).permute(0, 3, 1, 2)
-    g = torch.exp(-((torch.arange(11) - 5.0) ** 2) / (2 * 1.5**2))
-    g = (g / g.sum())[:, None] * (g / g.sum())[None]
-    win = g.expand(3, 1, 11, 11)
-
-    def blur(v: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(v, win, groups=3)
-
-    mx, my = blur(x), blur(y)
-    vx, vy, cov = blur(x * x) - mx**2, blur(y * y) - my**2, blur(x * y) - mx * my
-    c1, c2 = 0.01**2, 0.03**2
-    s = ((2 * mx * my + c1) * (2 * cov + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
-    return float(s.mean())
+    x, y = (v.reshape(-1, *v.shape[-3:]).permute(0, 3, 1, 2) for v in (x, y))
+    return float(frame_ssim(x, y, data_range=1.0).mean())
 
 
 @torch.no_grad()

@@ -45,8 +45,9 @@ STATS_OFFSET = 1 << 40  # sample indices for latent statistics, far from any tra
 # Loss terms
 
 
-def ssim(x: Tensor, y: Tensor, window: int = 11, sigma: float = 1.5) -> Tensor:
-    """Mean SSIM per image of x, y (N, 3, H, W) in [-1, 1] (Gaussian window, valid region) -> (N,) fp32.
+def ssim(x: Tensor, y: Tensor, window: int = 11, sigma: float = 1.5, data_range: float = 2.0) -> Tensor:
+    """Mean SSIM per image of x, y (N, 3, H, W) (Gaussian window, valid region) -> (N,) fp32; pixels span
+    `data_range` (2 for the [-1, 1] of training; the benchmark's [0, 1] frames pass 1).
 
     Always computed in fp32 with autocast off: the variances are differences of blurred squares
     (E[x^2] - E[x]^2), and in bf16 (8 bits of mantissa) their rounding error (~0.002) is as large as
@@ -59,7 +60,7 @@ def ssim(x: Tensor, y: Tensor, window: int = 11, sigma: float = 1.5) -> Tensor:
     convolution of the same blur in TF32 (a 10-bit mantissa) on the GPU."""
     with torch.autocast(x.device.type, enabled=False):
         x, y = x.float(), y.float()
-        c1, c2 = (0.01 * 2) ** 2, (0.03 * 2) ** 2  # data range 2
+        c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
         g = torch.exp(-((torch.arange(window, device=x.device) - window // 2) ** 2) / (2 * sigma**2))
         g = g / g.sum()
         h, w = x.shape[-2:]
