@@ -7,7 +7,10 @@ The recipe is two training configs (`--vae-config`, `--dit-config`, default `scr
 budget of minutes for each (`--vae-minutes`, `--dit-minutes`; by default 30 and 50, so that with packing
 and the quick evaluation the model costs at most about 90 GPU minutes). Each training chunk is one
 `tessera train` process with `--time-limit-min` at most `--chunk-minutes`, so it checkpoints and stops
-cleanly; the next chunk resumes it. The DiT starts from the VAE run's model folder. Then `tessera model
+cleanly; the next chunk resumes it. The DiT run takes the VAE run's VAE (`--vae-from`), so the DiT's
+preset may differ from the VAE's as long as both name the same VAE; `--vae FOLDER` takes a VAE made
+before instead (a model folder, of which config.json and the VAE's weights suffice: a bf16 VAE of 17 MB
+can travel where a run folder of 134 MB cannot) and skips the VAE stage. Then `tessera model
 pack` writes the bf16 model folder `--out` and `tessera eval` scores it (`--suite`). What is done is read
 from the run folders and a ledger (`RUNS/make.json`: each chunk's wall minutes), so the script can be
 stopped at any point, or given `--max-minutes` per call, and called again to go on. It prints the minutes
@@ -58,6 +61,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--dit-config", default="scripts/shipped/dit.json")
     ap.add_argument("--vae-flags", default="", help="more `tessera train vae` flags, e.g. '--preset g2-z32'")
     ap.add_argument("--dit-flags", default="", help="more `tessera train dit` flags")
+    ap.add_argument(
+        "--vae",
+        default="",
+        help="a VAE made before (a model folder; its config.json and VAE weights suffice): no VAE stage",
+    )
     ap.add_argument("--vae-minutes", type=float, default=30.0, help="VAE training budget")
     ap.add_argument("--dit-minutes", type=float, default=50.0, help="DiT training budget")
     ap.add_argument("--chunk-minutes", type=float, default=8.0, help="training minutes per process")
@@ -71,6 +79,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     for name in ("vae_config", "dit_config"):
         if not Path(getattr(args, name)).is_file():
             ap.error(f"--{name.replace('_', '-')} {getattr(args, name)}: no such config file")
+    if args.vae and not (Path(args.vae) / "config.json").is_file():
+        ap.error(f"--vae {args.vae}: not a model folder (no config.json)")
     return args
 
 
@@ -93,6 +103,8 @@ def trained(run: Path) -> tuple[int, int]:
 
 def done(stage: str, args: argparse.Namespace, ledger: dict) -> bool:
     runs = Path(args.runs)
+    if stage == "vae" and args.vae:
+        return True
     if stage in ("vae", "dit"):
         step, steps = trained(runs / stage)
         left = getattr(args, f"{stage}_minutes") - spent(ledger, stage)
@@ -116,7 +128,8 @@ def command(stage: str, args: argparse.Namespace, minutes: float) -> list[str]:
         run, limit = runs / stage, ["--time-limit-min", f"{minutes:.2f}"]
         if (run / "state").exists():
             return [*tessera, "train", stage, "--resume", str(run), *limit]
-        init = ["--init", str(runs / "vae" / "model")] if stage == "dit" else []
+        vae = args.vae or str(runs / "vae" / "model")  # the DiT's preset names the same VAE
+        init = ["--vae-from", vae] if stage == "dit" else []
         flags = shlex.split(getattr(args, f"{stage}_flags"))
         config = getattr(args, f"{stage}_config")
         return [*tessera, "train", stage, "--out", str(run), "--config", config, *init, *limit, *flags]

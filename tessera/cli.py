@@ -667,6 +667,8 @@ TRAIN_HELP = {  # what the command line says of a field (else the comment beside
     "steps": "Total steps.",
     "batch_size": "Global batch (split over ranks).",
     "init": "Model folder to start from (the DiT: a trained VAE and tokenizer).",
+    "vae_from": "Model folder whose VAE alone the run takes (config.json and VAE weights suffice); "
+    "the text encoder, tokenizer and DiT start fresh.",
     "shapes": "FRAMESxHEIGHTxWIDTH[:weight],... e.g. 17x64x64:3,1x64x64:1",
     "batch_shapes": "mixed: each clip draws its shape; one: each step draws one for the whole batch.",
     "tasks": "Conditioning mix, e.g. t2v:8,i2v:2,extend:1,last:1,first_last:1",

@@ -650,9 +650,7 @@ def test_make_model_script_goes_from_nothing_to_a_packed_model_and_resumes(tmp_p
     ledger = json.loads((runs / "make.json").read_text())
     assert [len(ledger[s]) for s in ("vae", "dit", "pack", "eval")] == [1, 1, 1, 0]
     assert all(c["rc"] == 0 and c["minutes"] > 0 for s in ("vae", "dit", "pack") for c in ledger[s])
-    assert (
-        "--init" in ledger["dit"][0]["command"] and str(runs / "vae" / "model") in ledger["dit"][0]["command"]
-    )
+    assert f"--vae-from {runs / 'vae' / 'model'}" in ledger["dit"][0]["command"]
     model = load_model(out)
     trained_vae = load_model(runs / "vae" / "model").vae.state_dict()
     params = dict(model.vae.named_parameters())  # the DiT trained on the VAE run's weights, kept as they were
@@ -666,6 +664,19 @@ def test_make_model_script_goes_from_nothing_to_a_packed_model_and_resumes(tmp_p
     assert [len(again[s]) for s in ("vae", "dit", "pack")] == [1, 1, 2] and (out / "config.json").exists()
     with pytest.raises(SystemExit):
         make([*args, "--vae-minutes", "0"])
+    # a VAE made before (here the first call's): no VAE stage, the DiT takes it
+    runs2 = tmp_path / "runs2"
+    args2 = ["--runs", str(runs2), "--out", str(tmp_path / "model2"), "--vae-config", str(vae)]
+    assert make([*args2, "--dit-config", str(dit), "--vae", str(out), "--suite", ""]) == 0
+    ledger = json.loads((runs2 / "make.json").read_text())
+    assert [len(ledger[s]) for s in ("vae", "dit", "pack")] == [0, 1, 1] and not (runs2 / "vae").exists()
+    assert f"--vae-from {out}" in ledger["dit"][0]["command"]
+    assert torch.equal(
+        load_model(tmp_path / "model2").vae.decoder.conv_out.conv.weight,
+        model.vae.decoder.conv_out.conv.weight,
+    )
+    with pytest.raises(SystemExit):
+        make([*args2, "--dit-config", str(dit), "--vae", str(tmp_path / "nowhere")])
 
 
 def test_train_command_starts_a_run_on_a_data_folder(clips_dir: Path, tmp_path: Path, tiny_model_dir: Path):
@@ -857,3 +868,44 @@ def test_recipe_configs_are_valid(path: Path) -> None:
     cfg = make_config(path.stem, path)
     get_preset(cfg.preset)
     assert parse_shapes(cfg.shapes)
+
+
+def test_dit_run_takes_a_vae_alone_from_a_small_folder(tmp_path: Path, tiny_model_dir: Path):
+    """`vae_from`: a folder holding only config.json and the VAE in bf16 (what a packed VAE run carries)
+    gives the DiT run that VAE, frozen, with the text encoder and DiT fresh as without init."""
+    from tessera.checkpoint import save_model
+
+    donor = tmp_path / "donor"
+    model = load_model(tiny_model_dir)
+    with torch.no_grad():
+        for p in model.vae.parameters():
+            p.add_(0.01 * torch.randn_like(p))  # a VAE unlike a fresh one
+    save_model(model, donor, dtype=torch.bfloat16)
+    for f in donor.iterdir():
+        if f.name != "config.json" and not f.name.startswith("vae"):
+            f.unlink()
+    cfg = tiny_config("dit", vae_from=str(donor), steps=2)
+    train_dit(cfg, tmp_path / "run")
+    got = model_tensors(tmp_path / "run")
+    want = load_tensors(donor, "vae")
+    assert_same(
+        {k: v.to(torch.bfloat16) for k, v in got.items() if k.startswith("vae.")},
+        {f"vae.{k}": v for k, v in want.items()},
+    )
+    from tessera.train.common import initial_model
+
+    start, plain = (initial_model(c, tmp_path, False) for c in (cfg, tiny_config("dit")))
+    assert start.tokenizer._tok.to_str() == plain.tokenizer._tok.to_str()
+    for part in ("text", "dit"):  # fresh, seeded as a run without init
+        assert_same(getattr(start, part).state_dict(), getattr(plain, part).state_dict())
+    other = tmp_path / "other"
+    shutil.copytree(donor, other)
+    config = json.loads((other / "config.json").read_text())
+    config["vae"]["z_channels"] += 4
+    (other / "config.json").write_text(json.dumps(config))
+    with pytest.raises(RunError, match="another VAE than preset 'tiny'"):
+        train_dit(tiny_config("dit", vae_from=str(other)), tmp_path / "run2")
+    with pytest.raises(RunError, match="cannot take the VAE of"):
+        train_dit(tiny_config("dit", vae_from=str(tmp_path / "missing")), tmp_path / "run3")
+    with pytest.raises(ConfigError, match="vae_from.*empty when init is given"):
+        tiny_config("dit", vae_from=str(donor), init=str(tiny_model_dir))

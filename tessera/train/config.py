@@ -124,6 +124,9 @@ class DiTTrainConfig:
     ema_decay: float = 0.999
     seed: int = 0
     init: str = ""  # a model folder (trained VAE, tokenizer) to start from
+    # a model folder whose VAE alone the run takes (its config.json and VAE weights suffice), with the text
+    # encoder, tokenizer and DiT fresh from the preset: a VAE trained under another preset, carried small
+    vae_from: str = ""
     device: str = "auto"
     precision: str = "auto"
     compile: bool = False
@@ -165,6 +168,7 @@ class DiTTrainConfig:
             "1 with packed batching; use --batching bucketed for sequence parallelism",
         )
 
+        _check(not (self.init and self.vae_from), "vae_from", self.vae_from, "empty when init is given")
         check_mix(parse_weights(self.tasks, "tasks"))
 
 
