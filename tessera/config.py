@@ -202,6 +202,20 @@ PRESETS: dict[str, ModelConfig] = {
         )  # fmt: skip
         for z, w in ((16, 32), (32, 32), (48, 32), (32, 48), (48, 48))
     },
+    # The second generation's DiT sizes on the g2-z32 VAE (32 latent channels), for the size sweep at equal
+    # GPU minutes; `bench/generate_cost.py` measures what each costs the CPU's default generate.
+    **{
+        f"g2-z32-d{dim}": _preset(
+            f"g2-z32-d{dim}",
+            dataclasses.replace(_SMALL_VAE, z_channels=32),
+            _SMALL_TEXT,
+            dim=dim,
+            depth=depth,
+            heads=dim // 64,
+            ffn_dim=4 * dim,
+        )  # fmt: skip
+        for dim, depth in ((384, 12), (512, 12))
+    },
     # Wider DiTs on the `s` VAE and text encoder, for the DiT size sweep (`bench/train_step_bench.py`).
     "g2-d512": _preset("g2-d512", _SMALL_VAE, _SMALL_TEXT, dim=512, depth=12, heads=8, ffn_dim=2048),
     "g2-d768": _preset("g2-d768", _SMALL_VAE, _SMALL_TEXT, dim=768, depth=12, heads=12, ffn_dim=3072),
