@@ -9,7 +9,10 @@ For each preset, with clips of `--frames`x`--size`x`--size` in batches of `--bat
   conditioning inputs encoded once on the device), compiled, one shape per step;
 - `streaming`: `train_dit` as the shipped config ran it before the kept set (latents cached, but every
   conditioned clip's `cond` encoded by the VAE each step, per-clip Python to build the batch);
-- `bare`: the DiT alone, forward + backward + fused AdamW on random inputs of the same shape, compiled.
+- `bare`: the DiT alone, forward + backward + fused AdamW on random inputs of the same shape, compiled;
+- `shipped`: `train_dit` with `--config` as it stands (the shipped recipe: its six clip shapes, its
+  batch, activation checkpointing, no compile), only the preset, steps and `--world-clips` set; its clips
+  vary in shape, so it has no MFU; it is the reference of the last column where it ran.
 A path's clips/s is the median of `train_dit`'s own logged rates after its first `--warm` logged
 intervals (the kept set's build and compilation come before them). MFU = 3 x forward FLOPs (`dit_flops`)
 x clips/s / the bf16 matmul peak measured in this run. Prints one table with device, versions and date.
@@ -40,6 +43,15 @@ def real_path(preset: str, path: str, args: argparse.Namespace, out: Path) -> fl
     """Clips/s of `train_dit` on world data along `path` ("kept" or "streaming")."""
     shape = f"{args.frames}x{args.size}x{args.size}"
     base = json.loads(Path(args.config).read_text())
+    common = dict(
+        preset=preset, steps=args.steps, world_clips=args.world_clips, log_every=args.log_every,
+        ckpt_every=0, sample_every=0, init="",
+    )  # fmt: skip
+    if path == "shipped":  # the config file as it stands: its shapes, batching, checkpointing, no compile
+        train_dit(make_config("dit", None, **(base | common)), out / f"{preset}-{path}")
+        batch = base.get("batch_size", args.batch)
+        rates = [r["steps_per_s"] for r in read_metrics(out / f"{preset}-{path}")][args.warm :]
+        return statistics.median(rates) * batch if rates else float("nan")
     over = dict(
         preset=preset, shapes=shape, batch_size=args.batch, steps=args.steps, world_clips=args.world_clips,
         batch_shapes="one", batching="bucketed", compile=not args.no_compile, checkpointing=False,
@@ -79,7 +91,9 @@ def bare_step(preset: str, args: argparse.Namespace, device: torch.device) -> fl
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--presets", default="s-deeper,g2-d512")
-    ap.add_argument("--paths", default="kept,streaming,bare", help="which of kept, streaming, bare to run")
+    ap.add_argument(
+        "--paths", default="kept,streaming,bare", help="which of kept, streaming, bare, shipped to run"
+    )
     ap.add_argument("--streaming-presets", default="s-deeper", help="presets that also run 'streaming'")
     ap.add_argument("--config", default="scripts/shipped/dit.json")
     ap.add_argument("--frames", type=int, default=33)
@@ -102,7 +116,7 @@ def main() -> None:
             flops = 3 * dit_flops(cfg, tokens, TEXT_LEN)
             rates = {}
             for path in paths:
-                if path == "streaming" and preset not in args.streaming_presets.split(","):
+                if path in ("streaming", "shipped") and preset not in args.streaming_presets.split(","):
                     continue
                 run = (
                     bare_step
@@ -120,15 +134,14 @@ def main() -> None:
         end=" ",
     )
     print(f"matmul peak {peak / 1e12:.0f} TFLOP/s (measured)")
-    print("| preset | DiT params | dim x depth | path | clips/s | MFU | vs streaming |")
+    print("| preset | DiT params | dim x depth | path | clips/s | MFU | vs shipped (else streaming) |")
     print("|---|---|---|---|---|---|---|")
     for preset, params, dim, depth, rates, flops in rows:
         for path, rate in rates.items():
-            ratio = rate / rates["streaming"] if "streaming" in rates else float("nan")
-            print(
-                f"| {preset} | {params:.1f}M | {dim} x {depth} | {path} | {rate:.0f} | "
-                f"{100 * rate * flops / peak:.1f}% | {ratio:.2f}x |"
-            )
+            ref = rates.get("shipped", rates.get("streaming", float("nan")))
+            mfu = "–" if path == "shipped" else f"{100 * rate * flops / peak:.1f}%"  # its clips vary in shape
+            cells = [preset, f"{params:.1f}M", f"{dim} x {depth}", path, f"{rate:.0f}", mfu]
+            print("| " + " | ".join(cells) + f" | {rate / ref:.2f}x |")
 
 
 if __name__ == "__main__":
