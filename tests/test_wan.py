@@ -80,24 +80,36 @@ def tiny_tokenizer():
     )
 
 
-@pytest.fixture(scope="module")
-def wan_pipe() -> "diffusers.WanPipeline":
-    """A tiny random Wan 2.1 pipeline (kept in memory: loading it back would need `accelerate`)."""
-    return diffusers.WanPipeline(
+def tiny_pipeline(kind: type, transformer, vae=None, shift: float = 3.0, **config):
+    """A tiny random pipeline of class `kind` around `transformer`: the tiny umT5 and tokenizer, `vae`
+    (default Wan 2.1's with its latent statistics) and an Euler scheduler (kept in memory: loading it back
+    would need `accelerate`)."""
+    return kind(
         tokenizer=tiny_tokenizer(),
         text_encoder=tiny_text(),
-        vae=tiny_vae(wan_latents=True),
-        scheduler=diffusers.FlowMatchEulerDiscreteScheduler(shift=3.0),
-        transformer=tiny_transformer(channels=16),
+        vae=tiny_vae(wan_latents=True) if vae is None else vae,
+        scheduler=diffusers.FlowMatchEulerDiscreteScheduler(shift=shift),
+        transformer=transformer,
+        **config,
     )
+
+
+def saved(pipe, tmp_path_factory: pytest.TempPathFactory, name: str) -> Path:
+    """`pipe` saved in the diffusers layout."""
+    path = tmp_path_factory.mktemp(name) / "diffusers"
+    pipe.save_pretrained(path, safe_serialization=True)
+    return path
+
+
+@pytest.fixture(scope="module")
+def wan_pipe() -> "diffusers.WanPipeline":
+    """A tiny random Wan 2.1 pipeline."""
+    return tiny_pipeline(diffusers.WanPipeline, tiny_transformer(channels=16))
 
 
 @pytest.fixture(scope="module")
 def wan_folder(wan_pipe, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny pipeline saved in the diffusers layout."""
-    path = tmp_path_factory.mktemp("wan") / "diffusers"
-    wan_pipe.save_pretrained(path, safe_serialization=True)
-    return path
+    return saved(wan_pipe, tmp_path_factory, "wan")
 
 
 # --- parts ---------------------------------------------------------------------------------------------
@@ -556,20 +568,12 @@ def tiny_skyreels(seed: int = 0, channels: int = 4, fps: bool = True, block: int
 @pytest.fixture(scope="module")
 def sky_pipe() -> "diffusers.SkyReelsV2DiffusionForcingPipeline":
     """A tiny random SkyReels-V2 diffusion-forcing pipeline with the fps embedding."""
-    return diffusers.SkyReelsV2DiffusionForcingPipeline(
-        tokenizer=tiny_tokenizer(),
-        text_encoder=tiny_text(),
-        vae=tiny_vae(wan_latents=True),
-        scheduler=diffusers.FlowMatchEulerDiscreteScheduler(shift=3.0),
-        transformer=tiny_skyreels(channels=16),
-    )
+    return tiny_pipeline(diffusers.SkyReelsV2DiffusionForcingPipeline, tiny_skyreels(channels=16))
 
 
 @pytest.fixture(scope="module")
 def sky_folder(sky_pipe, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("skyreels") / "df"
-    sky_pipe.save_pretrained(path, safe_serialization=True)
-    return path
+    return saved(sky_pipe, tmp_path_factory, "skyreels")
 
 
 @pytest.mark.parametrize(("fps", "block"), [(False, 1), (True, 1), (True, 2)])
