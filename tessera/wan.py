@@ -395,7 +395,7 @@ def _load_diffusers(path: Path, dtype: torch.dtype):
     def vae():
         folder = path / "vae"
         raw = read_json(_need(folder / "config.json"))
-        cfg = vae_config_from_diffusers(raw)
+        cfg = vae_config_from_diffusers(raw, f"{folder}/config.json")
         module = _meta(WanVAE, cfg)
         state = vae_from_diffusers(module, load_tensors(folder, "diffusion_pytorch_model"))
         state |= _latent_stats(raw.get("latents_mean"), raw.get("latents_std"), cfg.z_channels)
@@ -547,21 +547,38 @@ def _build_umt5(hf_config: Any, state: dict[str, Tensor], dtype: torch.dtype):
     return WanTextEncoder(enc)
 
 
-def vae_config_from_diffusers(cfg: dict[str, Any]) -> WanVAEConfig:
-    """`AutoencoderKLWan`'s config -> WanVAEConfig; Wan 2.2's residual VAE is refused."""
-    if cfg.get("is_residual") or cfg.get("patch_size"):
-        raise FileError("vae/config.json: Wan 2.2's VAE (residual, patched) is not supported; Wan 2.1's is")
+def vae_config_from_diffusers(cfg: dict[str, Any], where: str = "vae/config.json") -> WanVAEConfig:
+    """`AutoencoderKLWan`'s config -> WanVAEConfig: Wan 2.1's VAE, or Wan 2.2's (`is_residual`, pixels in
+    `patch_size` squares, its own decoder width); refuses what `WanVAE` does not implement."""
+    residual, patch = bool(cfg.get("is_residual")), cfg.get("patch_size") or 1
+    base = cfg.get("base_dim", 96)
+    decoder_base = cfg.get("decoder_base_dim") or base
     if cfg.get("attn_scales"):
-        raise FileError("vae/config.json: attn_scales other than [] are not Wan 2.1's")
-    if cfg.get("decoder_base_dim") not in (None, cfg.get("base_dim", 96)):
-        raise FileError("vae/config.json: a decoder_base_dim unlike base_dim is not supported")
-    return WanVAEConfig(
+        raise FileError(f"{where}: attn_scales other than [] are not Wan's")
+    if type(patch) is not int or patch < 1:
+        raise FileError(f"{where}: patch_size must be a whole number >= 1; got {patch!r}")
+    if decoder_base != base and not residual:
+        raise FileError(f"{where}: a decoder_base_dim unlike base_dim needs is_residual (Wan 2.2)")
+    c_in, c_out = cfg.get("in_channels", 3 * patch**2), cfg.get("out_channels", 3 * patch**2)
+    if c_in != c_out or c_in % patch**2:
+        raise FileError(f"{where}: in_channels {c_in} / out_channels {c_out} with patch_size {patch}")
+    out = WanVAEConfig(
+        in_channels=c_in // patch**2,
         z_channels=cfg.get("z_dim", 16),
-        base_channels=cfg.get("base_dim", 96),
+        base_channels=base,
         channel_mults=tuple(cfg.get("dim_mult", (1, 2, 4, 4))),
         temporal_down=tuple(cfg.get("temperal_downsample", (False, True, True))),
         num_res_blocks=cfg.get("num_res_blocks", 2),
+        residual=residual,
+        patch=patch,
+        decoder_base_channels=decoder_base if decoder_base != base else None,
     )
+    if cfg.get("scale_factor_spatial", out.space_factor) != out.space_factor:
+        raise FileError(
+            f"{where}: scale_factor_spatial {cfg['scale_factor_spatial']} but the layers compress "
+            f"{out.space_factor}x"
+        )
+    return out
 
 
 def _latent_stats(mean: list | None, std: list | None, channels: int) -> dict[str, Tensor]:

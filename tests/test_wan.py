@@ -59,6 +59,21 @@ def tiny_vae(seed: int = 0, wan_latents: bool = False):
     return _nudge(ref, seed, std=0.05)
 
 
+def tiny_vae22(seed: int = 0):
+    """Wan 2.2's VAE as in TI2V-5B (residual down/up blocks, 2x2 pixel patches: 4x16x16, 48 latent
+    channels, a decoder of its own width) at base width 4, decoder width 6, with random statistics."""
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    stats = dict(latents_mean=(0.3 * torch.randn(48, generator=g)).tolist())
+    stats["latents_std"] = (0.5 + torch.rand(48, generator=g)).tolist()
+    ref = diffusers.AutoencoderKLWan(
+        base_dim=4, decoder_base_dim=6, z_dim=48, dim_mult=[1, 2, 4, 4], num_res_blocks=2,
+        temperal_downsample=[False, True, True], is_residual=True, patch_size=2, in_channels=12,
+        out_channels=12, scale_factor_spatial=16, **stats,
+    )  # fmt: skip
+    return _nudge(ref, seed, std=0.05)
+
+
 def tiny_text(seed: int = 0):
     torch.manual_seed(seed)
     config = transformers.UMT5Config(
@@ -192,6 +207,43 @@ def test_vae_encode_and_decode_match_diffusers_in_chunks_and_whole() -> None:
         normalised = (post.mean - mu.view(1, -1, 1, 1, 1)) / sd.view(1, -1, 1, 1, 1)
         torch.testing.assert_close(vae.encode_latents(x), normalised, rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(vae.decode_latents(normalised).clamp(-1, 1), ref.decode(post.mean).sample)
+
+
+def test_wan22_vae_encode_and_decode_match_diffusers_in_chunks_and_whole() -> None:
+    """WanVAE with Wan 2.2's options equals AutoencoderKLWan(is_residual=True, patch_size=2): posterior
+    mean and log-variance, and decoded pixels, in Wan's chunks, longer chunks and whole; 16x spatial
+    compression and its own 48-channel statistics."""
+    ref = tiny_vae22()
+    cfg = wan.vae_config_from_diffusers(dict(ref.config))
+    assert (cfg.residual, cfg.patch, cfg.in_channels, cfg.decoder_base_channels, cfg.space_factor) == (
+        True, 2, 3, 6, 16
+    )  # fmt: skip
+    vae = WanVAE(cfg).eval()
+    state = vae_from_diffusers(vae, ref.state_dict())
+    state |= wan._latent_stats(ref.config.latents_mean, ref.config.latents_std, cfg.z_channels)
+    vae.load_state_dict(state)
+    g = torch.Generator().manual_seed(2)
+    x = torch.rand(1, 3, 9, 32, 48, generator=g) * 2 - 1
+    z = torch.randn(1, 48, 3, 2, 3, generator=g)
+    close = partial(torch.testing.assert_close, rtol=1e-4, atol=1e-5)
+    with torch.no_grad():
+        post = ref.encode(x).latent_dist
+        want_x = ref.decode(z).sample
+        assert post.mean.shape == (1, 48, 3, 2, 3) and want_x.shape == x.shape
+        for chunk in (4, 8):
+            vae.cfg = dataclasses.replace(cfg, chunk_frames=chunk)
+            mean, logvar = vae.encode(x)
+            close(mean, post.mean)
+            close(logvar, post.logvar)
+            close(vae.decode(z).clamp(-1, 1), want_x)
+        close(vae.encode(x, chunked=False)[0], post.mean)
+        close(vae.decode(z, chunked=False).clamp(-1, 1), want_x)
+        mu, sd = torch.tensor(ref.config.latents_mean), torch.tensor(ref.config.latents_std)
+        normalised = (post.mean - mu.view(1, -1, 1, 1, 1)) / sd.view(1, -1, 1, 1, 1)
+        close(vae.encode_latents(x), normalised)
+        close(vae.decode_latents(normalised).clamp(-1, 1), ref.decode(post.mean).sample)
+    with pytest.raises(CheckpointError, match="decoder_base_dim unlike base_dim needs is_residual"):
+        wan.vae_config_from_diffusers({**ref.config, "is_residual": False})
 
 
 def test_original_vae_names_are_the_ones_diffusers_converts() -> None:
