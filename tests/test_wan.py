@@ -799,3 +799,148 @@ def test_skyreels_folders_in_info_import_and_refusals(sky_folder: Path, tmp_path
         with pytest.raises(CheckpointError, match=pattern) as e:
             wan.load(broken, "cpu")
         assert "\n" not in str(e.value)
+
+
+# --- Wan 2.2 TI2V-5B ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ti2v_pipe() -> "diffusers.WanPipeline":
+    """A tiny random Wan 2.2 TI2V pipeline: Wan's DiT at 48 latent channels on Wan 2.2's VAE, per-token
+    times (`expand_timesteps`), as `Wan-AI/Wan2.2-TI2V-5B-Diffusers` is laid out."""
+    dit = tiny_transformer(channels=48)
+    return tiny_pipeline(diffusers.WanPipeline, dit, tiny_vae22(), shift=5.0, expand_timesteps=True)
+
+
+@pytest.fixture(scope="module")
+def ti2v_folder(ti2v_pipe, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return saved(ti2v_pipe, tmp_path_factory, "ti2v")
+
+
+def test_ti2v_samples_like_wan_pipeline_text_and_image_to_video(
+    ti2v_pipe, ti2v_folder: Path, monkeypatch
+) -> None:
+    """The TI2V folder loads (Wan 2.2's VAE, a time per latent frame), and with the same noise, 4 Euler
+    steps and guidance 4 with a negative prompt: text-to-video reaches the latents of diffusers'
+    `WanPipeline(expand_timesteps=True)`, and `animate` those of `WanImageToVideoPipeline(expand_timesteps=
+    True)`, which encodes the image alone, holds its latent clean at t = 0 for every token of the first
+    latent frame and puts it back at the end."""
+    from diffusers.pipelines.wan import pipeline_wan_i2v
+    from PIL import Image
+
+    no_ftfy = type("NoFtfy", (), {"fix_text": staticmethod(str)})  # called whether or not it is installed
+    monkeypatch.setattr(pipeline_wan_i2v, "ftfy", no_ftfy, raising=False)
+    model = wan.load(ti2v_folder, "cpu", text_len=TEXT_LEN)
+    c = model.config
+    assert (c.preset, c.flow_shift, c.vae.space_factor, c.dit.in_channels, c.dit.per_frame_time) == (
+        "wan2.2-ti2v", 5.0, 16, 48, True
+    )  # fmt: skip
+    steps, prompt, negative = 4, "a red cube rolls on the floor", "blurry low quality"
+    _flow_scheduler(ti2v_pipe, steps)
+    s = dict(guidance_scale=4.0, num_inference_steps=steps, output_type="latent", height=64, width=96)
+    s |= dict(prompt=prompt, negative_prompt=negative, max_sequence_length=TEXT_LEN, num_frames=9)
+    mine = dict(steps=steps, guidance=4.0, seed=7, negative_prompt=negative)
+    noise = torch.randn(1, 48, 3, 4, 6, generator=torch.Generator("cpu").manual_seed(7))
+
+    z = pipeline.sample_latents(model, prompt, (3, 4, 6), **mine)  # 9 frames at 64x96
+    t2v = ti2v_pipe(latents=noise.clone(), **s).frames
+    torch.testing.assert_close(z, t2v, rtol=1e-4, atol=1e-4)
+
+    image = torch.randint(0, 256, (64, 96, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
+    seen = _record_times(model)
+    _, z = pipeline.animate(model, image, prompt, frames=9, return_latents=True, **mine)
+    assert all((t[:, 0] == 0).all() and (t[:, 1:] > 0).all() for t in seen)
+    i2v = diffusers.WanImageToVideoPipeline(
+        **{
+            k: getattr(ti2v_pipe, k) for k in ("tokenizer", "text_encoder", "vae", "scheduler", "transformer")
+        },
+        expand_timesteps=True,
+    )
+    want = i2v(image=Image.fromarray(image.numpy()), latents=noise.clone(), **s).frames
+    torch.testing.assert_close(z, want, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(z[:, :, :1], pipeline.encode(model, image[None]), rtol=0, atol=0)
+    assert (want - t2v)[:, :, 1:].abs().max() > 0.1  # the image steers the frames after it
+
+
+def test_ti2v_folder_in_info_sizes_import_and_refusals(ti2v_folder: Path, tmp_path: Path) -> None:
+    """`tessera info` names a TI2V folder and its size rule; sizes that are not multiples of 32 are
+    refused in one line naming what is allowed; `tessera model import` keeps Wan 2.2's VAE options (the
+    same latents); Wan 2.2's original release files are refused by name."""
+    from typer.testing import CliRunner
+
+    from tessera.cli import app
+
+    r = CliRunner().invoke(app, ["info", str(ti2v_folder)])
+    assert r.exit_code == 0, r.output
+    for words in ("Wan 2.2 TI2V-5B checkpoint (diffusers layout)", "multiples of 32", "held clean at t = 0"):
+        assert words in r.output
+    model = wan.load(ti2v_folder, "cpu", text_len=TEXT_LEN)
+    s = dict(steps=1, guidance=1.0, seed=0)
+    for call, pattern in [
+        (lambda: pipeline.generate(model, "x", frames=5, height=48, width=64, **s), "--height must be a"),
+        (lambda: pipeline.image(model, "x", height=64, width=80, **s), "--width must be a"),
+        (
+            lambda: pipeline.animate(model, torch.zeros(48, 64, 3, dtype=torch.uint8), "x", 5, **s),
+            "the image",
+        ),
+    ]:
+        with pytest.raises(pipeline.RequestError, match=pattern) as e:
+            call()
+        assert (
+            "multiple" in str(e.value) and "of 32" in str(e.value) and "16x VAE x 2x2 patches" in str(e.value)
+        )
+        assert "\n" not in str(e.value)
+    assert pipeline.generate(model, "x", frames=5, height=32, width=64, **s).shape == (5, 32, 64, 3)
+
+    out = tmp_path / "imported"
+    r = CliRunner().invoke(app, ["model", "import", str(ti2v_folder), "--out", str(out), "--dtype", "fp32"])
+    assert r.exit_code == 0, r.output
+    b = wan.load(out, "cpu", text_len=TEXT_LEN)
+    assert b.config == model.config and "Wan 2.2 TI2V-5B" in pipeline.describe(out)
+    z = pipeline.sample_latents(model, "a red cube", (2, 2, 2), steps=2, guidance=3.0, seed=1)
+    assert torch.equal(z, pipeline.sample_latents(b, "a red cube", (2, 2, 2), steps=2, guidance=3.0, seed=1))
+
+    original = tmp_path / "original"
+    original.mkdir()
+    for name in ("Wan2.2_VAE.pth", "models_t5_umt5-xxl-enc-bf16.pth"):
+        (original / name).write_bytes(b"")
+    with pytest.raises(CheckpointError, match="Wan 2.2's original release files .* are not supported"):
+        wan.load(original, "cpu")
+
+
+def test_ti2v_5b_config_maps_with_the_real_parameter_count() -> None:
+    """Wan2.2-TI2V-5B's transformer and VAE configs (as published with its diffusers folder) map onto
+    tessera's DiT and WanVAE with exactly diffusers' parameter counts (meta tensors: no weights)."""
+    dit_cfg = {
+        "_class_name": "WanTransformer3DModel", "added_kv_proj_dim": None, "attention_head_dim": 128,
+        "cross_attn_norm": True, "eps": 1e-06, "ffn_dim": 14336, "freq_dim": 256, "image_dim": None,
+        "in_channels": 48, "num_attention_heads": 24, "num_layers": 30, "out_channels": 48,
+        "patch_size": [1, 2, 2], "pos_embed_seq_len": None, "qk_norm": "rms_norm_across_heads",
+        "rope_max_seq_len": 1024, "text_dim": 4096,
+    }  # fmt: skip
+    vae_cfg = {
+        "_class_name": "AutoencoderKLWan", "attn_scales": [], "base_dim": 160, "decoder_base_dim": 256,
+        "dim_mult": [1, 2, 4, 4], "dropout": 0.0, "in_channels": 12, "is_residual": True,
+        "num_res_blocks": 2, "out_channels": 12, "patch_size": 2, "scale_factor_spatial": 16,
+        "scale_factor_temporal": 4, "temperal_downsample": [False, True, True], "z_dim": 48,
+    }  # fmt: skip
+    d = wan.dit_config_from_diffusers(dit_cfg)
+    v = wan.vae_config_from_diffusers(vae_cfg)
+    assert (d.dim, d.depth, d.heads, d.in_channels, v.z_channels, v.space_factor) == (
+        3072,
+        30,
+        24,
+        48,
+        48,
+        16,
+    )
+
+    def count(kind, *args, **kw) -> int:
+        with torch.device("meta"):
+            return sum(p.numel() for p in kind(*args, **kw).parameters())
+
+    mine = count(DiT, d)
+    assert mine == count(diffusers.WanTransformer3DModel, **{k: x for k, x in dit_cfg.items() if k[0] != "_"})
+    assert 4.9e9 < mine < 5.1e9, mine
+    vae = count(WanVAE, v)
+    assert vae == count(diffusers.AutoencoderKLWan, **{k: x for k, x in vae_cfg.items() if k[0] != "_"})
