@@ -37,7 +37,7 @@ Frames = torch.Tensor | np.ndarray | str | os.PathLike
 
 
 def load(path: str | os.PathLike | None = None, device: str = "auto") -> Pipeline:
-    """A `Pipeline` of the model folder or Wan 2.1 checkpoint folder at `path` (default: the shipped
+    """A `Pipeline` of the model folder or Wan checkpoint folder at `path` (default: the shipped
     model) on `device` ('auto': a CUDA GPU when there is one, else the CPU)."""
     return Pipeline(folders.load(path, device))
 

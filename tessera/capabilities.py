@@ -237,7 +237,8 @@ def loop(
     fade = loop_fade(frames) if fade is None else fade
     check_fade(fade, frames)
     if video is None:
-        still = decode(model, sample_latents(model, prompt, latent_shape(1, height, width), **sampling))
+        one = latent_shape(1, height, width, model.config.vae.space_factor)
+        still = decode(model, sample_latents(model, prompt, one, **sampling))
     else:
         still = fit(torch.as_tensor(video)[:1], height, width, "video")
     clip = to_clip(still, frames, 0)
@@ -313,7 +314,7 @@ def long(
     segments, overlap = long_segments(frames, window, overlap)
     request_shape(model, segments[0][1], height, width)  # no later window is longer than the first
     seed = sampling.pop("seed", 0)
-    first = latent_shape(segments[0][1], height, width)
+    first = latent_shape(segments[0][1], height, width, model.config.vae.space_factor)
     sampled = decode(model, sample_latents(model, prompt, first, seed=seed, **sampling))
     shown, k = sampled, 1 + (overlap - 1) // 4
     for i, (a, b) in enumerate(segments[1:], start=1):  # the last window may be shorter

@@ -131,7 +131,7 @@ def sampled(size: str | None = D.size, suite: bool = False):
 
 Out = Annotated[Path, Opt("-o", "--out", help="Output file (.mp4, .webm, .gif, .webp; .png for image).")]
 ModelOpt = Annotated[
-    Path | None, Opt(help="Model folder or Wan 2.1 checkpoint folder (default: the shipped model).")
+    Path | None, Opt(help="Model folder or Wan checkpoint folder (default: the shipped model).")
 ]
 Expand = Annotated[
     bool,
@@ -166,7 +166,7 @@ def generate(
     *, sampling: dict, size: Size,
 ) -> None:  # fmt: skip
     """Text-to-video: write a video for PROMPT (across GPUs: `torchrun --nproc-per-node N -m tessera.cli`).
-    --model may be a tessera model folder or a Wan 2.1 checkpoint folder (diffusers or original layout)."""
+    --model may be a tessera model folder or a Wan checkpoint folder (diffusers or original layout)."""
     # loaded when the command runs, so `tessera --help` stays fast
     from tessera import pipeline
 
@@ -542,7 +542,7 @@ def eval_arguments(sampling: dict, size: Size, **flags) -> dict:
 
 
 @app.command()
-def info(model: Annotated[Path, typer.Argument(help="Model folder or Wan 2.1 checkpoint folder.")]) -> None:
+def info(model: Annotated[Path, typer.Argument(help="Model folder or Wan checkpoint folder.")]) -> None:
     """Print a summary of a model folder (preset, sizes, parameters, storage and the card's headline), or
     what a Wan checkpoint folder holds."""
     # loaded when the command runs, so `tessera --help` stays fast
@@ -582,11 +582,11 @@ def model_grow(
 
 @model_app.command("import")
 def model_import(
-    src: Annotated[Path, typer.Argument(help="Wan 2.1 checkpoint folder (diffusers or original layout).")],
+    src: Annotated[Path, typer.Argument(help="Wan checkpoint folder (diffusers or original layout).")],
     out: Annotated[Path, Opt("--out", help="Folder to write.")],
     dtype: Annotated[str, Opt(help="Stored parameter type: bf16, fp16 or fp32.")] = "bf16",
 ) -> None:
-    """Convert a Wan 2.1 checkpoint folder into a tessera model folder (the DiT in tessera's layout)."""
+    """Convert a Wan checkpoint folder into a tessera model folder (the DiT in tessera's layout)."""
     # loaded when the command runs, so `tessera --help` stays fast
     import torch
 
@@ -597,7 +597,10 @@ def model_import(
     if dtype not in types:
         raise ValueError(f"--dtype must be one of {', '.join(types)}; got '{dtype}'")
     if wan.layout(src) not in ("diffusers", "original"):
-        raise ValueError(f"{src}: not a Wan 2.1 checkpoint folder (diffusers or original release layout)")
+        raise ValueError(
+            f"{src}: not a Wan checkpoint folder (Wan 2.1, Wan 2.2 TI2V-5B or SkyReels-V2; diffusers or "
+            "original release layout)"
+        )
     typer.echo(f"wrote {wan.import_folder(src, out, types[dtype])}")
 
 

@@ -27,18 +27,35 @@ class VAEConfig:
     num_res_blocks: int = 2
     chunk_frames: int = 4  # pixel frames per causal chunk after the first frame (memory is flat)
 
+    @property
+    def space_factor(self) -> int:
+        """Pixels per latent pixel along each side (8)."""
+        return 2 ** (len(self.channel_mults) - 1)
+
 
 @dataclass(frozen=True)
 class WanVAEConfig:
-    """Wan 2.1's causal VAE (`tessera.models.wan_vae`): 4x8x8 compression like `VAEConfig`, its own layers."""
+    """Wan's causal VAE (`tessera.models.wan_vae`): Wan 2.1's 4x8x8 compression like `VAEConfig`, its own
+    layers; with `residual` and `patch` = 2, Wan 2.2's 4x16x16 one (the TI2V-5B model's)."""
 
-    in_channels: int = 3
+    in_channels: int = 3  # pixel channels (before `patch`)
     z_channels: int = 16
     base_channels: int = 96
     channel_mults: tuple[int, ...] = (1, 2, 4, 4)
     temporal_down: tuple[bool, ...] = (False, True, True)
     num_res_blocks: int = 2
     chunk_frames: int = 4  # pixel frames per chunk after the first (Wan's own loop: 4); any multiple is exact
+    # Wan 2.2: down and up blocks with parameter-free shortcuts (averaging, duplicating) around them.
+    residual: bool = False
+    # Wan 2.2: pixels are cut into patch x patch squares stacked as channels before the encoder (and the
+    # decoder's output is laid back out), multiplying the spatial compression by `patch`.
+    patch: int = 1
+    decoder_base_channels: int | None = None  # the decoder's base width (None: base_channels)
+
+    @property
+    def space_factor(self) -> int:
+        """Pixels per latent pixel along each side (8 for Wan 2.1, 16 for Wan 2.2)."""
+        return 2 ** (len(self.channel_mults) - 1) * self.patch
 
 
 @dataclass(frozen=True)
@@ -83,9 +100,10 @@ class DiTConfig:
     # Whether the network takes condition channels (masked-video latents + pixel mask) beside x; Wan's
     # text-to-video models do not, and then every given frame is held through the latents alone.
     conditioned: bool = True
-    # Trained by diffusion forcing (SkyReels-V2 DF): a time per latent frame without condition channels.
-    # Given latent frames are then held clean at t = 0, as with condition channels, rather than at each
-    # step's noise level (how a network trained with one time per clip sees them).
+    # Trained with a time per latent frame and no condition channels: SkyReels-V2's diffusion forcing, and
+    # Wan 2.2 TI2V-5B (its image-to-video holds the first latent frame at t = 0). Given latent frames are
+    # then held clean at t = 0, as with condition channels, rather than at each step's noise level (how a
+    # network trained with one time per clip sees them).
     diffusion_forcing: bool = False
     # SkyReels-V2's frame-rate embedding: None (none: every other model), or the frame rate the network
     # is told on every call (16 takes the embedding's first row, any other rate its second).
@@ -148,6 +166,7 @@ class ModelConfig:
 OPTIONAL_KEYS = {
     "model": {"flow_shift"},
     "dit": {"qk_norm", "conditioned", "diffusion_forcing", "fps_embed", "causal_block"},
+    "vae": {"residual", "patch", "decoder_base_channels"},  # WanVAEConfig's Wan 2.2 options
 }
 
 

@@ -1,4 +1,4 @@
-"""Model folders: loading one (the shipped model, a tessera folder or a Wan 2.1 checkpoint), writing new
+"""Model folders: loading one (the shipped model, a tessera folder or a Wan checkpoint), writing new
 ones (random, or grown from a trained one) and describing one for `tessera info`."""
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def default_model_path() -> Path | None:
 
 
 def load(path: str | Path | None = None, device: str = "auto") -> Model:
-    """Load a model folder (default: the shipped model) or a Wan 2.1 checkpoint folder onto a device."""
+    """Load a model folder (default: the shipped model) or a Wan checkpoint folder onto a device."""
     if path is None:
         path = default_model_path()
         if path is None:

@@ -42,7 +42,10 @@ def check_request(
 ) -> None:
     """Raise RequestError unless (frames, height, width) is servable on `device` (`source`: `check_sides`)."""
     check_frames(frames)
-    check_sides(height, width, source)
+    m = side_multiple(config)
+    p = max(config.dit.patch[1:])
+    why = f" for this model ({config.vae.space_factor}x VAE x {p}x{p} patches)" if m != 16 else ""
+    check_sides(height, width, source, m, why)
     need, have = estimate_memory(config, frames, height, width), available_memory(device)
     if need > have:
         fit = frames
@@ -54,28 +57,38 @@ def check_request(
         )
 
 
-def check_sides(height: int | None, width: int | None, source: str | None = None) -> None:
-    """Refuse a size that is not a multiple of 16 in 16..MAX_SIDE. `source` names what the size came
-    from: "--size" (WIDTHxHEIGHT), or the given image or video whose size the output takes (no size
-    was asked for then); None means --height and --width, where a side left out (None) is not checked."""
-    if all(v is None or (16 <= v <= MAX_SIDE and v % 16 == 0) for v in (height, width)):
+def check_sides(
+    height: int | None, width: int | None, source: str | None = None, multiple: int = 16, why: str = ""
+) -> None:
+    """Refuse a size that is not a multiple of `multiple` (16; a model's own: `side_multiple`, `why`
+    saying where it comes from) in multiple..MAX_SIDE. `source` names what the size came from: "--size"
+    (WIDTHxHEIGHT), or the given image or video whose size the output takes (no size was asked for then);
+    None means --height and --width, where a side left out (None) is not checked."""
+    m, top = multiple, MAX_SIDE // multiple * multiple
+    if all(v is None or (m <= v <= top and v % m == 0) for v in (height, width)):
         return
-    near = [None if v is None else min(MAX_SIDE, max(16, 16 * round(v / 16))) for v in (height, width)]
+    near = [None if v is None else min(top, max(m, m * round(v / m))) for v in (height, width)]
     if source == "--size":
         raise RequestError(
-            f"--size {width}x{height}: both sides must be multiples of 16 between 16 and {MAX_SIDE}; "
+            f"--size {width}x{height}: both sides must be multiples of {m} between {m} and {top}{why}; "
             f"try {near[1]}x{near[0]}"
         )
     if source is not None:
         raise RequestError(
-            f"{source} is {width}x{height}; its sides must be multiples of 16 between 16 and {MAX_SIDE}: "
-            f"resize or crop it, e.g. to {near[1]}x{near[0]}"
+            f"{source} is {width}x{height}; its sides must be multiples of {m} between {m} and {top}"
+            f"{why}: resize or crop it, e.g. to {near[1]}x{near[0]}"
         )
     for name, v, n in (("height", height, near[0]), ("width", width, near[1])):
-        if v is not None and (v < 16 or v % 16 or v > MAX_SIDE):
+        if v is not None and (v < m or v % m or v > top):
             raise RequestError(
-                f"--{name} must be a multiple of 16 between 16 and {MAX_SIDE}; got {v}, try {n}"
+                f"--{name} must be a multiple of {m} between {m} and {top}{why}; got {v}, try {n}"
             )
+
+
+def side_multiple(config: ModelConfig) -> int:
+    """What a model's frame sides must be multiples of: its VAE's spatial factor times its DiT's patch,
+    and at least 16 (16 for tessera's own models and Wan 2.1, 32 for Wan 2.2 TI2V-5B)."""
+    return max(16, config.vae.space_factor * max(config.dit.patch[1:]))
 
 
 def estimate_memory(config: ModelConfig, frames: int, height: int, width: int) -> int:

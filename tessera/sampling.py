@@ -67,13 +67,14 @@ def request_shape(
     """The latent shape (T_z, h, w) of `frames` frames at height x width, once `check_request` passes
     (`source` names where the size came from: see `check_sides`)."""
     check_request(model.config, frames, height, width, model_device(model), source)
-    return latent_shape(frames, height, width)
+    return latent_shape(frames, height, width, model.config.vae.space_factor)
 
 
-def latent_shape(frames: int, height: int, width: int) -> tuple[int, int, int]:
+def latent_shape(frames: int, height: int, width: int, space: int = 8) -> tuple[int, int, int]:
     """The latent shape (T_z, h, w) of `frames` frames at height x width (docs/design.md, "Tensors"), for
-    a request already checked."""
-    return (1 + (frames - 1) // 4, height // 8, width // 8)
+    a request already checked; `space` is the VAE's spatial factor (`space_factor` of its config: 8, or
+    16 for Wan 2.2's)."""
+    return (1 + (frames - 1) // 4, height // space, width // space)
 
 
 def model_device(model: Model) -> torch.device:
@@ -212,7 +213,7 @@ def conditioned(
     training) and sets the size. The latent frames of a given prefix come back exactly equal to the
     clip's encoding. The capabilities check the request (`request_shape`) before they call this.
     """
-    shape = latent_shape(*clip.shape[1:])
+    shape = latent_shape(*clip.shape[1:], model.config.vae.space_factor)
     device = model_device(model)
     x0_given = given = cond = None
     if pixel_mask.any() and not model.config.dit.conditioned:

@@ -1,4 +1,5 @@
-"""Wan 2.1 text-to-video checkpoints from a local folder, as a tessera `Model` (nothing is downloaded).
+"""Wan 2.1 text-to-video and Wan 2.2 TI2V-5B checkpoints from a local folder, as a tessera `Model`
+(nothing is downloaded).
 
 Two layouts are recognised:
   diffusers  `model_index.json`, `transformer/`, `vae/`, `text_encoder/`, `tokenizer/` (`scheduler/` optional)
@@ -17,6 +18,12 @@ their `SkyReelsV2Transformer3DModel` is Wan 2.1's DiT with, optionally, a frame-
 at t = 0 instead of at each step's noise level. The VAE is `WanVAE`, the text encoder umT5 through
 `transformers` (the `wan` extra). `.pth` files are read with `torch.load(weights_only=True)`: tensors only,
 never pickled code.
+
+Wan 2.2 TI2V-5B (diffusers layout only: a `WanPipeline` with `expand_timesteps`) is Wan 2.1's DiT at 48
+latent channels on Wan 2.2's VAE (`WanVAEConfig.residual`, `patch` 2: 4x16x16). diffusers gives it a time
+per token, and for image-to-video holds the first latent frame clean at t = 0: tessera's per-frame time
+with given frames clean at t = 0, the DiT's `diffusion_forcing` option, which every Wan 2.2 VAE folder
+sets.
 """
 
 from __future__ import annotations
@@ -53,11 +60,13 @@ from tessera.models.wan_vae import from_diffusers as vae_from_diffusers
 from tessera.models.wan_vae import original_to_diffusers as vae_original_to_diffusers
 
 PRESET = "wan2.1-t2v"
+PRESET_22 = "wan2.2-ti2v"  # the preset of a model on Wan 2.2's VAE
 DEFAULT_SHIFT = 5.0  # the original release's default sample shift for text-to-video
 HEAD_DIM = 128  # every Wan 2.1 model's attention head size (used when a folder gives no head count)
 ORIGINAL_VAE = ("Wan2.1_VAE.pth", "Wan2.1_VAE.safetensors")
 ORIGINAL_T5 = ("models_t5_umt5-xxl-enc-bf16.pth", "models_t5_umt5-xxl-enc-bf16.safetensors")
 ORIGINAL_TOKENIZER = "google/umt5-xxl"
+ORIGINAL_VAE_22 = "Wan2.2_VAE.pth"  # Wan 2.2's original release: recognised, to be refused by name
 TRANSFORMERS = ("WanTransformer3DModel", "SkyReelsV2Transformer3DModel")
 # The frame rate a SkyReels-V2 DiT with an fps embedding is told on every call: its pipelines' default, the
 # rate its clips are meant to play at (their only other choice, 16, takes the embedding's other row).
@@ -76,14 +85,16 @@ def layout(path: str | Path) -> str | None:
         except (OSError, ValueError):
             return "diffusers"  # a damaged index: `load` names it
         return "diffusers" if str(index.get("_class_name", "")).startswith(("Wan", "SkyReelsV2")) else None
-    if any((path / n).exists() for n in (*ORIGINAL_VAE, *ORIGINAL_T5)) or _original_dit_name(path):
+    if any((path / n).exists() for n in (*ORIGINAL_VAE, *ORIGINAL_T5, ORIGINAL_VAE_22)):
+        return "original"
+    if _original_dit_name(path):
         return "original"
     return None
 
 
 def _imported(path: Path) -> bool:
     try:
-        return json.loads((path / "config.json").read_text()).get("preset") == PRESET
+        return json.loads((path / "config.json").read_text()).get("preset") in (PRESET, PRESET_22)
     except (OSError, ValueError, AttributeError):
         return False
 
@@ -297,7 +308,7 @@ def import_folder(src: str | Path, out: str | Path, dtype: torch.dtype = torch.b
     the umT5 encoder (`text_encoder/`, transformers' format) and `tokenizer/`, parameters in `dtype`."""
     model = load(src, "cpu", dtype=dtype, offload_text=False)
     card = (
-        f"# {_title(model.config.dit)}, imported\n\nWritten by `tessera model import` from {src} "
+        f"# {_title(model.config)}, imported\n\nWritten by `tessera model import` from {src} "
         f"({layout(src)} layout), parameters in {str(dtype).removeprefix('torch.')}. Sample with "
         "`tessera generate PROMPT --model THIS_FOLDER`; see docs/wan.md.\n"
     )
@@ -395,7 +406,7 @@ def _load_diffusers(path: Path, dtype: torch.dtype):
     def vae():
         folder = path / "vae"
         raw = read_json(_need(folder / "config.json"))
-        cfg = vae_config_from_diffusers(raw)
+        cfg = vae_config_from_diffusers(raw, f"{folder}/config.json")
         module = _meta(WanVAE, cfg)
         state = vae_from_diffusers(module, load_tensors(folder, "diffusion_pytorch_model"))
         state |= _latent_stats(raw.get("latents_mean"), raw.get("latents_std"), cfg.z_channels)
@@ -426,10 +437,12 @@ def _load_diffusers(path: Path, dtype: torch.dtype):
     return config, vae_module, text_module, dit_module, tokenizer
 
 
-# Pipelines of text-to-video weights (SkyReels-V2's diffusion-forcing pipelines all run its DF weights)
+# Pipelines of text-to-video weights (SkyReels-V2's diffusion-forcing pipelines all run its DF weights;
+# diffusers runs Wan 2.2 TI2V-5B's image-to-video through WanImageToVideoPipeline with expand_timesteps)
 PIPELINES = (
     "WanPipeline",
     "WanVideoToVideoPipeline",
+    "WanImageToVideoPipeline",
     "SkyReelsV2Pipeline",
     "SkyReelsV2DiffusionForcingPipeline",
     "SkyReelsV2DiffusionForcingImageToVideoPipeline",
@@ -438,26 +451,35 @@ PIPELINES = (
 
 
 def _forcing(index: dict) -> bool:
-    """Whether a diffusers folder's pipeline is SkyReels-V2's diffusion forcing (a time per latent frame)."""
-    return "DiffusionForcing" in str(index.get("_class_name", ""))
+    """Whether a diffusers folder's DiT takes a time per latent frame: SkyReels-V2's diffusion forcing, or
+    Wan 2.2 TI2V's per-token times (`expand_timesteps`)."""
+    return "DiffusionForcing" in str(index.get("_class_name", "")) or bool(index.get("expand_timesteps"))
 
 
 def _check_index(index: dict, where: Path) -> None:
     """Refuse the Wan pipelines whose weights tessera does not run, naming why."""
     kind = index.get("_class_name")
-    if kind not in PIPELINES:
+    if kind not in PIPELINES or (kind == "WanImageToVideoPipeline" and not index.get("expand_timesteps")):
         raise FileError(
-            f"{where}: a {kind}; tessera runs Wan 2.1 text-to-video checkpoints and SkyReels-V2's "
-            f"text-to-video and diffusion-forcing ones ({', '.join(PIPELINES)}), not image-to-video (CLIP "
-            "image branch), VACE or animation models"
+            f"{where}: a {kind}; tessera runs Wan 2.1 text-to-video checkpoints, Wan 2.2 TI2V-5B and "
+            f"SkyReels-V2's text-to-video and diffusion-forcing ones ({', '.join(PIPELINES)}; "
+            "WanImageToVideoPipeline only with expand_timesteps), not image-to-video (CLIP image branch), "
+            "VACE or animation models"
         )
     if (index.get("transformer_2") or [None])[0] is not None or index.get("boundary_ratio"):
-        raise FileError(f"{where}: a two-expert Wan 2.2 model (transformer_2); only single-DiT Wan 2.1 loads")
-    if index.get("expand_timesteps"):
-        raise FileError(f"{where}: Wan 2.2 TI2V (per-token times, its own VAE); only Wan 2.1 loads")
+        raise FileError(
+            f"{where}: a two-expert Wan 2.2 model (transformer_2); only single-DiT models load "
+            "(Wan 2.1, Wan 2.2 TI2V-5B)"
+        )
 
 
 def _load_original(path: Path, dtype: torch.dtype):
+    if (path / ORIGINAL_VAE_22).exists():
+        raise FileError(
+            f"{path}: Wan 2.2's original release files ({ORIGINAL_VAE_22}) are not supported; use its "
+            "diffusers layout (Wan-AI/Wan2.2-TI2V-5B-Diffusers)"
+        )
+
     def dit():
         name = _original_dit_name(path)
         if name is None:
@@ -547,21 +569,38 @@ def _build_umt5(hf_config: Any, state: dict[str, Tensor], dtype: torch.dtype):
     return WanTextEncoder(enc)
 
 
-def vae_config_from_diffusers(cfg: dict[str, Any]) -> WanVAEConfig:
-    """`AutoencoderKLWan`'s config -> WanVAEConfig; Wan 2.2's residual VAE is refused."""
-    if cfg.get("is_residual") or cfg.get("patch_size"):
-        raise FileError("vae/config.json: Wan 2.2's VAE (residual, patched) is not supported; Wan 2.1's is")
+def vae_config_from_diffusers(cfg: dict[str, Any], where: str = "vae/config.json") -> WanVAEConfig:
+    """`AutoencoderKLWan`'s config -> WanVAEConfig: Wan 2.1's VAE, or Wan 2.2's (`is_residual`, pixels in
+    `patch_size` squares, its own decoder width); refuses what `WanVAE` does not implement."""
+    residual, patch = bool(cfg.get("is_residual")), cfg.get("patch_size") or 1
+    base = cfg.get("base_dim", 96)
+    decoder_base = cfg.get("decoder_base_dim") or base
     if cfg.get("attn_scales"):
-        raise FileError("vae/config.json: attn_scales other than [] are not Wan 2.1's")
-    if cfg.get("decoder_base_dim") not in (None, cfg.get("base_dim", 96)):
-        raise FileError("vae/config.json: a decoder_base_dim unlike base_dim is not supported")
-    return WanVAEConfig(
+        raise FileError(f"{where}: attn_scales other than [] are not Wan's")
+    if type(patch) is not int or patch < 1:
+        raise FileError(f"{where}: patch_size must be a whole number >= 1; got {patch!r}")
+    if decoder_base != base and not residual:
+        raise FileError(f"{where}: a decoder_base_dim unlike base_dim needs is_residual (Wan 2.2)")
+    c_in, c_out = cfg.get("in_channels", 3 * patch**2), cfg.get("out_channels", 3 * patch**2)
+    if c_in != c_out or c_in % patch**2:
+        raise FileError(f"{where}: in_channels {c_in} / out_channels {c_out} with patch_size {patch}")
+    out = WanVAEConfig(
+        in_channels=c_in // patch**2,
         z_channels=cfg.get("z_dim", 16),
-        base_channels=cfg.get("base_dim", 96),
+        base_channels=base,
         channel_mults=tuple(cfg.get("dim_mult", (1, 2, 4, 4))),
         temporal_down=tuple(cfg.get("temperal_downsample", (False, True, True))),
         num_res_blocks=cfg.get("num_res_blocks", 2),
+        residual=residual,
+        patch=patch,
+        decoder_base_channels=decoder_base if decoder_base != base else None,
     )
+    if cfg.get("scale_factor_spatial", out.space_factor) != out.space_factor:
+        raise FileError(
+            f"{where}: scale_factor_spatial {cfg['scale_factor_spatial']} but the layers compress "
+            f"{out.space_factor}x"
+        )
+    return out
 
 
 def _latent_stats(mean: list | None, std: list | None, channels: int) -> dict[str, Tensor]:
@@ -584,32 +623,51 @@ def _scheduler_shift(file: Path) -> float:
 
 
 def _config(dit: DiTConfig, vae: WanVAEConfig, text: Any, shift: float) -> ModelConfig:
+    """The model's config; a model on Wan 2.2's VAE (TI2V-5B) takes a time per latent frame, as trained
+    (its image-to-video holds the first latent frame clean at t = 0)."""
     d_model = text.encoder.config.d_model
     if d_model != dit.text_dim:
         raise FileError(f"the text encoder's width {d_model} differs from the DiT's text_dim {dit.text_dim}")
+    if dit.in_channels != vae.z_channels:
+        raise FileError(
+            f"the DiT's in_channels {dit.in_channels} differ from the VAE's latent channels {vae.z_channels}"
+        )
+    if vae.residual:
+        dit = dataclasses.replace(dit, diffusion_forcing=True)
+    preset = PRESET_22 if vae.residual else PRESET
     return ModelConfig(
-        vae=vae, text=WanTextConfig(max_len=512, dim=d_model), dit=dit, preset=PRESET, flow_shift=shift
+        vae=vae, text=WanTextConfig(max_len=512, dim=d_model), dit=dit, preset=preset, flow_shift=shift
     )
 
 
 def _card(path: Path, kind: str, config: ModelConfig) -> str:
     d = config.dit
+    vae = "Wan 2.2's VAE" if config.vae.residual else "Wan's VAE"
     return (
-        f"# {_title(d)} ({kind} layout)\n\nLoaded from {path}: a {d.depth}-block DiT of width "
-        f"{d.dim} ({d.heads} heads), Wan's VAE, umT5 text encoder; flow shift {config.flow_shift}.\n"
-        + "".join(f"{line}\n" for line in _variant_lines(d))
+        f"# {_title(config)} ({kind} layout)\n\nLoaded from {path}: a {d.depth}-block DiT of width "
+        f"{d.dim} ({d.heads} heads), {vae}, umT5 text encoder; flow shift {config.flow_shift}.\n"
+        + "".join(f"{line}\n" for line in _variant_lines(d, config.vae))
     )
 
 
-def _title(d: DiTConfig) -> str:
-    return "SkyReels-V2 diffusion forcing" if d.diffusion_forcing else "Wan 2.1 text-to-video"
+def _title(config: ModelConfig) -> str:
+    if config.vae.residual:
+        return "Wan 2.2 TI2V-5B (text and image to video)"
+    return "SkyReels-V2 diffusion forcing" if config.dit.diffusion_forcing else "Wan 2.1 text-to-video"
 
 
-def _variant_lines(d: DiTConfig) -> list[str]:
-    """What sets a SkyReels-V2 DiT apart from Wan 2.1's, one line each (none for Wan 2.1's own)."""
+def _variant_lines(d: DiTConfig, vae: WanVAEConfig) -> list[str]:
+    """What sets a SkyReels-V2 or Wan 2.2 model apart from Wan 2.1's, one line each (none for Wan 2.1's)."""
     lines = []
+    if vae.residual:
+        s = vae.space_factor
+        lines.append(
+            f"Wan 2.2 VAE: 4x{s}x{s} compression, {vae.z_channels} latent channels; frame sides must be "
+            f"multiples of {s * max(d.patch[1:])}."
+        )
     if d.diffusion_forcing:
-        lines.append("Diffusion forcing: a time per latent frame; given frames are held clean at t = 0.")
+        what = "Image-to-video" if vae.residual else "Diffusion forcing"
+        lines.append(f"{what}: a time per latent frame; given frames are held clean at t = 0.")
     if d.fps_embed is not None:
         lines.append(f"Frame-rate embedding: told {d.fps_embed} fps on every call.")
     if d.causal_block > 1:
@@ -633,9 +691,11 @@ def estimate_memory(config: ModelConfig, frames: int, height: int, width: int) -
     full-resolution layers, and the decoded clip in float32."""
     d, v = config.dit, config.vae
     pt, ph, pw = d.patch
-    tokens = (1 + (frames - 1) // 4) // pt * (height // 8 // ph) * (width // 8 // pw)
+    s = v.space_factor
+    tokens = (1 + (frames - 1) // 4) // pt * (height // s // ph) * (width // s // pw)
     acts = 2 * tokens * (6 * d.dim + 2 * d.ffn_dim) * 4
-    decode = 8 * 4 * v.base_channels * v.channel_mults[0] * height * width * 4
+    width_full = (v.decoder_base_channels or v.base_channels) * v.channel_mults[0]  # at the patched size
+    decode = 8 * 4 * width_full * height * width // v.patch**2 * 4
     return int(acts + decode + frames * 3 * height * width * 4 + 2**28)
 
 
@@ -644,7 +704,12 @@ def describe(path: str | Path) -> str:
     path = Path(path)
     kind = layout(path)
     index = _index(path) if kind == "diffusers" else {}
+    vae = _vae_config(path, kind)
     family = "SkyReels-V2" if str(index.get("_class_name", "")).startswith("SkyReelsV2") else "Wan 2.1"
+    if vae.residual or index.get("expand_timesteps"):
+        family = "Wan 2.2 TI2V-5B"
+    elif kind == "original" and (path / ORIGINAL_VAE_22).exists():
+        family = "Wan 2.2 (original release files, not supported: use the diffusers layout)"
     lines = [f"# {family} checkpoint ({kind} layout)", "", f"Folder: {path}", "", "## Components", ""]
     if kind == "tessera":
         card = path / "README.md"
@@ -685,7 +750,7 @@ def describe(path: str | Path) -> str:
                 lines += ["", "## DiT config", "", json.dumps(raw)]
             else:
                 d = (
-                    dit_config_from_diffusers(raw, diffusion_forcing=_forcing(index))
+                    dit_config_from_diffusers(raw, diffusion_forcing=_forcing(index) or vae.residual)
                     if kind == "diffusers"
                     else DiTConfig(**_tuples(raw["dit"]))
                 )
@@ -698,11 +763,23 @@ def describe(path: str | Path) -> str:
                 ]
                 n = _dit_params(d)
                 lines.append(f"parameters: {n / 1e9:.2f}B" if n >= 1e8 else f"parameters: {n / 1e6:.2f}M")
-                lines += _variant_lines(d)
+                lines += _variant_lines(d, vae)
         except (ValueError, TypeError, KeyError) as e:  # FileError too
             lines += ["", f"DiT config unreadable: {e}"]
     lines += ["", f"Sampling: flow shift {shift} (override with --shift)."]
     return "\n".join(lines)
+
+
+def _vae_config(path: Path, kind: str | None) -> WanVAEConfig:
+    """A folder's VAE config, read without weights; Wan 2.1's defaults where it cannot be read."""
+    try:
+        if kind == "diffusers":
+            return vae_config_from_diffusers(read_json(path / "vae" / "config.json"))
+        if kind == "tessera":
+            return WanVAEConfig(**_tuples(read_json(path / "config.json")["vae"]))
+    except (ValueError, TypeError, KeyError, OSError):  # FileError too: the loader names the problem
+        pass
+    return WanVAEConfig()
 
 
 def _first_or(path: Path, names: tuple[str, ...]) -> Path:

@@ -59,6 +59,21 @@ def tiny_vae(seed: int = 0, wan_latents: bool = False):
     return _nudge(ref, seed, std=0.05)
 
 
+def tiny_vae22(seed: int = 0):
+    """Wan 2.2's VAE as in TI2V-5B (residual down/up blocks, 2x2 pixel patches: 4x16x16, 48 latent
+    channels, a decoder of its own width) at base width 4, decoder width 6, with random statistics."""
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    stats = dict(latents_mean=(0.3 * torch.randn(48, generator=g)).tolist())
+    stats["latents_std"] = (0.5 + torch.rand(48, generator=g)).tolist()
+    ref = diffusers.AutoencoderKLWan(
+        base_dim=4, decoder_base_dim=6, z_dim=48, dim_mult=[1, 2, 4, 4], num_res_blocks=2,
+        temperal_downsample=[False, True, True], is_residual=True, patch_size=2, in_channels=12,
+        out_channels=12, scale_factor_spatial=16, **stats,
+    )  # fmt: skip
+    return _nudge(ref, seed, std=0.05)
+
+
 def tiny_text(seed: int = 0):
     torch.manual_seed(seed)
     config = transformers.UMT5Config(
@@ -80,24 +95,36 @@ def tiny_tokenizer():
     )
 
 
-@pytest.fixture(scope="module")
-def wan_pipe() -> "diffusers.WanPipeline":
-    """A tiny random Wan 2.1 pipeline (kept in memory: loading it back would need `accelerate`)."""
-    return diffusers.WanPipeline(
+def tiny_pipeline(kind: type, transformer, vae=None, shift: float = 3.0, **config):
+    """A tiny random pipeline of class `kind` around `transformer`: the tiny umT5 and tokenizer, `vae`
+    (default Wan 2.1's with its latent statistics) and an Euler scheduler (kept in memory: loading it back
+    would need `accelerate`)."""
+    return kind(
         tokenizer=tiny_tokenizer(),
         text_encoder=tiny_text(),
-        vae=tiny_vae(wan_latents=True),
-        scheduler=diffusers.FlowMatchEulerDiscreteScheduler(shift=3.0),
-        transformer=tiny_transformer(channels=16),
+        vae=tiny_vae(wan_latents=True) if vae is None else vae,
+        scheduler=diffusers.FlowMatchEulerDiscreteScheduler(shift=shift),
+        transformer=transformer,
+        **config,
     )
+
+
+def saved(pipe, tmp_path_factory: pytest.TempPathFactory, name: str) -> Path:
+    """`pipe` saved in the diffusers layout."""
+    path = tmp_path_factory.mktemp(name) / "diffusers"
+    pipe.save_pretrained(path, safe_serialization=True)
+    return path
+
+
+@pytest.fixture(scope="module")
+def wan_pipe() -> "diffusers.WanPipeline":
+    """A tiny random Wan 2.1 pipeline."""
+    return tiny_pipeline(diffusers.WanPipeline, tiny_transformer(channels=16))
 
 
 @pytest.fixture(scope="module")
 def wan_folder(wan_pipe, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny pipeline saved in the diffusers layout."""
-    path = tmp_path_factory.mktemp("wan") / "diffusers"
-    wan_pipe.save_pretrained(path, safe_serialization=True)
-    return path
+    return saved(wan_pipe, tmp_path_factory, "wan")
 
 
 # --- parts ---------------------------------------------------------------------------------------------
@@ -180,6 +207,43 @@ def test_vae_encode_and_decode_match_diffusers_in_chunks_and_whole() -> None:
         normalised = (post.mean - mu.view(1, -1, 1, 1, 1)) / sd.view(1, -1, 1, 1, 1)
         torch.testing.assert_close(vae.encode_latents(x), normalised, rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(vae.decode_latents(normalised).clamp(-1, 1), ref.decode(post.mean).sample)
+
+
+def test_wan22_vae_encode_and_decode_match_diffusers_in_chunks_and_whole() -> None:
+    """WanVAE with Wan 2.2's options equals AutoencoderKLWan(is_residual=True, patch_size=2): posterior
+    mean and log-variance, and decoded pixels, in Wan's chunks, longer chunks and whole; 16x spatial
+    compression and its own 48-channel statistics."""
+    ref = tiny_vae22()
+    cfg = wan.vae_config_from_diffusers(dict(ref.config))
+    assert (cfg.residual, cfg.patch, cfg.in_channels, cfg.decoder_base_channels, cfg.space_factor) == (
+        True, 2, 3, 6, 16
+    )  # fmt: skip
+    vae = WanVAE(cfg).eval()
+    state = vae_from_diffusers(vae, ref.state_dict())
+    state |= wan._latent_stats(ref.config.latents_mean, ref.config.latents_std, cfg.z_channels)
+    vae.load_state_dict(state)
+    g = torch.Generator().manual_seed(2)
+    x = torch.rand(1, 3, 9, 32, 48, generator=g) * 2 - 1
+    z = torch.randn(1, 48, 3, 2, 3, generator=g)
+    close = partial(torch.testing.assert_close, rtol=1e-4, atol=1e-5)
+    with torch.no_grad():
+        post = ref.encode(x).latent_dist
+        want_x = ref.decode(z).sample
+        assert post.mean.shape == (1, 48, 3, 2, 3) and want_x.shape == x.shape
+        for chunk in (4, 8):
+            vae.cfg = dataclasses.replace(cfg, chunk_frames=chunk)
+            mean, logvar = vae.encode(x)
+            close(mean, post.mean)
+            close(logvar, post.logvar)
+            close(vae.decode(z).clamp(-1, 1), want_x)
+        close(vae.encode(x, chunked=False)[0], post.mean)
+        close(vae.decode(z, chunked=False).clamp(-1, 1), want_x)
+        mu, sd = torch.tensor(ref.config.latents_mean), torch.tensor(ref.config.latents_std)
+        normalised = (post.mean - mu.view(1, -1, 1, 1, 1)) / sd.view(1, -1, 1, 1, 1)
+        close(vae.encode_latents(x), normalised)
+        close(vae.decode_latents(normalised).clamp(-1, 1), ref.decode(post.mean).sample)
+    with pytest.raises(CheckpointError, match="decoder_base_dim unlike base_dim needs is_residual"):
+        wan.vae_config_from_diffusers({**ref.config, "is_residual": False})
 
 
 def test_original_vae_names_are_the_ones_diffusers_converts() -> None:
@@ -488,7 +552,7 @@ def test_model_import_writes_a_tessera_folder_that_samples_the_same(wan_folder: 
     text = pipeline.describe(out)
     assert "imported" in text and "2 blocks, width 24" in text and "flow shift 3.0" in text
     r = CliRunner().invoke(app, ["model", "import", str(out), "--out", str(tmp_path / "again")])
-    assert isinstance(r.exception, ValueError) and "not a Wan 2.1 checkpoint folder" in str(r.exception)
+    assert isinstance(r.exception, ValueError) and "not a Wan checkpoint folder" in str(r.exception)
 
 
 def test_bf16_weights_sample_close_to_float32(wan_folder: Path) -> None:
@@ -556,20 +620,12 @@ def tiny_skyreels(seed: int = 0, channels: int = 4, fps: bool = True, block: int
 @pytest.fixture(scope="module")
 def sky_pipe() -> "diffusers.SkyReelsV2DiffusionForcingPipeline":
     """A tiny random SkyReels-V2 diffusion-forcing pipeline with the fps embedding."""
-    return diffusers.SkyReelsV2DiffusionForcingPipeline(
-        tokenizer=tiny_tokenizer(),
-        text_encoder=tiny_text(),
-        vae=tiny_vae(wan_latents=True),
-        scheduler=diffusers.FlowMatchEulerDiscreteScheduler(shift=3.0),
-        transformer=tiny_skyreels(channels=16),
-    )
+    return tiny_pipeline(diffusers.SkyReelsV2DiffusionForcingPipeline, tiny_skyreels(channels=16))
 
 
 @pytest.fixture(scope="module")
 def sky_folder(sky_pipe, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("skyreels") / "df"
-    sky_pipe.save_pretrained(path, safe_serialization=True)
-    return path
+    return saved(sky_pipe, tmp_path_factory, "skyreels")
 
 
 @pytest.mark.parametrize(("fps", "block"), [(False, 1), (True, 1), (True, 2)])
@@ -743,3 +799,150 @@ def test_skyreels_folders_in_info_import_and_refusals(sky_folder: Path, tmp_path
         with pytest.raises(CheckpointError, match=pattern) as e:
             wan.load(broken, "cpu")
         assert "\n" not in str(e.value)
+
+
+# --- Wan 2.2 TI2V-5B ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ti2v_pipe() -> "diffusers.WanPipeline":
+    """A tiny random Wan 2.2 TI2V pipeline: Wan's DiT at 48 latent channels on Wan 2.2's VAE, per-token
+    times (`expand_timesteps`), as `Wan-AI/Wan2.2-TI2V-5B-Diffusers` is laid out."""
+    dit = tiny_transformer(channels=48)
+    return tiny_pipeline(diffusers.WanPipeline, dit, tiny_vae22(), shift=5.0, expand_timesteps=True)
+
+
+@pytest.fixture(scope="module")
+def ti2v_folder(ti2v_pipe, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return saved(ti2v_pipe, tmp_path_factory, "ti2v")
+
+
+def test_ti2v_samples_like_wan_pipeline_text_and_image_to_video(
+    ti2v_pipe, ti2v_folder: Path, monkeypatch
+) -> None:
+    """The TI2V folder loads (Wan 2.2's VAE, a time per latent frame), and with the same noise, 4 Euler
+    steps and guidance 4 with a negative prompt: text-to-video reaches the latents of diffusers'
+    `WanPipeline(expand_timesteps=True)`, and `animate` those of `WanImageToVideoPipeline(expand_timesteps=
+    True)`, which encodes the image alone, holds its latent clean at t = 0 for every token of the first
+    latent frame and puts it back at the end."""
+    from diffusers.pipelines.wan import pipeline_wan_i2v
+    from PIL import Image
+
+    no_ftfy = type("NoFtfy", (), {"fix_text": staticmethod(str)})  # called whether or not it is installed
+    monkeypatch.setattr(pipeline_wan_i2v, "ftfy", no_ftfy, raising=False)
+    model = wan.load(ti2v_folder, "cpu", text_len=TEXT_LEN)
+    c = model.config
+    assert (c.preset, c.flow_shift, c.vae.space_factor, c.dit.in_channels, c.dit.per_frame_time) == (
+        "wan2.2-ti2v", 5.0, 16, 48, True
+    )  # fmt: skip
+    steps, prompt, negative = 4, "a red cube rolls on the floor", "blurry low quality"
+    _flow_scheduler(ti2v_pipe, steps)
+    s = dict(guidance_scale=4.0, num_inference_steps=steps, output_type="latent", height=64, width=96)
+    s |= dict(prompt=prompt, negative_prompt=negative, max_sequence_length=TEXT_LEN, num_frames=9)
+    mine = dict(steps=steps, guidance=4.0, seed=7, negative_prompt=negative)
+    noise = torch.randn(1, 48, 3, 4, 6, generator=torch.Generator("cpu").manual_seed(7))
+
+    z = pipeline.sample_latents(model, prompt, (3, 4, 6), **mine)  # 9 frames at 64x96
+    t2v = ti2v_pipe(latents=noise.clone(), **s).frames
+    torch.testing.assert_close(z, t2v, rtol=1e-4, atol=1e-4)
+
+    image = torch.randint(0, 256, (64, 96, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
+    seen = _record_times(model)
+    _, z = pipeline.animate(model, image, prompt, frames=9, return_latents=True, **mine)
+    assert all((t[:, 0] == 0).all() and (t[:, 1:] > 0).all() for t in seen)
+    i2v = diffusers.WanImageToVideoPipeline(
+        **{
+            k: getattr(ti2v_pipe, k) for k in ("tokenizer", "text_encoder", "vae", "scheduler", "transformer")
+        },
+        expand_timesteps=True,
+    )
+    want = i2v(image=Image.fromarray(image.numpy()), latents=noise.clone(), **s).frames
+    torch.testing.assert_close(z, want, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(z[:, :, :1], pipeline.encode(model, image[None]), rtol=0, atol=0)
+    assert (want - t2v)[:, :, 1:].abs().max() > 0.1  # the image steers the frames after it
+
+
+def test_ti2v_folder_in_info_sizes_import_and_refusals(ti2v_folder: Path, tmp_path: Path) -> None:
+    """`tessera info` names a TI2V folder and its size rule; sizes that are not multiples of 32 are
+    refused in one line naming what is allowed; `tessera model import` keeps Wan 2.2's VAE options (the
+    same latents); Wan 2.2's original release files are refused by name."""
+    from typer.testing import CliRunner
+
+    from tessera.cli import app
+
+    r = CliRunner().invoke(app, ["info", str(ti2v_folder)])
+    assert r.exit_code == 0, r.output
+    for words in ("Wan 2.2 TI2V-5B checkpoint (diffusers layout)", "multiples of 32", "held clean at t = 0"):
+        assert words in r.output
+    model = wan.load(ti2v_folder, "cpu", text_len=TEXT_LEN)
+    s = dict(steps=1, guidance=1.0, seed=0)
+    for call, pattern in [
+        (lambda: pipeline.generate(model, "x", frames=5, height=48, width=64, **s), "--height must be a"),
+        (lambda: pipeline.image(model, "x", height=64, width=80, **s), "--width must be a"),
+        (
+            lambda: pipeline.animate(model, torch.zeros(48, 64, 3, dtype=torch.uint8), "x", 5, **s),
+            "the image",
+        ),
+    ]:
+        with pytest.raises(pipeline.RequestError, match=pattern) as e:
+            call()
+        assert (
+            "multiple" in str(e.value) and "of 32" in str(e.value) and "16x VAE x 2x2 patches" in str(e.value)
+        )
+        assert "\n" not in str(e.value)
+    assert pipeline.generate(model, "x", frames=5, height=32, width=64, **s).shape == (5, 32, 64, 3)
+
+    out = tmp_path / "imported"
+    r = CliRunner().invoke(app, ["model", "import", str(ti2v_folder), "--out", str(out), "--dtype", "fp32"])
+    assert r.exit_code == 0, r.output
+    b = wan.load(out, "cpu", text_len=TEXT_LEN)
+    assert b.config == model.config and "Wan 2.2 TI2V-5B" in pipeline.describe(out)
+    z = pipeline.sample_latents(model, "a red cube", (2, 2, 2), steps=2, guidance=3.0, seed=1)
+    assert torch.equal(z, pipeline.sample_latents(b, "a red cube", (2, 2, 2), steps=2, guidance=3.0, seed=1))
+
+    original = tmp_path / "original"
+    original.mkdir()
+    for name in ("Wan2.2_VAE.pth", "models_t5_umt5-xxl-enc-bf16.pth"):
+        (original / name).write_bytes(b"")
+    with pytest.raises(CheckpointError, match="Wan 2.2's original release files .* are not supported"):
+        wan.load(original, "cpu")
+
+
+def test_ti2v_5b_config_maps_with_the_real_parameter_count() -> None:
+    """Wan2.2-TI2V-5B's transformer and VAE configs (its diffusers folder's: a 30-block DiT of width 3072
+    at 48 channels; the VAE at base width 160, decoder 256) map onto tessera's DiT and WanVAE with exactly
+    diffusers' parameter counts (meta tensors: no weights): 5.00B and 0.70B."""
+    dit_cfg = {
+        "_class_name": "WanTransformer3DModel", "added_kv_proj_dim": None, "attention_head_dim": 128,
+        "cross_attn_norm": True, "eps": 1e-06, "ffn_dim": 14336, "freq_dim": 256, "image_dim": None,
+        "in_channels": 48, "num_attention_heads": 24, "num_layers": 30, "out_channels": 48,
+        "patch_size": [1, 2, 2], "pos_embed_seq_len": None, "qk_norm": "rms_norm_across_heads",
+        "rope_max_seq_len": 1024, "text_dim": 4096,
+    }  # fmt: skip
+    vae_cfg = {
+        "_class_name": "AutoencoderKLWan", "attn_scales": [], "base_dim": 160, "decoder_base_dim": 256,
+        "dim_mult": [1, 2, 4, 4], "dropout": 0.0, "in_channels": 12, "is_residual": True,
+        "num_res_blocks": 2, "out_channels": 12, "patch_size": 2, "scale_factor_spatial": 16,
+        "scale_factor_temporal": 4, "temperal_downsample": [False, True, True], "z_dim": 48,
+    }  # fmt: skip
+    d = wan.dit_config_from_diffusers(dit_cfg)
+    v = wan.vae_config_from_diffusers(vae_cfg)
+    assert (d.dim, d.depth, d.heads, d.in_channels, v.z_channels, v.space_factor) == (
+        3072,
+        30,
+        24,
+        48,
+        48,
+        16,
+    )
+
+    def count(kind, *args, **kw) -> int:
+        with torch.device("meta"):
+            return sum(p.numel() for p in kind(*args, **kw).parameters())
+
+    mine = count(DiT, d)
+    assert mine == count(diffusers.WanTransformer3DModel, **{k: x for k, x in dit_cfg.items() if k[0] != "_"})
+    assert round(mine / 1e7) == 500, mine
+    vae = count(WanVAE, v)
+    assert vae == count(diffusers.AutoencoderKLWan, **{k: x for k, x in vae_cfg.items() if k[0] != "_"})
+    assert round(vae / 1e7) == 70, vae

@@ -1,9 +1,16 @@
-"""Wan 2.1's causal video VAE behind tessera's VAE interface (`VideoVAE`'s encode/decode, chunks, tiles).
+"""Wan's causal video VAEs behind tessera's VAE interface (`VideoVAE`'s encode/decode, chunks, tiles).
 
-The same 4x8x8 compression and 16 latent channels as tessera's own VAE, with Wan's layers: an RMS norm
-that is `normalize(x) * sqrt(C) * gamma`, a single-head spatial attention in the middle blocks, temporal
-downsamplers that are stride-2 convolutions seeing one frame of the previous chunk, and temporal
+Wan 2.1's: the same 4x8x8 compression and 16 latent channels as tessera's own VAE, with Wan's layers: an
+RMS norm that is `normalize(x) * sqrt(C) * gamma`, a single-head spatial attention in the middle blocks,
+temporal downsamplers that are stride-2 convolutions seeing one frame of the previous chunk, and temporal
 upsamplers that turn each frame into two by a causal convolution which never sees the first frame.
+
+Wan 2.2's (`WanVAEConfig.residual` and `patch`, the TI2V-5B model's: 4x16x16, 48 latent channels) is the
+same layers arranged differently: pixels are cut into 2x2 squares stacked as 12 channels first (and laid
+back out after the decoder), each encoder level is a down block whose input, averaged over the block's
+2x2 (x2 in time) cells into its output channels, is added to its output (`AvgDown`), and each decoder
+level an up block whose input, repeated into those cells, is added likewise (`DupUp`); the decoder has its
+own base width. The shortcuts mix nothing across cells, so they are as causal and chunkable as the rest.
 
 Wan runs its VAE one chunk at a time (the first frame, then 4 pixel frames or 1 latent frame at a time)
 and its weights were trained for exactly that computation. Each layer here is written so that a whole
@@ -175,18 +182,127 @@ class UpBlock(nn.Module):
         return x if self.upsamplers is None else self.upsamplers[0](x, cache)
 
 
+class AvgDown(nn.Module):
+    """Wan 2.2's down-block shortcut: (B, c_in, T, H, W) -> (B, c_out, T/ft, H/fs, W/fs), each output
+    channel the mean of a group of consecutive input channels of the (ft, fs, fs) cells stacked as channels
+    (channel-major). An odd frame count gets one zero frame before the first, as Wan pads: in a chunked run
+    only the first chunk (one frame) is odd, and a whole clip pairs its frames as the chunks do."""
+
+    def __init__(self, c_in: int, c_out: int, ft: int, fs: int) -> None:
+        super().__init__()
+        if c_in * ft * fs * fs % c_out:
+            raise ValueError(f"AvgDown: {c_in} channels x {ft * fs * fs} cells do not group into {c_out}")
+        self.c_out, self.ft, self.fs = c_out, ft, fs
+
+    def forward(self, x: Tensor) -> Tensor:
+        ft, fs = self.ft, self.fs
+        x = F.pad(x, (0, 0, 0, 0, (-x.shape[2]) % ft, 0))
+        b, c, t, h, w = x.shape
+        x = x.view(b, c, t // ft, ft, h // fs, fs, w // fs, fs).permute(0, 1, 3, 5, 7, 2, 4, 6)
+        return x.reshape(b, self.c_out, -1, t // ft, h // fs, w // fs).mean(2)
+
+
+class DupUp(nn.Module):
+    """Wan 2.2's up-block shortcut, `AvgDown`'s transpose: (B, c_in, T, H, W) -> (B, c_out, ft T, fs H,
+    fs W), each input channel repeated over a group of the (ft, fs, fs) cells' output channels. With
+    `first` (a clip's first frame) the ft - 1 frames before its last copy are dropped, as the temporal
+    upsampler keeps the first frame single."""
+
+    def __init__(self, c_in: int, c_out: int, ft: int, fs: int) -> None:
+        super().__init__()
+        if c_out * ft * fs * fs % c_in:
+            raise ValueError(f"DupUp: {c_in} channels do not spread over {c_out} x {ft * fs * fs} cells")
+        self.repeats = c_out * ft * fs * fs // c_in
+        self.c_out, self.ft, self.fs = c_out, ft, fs
+
+    def forward(self, x: Tensor, first: bool) -> Tensor:
+        ft, fs = self.ft, self.fs
+        b, _, t, h, w = x.shape
+        x = x.repeat_interleave(self.repeats, dim=1).view(b, self.c_out, ft, fs, fs, t, h, w)
+        x = x.permute(0, 1, 5, 2, 6, 3, 7, 4).reshape(b, self.c_out, t * ft, h * fs, w * fs)
+        return x[:, :, ft - 1 :] if first else x
+
+
+class DownBlock(nn.Module):
+    """Wan 2.2's encoder level: residual blocks, then (`down`) a `Down`, plus the `AvgDown` shortcut."""
+
+    def __init__(self, c_in: int, c_out: int, num_res_blocks: int, down: bool, temporal: bool) -> None:
+        super().__init__()
+        self.resnets = nn.ModuleList(
+            ResBlock(c_in if j == 0 else c_out, c_out) for j in range(num_res_blocks)
+        )
+        self.downsampler = Down(c_out, temporal) if down else None
+        self.avg_shortcut = AvgDown(c_in, c_out, 2 if temporal else 1, 2 if down else 1)
+
+    def forward(self, x: Tensor, cache: Cache | None = None) -> Tensor:
+        skip = self.avg_shortcut(x)
+        for r in self.resnets:
+            x = r(x, cache)
+        x = x if self.downsampler is None else self.downsampler(x, cache)
+        return x + skip
+
+
+class ResidualUpBlock(nn.Module):
+    """Wan 2.2's decoder level: residual blocks, then (`up`) an `Up` that keeps the width, plus the
+    `DupUp` shortcut."""
+
+    def __init__(self, c_in: int, c_out: int, num_res_blocks: int, up: str | None) -> None:
+        super().__init__()
+        self.resnets = nn.ModuleList(
+            ResBlock(c_in if i == 0 else c_out, c_out) for i in range(num_res_blocks + 1)
+        )
+        self.upsampler = None if up is None else Up(c_out, c_out, temporal=up == "3d")
+        self.avg_shortcut = None if up is None else DupUp(c_in, c_out, 2 if up == "3d" else 1, 2)
+
+    def forward(self, x: Tensor, cache: Cache | None = None) -> Tensor:
+        first = cache is None or self not in cache
+        if cache is not None:
+            cache[self] = True  # the first frame has gone by
+        skip = None if self.avg_shortcut is None else self.avg_shortcut(x, first)
+        for r in self.resnets:
+            x = r(x, cache)
+        x = x if self.upsampler is None else self.upsampler(x, cache)
+        return x if skip is None else x + skip
+
+
+def patchify(x: Tensor, p: int) -> Tensor:
+    """(B, C, T, H, W) -> (B, C p p, T, H/p, W/p): each p x p square's pixels as channels, ordered as Wan
+    2.2 orders them (channel, then column, then row)."""
+    if p == 1:
+        return x
+    b, c, t, h, w = x.shape
+    x = x.view(b, c, t, h // p, p, w // p, p).permute(0, 1, 6, 4, 2, 3, 5)
+    return x.reshape(b, c * p * p, t, h // p, w // p)
+
+
+def unpatchify(x: Tensor, p: int) -> Tensor:
+    """`patchify`'s inverse: (B, C p p, T, h, w) -> (B, C, T, h p, w p)."""
+    if p == 1:
+        return x
+    b, cpp, t, h, w = x.shape
+    x = x.view(b, cpp // (p * p), p, p, t, h, w).permute(0, 1, 4, 5, 3, 6, 2)
+    return x.reshape(b, cpp // (p * p), t, h * p, w * p)
+
+
 class Encoder(nn.Module):
-    """Pixels (B, 3, T, H, W) -> posterior parameters (B, 2 C_z, T_z, H/8, W/8) (after Wan's quant conv)."""
+    """Pixels (B, 3, T, H, W) -> posterior parameters (B, 2 C_z, T_z, H/s, W/s) (after Wan's quant conv),
+    s = `cfg.space_factor`."""
 
     def __init__(self, cfg: WanVAEConfig) -> None:
         super().__init__()
+        self.patch = cfg.patch
         dims = [cfg.base_channels * m for m in (1, *cfg.channel_mults)]
-        self.conv_in = CausalConv3d(cfg.in_channels, dims[0])
+        last = len(cfg.channel_mults) - 1
+        self.conv_in = CausalConv3d(cfg.in_channels * cfg.patch**2, dims[0])
         layers: list[nn.Module] = []
         for i, (c_in, c_out) in enumerate(zip(dims[:-1], dims[1:], strict=True)):
+            if cfg.residual:
+                temporal = i < last and cfg.temporal_down[i]
+                layers.append(DownBlock(c_in, c_out, cfg.num_res_blocks, i < last, temporal))
+                continue
             for j in range(cfg.num_res_blocks):
                 layers.append(ResBlock(c_in if j == 0 else c_out, c_out))
-            if i < len(cfg.channel_mults) - 1:
+            if i < last:
                 layers.append(Down(c_out, cfg.temporal_down[i]))
         self.down_blocks = nn.ModuleList(layers)
         self.mid_block = MidBlock(dims[-1])
@@ -195,7 +311,7 @@ class Encoder(nn.Module):
         self.quant_conv = CausalConv3d(2 * cfg.z_channels, 2 * cfg.z_channels, (1, 1, 1))
 
     def forward(self, x: Tensor, cache: Cache | None = None) -> Tensor:
-        x = self.conv_in(x, cache)
+        x = self.conv_in(patchify(x, self.patch), cache)
         for layer in self.down_blocks:
             x = layer(x, cache)
         x = self.mid_block(x, cache)
@@ -203,34 +319,41 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    """Latents (B, C_z, T_z, h, w) -> pixels (B, 3, 1 + 4 (T_z - 1), 8h, 8w) (Wan's post-quant conv first)."""
+    """Latents (B, C_z, T_z, h, w) -> pixels (B, 3, 1 + 4 (T_z - 1), s h, s w) (Wan's post-quant conv
+    first), s = `cfg.space_factor`."""
 
     def __init__(self, cfg: WanVAEConfig) -> None:
         super().__init__()
+        self.patch = cfg.patch
         mults = cfg.channel_mults
-        dims = [cfg.base_channels * m for m in (mults[-1], *mults[::-1])]
+        base = cfg.decoder_base_channels or cfg.base_channels
+        dims = [base * m for m in (mults[-1], *mults[::-1])]
         temporal_up = cfg.temporal_down[::-1]
         self.post_quant_conv = CausalConv3d(cfg.z_channels, cfg.z_channels, (1, 1, 1))
         self.conv_in = CausalConv3d(cfg.z_channels, dims[0])
         self.mid_block = MidBlock(dims[0])
-        blocks = []
+        blocks: list[nn.Module] = []
         for i, (c_in, c_out) in enumerate(zip(dims[:-1], dims[1:], strict=True)):
             up = None if i == len(mults) - 1 else ("3d" if temporal_up[i] else "2d")
-            blocks.append(UpBlock(c_in // 2 if i > 0 else c_in, c_out, cfg.num_res_blocks, up))
+            if cfg.residual:
+                blocks.append(ResidualUpBlock(c_in, c_out, cfg.num_res_blocks, up))
+            else:  # Wan 2.1's upsamplers halve the width, which the next level's input takes
+                blocks.append(UpBlock(c_in // 2 if i > 0 else c_in, c_out, cfg.num_res_blocks, up))
         self.up_blocks = nn.ModuleList(blocks)
         self.norm_out = WanNorm(dims[-1])
-        self.conv_out = CausalConv3d(dims[-1], cfg.in_channels)
+        self.conv_out = CausalConv3d(dims[-1], cfg.in_channels * cfg.patch**2)
 
     def forward(self, z: Tensor, cache: Cache | None = None) -> Tensor:
         x = self.mid_block(self.conv_in(self.post_quant_conv(z), cache), cache)
         for block in self.up_blocks:
             x = block(x, cache)
-        return self.conv_out(F.silu(self.norm_out(x)), cache)
+        return unpatchify(self.conv_out(F.silu(self.norm_out(x)), cache), self.patch)
 
 
 class WanVAE(VideoVAE):
-    """Wan 2.1's VAE with `VideoVAE`'s interface: encode/decode (chunked by default), encode_latents and
-    decode_latents (normalised by Wan's published latent statistics), tiled decoding on request.
+    """Wan's VAE (2.1's, or 2.2's with `cfg.residual` and `cfg.patch`) with `VideoVAE`'s interface:
+    encode/decode (chunked by default), encode_latents and decode_latents (normalised by Wan's published
+    latent statistics), tiled decoding on request.
 
     `tile` (latent pixels, None: whole frames) is the tile size `decode_latents` uses; Wan's decoder at
     480x832 fits a 24 GB GPU untiled, so tiling is a memory option, not automatic."""
@@ -240,7 +363,7 @@ class WanVAE(VideoVAE):
         _check(cfg)
         self.cfg = cfg
         self.time_factor = 2 ** sum(cfg.temporal_down)
-        self.space_factor = 2 ** (len(cfg.channel_mults) - 1)
+        self.space_factor = cfg.space_factor
         self.encoder = Encoder(cfg)
         self.decoder = Decoder(cfg)
         self.register_buffer("latent_mean", torch.zeros(cfg.z_channels))
@@ -280,6 +403,10 @@ def _check(cfg: WanVAEConfig) -> None:
         raise ValueError(
             f"WanVAEConfig: chunk_frames must be a positive multiple of {f}, got {cfg.chunk_frames}"
         )
+    if not (type(cfg.patch) is int and cfg.patch >= 1):
+        raise ValueError(f"WanVAEConfig: patch must be a whole number >= 1, got {cfg.patch!r}")
+    if cfg.decoder_base_channels is not None and not cfg.residual:
+        raise ValueError("WanVAEConfig: decoder_base_channels is a Wan 2.2 (residual) option")
 
 
 # ---------------------------------------------------------------------------------------------
