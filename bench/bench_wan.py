@@ -19,7 +19,10 @@ from them (`tessera.wan`), so every comparison also checks that the outputs agre
   nothing is downloaded), `--steps` Euler steps with guidance 5 and a negative prompt, and decoding, at
   FRAMESxHEIGHTxWIDTH; wall time and the peak GPU memory of the whole call, weights included. tessera
   runs as `tessera generate` would on a GPU: bf16 weights, the text encoder kept on the CPU and brought to
-  the GPU only to encode; diffusers as `WanPipeline` with every module on the GPU.
+  the GPU only to encode; diffusers as `WanPipeline` with every module on the GPU. A second run of each
+  times every DiT call alone (the device waited for before and after), so the table also gives the DiT's
+  seconds a step inside the pipelines: diffusers calls it once per guidance branch, tessera once with
+  both branches as a batch of two.
 `--quick`: DiT forward 3 iterations, decode lengths 17 and 81, end to end at 10 steps (the table says so).
 Each part runs even if another fails (its row reads "failed: ...").
 """
@@ -261,6 +264,25 @@ def peak_total(device, fn) -> tuple[float, float]:
     return sec, torch.cuda.max_memory_allocated(device) / 2**30
 
 
+class Clocked:
+    """A network seen through a stopwatch: every call waits for the device before and after, and adds its
+    seconds to `times`; everything else is the network's own (the pipelines read its config and dtype)."""
+
+    def __init__(self, net, device) -> None:
+        self.__dict__.update(_net=net, _device=device, times=[])
+
+    def __call__(self, *a, **k):
+        sync(self._device)
+        t0 = time.perf_counter()
+        out = self._net(*a, **k)
+        sync(self._device)
+        self.times.append(time.perf_counter() - t0)
+        return out
+
+    def __getattr__(self, name: str):
+        return getattr(self._net, name)
+
+
 def bench_end_to_end(args, models: Models, device, dtype, rows: list) -> None:
     from diffusers import FlowMatchEulerDiscreteScheduler, WanPipeline
 
@@ -281,6 +303,7 @@ def bench_end_to_end(args, models: Models, device, dtype, rows: list) -> None:
         tokenizer=tok, text_encoder=text, vae=ref_vae, transformer=ref_dit,
         scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
     )  # fmt: skip
+    clock_ref = Clocked(ref_dit, device)
     call = lambda: pipe(
         prompt=prompt, negative_prompt=negative, num_inference_steps=args.steps, guidance_scale=5.0,
         output_type="pt", **size,
@@ -288,6 +311,9 @@ def bench_end_to_end(args, models: Models, device, dtype, rows: list) -> None:
     with torch.inference_mode():
         pipe(prompt=prompt, negative_prompt=negative, num_inference_steps=1, output_type="latent", **size)
         t_ref, m_ref = peak_total(device, call)
+        object.__setattr__(pipe, "transformer", clock_ref)  # a second run, each DiT call timed alone
+        call()
+        object.__setattr__(pipe, "transformer", ref_dit)
 
     # tessera: bf16 weights, the text encoder on the CPU but while it encodes
     models.place(["dit", f"vae{chunk}"])
@@ -305,11 +331,16 @@ def bench_end_to_end(args, models: Models, device, dtype, rows: list) -> None:
     with torch.inference_mode():
         pipeline.sample_latents(model, prompt, shape, steps=1, guidance=5.0, negative_prompt=negative)
         t_ours, m_ours = peak_total(device, run)
+        model.dit = clock = Clocked(dit, device)
+        run()
+        model.dit = dit
     where = "text encoder offloaded" if encoder.offload else "all on one device"
+    per = lambda c: f"{sum(c.times) / args.steps:.3f} s of DiT a step ({len(c.times)} calls)"
     rows.append(
         f"| end to end {args.frames}x{args.height}x{args.width}, {args.steps} steps, CFG, decode | "
         f"{t_ref:.1f} s, peak {m_ref:.2f} GiB | {t_ours:.1f} s, peak {m_ours:.2f} GiB ({where}) | "
-        f"**{t_ref / t_ours:.2f}x** | |"
+        f"**{t_ref / t_ours:.2f}x** | a second run, each DiT call timed: diffusers {per(clock_ref)}, "
+        f"tessera {per(clock)} |"
     )
 
 
