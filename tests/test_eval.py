@@ -96,7 +96,7 @@ def test_corruptions_score_clearly_worse(truths, kind, pid, metrics):
 
 
 def test_objects_right_forgives_extra_objects_and_objects_exact_does_not(truths):
-    """"Fully right" asks for every named object in its shape and colour: a copy beside them
+    """The "fully right" verdict asks for every named object in its shape and colour: a copy beside them
     keeps a clip right, and only the exact verdict (no more objects than the truth shows) fails it."""
     for pid in CLIPS:
         got = scores(corrupt.duplicate(truths[pid], SIZE), truths[pid])
