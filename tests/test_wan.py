@@ -179,16 +179,22 @@ def _dit_original_name(k: str) -> str:
     return k.replace("scale_shift_table", "modulation")
 
 
-def test_vae_encode_and_decode_match_diffusers_in_chunks_and_whole() -> None:
-    """WanVAE equals AutoencoderKLWan: encode (posterior mean and log-variance) and decode, whether run
-    in Wan's chunks, in longer chunks, or as a whole clip; the latent statistics normalise as Wan's
-    pipelines do."""
-    ref = tiny_vae()
+def converted_vae(ref) -> tuple[WanVAEConfig, WanVAE]:
+    """diffusers' AutoencoderKLWan `ref` as tessera's WanVAE: its config, weights and latent statistics."""
     cfg = wan.vae_config_from_diffusers(dict(ref.config))
     vae = WanVAE(cfg).eval()
     state = vae_from_diffusers(vae, ref.state_dict())
     state |= wan._latent_stats(ref.config.latents_mean, ref.config.latents_std, cfg.z_channels)
     vae.load_state_dict(state)
+    return cfg, vae
+
+
+def test_vae_encode_and_decode_match_diffusers_in_chunks_and_whole() -> None:
+    """WanVAE equals AutoencoderKLWan: encode (posterior mean and log-variance) and decode, whether run
+    in Wan's chunks, in longer chunks, or as a whole clip; the latent statistics normalise as Wan's
+    pipelines do."""
+    ref = tiny_vae()
+    cfg, vae = converted_vae(ref)
     g = torch.Generator().manual_seed(2)
     x = torch.rand(1, 3, 9, 16, 24, generator=g) * 2 - 1
     z = torch.randn(1, 4, 3, 2, 3, generator=g)
@@ -214,14 +220,10 @@ def test_wan22_vae_encode_and_decode_match_diffusers_in_chunks_and_whole() -> No
     mean and log-variance, and decoded pixels, in Wan's chunks, longer chunks and whole; 16x spatial
     compression and its own 48-channel statistics."""
     ref = tiny_vae22()
-    cfg = wan.vae_config_from_diffusers(dict(ref.config))
+    cfg, vae = converted_vae(ref)
     assert (cfg.residual, cfg.patch, cfg.in_channels, cfg.decoder_base_channels, cfg.space_factor) == (
         True, 2, 3, 6, 16
     )  # fmt: skip
-    vae = WanVAE(cfg).eval()
-    state = vae_from_diffusers(vae, ref.state_dict())
-    state |= wan._latent_stats(ref.config.latents_mean, ref.config.latents_std, cfg.z_channels)
-    vae.load_state_dict(state)
     g = torch.Generator().manual_seed(2)
     x = torch.rand(1, 3, 9, 32, 48, generator=g) * 2 - 1
     z = torch.randn(1, 48, 3, 2, 3, generator=g)
