@@ -11,7 +11,8 @@ gates candidates by distance alone and uses the labels only to rank them. Both l
 of each clip (the parser runs once per clip), and both are scored as `parser_accuracy` scores the
 shipped one: `count` (1 - |significant tracks - objects seen| / objects) and `tracks` (each object found
 by its shape and colour with the right size). `--truth-suite` instead runs `tessera eval --truth` on
-that suite with the variant in place of the shipped linker: the ceiling a judge must keep.
+that suite with the variant: a copy of the shipped parser folder whose config says `labels_gate: false`
+(OUT/parser-distance-linking, which `tessera eval --parser` takes too): the ceiling a judge must keep.
 """
 
 from __future__ import annotations
@@ -19,13 +20,13 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from tessera.eval import parser as parse_module
-from tessera.eval.parser import detect, load_parser, predict
+from tessera.eval.parser import DEFAULT_DIR, detect, load_parser, predict
 from tessera.eval.parser_train import BLURRED_SIGMA, gaussian_blur, render_pool
 from tessera.eval.tracks import COLOUR_NAMES, MIN_AREA, SHAPES, SIZE_NAMES, ClipParse, link_tracks
 
@@ -42,8 +43,13 @@ def main() -> None:
     if args.truth_suite:
         from tessera.eval.suite import eval_command  # only this mode runs the suite
 
-        parse_module.link_tracks = link_by_distance  # parse_video's linker, for this process only
-        results = eval_command(suite=args.truth_suite, out=Path(args.out), truth=True, device="cpu")
+        judge = Path(args.out) / "parser-distance-linking"  # the shipped parser, linking by distance
+        shutil.copytree(DEFAULT_DIR, judge, dirs_exist_ok=True)
+        config = json.loads((judge / "config.json").read_text()) | {"labels_gate": False}
+        (judge / "config.json").write_text(json.dumps(config, indent=1) + "\n")
+        results = eval_command(
+            suite=args.truth_suite, out=Path(args.out), truth=True, device="cpu", parser=judge
+        )
         print(json.dumps(results["metrics"], indent=1))
         return
     scenes, frames, size = args.scenes, args.frames, 128

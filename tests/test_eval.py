@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from tessera.eval import corrupt
+from tessera.eval import parser as parser_module
 from tessera.eval.alignment import object_permanence, objects_right, text_alignment
 from tessera.eval.capability import connect_psnr, edit_monotonic, extend_seam, i2v_psnr, loop_closure
 from tessera.eval.fwd import frechet_distance, fwd, random_encoder
@@ -174,7 +175,7 @@ def test_ssim_is_the_trainers_with_data_range_1() -> None:
     assert ssim(a, b) == pytest.approx(want, abs=1e-6)
 
 
-def test_components_and_parser_roundtrip(tmp_path):
+def test_components_and_parser_roundtrip(tmp_path, monkeypatch):
     labels = torch.full((1, 6, 6), -1)
     labels[0, :2, :2], labels[0, 4:, 4:], labels[0, :2, 2:4] = 3, 3, 5
     comp = components(labels)
@@ -188,6 +189,16 @@ def test_components_and_parser_roundtrip(tmp_path):
     assert torch.equal(net(x), back(x))
     parse = parse_video(back, np.zeros((3, 48, 48, 3), np.uint8))
     assert parse.frames == 3 and parse.instances.shape == (3, 32, 32)
+    config = json.loads((tmp_path / "p" / "config.json").read_text())
+    del config["labels_gate"]  # a folder written before the field existed links as it always did
+    (tmp_path / "p" / "config.json").write_text(json.dumps(config))
+    assert load_parser(tmp_path / "p").cfg.labels_gate
+    (tmp_path / "p" / "config.json").write_text(json.dumps(config | {"labels_gate": False}))
+    seen = []
+    real = parser_module.link_tracks
+    monkeypatch.setattr(parser_module, "link_tracks", lambda *a, **k: seen.append(k) or real(*a, **k))
+    parse_video(load_parser(tmp_path / "p"), np.zeros((3, 48, 48, 3), np.uint8))
+    assert seen == [{"labels_gate": False}]  # the judge links as its folder says
 
 
 def test_gaussian_blur_and_degrade_soften_frames_but_keep_objects_colours():

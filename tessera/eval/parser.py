@@ -36,10 +36,13 @@ DEFAULT_DIR = Path(__file__).resolve().parent.parent / "assets" / "parser"
 
 @dataclass(frozen=True)
 class ParserConfig:
-    """Input side (frames are resized to size x size) and the channel width of the first level."""
+    """Input side (frames are resized to size x size), the channel width of the first level, and how its
+    detections are linked into tracks (`link_tracks`' `labels_gate`: True, a differing shape or colour
+    label counts against a link; False, distance alone decides and the labels only rank candidates)."""
 
     size: int = 128
     width: int = 32
+    labels_gate: bool = True
 
 
 def _block(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
@@ -170,7 +173,7 @@ def parse_video(parser: SceneParser, video: np.ndarray) -> ClipParse:
     """The parse of a uint8 video (T, H, W, 3): detections linked into tracks, instance map at the
     parser's size (0 background, i + 1 = track i)."""
     dets, comp = detect(predict(parser, video))
-    tracks = link_tracks(dets, len(video))
+    tracks = link_tracks(dets, len(video), labels_gate=parser.cfg.labels_gate)
     lut = np.zeros(len(dets) + 1, dtype=np.int16)
     for d in dets:
         lut[d.label] = d.track + 1
