@@ -812,6 +812,26 @@ def test_kept_set_gathers_what_the_streaming_path_encodes(tiny_model_dir: Path):
         make_config("dit", task_variants=2, shapes="9x32x32:1,5x32x48:1", batch_shapes="mixed")
 
 
+def test_kept_set_holds_images_as_text_to_image(tmp_path: Path, tiny_model_dir: Path):
+    """A one-frame shape (an image) among the clips: every variant of an image is text-to-image (zero
+    cond, nothing given, the frame in the loss), and a run over clips and images trains."""
+    from tessera.train.kept import KeptSet
+
+    model = load_model(tiny_model_dir)
+    cfg = tiny_config(
+        "dit", shapes="9x32x32:1,1x48x48:1", batch_shapes="one", batching="bucketed", world_clips=4,
+        task_variants=2, tasks="t2v:1,i2v:1,extend:1", steps=4,
+    )  # fmt: skip
+    world = WorldSource(parse_shapes(cfg.shapes), clips=4, objects=True)
+    kept = KeptSet(world, model, cfg, torch.device("cpu"))
+    b = kept.batch(0, 16, (1, 48, 48), step=0, rank=0)
+    s = kept.sets[(1, 48, 48)]
+    assert s.var_cond.shape[2] == model.config.dit.cond_channels and not s.var_cond.any()
+    assert not s.var_given.any() and not b.cond.any() and b.loss_mask.all() and (b.t > 0).all()
+    losses = train_dit(dataclasses.replace(cfg, init=str(tiny_model_dir)), tmp_path / "run")["losses"]
+    assert len(losses) == 4 and all(math.isfinite(x) for x in losses)
+
+
 def test_kept_set_training_resumes_exactly(tmp_path: Path, tiny_model_dir: Path):
     cfg = tiny_config(
         "dit", init=str(tiny_model_dir), world_clips=4, task_variants=1, batch_shapes="one",

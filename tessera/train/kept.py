@@ -130,10 +130,13 @@ class KeptSet:
                     ]
                     clips = [for_task(task, v) for (task, _), v in zip(drawn, videos, strict=True)]
                     pixel = [mask for _, mask in drawn]
-                    parts["vcond"] += encode_conds(vae, clips, pixel)
+                    x0s = parts["x0"][-len(items) :]
+                    conds = encode_conds(vae, clips, pixel)  # None for an image: text-to-video's zero cond
+                    blank = lambda z: z.new_zeros(self.model.config.dit.cond_channels, *z.shape[1:])
+                    parts["vcond"] += [blank(z) if c is None else c for c, z in zip(conds, x0s, strict=True)]
                     parts["vgiven"] += [given_latents(mask) for mask in pixel]
-                    x0s = parts["x0"][-len(items) :]  # a variant trains on its clip as it is ...
-                    looped = [j for j, (task, _) in enumerate(drawn) if task == "loop"]  # ... but a loop's
+                    # a variant trains on its clip as it is, but a loop's on the clip it re-timed
+                    looped = [j for j, (task, _) in enumerate(drawn) if task == "loop"]
                     for j, z in zip(looped, encode_clips(vae, [clips[j] for j in looped]), strict=True):
                         x0s = [*x0s[:j], z, *x0s[j + 1 :]]
                     parts["vx0"] += x0s
