@@ -504,7 +504,7 @@ def caption(
 @sampled(None, suite=True)
 def eval_(
     model: Annotated[Path | None, typer.Argument(help="Model folder (omit with --truth/--compare).")] = None,
-    suite: Annotated[str, Opt(help="quick, full, or a prompt-set .json.")] = "quick",
+    suite: Annotated[str, Opt(help="quick, full, image (text-to-image), or a prompt-set .json.")] = "quick",
     out: Annotated[Path, Opt("-o", "--out", help="Results folder.")] = Path("eval"),
     truth: Annotated[bool, Opt("--truth", help="Score ground-truth renders (the ceiling).")] = False,
     compare: Annotated[

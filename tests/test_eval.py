@@ -278,6 +278,27 @@ def test_prompt_sets_are_fixed(tmp_path):
         load_prompt_set("medium")
 
 
+def test_image_suite_scores_images_on_what_they_can_show(tmp_path, monkeypatch):
+    """The `image` suite: one-frame prompts whose every object is in view, scored on text alignment and
+    objects only (a track seen in an image's one frame counts); the truth through the oracle parser is
+    at the ceiling; the report has no time columns; --capabilities is refused."""
+    from tessera.eval import EvalError, eval_command
+    from tessera.eval.prompts import in_view, load_prompt_set
+
+    prompts = load_prompt_set("image")
+    assert len(prompts) == 16 and {p.frames for p in prompts} == {1}
+    assert all(in_view([p.scene() for p in prompts[:4]]))
+    monkeypatch.setattr("tessera.eval.suite.has_parser", lambda: False)
+    res = eval_command(None, "image", tmp_path / "img", truth=True, limit=2, size=(64, 64), device="cpu")
+    assert set(res["metrics"]) == {"text_alignment", "objects_right", "objects_exact", "fwd"}
+    assert res["metrics"]["objects_right"] == 1.0 and res["metrics"]["text_alignment"] == 1.0
+    per_prompt = (tmp_path / "img" / "report.md").read_text().split("## Per prompt")[1]
+    assert "| prompt | text_alignment | objects_right | objects_exact |" in per_prompt
+    assert "flicker" not in per_prompt
+    with pytest.raises(EvalError, match="images"):
+        eval_command(Path("m"), "image", tmp_path / "x", capabilities=True)
+
+
 def test_report_builds_from_tiny_run(tmp_path, monkeypatch):
     from tessera.eval import EvalError, eval_command
     from tessera.eval.report import write_report

@@ -16,11 +16,15 @@ from pathlib import Path
 import numpy as np
 
 from tessera.errors import FileError as PromptSetError
-from tessera.world import Scene, WorldConfig, WorldSampler, captions
+from tessera.world import Scene, WorldConfig, WorldSampler, captions, render
+from tessera.world.truth import visibility
 
 PROMPT_DIR = Path(__file__).parent / "prompts"
-# (frames, train prompts, held-out prompts) per suite.
-SUITE_SHAPES: dict[str, tuple[int, int, int]] = {"quick": (17, 6, 2), "full": (33, 32, 16)}
+# (frames, train prompts, held-out prompts) per suite; `image` is text-to-image (one frame).
+SUITE_SHAPES: dict[str, tuple[int, int, int]] = {
+    "quick": (17, 6, 2), "full": (33, 32, 16), "image": (1, 12, 4)
+}  # fmt: skip
+IMAGE_VISIBLE = 0.5  # an image prompt's every object shows at least this fraction of itself in the frame
 # Every suite covers these tags first (greedy set cover over seeds), then fills up in seed order.
 WANTED_TAGS = (
     "camera:orbit",
@@ -82,7 +86,8 @@ def build_prompt_set(
     fps: float = 16.0,
 ) -> list[EvalPrompt]:
     """Choose the prompts of a suite: per split, a greedy cover of WANTED_TAGS over the first
-    CANDIDATES seeds (then the lowest seeds left), sorted by seed."""
+    CANDIDATES seeds (then the lowest seeds left), sorted by seed. One-frame prompts (images) are drawn
+    only from scenes whose every object is in view (`in_view`): an image cannot show a hidden object."""
     base = SUITE_SHAPES.get(suite, (17, 4, 2))
     frames = frames or base[0]
     counts = {
@@ -93,6 +98,8 @@ def build_prompt_set(
     for split, count in counts.items():
         sampler = WorldSampler(WorldConfig(frames=frames, fps=fps), split)
         pool = [(seed, sampler.sample(seed)) for seed in range(CANDIDATES)]
+        if frames == 1:
+            pool = [c for c, ok in zip(pool, in_view([s for _, s in pool]), strict=True) if ok]
         covered: set[str] = set()
         chosen: list[tuple[int, Scene]] = []
         for _ in range(count):  # each pick covers the most wanted tags not yet covered (lowest seed on ties)
@@ -106,6 +113,19 @@ def build_prompt_set(
             tags = scene_tags(scene, split)
             out.append(EvalPrompt(f"{split}-{seed}", split, seed, frames, fps, detailed, short, tags))
     return out
+
+
+def in_view(scenes: list[Scene], size: int = 128) -> list[bool]:
+    """Per scene: whether every object shows at least IMAGE_VISIBLE of itself in every frame (rendered on
+    the CPU at size x size)."""
+    ok = []
+    for i in range(0, len(scenes), 32):
+        out = render(scenes[i : i + 32], (size, size), "cpu")
+        for b, scene in enumerate(scenes[i : i + 32]):
+            n = len(scene.objects)
+            _, fraction = visibility(out.ids[b], out.coverage[b, :, :n])
+            ok.append(bool((fraction >= IMAGE_VISIBLE).all()))
+    return ok
 
 
 def prompt_file(suite: str) -> Path:
@@ -122,7 +142,7 @@ def save_prompt_set(prompts: list[EvalPrompt], path: Path) -> Path:
 
 
 def load_prompt_set(suite_or_path: str | Path) -> list[EvalPrompt]:
-    """A suite name ('quick', 'full') or a JSON path -> its prompts."""
+    """A suite name ('quick', 'full', 'image') or a JSON path -> its prompts."""
     path = Path(suite_or_path)
     if not path.suffix:
         if str(suite_or_path) not in SUITE_SHAPES:

@@ -100,11 +100,12 @@ def write_report(results: dict, out: Path) -> Path:
     header = ["metric", "all", "train", "held-out"]
     summary = _summary_rows(results)
     caps = [m for m in CAPABILITY_METRICS if any(m in r.get("capabilities", {}) for r in results["prompts"])]
-    per_header = ["prompt", *CLIP_METRICS, *caps]
+    scored = [m for m in CLIP_METRICS if any(m in r["metrics"] for r in results["prompts"])]
+    per_header = ["prompt", *scored, *caps]
     per_rows = [
         [
             r["id"],
-            *(_fmt(r["metrics"][m]) for m in CLIP_METRICS),
+            *(_fmt(r["metrics"].get(m)) for m in scored),
             *(_fmt(r.get("capabilities", {}).get(m)) for m in caps),
         ]
         for r in results["prompts"]

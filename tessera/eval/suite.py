@@ -53,7 +53,11 @@ class SuiteSettings:
         return {**self.__dict__, "guidance_rule": self.guidance_rule.__name__}
 
 
-SUITES = {"quick": SuiteSettings(steps=10), "full": SuiteSettings(steps=25)}
+SUITES = {
+    "quick": SuiteSettings(steps=10),
+    "full": SuiteSettings(steps=25),
+    "image": SuiteSettings(width=512, height=512, steps=25),  # text-to-image; --size 1024x1024 too
+}
 
 
 def eval_command(
@@ -106,6 +110,8 @@ def eval_command(
     s = settings  # checked as every request is (`tessera.requests`), before any work
     check_sampling(s.steps, s.guidance, s.seed, s.sampler, s.guidance_interval, s.shift)
     prompts = load_prompt_set(suite)[:limit]
+    if capabilities and any(p.frames == 1 for p in prompts):
+        raise EvalError("--capabilities extends and connects clips; this suite's prompts are images")
     if capabilities and model is None:
         raise EvalError("--capabilities scores a model's conditioned capabilities; give a MODEL folder")
     if vae_only and (model is None or capabilities):
@@ -171,12 +177,15 @@ def run_suite(
             "text_alignment": text_alignment(video, scene, g_parse, truth.frames, t_parse),
             "objects_right": objects_right(scene, g_parse, t_parse),
             "objects_exact": objects_right(scene, g_parse, t_parse, exact=True),
-            "object_permanence": object_permanence(scene, g_parse, t_parse),
-            "consistency_3d": consistency_3d(scene, video, g_parse, truth.frames, t_parse),
-            "physics": physics(scene, g_parse, t_parse),
-            "flicker": flicker(video, truth.frames),
-            "smoothness": smoothness(video, truth.frames),
         }
+        if p.frames > 1:
+            scores |= {
+                "object_permanence": object_permanence(scene, g_parse, t_parse),
+                "consistency_3d": consistency_3d(scene, video, g_parse, truth.frames, t_parse),
+                "physics": physics(scene, g_parse, t_parse),
+                "flicker": flicker(video, truth.frames),
+                "smoothness": smoothness(video, truth.frames),
+            }
         sheet = contact_sheet(
             np.concatenate([video, truth.frames], axis=2),
             columns=6,
@@ -208,7 +217,8 @@ def run_suite(
             f"{p.id}: " + ", ".join(f"{k} {v.value:.3f}" for k, v in scores.items() if v.value is not None),
             flush=True,
         )
-    metrics = {k: mean([r["metrics"][k] for r in rows]) for k in CLIP_METRICS}
+    scored = [k for k in CLIP_METRICS if any(k in r["metrics"] for r in rows)]  # images: no time metrics
+    metrics = {k: mean([r["metrics"].get(k) for r in rows]) for k in scored}
     if capabilities:
         metrics |= {k: mean([r["capabilities"][k] for r in rows]) for k in CAPABILITY_METRICS}
     encoder = parser if parser is not None else random_encoder()
@@ -231,7 +241,7 @@ def run_suite(
         }
         notes.append(msg)
     by_split = {
-        s: {k: mean([r["metrics"][k] for r in rows if r["split"] == s]) for k in CLIP_METRICS}
+        s: {k: mean([r["metrics"].get(k) for r in rows if r["split"] == s]) for k in scored}
         for s in ("train", "heldout")
     }
     return {

@@ -84,8 +84,9 @@ class ClipParse:
     detections: list[Detection] = field(default_factory=list)
 
     def significant(self, min_fraction: float = 0.15) -> list[Track]:
-        """Tracks seen in at least max(2, min_fraction * T) frames (shorter ones are parser noise)."""
-        need = max(2, int(np.ceil(min_fraction * self.frames)))
+        """Tracks seen in at least max(2, min_fraction * T) frames (shorter ones are parser noise), or in
+        every frame of a shorter clip (an image's one frame)."""
+        need = min(self.frames, max(2, int(np.ceil(min_fraction * self.frames))))
         return [tr for tr in self.tracks if tr.frames_present() >= need]
 
     def find(self, shape: str, colour: str) -> Track | None:
