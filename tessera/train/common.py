@@ -31,7 +31,8 @@ from tessera.train.state import EMA
 def initial_model(cfg: TrainConfig, run: Path, resume: bool) -> Model:
     """The model a run starts from, on the CPU: the run's own `model/` when resuming (its raw weights
     come from the state afterwards), else `cfg.init`, else a fresh one (seeded; the tokenizer trained
-    on world captions). The preset must match in every case."""
+    on world captions) whose VAE, for a DiT run with `vae_from`, is that folder's. The preset must match
+    in every case."""
     if resume or cfg.init:
         path = run / "model" if resume else Path(cfg.init)
         try:
