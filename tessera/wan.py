@@ -451,9 +451,9 @@ PIPELINES = (
 
 
 def _forcing(index: dict) -> bool:
-    """Whether a diffusers folder's DiT takes a time per latent frame: SkyReels-V2's diffusion forcing, or
-    Wan 2.2 TI2V's per-token times (`expand_timesteps`)."""
-    return "DiffusionForcing" in str(index.get("_class_name", "")) or bool(index.get("expand_timesteps"))
+    """Whether a diffusers folder's pipeline is SkyReels-V2's diffusion forcing (a time per latent frame;
+    a model on Wan 2.2's VAE gets the same in `_config`)."""
+    return "DiffusionForcing" in str(index.get("_class_name", ""))
 
 
 def _check_index(index: dict, where: Path) -> None:

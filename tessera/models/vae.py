@@ -257,7 +257,7 @@ class VideoVAE(nn.Module):
         _check_config(cfg)
         self.cfg = cfg
         self.time_factor = 2 ** sum(cfg.temporal_down)  # 4
-        self.space_factor = 2 ** (len(cfg.channel_mults) - 1)  # 8
+        self.space_factor = cfg.space_factor  # 8
         self.encoder = Encoder(cfg)
         self.decoder = Decoder(cfg)
         # Per-channel statistics of the latents (set after training), saved with the weights.
