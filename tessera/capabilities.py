@@ -312,9 +312,8 @@ def long(
     tried on the quick suite, long_permanence read lower, by no more than its noise: no reason to.)
     """
     segments, overlap = long_segments(frames, window, overlap)
-    request_shape(model, segments[0][1], height, width)  # no later window is longer than the first
+    first = request_shape(model, segments[0][1], height, width)  # no later window is longer
     seed = sampling.pop("seed", 0)
-    first = latent_shape(segments[0][1], height, width, model.config.vae.space_factor)
     sampled = decode(model, sample_latents(model, prompt, first, seed=seed, **sampling))
     shown, k = sampled, 1 + (overlap - 1) // 4
     for i, (a, b) in enumerate(segments[1:], start=1):  # the last window may be shorter
