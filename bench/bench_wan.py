@@ -14,7 +14,8 @@ from them (`tessera.wan`), so every comparison also checks that the outputs agre
   weights (`max_memory_allocated`). tessera decodes in chunks of `--vae-chunks` pixel frames (Wan's own
   loop is 4; any multiple of 4 gives the same result; "16cl": chunks of 16 with the convolution weights
   in channels-last layout, which cuDNN's tensor-core kernels prefer; "bm": cuDNN's autotuner on, with a
-  row of diffusers under the autotuner too), diffusers in its own loop.
+  row of diffusers under the autotuner too; "f": every causal conv as one 2D conv over frames with the
+  time taps stacked as channels, `tessera.models.vae.frame_conv`), diffusers in its own loop.
 - End to end: text encoding (a random umT5-XXL, 512 tokens; a word-level tokenizer built here, since
   nothing is downloaded), `--steps` Euler steps with guidance 5 and a negative prompt, and decoding, at
   FRAMESxHEIGHTxWIDTH; wall time and the peak GPU memory of the whole call, weights included. tessera
@@ -95,8 +96,9 @@ def build_vae(shape: dict, device, dtype):
         return AutoencoderKLWan(**shape).to(dtype).eval()
 
 
-def tessera_vae(ref, dtype, device, chunk: int = 4, channels_last: bool = False):
+def tessera_vae(ref, dtype, device, chunk: int = 4, channels_last: bool = False, over_frames: bool = False):
     from tessera import wan
+    from tessera.models.vae import convs_over_frames
     from tessera.models.wan_vae import WanVAE, from_diffusers
 
     cfg = wan.vae_config_from_diffusers(dict(ref.config))
@@ -113,7 +115,7 @@ def tessera_vae(ref, dtype, device, chunk: int = 4, channels_last: bool = False)
             p.data = p.data.contiguous(
                 memory_format=torch.channels_last_3d if p.ndim == 5 else torch.channels_last
             )
-    return vae
+    return convs_over_frames(vae, over_frames)
 
 
 def peak_above(device, fn) -> tuple[object, float, float]:
@@ -161,7 +163,10 @@ class Models:
         if name == "ref_vae":
             return build_vae(self.shape["vae"], d, dt)
         if name.startswith("vae"):
-            return tessera_vae(self.get("ref_vae"), dt, d, int(name[3:].rstrip("clbm")), "cl" in name[3:])
+            spec = name[3:]
+            return tessera_vae(
+                self.get("ref_vae"), dt, d, int(spec.rstrip("clbmf")), "cl" in spec, "f" in spec
+            )
         if name == "text":
             from transformers import UMT5Config, UMT5EncoderModel
 
@@ -356,7 +361,8 @@ def main() -> None:
         "--vae-chunks",
         default="4,16,16cl",
         help="tessera's VAE decode chunk sizes (pixel frames); suffixes: 'cl' weights channels-last, "
-        "'bm' cuDNN's autotuner on (torch.backends.cudnn.benchmark) while tessera decodes",
+        "'bm' cuDNN's autotuner on (torch.backends.cudnn.benchmark) while tessera decodes, "
+        "'f' causal convs as 2D convs over frames",
     )
     p.add_argument("--parts", default="dit,vae,e2e")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")

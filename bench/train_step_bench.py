@@ -124,6 +124,9 @@ def main() -> None:
                     else lambda p, a, d, path=path: real_path(p, path, a, Path(tmp))
                 )
                 rates[path] = run(preset, args, device)
+                print(
+                    f"{preset} {path}: {rates[path]:.0f} clips/s", flush=True
+                )  # kept if the run is cut short
                 torch.cuda.empty_cache() if device.type == "cuda" else None
             params = sum(p.numel() for p in DiT(cfg).parameters()) / 1e6
             rows.append((preset, params, cfg.dim, cfg.depth, rates, flops))

@@ -23,6 +23,7 @@ from tessera.config import get_preset
 from tessera.data.buckets import step_shape
 from tessera.data.source import make_source
 from tessera.models.text import Tokenizer
+from tessera.models.vae import convs_over_frames
 from tessera.pipeline import pick_device
 from tessera.train.common import autocast
 from tessera.train.config import make_config, parse_shapes
@@ -40,6 +41,11 @@ def main() -> None:
         help="the VAE's weights and the clips in channels-last 3D layout (what cuDNN's kernels read)",
     )
     ap.add_argument(
+        "--over-frames",
+        action="store_true",
+        help="every causal conv as a 2D conv over frames, time taps stacked as channels (`frame_conv`)",
+    )
+    ap.add_argument(
         "--by-shape", action="store_true", help="group the operator table by input shapes as well"
     )
     args = ap.parse_args()
@@ -52,6 +58,7 @@ def main() -> None:
     vae = model.vae.train().requires_grad_(True)
     layout = torch.channels_last_3d if args.channels_last else torch.contiguous_format
     vae.to(memory_format=layout)
+    convs_over_frames(vae, args.over_frames)
     if cfg.compile:
         vae.encoder.compile()
         vae.decoder.compile()
@@ -102,7 +109,8 @@ def main() -> None:
     pixels = sum(r[2] for r in rows) / len(rows)
     print(
         f"device {device}; preset {cfg.preset}; batch {cfg.batch_size} clips of {cfg.shapes}, "
-        f"crop {cfg.crop}, kept {cfg.kept}, compile {cfg.compile}, channels-last {args.channels_last}; "
+        f"crop {cfg.crop}, kept {cfg.kept}, compile {cfg.compile}, channels-last {args.channels_last}, "
+        f"over frames {args.over_frames}; "
         f"first build {first[0]:.1f} s"
     )
     print("| first touch (s/step) | kept data (s/step) | network (s/step) | steps/s kept | Mpixels/s kept |")

@@ -139,12 +139,17 @@ def test_normalised_latents_round_trip() -> None:
     assert torch.equal(z_s, vae.encode_latents(x, sample=True, generator=torch.Generator().manual_seed(3)))
 
 
-@pytest.mark.parametrize("stride", [1, 2])
-def test_frame_conv_2d_form_is_the_3d_conv(stride: int) -> None:
-    """The per-frame 2D form (what CUDA runs) computes the one-frame-deep Conv3d, values and gradients."""
+@pytest.mark.parametrize(
+    "kernel, stride",
+    [((1, 3, 3), (1, 1, 1)), ((1, 3, 3), (1, 2, 2)), ((3, 3, 3), (1, 1, 1)), ((3, 1, 1), (2, 1, 1))],
+)
+def test_frame_conv_2d_form_is_the_3d_conv(kernel: tuple, stride: tuple) -> None:
+    """The 2D form over frames (what CUDA runs) computes the Conv3d, values and gradients: one frame deep,
+    and three deep (the causal conv's kernel, and the temporal downsampler's with stride 2 in time)."""
     torch.manual_seed(0)
-    conv = torch.nn.Conv3d(5, 7, (1, 3, 3), stride=(1, stride, stride), padding=(0, 1, 1)).double()
-    x = torch.randn(2, 5, 4, 9, 10, dtype=torch.float64, requires_grad=True)
+    pad = (0, kernel[1] // 2, kernel[2] // 2)
+    conv = torch.nn.Conv3d(5, 7, kernel, stride=stride, padding=pad).double()
+    x = torch.randn(2, 5, 7, 9, 10, dtype=torch.float64, requires_grad=True)
     outs = [vae_module.frame_conv(conv, x, as_2d) for as_2d in (False, True)]
     grads = [torch.autograd.grad(o.square().sum(), [x, conv.weight, conv.bias]) for o in outs]
     torch.testing.assert_close(outs[1], outs[0], atol=1e-12, rtol=0)
@@ -157,14 +162,18 @@ def test_frame_conv_2d_form_is_the_3d_conv(stride: int) -> None:
 
 
 def test_whole_vae_same_with_2d_frame_convs(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The whole VAE's round trip is the same function with the CUDA form of its per-frame convs."""
+    """The whole VAE's round trip is the same function with every conv that `frame_conv` serves in its
+    2D form over frames."""
     torch.manual_seed(0)
     model = VideoVAE(CFG).double().eval()
     x = video(5).double()
     want = model.decode(model.encode(x)[0])
-    plain = vae_module.frame_conv
-    monkeypatch.setattr(vae_module, "frame_conv", lambda conv, v, as_2d: plain(conv, v, True))
+    plain, calls = vae_module.frame_conv, []
+    monkeypatch.setattr(
+        vae_module, "frame_conv", lambda conv, v, as_2d: calls.append(conv) or plain(conv, v, True)
+    )
     torch.testing.assert_close(model.decode(model.encode(x)[0]), want, atol=1e-10, rtol=0)
+    assert {c.kernel_size for c in calls} >= {(1, 3, 3), (3, 3, 3)}  # the causal convs took the 2D form too
 
 
 def test_kl_loss() -> None:

@@ -58,12 +58,13 @@ class CausalConv3d(nn.Module):
         kt, kh, kw = kernel
         self.past = kt - 1  # frames of history each output frame sees
         self.conv = nn.Conv3d(c_in, c_out, kernel, padding=(0, kh // 2, kw // 2))
+        self.as_2d = False  # on CUDA, run as a 2D convolution over frames (`frame_conv`)
 
     def forward(self, x: Tensor, cache: Cache | None = None) -> Tensor:
         """x (B, C, T, H, W) -> (B, C_out, T, H, W). `cache` None: x is a whole clip; a dict: x is the
         next chunk of a clip, and the dict carries this layer's past between chunks."""
         if self.past == 0:
-            return self.conv(x)
+            return frame_conv(self.conv, x, self.as_2d and x.is_cuda)
         prev = None if cache is None else cache.get(self)
         if prev is None and x.shape[2] == 1:
             # A lone first frame (an image, or a clip's first chunk) has only zeros in its past:
@@ -77,7 +78,7 @@ class CausalConv3d(nn.Module):
         x = torch.cat([prev, x], dim=2)  # (B, C, past + T, H, W)
         if cache is not None:
             _remember(cache, self, x[:, :, -self.past :])
-        return self.conv(x)
+        return frame_conv(self.conv, x, self.as_2d and x.is_cuda)
 
     def _first_frame(self, x: Tensor) -> Tensor:
         w = self.conv.weight[:, :, -1]  # (C_out, C_in, kh, kw)
@@ -127,21 +128,40 @@ class SpatialUp(nn.Module):
 
 
 def frame_conv(conv: nn.Conv3d, x: Tensor, as_2d: bool) -> Tensor:
-    """A Conv3d whose kernel is one frame deep, (B, C, T, H, W) -> (B, C_out, T, H', W'); `as_2d`: run as a
-    2D convolution over the B*T frames (the same numbers, another kernel), keeping x's memory layout.
+    """A Conv3d without time padding, (B, C, T, H, W) -> (B, C_out, T', H', W'); `as_2d`: run as one 2D
+    convolution over the output frames (the same numbers, other kernels), keeping x's memory layout. A
+    kernel `kt` frames deep sees each output frame's `kt` input frames stacked as channels (C * kt in,
+    x copied `kt` times); one frame deep, it is a plain 2D convolution over the B*T frames.
 
-    On CUDA the 2D form is used: for the 3D form cuDNN picked its direct grouped kernel for the gradient
-    of SpatialUp's input, 125 ms of a 203 ms VAE training step (`bench/vae_step_profile.py --by-shape`,
-    H100, g2-z32, batch 32 of 33x64x64 crops). On the CPU the 3D form is kept (the shipped model's
-    outputs stay byte for byte)."""
+    On CUDA the 2D form is used for one-frame-deep kernels: for the 3D form cuDNN picked its direct grouped
+    kernel for the gradient of SpatialUp's input, 125 ms of a 203 ms VAE training step
+    (`bench/vae_step_profile.py --by-shape`, H100, g2-z32, batch 32 of 33x64x64 crops). Deeper kernels
+    use it where `CausalConv3d.as_2d` is set. On the CPU the 3D form is kept (the shipped model's outputs
+    stay byte for byte)."""
     if not as_2d:
         return conv(x)
+    assert conv.padding[0] == 0 and conv.groups == 1, "time padding and groups are not supported"
+    (kt, *_), (st, *_) = conv.kernel_size, conv.stride
     B, C, T, H, W = x.shape
-    frames = x.transpose(1, 2).reshape(B * T, C, H, W)
-    y = F.conv2d(frames, conv.weight[:, :, 0], conv.bias, conv.stride[1:], conv.padding[1:])
-    y = y.view(B, T, *y.shape[1:]).transpose(1, 2)
+    t_out = (T - kt) // st + 1
+    if kt == 1:
+        frames = x[:, :, ::st].transpose(1, 2).reshape(B * t_out, C, H, W)
+    else:  # (B, C, kt, T', H, W): tap j of output frame i is input frame i * st + j
+        taps = torch.stack([x[:, :, j : j + st * (t_out - 1) + 1 : st] for j in range(kt)], dim=2)
+        frames = taps.permute(0, 3, 1, 2, 4, 5).reshape(B * t_out, C * kt, H, W)
+    weight = conv.weight.reshape(conv.out_channels, C * kt, *conv.kernel_size[1:])  # (C, kt) flattened alike
+    y = F.conv2d(frames, weight, conv.bias, conv.stride[1:], conv.padding[1:], conv.dilation[1:])
+    y = y.view(B, t_out, *y.shape[1:]).transpose(1, 2)
     last = x.is_contiguous(memory_format=torch.channels_last_3d) and not x.is_contiguous()
     return y.contiguous(memory_format=torch.channels_last_3d if last else torch.contiguous_format)
+
+
+def convs_over_frames(model: nn.Module, on: bool = True) -> nn.Module:
+    """Run every `CausalConv3d` of `model` on CUDA as a 2D convolution over frames (`frame_conv`), or not."""
+    for m in model.modules():
+        if isinstance(m, CausalConv3d):
+            m.as_2d = on
+    return model
 
 
 class TemporalDown(nn.Module):
