@@ -287,10 +287,10 @@ def train_dit(cfg: DiTTrainConfig, out: str | Path, resume: bool = False, source
     check_sequence_parallel(cfg, d)
     if not resume:
         start(run, cfg, d)
-    if not (resume or cfg.init or cfg.preset == "tiny"):  # tiny: tests, where any VAE will do
+    if not (resume or cfg.init or cfg.vae_from or cfg.preset == "tiny"):  # tiny: tests, any VAE will do
         warnings.warn(
-            "training the DiT on the latents of an untrained VAE; pass --init with the model/ folder of a "
-            "`tessera train vae` run",
+            "training the DiT on the latents of an untrained VAE; pass --init or --vae-from with the "
+            "model/ folder of a `tessera train vae` run",
             stacklevel=2,
         )
     model = initial_model(cfg, run, resume).to(d.device)
