@@ -172,7 +172,7 @@ def generate(
 
     pipeline.check_frames(frames)
     _check_output(out, frames, fps)
-    m, prompt = _start(model, device, prompt, expand, sampling["seed"], lm)
+    m, prompt = _start(model, device, prompt, expand, sampling, lm)
     with pipeline.across_ranks(m, sp) as (m, main):
         frames_u8 = pipeline.generate(m, prompt, frames, *size, **{**sampling, "progress": main})
     if main:
@@ -224,11 +224,18 @@ def _grounded(prompt: str, seed: int, given, model) -> str:
 
 
 def _start(
-    model: Path | None, device: str, prompt: str, expand: bool, seed: int, lm: Path | None = None, given=None
+    model: Path | None,
+    device: str,
+    prompt: str,
+    expand: bool,
+    sampling: dict,
+    lm: Path | None = None,
+    given=None,
 ):
-    """Load the model and (optionally) expand the prompt, grounded in the `given` frames (T, H, W, 3)
-    of a conditioned command; warn of an empty or over-long prompt. A Wan model takes prompts as
-    written (the expansion writes captions of tessera's own world)."""
+    """Load the model, refuse `sampling` options it cannot take (`check_forcing`) and (optionally) expand
+    the prompt with the sampling seed, grounded in the `given` frames (T, H, W, 3) of a conditioned
+    command; warn of an empty or over-long prompt. A Wan model takes prompts as written (the expansion
+    writes captions of tessera's own world)."""
     # loaded when the command runs, so `tessera --help` stays fast
     from tessera import pipeline
     from tessera.config import is_wan
@@ -236,6 +243,8 @@ def _start(
     if not prompt.strip():
         typer.echo("warning: the prompt is empty; the video follows no text", err=True)
     m = pipeline.load(model, device)
+    pipeline.check_forcing(m.config, sampling["ar_step"], sampling["causal_block"])
+    seed = sampling["seed"]
     expand = expand and not is_wan(m.config)
     if expand and given is not None:
         text = _grounded(prompt, seed, given, m)
@@ -288,7 +297,7 @@ def image(
     from tessera.video import save_image
 
     _check_output(out, None, None, image=True)
-    m, prompt = _start(model, device, prompt, expand, sampling["seed"])
+    m, prompt = _start(model, device, prompt, expand, sampling)
     typer.echo(f"wrote {save_image(out, pipeline.image(m, prompt, *size, **sampling).numpy())}")
 
 
@@ -309,7 +318,7 @@ def animate(
     pipeline.check_frames(frames)
     _check_output(out, frames, fps)
     still = _given(read_video(image_path, frames=1), size, f"IMAGE {image_path}")
-    m, prompt = _start(model, device, prompt, expand, sampling["seed"], given=still)
+    m, prompt = _start(model, device, prompt, expand, sampling, given=still)
     _write(out, pipeline.animate(m, still, prompt, frames, **sampling), fps)
 
 
@@ -332,7 +341,7 @@ def extend(
     _check_output(out, None, fps)
     pipeline.check_frames(frames)
     source = _given(read_video(video_path), size, f"VIDEO {video_path}")
-    m, prompt = _start(model, device, prompt, expand, sampling["seed"], given=source)
+    m, prompt = _start(model, device, prompt, expand, sampling, given=source)
     direction = "forward" if forward else "backward"
     _write(out, pipeline.extend(m, source, prompt, frames, direction, overlap, blend=blend, **sampling), fps)
 
@@ -356,7 +365,7 @@ def connect(
     pipeline.check_frames(frames)
     a = _given(read_video(video_a), size, f"VIDEO_A {video_a}")
     b = read_video(video_b)
-    m, prompt = _start(model, device, prompt, expand, sampling["seed"], given=a)
+    m, prompt = _start(model, device, prompt, expand, sampling, given=a)
     _write(out, pipeline.connect(m, a, b, prompt, frames, blend=blend, **sampling), fps)
 
 
@@ -378,7 +387,7 @@ def loop(
     pipeline.check_frames(frames)
     _check_output(out, frames, fps)
     v = None if video is None else read_video(video, frames=1)
-    m, prompt = _start(model, device, prompt, expand, sampling["seed"], given=v)
+    m, prompt = _start(model, device, prompt, expand, sampling, given=v)
     _write(out, pipeline.loop(m, prompt, frames, v, *size, fade=fade, **sampling), fps)
 
 
@@ -401,7 +410,7 @@ def edit(
     _check_output(out, len(source), fps)
     source = _given(source, size, f"VIDEO {video_path}")
     pipeline.check_edit_frames(len(source))
-    m, prompt = _start(model, device, prompt, expand, sampling["seed"], given=source)
+    m, prompt = _start(model, device, prompt, expand, sampling, given=source)
     _write(out, pipeline.edit(m, source, prompt, strength, **sampling), fps)
 
 
@@ -421,7 +430,7 @@ def long(
 
     pipeline.long_segments(frames, window)
     _check_output(out, frames, fps)
-    m, prompt = _start(model, device, prompt, expand, sampling["seed"])
+    m, prompt = _start(model, device, prompt, expand, sampling)
     height, width = size
     frames_u8 = pipeline.long(m, prompt, frames, window, height=height, width=width, blend=blend, **sampling)
     _write(out, frames_u8, fps)

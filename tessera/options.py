@@ -47,6 +47,14 @@ class Defaults:
         None, "Flow shift of the time grid (default: the model's own; Wan: 3 at 480p, 5 at 720p).",
         float | None,
     )  # fmt: skip
+    ar_step: int = _option(
+        0, "Diffusion forcing (SkyReels-V2 DF models): each block of latent frames starts this many steps "
+        "after the block before it, so later frames stay noisier (0: all frames on one schedule).",
+    )  # fmt: skip
+    causal_block: int | None = _option(
+        None, "Latent frames per block of --ar-step, attending only to their own and earlier blocks "
+        "(default: the model's own; DF models only).", int | None,
+    )  # fmt: skip
     frames: int = 33
     width: int = 128
     height: int = 128

@@ -124,8 +124,10 @@ def available_memory(device: torch.device) -> int:
 def check_sampling(
     steps: int = D.steps, guidance: float = D.guidance, seed: int = D.seed, sampler: str = D.sampler,
     guidance_interval: tuple[float, float] | None = D.guidance_interval, shift: float | None = D.shift,
+    ar_step: int = D.ar_step, causal_block: int | None = D.causal_block,
 ) -> None:  # fmt: skip
-    """Refuse sampler settings no model can use, before any work (the CLI calls it before loading)."""
+    """Refuse sampler settings no model can use, before any work (the CLI calls it before loading); which
+    models take `ar_step` and `causal_block` is `check_forcing`'s, once a model is loaded."""
     if sampler not in SAMPLERS:
         raise RequestError(f"--sampler must be one of {', '.join(SAMPLERS)}; got '{sampler}'")
     if steps < 1:
@@ -136,7 +138,32 @@ def check_sampling(
         raise RequestError(f"--seed must be an integer from 0 to {MAX_SEED} (2^63 - 1); got {seed}")
     if shift is not None and not shift > 0:
         raise RequestError(f"--shift must be positive (1 = no shift); got {shift}")
+    if ar_step < 0:
+        raise RequestError(
+            f"--ar-step must be a whole number >= 0 (0: one schedule for every frame); got {ar_step}"
+        )
+    if causal_block is not None and causal_block < 1:
+        raise RequestError(f"--causal-block must be a whole number >= 1 (latent frames); got {causal_block}")
     check_guidance_interval(guidance_interval)
+
+
+def check_forcing(
+    config: ModelConfig, ar_step: int = D.ar_step, causal_block: int | None = D.causal_block
+) -> None:
+    """Refuse diffusion forcing's options (`ar_step` > 0, a `causal_block`) for a model not trained with a
+    time per latent frame for every frame: all but SkyReels-V2's DF models (`DiTConfig.diffusion_forcing`;
+    Wan 2.2 TI2V-5B sets it only to hold its first frame)."""
+    if not ar_step and causal_block is None:
+        return
+    wan22 = is_wan(config) and config.vae.residual
+    if config.dit.diffusion_forcing and not wan22:
+        return
+    flag = f"--ar-step {ar_step}" if ar_step else f"--causal-block {causal_block}"
+    what = wan.title(config) if is_wan(config) else "one of tessera's own models"
+    raise RequestError(
+        f"{flag} needs a SkyReels-V2 diffusion-forcing model (one trained with a time per latent frame); "
+        f"this is {what}, which samples with --ar-step 0 and no --causal-block"
+    )
 
 
 def check_strength(strength: float) -> None:

@@ -33,10 +33,17 @@ from tessera.flow.samplers import (
     impose,
     sdedit_start,
 )
-from tessera.flow.schedules import timesteps, token_shift
+from tessera.flow.schedules import forcing_times, timesteps, token_shift
 from tessera.options import DEFAULTS as D
 from tessera.parallel import SequenceParallel
-from tessera.requests import RequestError, check_finite_latents, check_request, check_sampling, check_strength
+from tessera.requests import (
+    RequestError,
+    check_finite_latents,
+    check_forcing,
+    check_request,
+    check_sampling,
+    check_strength,
+)
 from tessera.video import to_tensor, to_uint8
 
 if TYPE_CHECKING:
@@ -59,6 +66,8 @@ class Sampling(TypedDict, total=False):
     negative_prompt: str
     shift: float | None
     guidance_rule: GuidanceRule
+    ar_step: int
+    causal_block: int | None
 
 
 def request_shape(
@@ -137,6 +146,8 @@ def sample_latents(
     negative_prompt: str = "",
     shift: float | None = None,
     guidance_rule: GuidanceRule = cfg,
+    ar_step: int = D.ar_step,
+    causal_block: int | None = D.causal_block,
 ) -> torch.Tensor:
     """Sample normalised latents (1, C_z, T_z, h, w) for `prompt`, holding `given` frames clean.
 
@@ -150,8 +161,17 @@ def sample_latents(
     whole clip (Wan's text-to-video: no condition channels, no diffusion forcing) holds the given frames
     at the current noise level (the initial noise's own draw) instead of clean at t = 0
     (`DiTConfig.per_frame_time`).
+
+    Diffusion forcing (SkyReels-V2 DF models only, `check_forcing`): `ar_step` > 0 samples with a time per
+    latent frame (`schedules.forcing_times`), blocks of `causal_block` latent frames (None: the model's
+    own `causal_block`) each `ar_step` steps behind the block before. Every frame still takes `steps`
+    steps, but the run takes more: with b blocks, none of them given, steps + (b - 1) * min(ar_step, steps)
+    sampler steps (DiT calls with Euler), as SkyReels' and diffusers' DF pipelines count them. Blocks whose
+    frames are all `given` are finished from the start. A `causal_block` also makes the DiT's attention
+    block-causal over those blocks for this run, as those pipelines do.
     """
-    check_sampling(steps, guidance, seed, sampler, guidance_interval, shift)  # before any work
+    check_sampling(steps, guidance, seed, sampler, guidance_interval, shift, ar_step, causal_block)
+    check_forcing(model.config, ar_step, causal_block)  # before any work
     check_strength(strength)
     device = model_device(model)
     t_z, h, w = latent_shape
@@ -159,7 +179,7 @@ def sample_latents(
     text, text_mask = encode_text(model, captions, device)
     gen = torch.Generator("cpu").manual_seed(seed)  # CPU generator: the same noise on every device
     noise = torch.randn(1, model.config.vae.z_channels, t_z, h, w, generator=gen).to(device)
-    v_fn = dit_function(model, text, text_mask, cond)
+    v_fn = dit_function(model, text, text_mask, cond, causal_block)
     if guidance != 1:
         v_fn = guided(v_fn, guidance, guidance_interval, guidance_rule)  # both branches in one batch
     if given is not None:
@@ -169,6 +189,9 @@ def sample_latents(
     if shift is None:
         shift = token_shift(t_z // pt * (h // ph) * (w // pw))
     ts = timesteps(steps, shift, start=strength).to(device)
+    if ar_step:
+        block = model.config.dit.causal_block if causal_block is None else causal_block
+        ts = forcing_times(ts, t_z, ar_step, block, None if given is None else given[0])
     x_start = noise if x0_src is None else sdedit_start(x0_src.to(noise), noise, strength)
     z = SAMPLERS[sampler](v_fn, x_start, ts, progress=progress)
     z = z if given is None else impose(z, x0_given, given)
@@ -177,16 +200,22 @@ def sample_latents(
 
 
 def dit_function(
-    model: Model, text: torch.Tensor, text_mask: torch.Tensor, cond: torch.Tensor | None
+    model: Model,
+    text: torch.Tensor,
+    text_mask: torch.Tensor,
+    cond: torch.Tensor | None,
+    causal_block: int | None = None,
 ) -> ModelFn:
     """The model's DiT as a function of (x, t), with the text and `cond` closed over. A batch of n rows
-    reads the first n rows of `text`: the caption, then (for guidance) the negative prompt's."""
+    reads the first n rows of `text`: the caption, then (for guidance) the negative prompt's. A
+    `causal_block` replaces the DiT's own block-causal attention (None: its config's)."""
     dtype = next(model.dit.parameters()).dtype  # bf16 weights (Wan on a GPU) see bf16 inputs
+    block = {} if causal_block is None else {"causal_block": causal_block}
 
     def dit_fn(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         n = len(x_t)  # 2 (the caption, then the null one), or 1 outside a guidance interval
         c = None if cond is None else cond.expand(n, -1, -1, -1, -1).to(dtype)
-        return model.dit(x_t.to(dtype), t, text[:n].to(dtype), text_mask[:n], c).to(x_t.dtype)
+        return model.dit(x_t.to(dtype), t, text[:n].to(dtype), text_mask[:n], c, **block).to(x_t.dtype)
 
     return dit_fn
 
@@ -213,6 +242,8 @@ def conditioned(
     training) and sets the size. The latent frames of a given prefix come back exactly equal to the
     clip's encoding. The capabilities check the request (`request_shape`) before they call this.
     """
+    ar_step, causal_block = sampling.get("ar_step", D.ar_step), sampling.get("causal_block")
+    check_forcing(model.config, ar_step, causal_block)  # before the clip is encoded
     shape = latent_shape(*clip.shape[1:], model.config.vae.space_factor)
     device = model_device(model)
     x0_given = given = cond = None

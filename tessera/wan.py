@@ -308,7 +308,7 @@ def import_folder(src: str | Path, out: str | Path, dtype: torch.dtype = torch.b
     the umT5 encoder (`text_encoder/`, transformers' format) and `tokenizer/`, parameters in `dtype`."""
     model = load(src, "cpu", dtype=dtype, offload_text=False)
     card = (
-        f"# {_title(model.config)}, imported\n\nWritten by `tessera model import` from {src} "
+        f"# {title(model.config)}, imported\n\nWritten by `tessera model import` from {src} "
         f"({layout(src)} layout), parameters in {str(dtype).removeprefix('torch.')}. Sample with "
         "`tessera generate PROMPT --model THIS_FOLDER`; see docs/wan.md.\n"
     )
@@ -644,13 +644,14 @@ def _card(path: Path, kind: str, config: ModelConfig) -> str:
     d = config.dit
     vae = "Wan 2.2's VAE" if config.vae.residual else "Wan's VAE"
     return (
-        f"# {_title(config)} ({kind} layout)\n\nLoaded from {path}: a {d.depth}-block DiT of width "
+        f"# {title(config)} ({kind} layout)\n\nLoaded from {path}: a {d.depth}-block DiT of width "
         f"{d.dim} ({d.heads} heads), {vae}, umT5 text encoder; flow shift {config.flow_shift}.\n"
         + "".join(f"{line}\n" for line in _variant_lines(d, config.vae))
     )
 
 
-def _title(config: ModelConfig) -> str:
+def title(config: ModelConfig) -> str:
+    """What a Wan-family model is, in a few words (its model card's title)."""
     if config.vae.residual:
         return "Wan 2.2 TI2V-5B (text and image to video)"
     return "SkyReels-V2 diffusion forcing" if config.dit.diffusion_forcing else "Wan 2.1 text-to-video"

@@ -9,7 +9,7 @@ import torch
 
 from tessera.flow.loss import add_noise, flow_loss
 from tessera.flow.samplers import cfg, guided, holding, impose, sample_euler, sample_heun, sdedit_start
-from tessera.flow.schedules import sample_t, shift_t, timesteps, token_shift, unshift_t
+from tessera.flow.schedules import forcing_times, sample_t, shift_t, timesteps, token_shift, unshift_t
 
 # Data x0 ~ N(M, S^2) elementwise, noise ~ N(0, 1).
 M, S = 0.7, 0.5
@@ -139,6 +139,24 @@ def test_constant_velocity_is_exact(sampler):
     c = _noise(seed=3)
     x0 = sampler(lambda x, t: c, noise, timesteps(7, 3.0))  # a non-uniform schedule
     torch.testing.assert_close(x0, noise - c, atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("sampler", [sample_euler, sample_heun])
+def test_a_time_per_frame_steps_each_frame_on_its_own_times(sampler):
+    """Diffusion forcing's schedule (`forcing_times`: 3 blocks of 2, 2 and 1 frames, each 2 steps behind
+    the one before): with a velocity that treats frames apart, every frame ends where sampling it alone on
+    its own times would, bit for bit (Heun's last step stays Euler frame by frame); with ar_step 0 the
+    schedule is the one-time schedule, bit for bit."""
+    noise, ts = _noise((2, 2, 5, 4, 4)), timesteps(4, 3.0)
+    matrix = forcing_times(ts, 5, 2, 2)
+    assert matrix.shape == (4 + 2 * 2 + 1, 5)  # steps + (blocks - 1) * ar_step iterations
+    assert all(len(set(r[::2].tolist())) == 3 for r in matrix[3:6])  # three blocks at three times
+    x = sampler(gaussian_velocity, noise, matrix)
+    for f in range(5):
+        alone = sampler(gaussian_velocity, noise[:, :, f : f + 1], torch.unique_consecutive(matrix[:, f]))
+        assert torch.equal(x[:, :, f : f + 1], alone), f
+    same = sampler(gaussian_velocity, noise, forcing_times(ts, 5, 0, 2))
+    assert torch.equal(same, sampler(gaussian_velocity, noise, ts))
 
 
 def _error(sampler, steps: int, shift: float, noise: torch.Tensor) -> float:
@@ -292,6 +310,8 @@ def test_sampler_rejects_bad_inputs():
         holding(gaussian_velocity, noise, torch.zeros(4, 2, dtype=torch.bool))
     with pytest.raises(ValueError, match="B, C, T_z, H, W"):
         sample_euler(gaussian_velocity, noise[0], timesteps(2))
+    with pytest.raises(ValueError, match=r"T_z = 3\) times per latent frame"):
+        sample_euler(gaussian_velocity, noise, forcing_times(timesteps(2), 4, 1))
 
 
 def test_progress_bar_does_not_change_the_result(capsys):

@@ -1,7 +1,9 @@
 """Wan 2.1 in tessera: each part and a whole sampling run against diffusers / transformers, on tiny random
 models built here (no network), and both checkpoint layouts loading from a folder."""
 
+import copy
 import dataclasses
+import itertools
 import json
 import re
 import shutil
@@ -712,6 +714,117 @@ def test_skyreels_df_folder_samples_like_its_pipelines(sky_pipe, sky_folder: Pat
         overlap_history=5, generator=torch.Generator("cpu").manual_seed(7), **s,
     ).frames  # fmt: skip
     torch.testing.assert_close(z, want, rtol=1e-4, atol=1e-4)
+
+
+def test_skyreels_async_schedule_is_diffusers_timestep_matrix() -> None:
+    """`forcing_times` is diffusers' `generate_timestep_matrix` in tessera's time, for steps, blocks, block
+    sizes, ar_step (including 0 and more than the steps) and given leading blocks: row i is what the DiT
+    sees at iteration i + 1, and a frame moves where diffusers' update mask says. diffusers shows frames not
+    yet started at 999 on its 0-1000 scale, tessera at t = 1 (1000)."""
+    from tessera.flow.schedules import forcing_times
+
+    matrix = diffusers.SkyReelsV2DiffusionForcingPipeline.generate_timestep_matrix
+    grid = torch.tensor([1000, 900, 750, 500, 300, 100])
+    for steps, blocks, block, ar_step, given in itertools.product(
+        (1, 4, 6), (1, 2, 3, 5), (1, 2, 3), (0, 1, 2, 5, 7), (0, 1, 2)
+    ):
+        if given >= blocks:
+            continue
+        frames, template = blocks * block, grid[:steps]
+        want, _, moves, _ = matrix(None, frames, template, frames, ar_step, given * block, block)
+        ts = torch.cat([template.double() / 1000, torch.zeros(1, dtype=torch.float64)])
+        held = torch.arange(frames) < given * block
+        got = forcing_times(ts, frames, ar_step, block, held if given else None)
+        assert torch.equal(got[:-1] * 1000, want.double().masked_fill(want == 999, 1000))
+        assert torch.equal(got[1:] != got[:-1], moves)
+        if not given:
+            assert len(want) == steps + (blocks - 1) * min(ar_step, steps)
+
+
+def test_skyreels_async_sampling_matches_diffusion_forcing_pipeline(
+    sky_pipe, sky_folder: Path, monkeypatch
+) -> None:
+    """SkyReels' asynchronous mode: 4 Euler steps, ar_step 2 over causal blocks of 2 latent frames (3 blocks,
+    8 iterations, at most three times at once), guidance 4 with a negative prompt, the same noise: tessera
+    reaches `SkyReelsV2DiffusionForcingPipeline`'s latents. Both make attention block-causal over those
+    blocks for the run (diffusers on its transformer's config, tessera for the call only)."""
+    from diffusers.pipelines.skyreels_v2 import pipeline_skyreels_v2_diffusion_forcing as df
+
+    monkeypatch.setattr(df, "ftfy", type("NoFtfy", (), {"fix_text": staticmethod(str)}), raising=False)
+    model = wan.load(sky_folder, "cpu", text_len=TEXT_LEN)
+    steps, ar_step, block, prompt, negative = 4, 2, 2, "a red cube rolls on the floor", "blurry low quality"
+    parts = {**sky_pipe.components, "scheduler": _grid_euler(steps, 3.0)}
+    parts["transformer"] = copy.deepcopy(sky_pipe.transformer)  # diffusers keeps the causal block it is given
+    want = diffusers.SkyReelsV2DiffusionForcingPipeline(**parts)(
+        prompt=prompt, negative_prompt=negative, num_frames=21, height=32, width=48, guidance_scale=4.0,
+        num_inference_steps=steps, ar_step=ar_step, causal_block_size=block, output_type="latent",
+        max_sequence_length=TEXT_LEN, generator=torch.Generator("cpu").manual_seed(7),
+    ).frames  # fmt: skip
+    seen = _record_times(model)
+    mine = dict(steps=steps, guidance=4.0, seed=7, negative_prompt=negative)
+    z = pipeline.sample_latents(model, prompt, (6, 4, 6), ar_step=ar_step, causal_block=block, **mine)
+    print(f"max |tessera - diffusers| = {(z - want).abs().max():.2e}")
+    torch.testing.assert_close(z, want, rtol=1e-4, atol=1e-4)
+    assert len(seen) == steps + 2 * ar_step and max(len(set(t[0, ::block].tolist())) for t in seen) == 3
+    assert model.dit.cfg.causal_block == 1  # the call's causal block is not kept
+    for other in (dict(), dict(causal_block=block), dict(ar_step=ar_step)):  # each part of the mode matters
+        assert (pipeline.sample_latents(model, prompt, (6, 4, 6), **other, **mine) - z).abs().max() > 1e-3
+
+
+def test_skyreels_ar_step_0_is_the_synchronous_path_and_other_models_refuse_it(
+    sky_folder: Path, wan_folder: Path, tmp_path: Path
+) -> None:
+    """ar_step 0 samples the same bytes as leaving it out, by Euler and by Heun, with and without given
+    frames, and its time matrix (one time a row) steps the DiT to the same bytes as the one-time grid;
+    ar_step or a causal block on a model not trained for diffusion forcing (Wan 2.1, Wan 2.2 TI2V-5B,
+    tessera's own) is refused in one line before any work, from Python and from the command line."""
+    from typer.testing import CliRunner
+
+    from tessera.cli import app
+    from tessera.config import PRESETS, DiTConfig, ModelConfig
+    from tessera.flow.samplers import SAMPLERS, guided
+    from tessera.flow.schedules import forcing_times, timesteps
+    from tessera.sampling import dit_function, encode_text
+
+    model = wan.load(sky_folder, "cpu", text_len=TEXT_LEN)
+    s = dict(steps=3, guidance=2.0, seed=3)
+    text, mask = encode_text(model, ["a red cube", ""], torch.device("cpu"))
+    v_fn = guided(dit_function(model, text, mask, None), 2.0)
+    noise, ts = torch.randn(1, 16, 3, 4, 4, generator=torch.Generator().manual_seed(3)), timesteps(3, 3.0)
+    for sampler in ("euler", "heun"):
+        a, b = (pipeline.sample_latents(model, "a red cube", (3, 4, 4), sampler=sampler, **s, **o)
+                for o in ({}, {"ar_step": 0}))  # fmt: skip
+        assert torch.equal(a, b), sampler
+        a, b = (SAMPLERS[sampler](v_fn, noise, grid) for grid in (ts, forcing_times(ts, 3, 0, 2)))
+        assert torch.equal(a, b), sampler
+    video = pipeline.generate(model, "a red cube", frames=9, height=32, width=32, **s)
+    a, b = (pipeline.extend(model, video, "on", 13, overlap=5, blend=False, **s, **o)
+            for o in ({}, {"ar_step": 0}))  # fmt: skip
+    assert torch.equal(a, b)
+
+    wan_model = wan.load(wan_folder, "cpu", text_len=TEXT_LEN)
+    seen = _record_times(wan_model)
+    for kw, flag in ((dict(ar_step=2), "--ar-step 2"), (dict(causal_block=2), "--causal-block 2")):
+        with pytest.raises(pipeline.RequestError, match=f"^{flag} needs a SkyReels-V2") as e:
+            pipeline.sample_latents(wan_model, "a red cube", (3, 4, 4), **s, **kw)
+        assert "Wan 2.1 text-to-video" in str(e.value) and "\n" not in str(e.value)
+        with pytest.raises(pipeline.RequestError, match=flag):
+            pipeline.animate(wan_model, video[0], "rolls", 9, **s, **kw)
+    assert not seen  # refused before the DiT ran
+    ti2v = ModelConfig(vae=WanVAEConfig(residual=True, patch=2), dit=DiTConfig(diffusion_forcing=True))
+    for config, what in ((ti2v, "Wan 2.2 TI2V-5B"), (PRESETS["tiny"], "one of tessera's own models")):
+        with pytest.raises(pipeline.RequestError, match=what):
+            pipeline.check_forcing(config, ar_step=1)
+    pipeline.check_forcing(model.config, ar_step=5, causal_block=5)
+    out = tmp_path / "o.mp4"
+    flags = ["--model", str(wan_folder), "--size", "32x32", "--device", "cpu", "-o", str(out)]
+    for value, words in (
+        ("2", "--ar-step 2 needs a SkyReels-V2"),
+        ("-1", "--ar-step must be a whole number >= 0"),
+    ):
+        r = CliRunner().invoke(app, ["generate", "x", "--ar-step", value, *flags])
+        assert isinstance(r.exception, pipeline.RequestError) and words in str(r.exception), r.output
+    assert not out.exists()
 
 
 def _record_times(model) -> list[torch.Tensor]:

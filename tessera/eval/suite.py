@@ -47,6 +47,8 @@ class SuiteSettings:
     negative_prompt: str = ""
     shift: float | None = None  # None: the model's own
     guidance_rule: GuidanceRule = cfg  # how guidance mixes its branches (results.json gives its name)
+    ar_step: int = 0  # diffusion forcing's schedule (`sampling.sample_latents`): DF models only
+    causal_block: int | None = None
 
     def to_dict(self) -> dict:
         """The settings as results.json records them."""
@@ -81,13 +83,15 @@ def eval_command(
     negative_prompt: str | None = None,
     shift: float | None = None,
     guidance_rule: GuidanceRule | None = None,
+    ar_step: int | None = None,
+    causal_block: int | None = None,
 ) -> dict:
     """`tessera eval`: score MODEL (or the truth renders with `truth`) on a suite and write results.json,
     report.md and report.html into `out`; or, with `compare` = (A, B), put two result folders side by
     side in `out`. Returns the results dict. `steps`, `size`, `guidance`, `guidance_interval`,
-    `negative_prompt`, `shift`, `guidance_rule` (`samplers.GuidanceRule`), `seed` and `sampler` replace
-    the suite's sampler settings; scores of one model under two seeds show how much of a difference
-    between models the benchmark can resolve.
+    `negative_prompt`, `shift`, `guidance_rule` (`samplers.GuidanceRule`), `ar_step`, `causal_block`,
+    `seed` and `sampler` replace the suite's sampler settings; scores of one model under two seeds show
+    how much of a difference between models the benchmark can resolve.
     `vae_only` scores MODEL's VAE round trip of the truth renders instead of generated videos: the
     ceiling that the VAE sets on every metric (no DiT could score above what its latents decode to)."""
     if compare is not None:
@@ -103,12 +107,15 @@ def eval_command(
     given = {"steps": steps, "guidance": guidance, "seed": seed, "sampler": sampler}
     given |= {"guidance_interval": guidance_interval, "guidance_rule": guidance_rule}
     given |= {"negative_prompt": negative_prompt, "shift": shift}
+    given |= {"ar_step": ar_step, "causal_block": causal_block}
     given |= {"width": width, "height": height}
     settings = replace(
         SUITES.get(suite, SUITES["quick"]), **{k: v for k, v in given.items() if v is not None}
     )
     s = settings  # checked as every request is (`tessera.requests`), before any work
-    check_sampling(s.steps, s.guidance, s.seed, s.sampler, s.guidance_interval, s.shift)
+    check_sampling(
+        s.steps, s.guidance, s.seed, s.sampler, s.guidance_interval, s.shift, s.ar_step, s.causal_block
+    )
     prompts = load_prompt_set(suite)[:limit]
     if capabilities and any(p.frames == 1 for p in prompts):
         raise EvalError("--capabilities extends and connects clips; this suite's prompts are images")
@@ -270,7 +277,7 @@ def _source(net, vae_only: bool) -> str:
 
 def _sampling(s: SuiteSettings) -> dict:
     keys = ("steps", "guidance", "seed", "sampler", "guidance_interval", "negative_prompt", "shift")
-    keys += ("guidance_rule",)
+    keys += ("guidance_rule", "ar_step", "causal_block")
     return {k: getattr(s, k) for k in keys}
 
 

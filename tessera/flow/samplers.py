@@ -13,6 +13,10 @@ Wan's text-to-video DiT) the given frames are instead held at the current noise 
 `given_noise` along the path to t, and every frame gets the same t.
 
 SDEdit: start from `sdedit_start(x0_src, noise, strength)` with `timesteps(steps, shift, start=strength)`.
+
+The schedule `ts` is one time per step (every latent frame at that time), or a time per latent frame per
+step, (steps + 1, T_z), for diffusion forcing's asynchronous schedule (`schedules.forcing_times`): each
+frame is stepped from its time in one row to its time in the next, and the model sees each row.
 """
 
 from __future__ import annotations
@@ -29,19 +33,21 @@ from tessera.flow.loss import add_noise
 ModelFn = Callable[[Tensor, Tensor], Tensor]
 GuidanceRule = Callable[[Tensor, Tensor, Tensor, Tensor, float], Tensor]  # (v_c, v_u, x, t, g) -> v
 Progress = bool | Callable[[int, int], None]  # a tqdm bar, or called with (steps done, steps) after each step
+Time = float | tuple[float, ...]  # one row of a schedule: every latent frame's time, or each one's own
 
 
 def sample_euler(model_fn: ModelFn, noise: Tensor, ts: Tensor, progress: Progress = False) -> Tensor:
     """First-order Euler: `x <- x + (t_next - t) v(x, t)`. One model call per step.
 
-    `noise` is the state at ts[0]: pure noise when ts[0] = 1, or `sdedit_start(...)` for SDEdit.
+    `noise` is the state at ts[0]: pure noise when ts[0] = 1, or `sdedit_start(...)` for SDEdit. With a
+    time per frame (`ts` (steps + 1, T_z)) each frame moves by its own `t_next - t` (0: it stays).
     """
     ts_list = _check_inputs(noise, ts)
     x = noise
     for t, t_next in _steps(ts_list, progress, "euler"):
         if t_next == t:
             continue  # a zero-length step (e.g. SDEdit at strength 0) needs no model call
-        x = x + (t_next - t) * model_fn(x, _times(x, t))
+        x = x + _dt(x, t, t_next) * model_fn(x, _times(x, t))
     return x
 
 
@@ -49,25 +55,28 @@ def sample_heun(model_fn: ModelFn, noise: Tensor, ts: Tensor, progress: Progress
     """Second-order Heun: Euler predictor, trapezoid corrector; two model calls per step.
 
     A step ending at t = 0 stays an Euler step (one call), as in EDM and k-diffusion: it saves a call,
-    and one Euler step's local error O(h^2) is already of the method's global order.
+    and one Euler step's local error O(h^2) is already of the method's global order. With a time per
+    frame this holds frame by frame: frames whose step ends at 0 take the Euler step.
     """
     ts_list = _check_inputs(noise, ts)
     x = noise
     for t, t_next in _steps(ts_list, progress, "heun"):
         if t_next == t:
             continue
-        dt = t_next - t
+        dt = _dt(x, t, t_next)
         v = model_fn(x, _times(x, t))
         x_pred = x + dt * v
-        if t_next == 0:
+        end = _ends(x, t_next)
+        if end is True:
             x = x_pred
         else:
             v_next = model_fn(x_pred, _times(x, t_next))
-            x = x + dt * (v + v_next) / 2
+            x_heun = x + dt * (v + v_next) / 2
+            x = x_heun if end is False else torch.where(end, x_pred, x_heun)
     return x
 
 
-def _steps(ts_list: list[float], progress: Progress, name: str) -> Iterator[tuple[float, float]]:
+def _steps(ts_list: list[Time], progress: Progress, name: str) -> Iterator[tuple[Time, Time]]:
     """The (t, t_next) pairs, shown as a tqdm bar (`progress` True) or reported to a callable one."""
     pairs = list(pairwise(ts_list))
     if not callable(progress):
@@ -150,10 +159,30 @@ def impose(x: Tensor, x0_given: Tensor, given: Tensor) -> Tensor:
     return torch.where(given[:, None, :, None, None], x0_given, x)  # mask (B, 1, T_z, 1, 1)
 
 
-def _times(x: Tensor, t: float) -> Tensor:
-    """The model's time input at t: (B, T_z), every latent frame at t (`holding` sets given ones)."""
+def _times(x: Tensor, t: Time) -> Tensor:
+    """The model's time input at t: (B, T_z), every latent frame at t, or at its own time of a row
+    (`holding` sets given ones)."""
     B, _, T_z = x.shape[:3]
+    if isinstance(t, tuple):
+        return torch.tensor([t] * B, dtype=_t_dtype(x), device=x.device)
     return torch.full((B, T_z), t, dtype=_t_dtype(x), device=x.device)
+
+
+def _dt(x: Tensor, t: Time, t_next: Time) -> float | Tensor:
+    """The step `t_next - t`: a number, or per latent frame (T_z, 1, 1) in x's dtype for rows of times."""
+    if isinstance(t, tuple):
+        dt = torch.tensor([b - a for a, b in zip(t, t_next, strict=True)], dtype=x.dtype, device=x.device)
+        return dt[:, None, None]
+    return t_next - t
+
+
+def _ends(x: Tensor, t_next: Time) -> bool | Tensor:
+    """Whether the step ends at t = 0: a bool, or for a row where only some frames do, a (T_z, 1, 1) mask."""
+    if not isinstance(t_next, tuple):
+        return t_next == 0
+    if all(v == 0 for v in t_next) or not any(v == 0 for v in t_next):
+        return t_next[0] == 0
+    return torch.tensor([v == 0 for v in t_next], device=x.device)[:, None, None]
 
 
 def _t_dtype(x: Tensor) -> torch.dtype:
@@ -161,15 +190,19 @@ def _t_dtype(x: Tensor) -> torch.dtype:
     return torch.promote_types(x.dtype, torch.float32)
 
 
-def _check_inputs(noise: Tensor, ts: Tensor) -> list[float]:
-    """Validate shapes and the schedule; returns ts as Python floats."""
+def _check_inputs(noise: Tensor, ts: Tensor) -> list[Time]:
+    """Validate shapes and the schedule; returns ts as Python floats (a tuple per row of a time per frame)."""
     if noise.ndim != 5:
         raise ValueError(f"expected a latent video (B, C, T_z, H, W), got shape {tuple(noise.shape)}")
-    if ts.ndim != 1 or len(ts) < 2:
-        raise ValueError(f"ts must be a 1-D schedule with at least 2 times, got shape {tuple(ts.shape)}")
-    ts_list = [float(t) for t in ts.tolist()]
-    if any(b > a for a, b in pairwise(ts_list)) or not 0 <= ts_list[-1] <= ts_list[0] <= 1:
-        raise ValueError(f"ts must decrease (non-strictly) within [0, 1], got {ts_list}")
+    if ts.ndim not in (1, 2) or len(ts) < 2 or ts.ndim == 2 and ts.shape[1] != noise.shape[2]:
+        raise ValueError(
+            f"ts must be a 1-D schedule with at least 2 times, or (at least 2, T_z = {noise.shape[2]}) "
+            f"times per latent frame; got shape {tuple(ts.shape)}"
+        )
+    ts_list = [float(t) if ts.ndim == 1 else tuple(float(v) for v in t) for t in ts.tolist()]
+    for column in ts.reshape(len(ts), -1).T.tolist():
+        if any(b > a for a, b in pairwise(column)) or not 0 <= column[-1] <= column[0] <= 1:
+            raise ValueError(f"ts must decrease (non-strictly) within [0, 1], got {ts_list}")
     return ts_list
 
 

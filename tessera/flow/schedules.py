@@ -79,6 +79,39 @@ def timesteps(steps: int, shift: float = 1.0, start: float = 1.0) -> Tensor:
     return ts
 
 
+def forcing_times(
+    ts: Tensor, frames: int, ar_step: int, block: int = 1, held: Tensor | None = None
+) -> Tensor:
+    """Diffusion forcing's schedule: a time per latent frame, (iterations + 1, frames), row i the times
+    after i iterations, all taken from the grid `ts` (`timesteps`: steps + 1 times, ts[0] to 0).
+
+    Frames go in blocks of `block` (the last may be shorter). Each iteration a block moves one step down
+    `ts`, except that while the block before it is unfinished it stays `ar_step` steps behind that block
+    (waiting at ts[0] until then), so later blocks are noisier than earlier ones. A block whose frames are
+    all `held (frames,)` is finished from the start (at 0), and the block after a finished one moves
+    freely. With `ar_step` 0 every row has one time, the grid's (synchronous sampling); otherwise b blocks
+    take steps + (b - 1) * min(ar_step, steps) iterations, fewer where blocks are held. SkyReels-V2's
+    asynchronous schedule (diffusers' `generate_timestep_matrix`), in tessera's time (docs/design.md).
+    """
+    steps, count = len(ts) - 1, -(-frames // block)
+    done = [held is not None and bool(held[b * block : (b + 1) * block].all()) for b in range(count)]
+    row = [steps if d else 0 for d in done]
+    rows = [row]
+    while len(rows) == 1 or min(row) < steps:  # at least one iteration, if only a zero-length one
+        new: list[int] = []
+        for b in range(count):
+            if done[b]:
+                new.append(steps)
+            elif b == 0 or row[b - 1] == steps:
+                new.append(min(row[b] + 1, steps))
+            else:
+                new.append(max(new[b - 1] - ar_step, 0))
+        row = new
+        rows.append(row)
+    index = torch.tensor(rows, device=ts.device).repeat_interleave(block, dim=1)[:, :frames]
+    return ts[index]
+
+
 def _check_shift(shift: float) -> None:
     if not shift > 0:
         raise ValueError(f"shift must be positive (1 = no shift), got {shift}")

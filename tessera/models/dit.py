@@ -264,11 +264,13 @@ class DiT(nn.Module):
         text_mask: Tensor,
         cond: Tensor | None = None,
         split: Split | None = None,
+        causal_block: int | None = None,
     ) -> Tensor:
         """x (B, C, T_z, H, W), t (B, T_z), text (B, L, text_dim), text_mask (B, L) bool,
         cond (B, cond_channels, T_z, H, W) or None (zeros: text-to-video) -> v (B, C, T_z, H, W).
         With `split` this process runs the blocks on its share of the tokens only (every process
-        passes the same inputs and gets the whole v)."""
+        passes the same inputs and gets the whole v). `causal_block` replaces the config's for this call
+        (SkyReels' causal block size: block-causal attention over that many latent frames; 1: full)."""
         B, _, T, H, W = self._check_clip(x, t, cond, batched=True)
         self._check_text(text, text_mask, B)
         if self.cfg.cond_channels:
@@ -283,7 +285,8 @@ class DiT(nn.Module):
         e_time = self._time_embedding(self._patch_time(t))  # (B, F, D)
         cross_mask = text_mask[:, None, None, :]  # (B, 1, 1, L): broadcast over heads and queries
         frame = pos[:, 0]  # (N,) each token's temporal patch = its row of e_time
-        causal = self._causal_mask(frame, split)  # None: full attention
+        block = self.cfg.causal_block if causal_block is None else causal_block
+        causal = self._causal_mask(frame, split, block)  # None: full attention
         attend = attention if split is None else split.attention
         out = self._run(tokens, e_time, frame, pos, causal, self.text_embed(text), cross_mask, attend)
         if split is not None:
@@ -367,14 +370,14 @@ class DiT(nn.Module):
         row = torch.full(e.shape[:1], int(self.cfg.fps_embed != 16), device=e.device)  # 16 fps: row 0
         return e + self.fps_proj(self.fps_embed(row)).unflatten(-1, (6, -1))[:, None]
 
-    def _causal_mask(self, frame: Tensor, split: Split | None) -> Tensor | None:
+    def _causal_mask(self, frame: Tensor, split: Split | None, causal_block: int) -> Tensor | None:
         """With `causal_block` > 1, the (N, N) bool self-attention mask in which a token sees the tokens of
         its own block of latent frames and of earlier blocks (dense: N^2 bytes); else None."""
-        if self.cfg.causal_block == 1:
+        if causal_block == 1:
             return None
         if split is not None:
             raise RequestError("block-causal attention (causal_block > 1) does not run sequence-parallel")
-        block = frame // self.cfg.causal_block  # frame: each token's temporal patch
+        block = frame // causal_block  # frame: each token's temporal patch
         return block[:, None] >= block[None, :]
 
     def _time_embedding(self, t: Tensor) -> Tensor:
