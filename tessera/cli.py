@@ -565,7 +565,9 @@ def model_init(
     out: Annotated[Path, Opt("--out", help="Folder to write.")],
     preset: Annotated[str, Opt(help=f"One of {', '.join(PRESETS)}.")] = "s",
     seed: Annotated[int, Opt(help="Initialisation seed.")] = 0,
-    vae: Annotated[Path | None, Opt(help="Model folder whose VAE (and tokenizer) to take.")] = None,
+    vae: Annotated[
+        Path | None, Opt(help="Model folder whose VAE (and tokenizer, if any) to take; a packed VAE will do.")
+    ] = None,
 ) -> None:
     """Write a randomly initialised (untrained) model folder, optionally around a trained VAE."""
     # loaded when the command runs, so `tessera --help` stays fast

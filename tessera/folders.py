@@ -12,8 +12,18 @@ import torch
 from safetensors import safe_open
 
 from tessera import wan
-from tessera.checkpoint import Model, build_model, load_into, load_model, load_tensors, read_json, save_model
+from tessera.checkpoint import (
+    Model,
+    build_model,
+    check_finite,
+    load_into,
+    load_model,
+    load_tensors,
+    read_json,
+    save_model,
+)
 from tessera.config import ModelConfig, get_preset
+from tessera.errors import FileError
 from tessera.models.dit import deepen, widen
 from tessera.models.text import Tokenizer
 from tessera.requests import RequestError, pick_device
@@ -42,26 +52,40 @@ def load(path: str | Path | None = None, device: str = "auto") -> Model:
 
 def init_model_folder(preset: str, out: str | Path, seed: int = 0, vae: str | Path | None = None) -> Path:
     """Write a randomly initialised model folder: the tokenizer trained on world captions. With `vae` (a
-    model folder holding at least `vae.safetensors`, config.json and tokenizer.json, e.g. a VAE run's
-    model), its VAE weights and tokenizer are taken and only the text encoder and DiT are random: a
-    starting point for DiT training on a VAE trained elsewhere."""
+    model folder of which config.json and the VAE's weights suffice, e.g. a VAE run's model or a packed
+    VAE), its VAE and, where it has one, its tokenizer are taken and only the text encoder and DiT are
+    random: a starting point for DiT training on a VAE trained elsewhere, or the folder that
+    `tessera eval --vae-only` scores a VAE with."""
     config = get_preset(preset)
     torch.manual_seed(seed)
-    if vae is None:
-        model = build_model(config, train_tokenizer(config))
-    else:
-        vae = Path(vae)
-        theirs = ModelConfig.from_dict(read_json(vae / "config.json"))
-        if theirs.vae != config.vae:
-            raise RequestError(f"{vae}: its VAE config differs from preset '{preset}''s; use that preset")
-        model = build_model(config, Tokenizer.from_file(vae / "tokenizer.json"))
-        load_into(model.vae, load_tensors(vae, "vae"), f"{vae}/vae")
+    own = None if vae is None else Path(vae) / "tokenizer.json"
+    tokenizer = Tokenizer.from_file(own) if own is not None and own.is_file() else train_tokenizer(config)
+    model = build_model(config, tokenizer)
+    if vae is not None:
+        take_vae(model, Path(vae))
     source = f" with the VAE of {vae}" if vae is not None else ""
     card = (
         f"# tessera `{preset}` (UNTRAINED)\n\nRandomly initialised with seed {seed}{source} by "
         "`tessera model init`. Its output is noise: use it for tests and experiments only.\n"
     )
     return save_model(model, out, card=card)
+
+
+def take_vae(model: Model, donor: Path) -> None:
+    """Load the VAE of model folder `donor` (its config.json and VAE weights; other parts may be absent)
+    into `model`, whose preset must describe the same VAE."""
+    try:
+        theirs = ModelConfig.from_dict(read_json(donor / "config.json")).vae
+        tensors = load_tensors(donor, "vae")
+        check_finite(tensors, f"{donor}/vae")
+    except (ValueError, TypeError, KeyError) as e:
+        raise FileError(f"cannot take the VAE of {donor}: {e}") from e
+    if theirs != model.config.vae:
+        raise RequestError(
+            f"{donor} holds another VAE than preset '{model.config.preset}' describes "
+            f"({theirs} vs {model.config.vae}); pick a preset with its VAE"
+        )
+    load_into(model.vae, tensors, f"{donor}/vae")
 
 
 def grow_model_folder(src: str | Path, preset: str, out: str | Path) -> Path:

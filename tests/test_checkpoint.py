@@ -126,7 +126,7 @@ def test_training_state_round_trip_and_atomic_overwrite(tmp_path):
 
 
 def test_model_init_around_a_trained_vae(tiny_model_dir, tmp_path):
-    from tessera.pipeline import init_model_folder
+    from tessera.pipeline import RequestError, init_model_folder
 
     vae_only = tmp_path / "vae-only"  # what a run ships back: the VAE, its config and tokenizer
     vae_only.mkdir()
@@ -137,8 +137,15 @@ def test_model_init_around_a_trained_vae(tiny_model_dir, tmp_path):
     for k, v in source.vae.state_dict().items():
         assert torch.equal(model.vae.state_dict()[k], v), k
     assert model.tokenizer.to_str() == source.tokenizer.to_str()
-    with pytest.raises(ValueError, match="VAE config differs"):
+    with pytest.raises(RequestError, match="another VAE than preset 's'"):
         init_model_folder("s", tmp_path / "m2", vae=vae_only)
+    (vae_only / "tokenizer.json").unlink()  # a packed VAE alone: the tokenizer is trained, as without vae
+    bare = load_model(init_model_folder("tiny", tmp_path / "m3", seed=3, vae=vae_only))
+    for part in ("vae", "dit"):  # the donor's VAE; the same seed's random DiT
+        mine, theirs = getattr(bare, part).state_dict(), getattr(model, part).state_dict()
+        assert mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine), part
+    fresh = load_model(init_model_folder("tiny", tmp_path / "m4", seed=3))
+    assert bare.tokenizer.to_str() == fresh.tokenizer.to_str()
 
 
 def test_model_grow_samples_as_its_source_and_refuses_other_shapes(tiny_model_dir, tmp_path):

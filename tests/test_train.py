@@ -21,6 +21,7 @@ from tessera.conditioning import build_cond, for_task, given_latents, mask_chann
 from tessera.config import get_preset
 from tessera.data.buckets import step_shape
 from tessera.data.source import WorldSource
+from tessera.errors import RequestError
 from tessera.flow.loss import flow_loss
 from tessera.models.text import Tokenizer
 from tessera.train import state as st
@@ -923,7 +924,7 @@ def test_dit_run_takes_a_vae_alone_from_a_small_folder(tmp_path: Path, tiny_mode
     config = json.loads((other / "config.json").read_text())
     config["vae"]["z_channels"] += 4
     (other / "config.json").write_text(json.dumps(config))
-    with pytest.raises(RunError, match="another VAE than preset 'tiny'"):
+    with pytest.raises(RequestError, match="another VAE than preset 'tiny'"):
         train_dit(tiny_config("dit", vae_from=str(other)), tmp_path / "run2")
     with pytest.raises(RunError, match="cannot take the VAE of"):
         train_dit(tiny_config("dit", vae_from=str(tmp_path / "missing")), tmp_path / "run3")

@@ -13,14 +13,10 @@ from torch import nn
 from tessera.checkpoint import (
     Model,
     build_model,
-    check_finite,
-    load_into,
     load_model,
-    load_tensors,
-    read_json,
 )
-from tessera.config import ModelConfig, get_preset
-from tessera.folders import train_tokenizer
+from tessera.config import get_preset
+from tessera.folders import take_vae, train_tokenizer
 from tessera.train import distributed
 from tessera.train.config import TrainConfig
 from tessera.train.distributed import Dist
@@ -55,23 +51,6 @@ def initial_model(cfg: TrainConfig, run: Path, resume: bool) -> Model:
     if getattr(cfg, "vae_from", ""):
         take_vae(model, Path(cfg.vae_from))
     return model
-
-
-def take_vae(model: Model, donor: Path) -> None:
-    """Load the VAE of model folder `donor` (its config.json and VAE weights; other parts may be absent)
-    into `model`, whose preset must describe the same VAE."""
-    try:
-        theirs = ModelConfig.from_dict(read_json(donor / "config.json")).vae
-        tensors = load_tensors(donor, "vae")
-        check_finite(tensors, f"{donor}/vae")
-    except (ValueError, TypeError, KeyError) as e:
-        raise RunError(f"cannot take the VAE of {donor}: {e}") from e
-    if theirs != model.config.vae:
-        raise RunError(
-            f"{donor} holds another VAE than preset '{model.config.preset}' describes "
-            f"({theirs} vs {model.config.vae}); pick a preset with its VAE"
-        )
-    load_into(model.vae, tensors, f"{donor}/vae")
 
 
 def autocast(cfg: TrainConfig, device: torch.device) -> contextlib.AbstractContextManager:
