@@ -221,16 +221,9 @@ class SequenceParallel(nn.Module):
         self.dit = dit
         self.split = token_split(dit.cfg.heads, group, mode)
 
-    def forward(
-        self,
-        x: Tensor,
-        t: Tensor,
-        text: Tensor,
-        text_mask: Tensor,
-        cond: Tensor | None = None,
-        causal_block: int | None = None,
-    ) -> Tensor:
-        return self.dit(x, t, text, text_mask, cond, split=self.split, causal_block=causal_block)
+    def forward(self, *args: Any, **kwargs: Any) -> Tensor:
+        """`DiT.forward`'s arguments but `split`, which is this wrapper's."""
+        return self.dit(*args, split=self.split, **kwargs)
 
     def forward_packed(self, *args: Any, **kwargs: Any) -> list[Tensor]:
         raise SequenceParallelError("forward_packed does not support sequence parallelism; use forward")
