@@ -40,6 +40,7 @@ from torch import Tensor
 from tessera.checkpoint import (
     Model,
     atomic_dir,
+    initialisers_skipped,
     load_into,
     load_tensors,
     read_json,
@@ -538,7 +539,7 @@ def _read_weights(file: Path) -> dict[str, Tensor]:
 
 
 def _meta(kind: type, cfg: Any) -> Any:
-    with torch.device("meta"):
+    with torch.device("meta"), initialisers_skipped():
         return kind(cfg)
 
 

@@ -225,3 +225,30 @@ def test_non_finite_weights_are_refused_by_name(tiny_model_dir, tmp_path):
     bad = save_model(model, tmp_path / "nan")
     with pytest.raises(CheckpointError, match=rf"non-finite weights \(NaN or inf\) in {name}$"):
         load_model(bad)
+
+
+def test_meta_builds_skip_initialisers_and_put_them_back(tiny_model_dir, monkeypatch):
+    """Networks built on the meta device (for weights about to be loaded) skip torch's initialisers, whose
+    first use there costs seconds; the initialisers come back afterwards, also when building fails, and a
+    CPU build still initialises."""
+    from torch import nn
+
+    from tessera import checkpoint
+
+    model = load_model(tiny_model_dir)
+    calls = []
+    real = nn.init.normal_
+    monkeypatch.setattr(nn.init, "normal_", lambda *a, **k: calls.append(a) or real(*a, **k))
+    before = {name: getattr(nn.init, name) for name in checkpoint.INITIALISERS}
+    checkpoint.build_model(model.config, model.tokenizer, "meta")
+    assert calls == [] and {n: getattr(nn.init, n) for n in checkpoint.INITIALISERS} == before
+    checkpoint.build_model(model.config, model.tokenizer, "cpu")
+    assert calls  # on the CPU the text encoder's and the DiT's normal_ ran
+
+    def broken(cfg):
+        raise RuntimeError("a network that fails to build")
+
+    monkeypatch.setattr(checkpoint, "DiT", broken)
+    with pytest.raises(RuntimeError, match="fails to build"):
+        checkpoint.build_model(model.config, model.tokenizer, "meta")
+    assert {n: getattr(nn.init, n) for n in checkpoint.INITIALISERS} == before
