@@ -24,6 +24,7 @@ from tessera.requests import (
     check_forcing,
     check_frames,
     check_strength,
+    forcing,
 )
 from tessera.sampling import (
     Sampling,
@@ -287,7 +288,7 @@ def edit(
     check_edit_frames(frames)
     request_shape(model, frames, height, width, "the video")
     check_strength(strength)  # before the source is encoded
-    check_forcing(model.config, sampling.get("ar_step", D.ar_step), sampling.get("causal_block"))
+    check_forcing(model.config, **forcing(sampling))
     x0_src = encode(model, video)
     z = sample_latents(model, prompt, tuple(x0_src.shape[2:]), x0_src=x0_src, strength=strength, **sampling)
     return _out(model, z, return_latents)

@@ -243,7 +243,7 @@ def _start(
     if not prompt.strip():
         typer.echo("warning: the prompt is empty; the video follows no text", err=True)
     m = pipeline.load(model, device)
-    pipeline.check_forcing(m.config, sampling["ar_step"], sampling["causal_block"])
+    pipeline.check_forcing(m.config, **pipeline.forcing(sampling))
     seed = sampling["seed"]
     expand = expand and not is_wan(m.config)
     if expand and given is not None:

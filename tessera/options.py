@@ -55,6 +55,11 @@ class Defaults:
         None, "Latent frames per block of --ar-step, attending only to their own and earlier blocks "
         "(default: the model's own; DF models only).", int | None,
     )  # fmt: skip
+    condition_noise: float = _option(
+        0.0, "Diffusion forcing (SkyReels-V2 DF models): the given frames are shown to the DiT re-noised "
+        "to this time, with fresh noise at every step (SkyReels' addnoise_condition / 1000; 0.02 "
+        "smooths extended and long videos; 0: clean).",
+    )  # fmt: skip
     frames: int = 33
     width: int = 128
     height: int = 128

@@ -48,6 +48,7 @@ from tessera.requests import (
     check_sides,
     check_strength,
     estimate_memory,
+    forcing,
     pick_device,
 )
 from tessera.sampling import (
@@ -97,6 +98,7 @@ __all__ = [
     "estimate_memory",
     "extend",
     "fit",
+    "forcing",
     "generate",
     "grow_model_folder",
     "image",

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 
@@ -125,9 +127,11 @@ def check_sampling(
     steps: int = D.steps, guidance: float = D.guidance, seed: int = D.seed, sampler: str = D.sampler,
     guidance_interval: tuple[float, float] | None = D.guidance_interval, shift: float | None = D.shift,
     ar_step: int = D.ar_step, causal_block: int | None = D.causal_block,
+    condition_noise: float = D.condition_noise,
 ) -> None:  # fmt: skip
     """Refuse sampler settings no model can use, before any work (the CLI calls it before loading); which
-    models take `ar_step` and `causal_block` is `check_forcing`'s, once a model is loaded."""
+    models take `ar_step`, `causal_block` and `condition_noise` is `check_forcing`'s, once a model is
+    loaded."""
     if sampler not in SAMPLERS:
         raise RequestError(f"--sampler must be one of {', '.join(SAMPLERS)}; got '{sampler}'")
     if steps < 1:
@@ -144,26 +148,43 @@ def check_sampling(
         )
     if causal_block is not None and causal_block < 1:
         raise RequestError(f"--causal-block must be a whole number >= 1 (latent frames); got {causal_block}")
+    if not 0.0 <= condition_noise < 1.0:
+        raise RequestError(f"--condition-noise must be a time in [0, 1) (0: clean); got {condition_noise:g}")
     check_guidance_interval(guidance_interval)
 
 
 def check_forcing(
-    config: ModelConfig, ar_step: int = D.ar_step, causal_block: int | None = D.causal_block
+    config: ModelConfig,
+    ar_step: int = D.ar_step,
+    causal_block: int | None = D.causal_block,
+    condition_noise: float = D.condition_noise,
 ) -> None:
-    """Refuse diffusion forcing's options (`ar_step` > 0, a `causal_block`) for a model not trained with a
-    time per latent frame for every frame: all but SkyReels-V2's DF models (`DiTConfig.diffusion_forcing`;
-    Wan 2.2 TI2V-5B sets it only to hold its first frame)."""
-    if not ar_step and causal_block is None:
+    """Refuse diffusion forcing's options (`ar_step` > 0, a `causal_block`, `condition_noise` > 0) for a
+    model not trained with a time per latent frame for every frame: all but SkyReels-V2's DF models
+    (`DiTConfig.diffusion_forcing`; Wan 2.2 TI2V-5B sets it only to hold its first frame)."""
+    if not ar_step and causal_block is None and not condition_noise:
         return
     wan22 = is_wan(config) and config.vae.residual
     if config.dit.diffusion_forcing and not wan22:
         return
-    flag = f"--ar-step {ar_step}" if ar_step else f"--causal-block {causal_block}"
+    flag = (
+        f"--ar-step {ar_step}" if ar_step
+        else f"--causal-block {causal_block}" if causal_block is not None
+        else f"--condition-noise {condition_noise:g}"
+    )  # fmt: skip
     what = wan.title(config) if is_wan(config) else "one of tessera's own models"
     raise RequestError(
         f"{flag} needs a SkyReels-V2 diffusion-forcing model (one trained with a time per latent frame); "
-        f"this is {what}, which samples with --ar-step 0 and no --causal-block"
+        f"this is {what}, which samples with --ar-step 0, no --causal-block and --condition-noise 0"
     )
+
+
+FORCING = ("ar_step", "causal_block", "condition_noise")  # the options `check_forcing` judges
+
+
+def forcing(sampling: Mapping[str, Any]) -> dict[str, Any]:
+    """The diffusion-forcing options among sampler keywords, for `check_forcing(config, **forcing(s))`."""
+    return {k: sampling[k] for k in FORCING if k in sampling}
 
 
 def check_strength(strength: float) -> None:

@@ -43,6 +43,7 @@ from tessera.requests import (
     check_request,
     check_sampling,
     check_strength,
+    forcing,
 )
 from tessera.video import to_tensor, to_uint8
 
@@ -68,6 +69,7 @@ class Sampling(TypedDict, total=False):
     guidance_rule: GuidanceRule
     ar_step: int
     causal_block: int | None
+    condition_noise: float
 
 
 def request_shape(
@@ -148,6 +150,7 @@ def sample_latents(
     guidance_rule: GuidanceRule = cfg,
     ar_step: int = D.ar_step,
     causal_block: int | None = D.causal_block,
+    condition_noise: float = D.condition_noise,
 ) -> torch.Tensor:
     """Sample normalised latents (1, C_z, T_z, h, w) for `prompt`, holding `given` frames clean.
 
@@ -168,10 +171,14 @@ def sample_latents(
     steps, but the run takes more: with b blocks, none of them given, steps + (b - 1) * min(ar_step, steps)
     sampler steps (DiT calls with Euler), as SkyReels' and diffusers' DF pipelines count them. Blocks whose
     frames are all `given` are finished from the start. A `causal_block` also makes the DiT's attention
-    block-causal over those blocks for this run, as those pipelines do.
+    block-causal over those blocks for this run, as those pipelines do. `condition_noise` c > 0 shows the
+    given frames to the DiT at time c, noised afresh at every step (SkyReels' `addnoise_condition` / 1000;
+    the noise comes from the seed's generator after the initial noise); they still end exact.
     """
-    check_sampling(steps, guidance, seed, sampler, guidance_interval, shift, ar_step, causal_block)
-    check_forcing(model.config, ar_step, causal_block)  # before any work
+    check_sampling(
+        steps, guidance, seed, sampler, guidance_interval, shift, ar_step, causal_block, condition_noise
+    )
+    check_forcing(model.config, ar_step, causal_block, condition_noise)  # before any work
     check_strength(strength)
     device = model_device(model)
     t_z, h, w = latent_shape
@@ -183,7 +190,9 @@ def sample_latents(
     if guidance != 1:
         v_fn = guided(v_fn, guidance, guidance_interval, guidance_rule)  # both branches in one batch
     if given is not None:
-        v_fn = holding(v_fn, x0_given, given, None if model.config.dit.per_frame_time else noise)
+        given_noise = None if model.config.dit.per_frame_time else noise
+        renoise = (condition_noise, gen) if condition_noise else None
+        v_fn = holding(v_fn, x0_given, given, given_noise, renoise)
     pt, ph, pw = model.config.dit.patch
     shift = model.config.flow_shift if shift is None else shift
     if shift is None:
@@ -242,8 +251,7 @@ def conditioned(
     training) and sets the size. The latent frames of a given prefix come back exactly equal to the
     clip's encoding. The capabilities check the request (`request_shape`) before they call this.
     """
-    ar_step, causal_block = sampling.get("ar_step", D.ar_step), sampling.get("causal_block")
-    check_forcing(model.config, ar_step, causal_block)  # before the clip is encoded
+    check_forcing(model.config, **forcing(sampling))  # before the clip is encoded
     shape = latent_shape(*clip.shape[1:], model.config.vae.space_factor)
     device = model_device(model)
     x0_given = given = cond = None

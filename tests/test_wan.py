@@ -771,6 +771,54 @@ def test_skyreels_async_sampling_matches_diffusion_forcing_pipeline(
         assert (pipeline.sample_latents(model, prompt, (6, 4, 6), **other, **mine) - z).abs().max() > 1e-3
 
 
+def test_skyreels_condition_noise_is_addnoise_condition(
+    sky_pipe, sky_folder: Path, wan_folder: Path, monkeypatch
+) -> None:
+    """`condition_noise` c shows the given frames to the DiT at time c, noised afresh at every step:
+    `extend` with c = 0.02 reaches the latents of SkyReels' DF video-to-video pipeline with
+    `addnoise_condition=20` (whose fresh noise is drawn, for the test, from the generator tessera draws
+    it from: the seed's, after the initial noise). The given frames still end exact, the same seed gives
+    the same bytes and c changes the result; a model not trained for diffusion forcing refuses it, and a
+    time outside [0, 1) is refused, each in one line before any work."""
+    from diffusers.pipelines.skyreels_v2 import pipeline_skyreels_v2_diffusion_forcing_v2v as v2v
+    from PIL import Image
+
+    monkeypatch.setattr(v2v, "ftfy", type("NoFtfy", (), {"fix_text": staticmethod(str)}), raising=False)
+    model = wan.load(sky_folder, "cpu", text_len=TEXT_LEN)
+    steps, prompt, negative = 4, "a red cube rolls on the floor", "blurry low quality"
+    mine = dict(steps=steps, guidance=4.0, seed=7, negative_prompt=negative)
+    video = pipeline.generate(model, prompt, frames=9, height=32, width=48, **mine)
+    runs = [
+        pipeline.extend(model, video, prompt, 13, overlap=5, blend=False, return_latents=True, **mine, **o)[1]
+        for o in ({"condition_noise": 0.02}, {"condition_noise": 0.02}, {})
+    ]
+    assert torch.equal(runs[0], runs[1])  # the noise comes from the seed
+    assert torch.equal(runs[0][:, :, :2], runs[2][:, :, :2])  # the given latent frames end exact
+    assert (runs[0] - runs[2]).abs().max() > 1e-3
+
+    drawn = torch.Generator().manual_seed(7)
+    torch.randn(1, 16, 4, 4, 6, generator=drawn)  # tessera's initial noise comes first
+    parts = {**sky_pipe.components, "scheduler": _grid_euler(steps, 3.0)}
+    s = dict(guidance_scale=4.0, num_inference_steps=steps, output_type="latent", height=32, width=48)
+    s |= dict(prompt=prompt, negative_prompt=negative, max_sequence_length=TEXT_LEN)
+    with monkeypatch.context() as m:
+        m.setattr(torch, "randn_like", lambda x, **kw: torch.randn(x.shape, generator=drawn).to(x))
+        want = diffusers.SkyReelsV2DiffusionForcingVideoToVideoPipeline(**parts)(
+            video=[Image.fromarray(f.numpy()) for f in video], num_frames=13, base_num_frames=13,
+            overlap_history=5, addnoise_condition=20, generator=torch.Generator("cpu").manual_seed(7), **s,
+        ).frames  # fmt: skip
+    torch.testing.assert_close(runs[0], want, rtol=1e-4, atol=1e-4)
+
+    wan_model = wan.load(wan_folder, "cpu", text_len=TEXT_LEN)
+    seen = _record_times(wan_model)
+    with pytest.raises(pipeline.RequestError, match="^--condition-noise 0.02 needs a SkyReels-V2") as e:
+        pipeline.extend(wan_model, video, prompt, 13, overlap=5, condition_noise=0.02, **mine)
+    assert "Wan 2.1 text-to-video" in str(e.value) and "\n" not in str(e.value) and not seen
+    for bad in (1.0, -0.1):
+        with pytest.raises(pipeline.RequestError, match=r"^--condition-noise must be a time in \[0, 1\)"):
+            pipeline.check_sampling(condition_noise=bad)
+
+
 def test_skyreels_ar_step_0_is_the_synchronous_path_and_other_models_refuse_it(
     sky_folder: Path, wan_folder: Path, tmp_path: Path
 ) -> None:

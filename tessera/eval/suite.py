@@ -49,6 +49,7 @@ class SuiteSettings:
     guidance_rule: GuidanceRule = cfg  # how guidance mixes its branches (results.json gives its name)
     ar_step: int = 0  # diffusion forcing's schedule (`sampling.sample_latents`): DF models only
     causal_block: int | None = None
+    condition_noise: float = 0.0  # given frames re-noised to this time (DF models only)
 
     def to_dict(self) -> dict:
         """The settings as results.json records them."""
@@ -85,12 +86,13 @@ def eval_command(
     guidance_rule: GuidanceRule | None = None,
     ar_step: int | None = None,
     causal_block: int | None = None,
+    condition_noise: float | None = None,
 ) -> dict:
     """`tessera eval`: score MODEL (or the truth renders with `truth`) on a suite and write results.json,
     report.md and report.html into `out`; or, with `compare` = (A, B), put two result folders side by
     side in `out`. Returns the results dict. `steps`, `size`, `guidance`, `guidance_interval`,
     `negative_prompt`, `shift`, `guidance_rule` (`samplers.GuidanceRule`), `ar_step`, `causal_block`,
-    `seed` and `sampler` replace the suite's sampler settings; scores of one model under two seeds show
+    `condition_noise`, `seed` and `sampler` replace the suite's sampler settings; scores of one model under two seeds show
     how much of a difference between models the benchmark can resolve.
     `vae_only` scores MODEL's VAE round trip of the truth renders instead of generated videos: the
     ceiling that the VAE sets on every metric (no DiT could score above what its latents decode to)."""
@@ -107,15 +109,16 @@ def eval_command(
     given = {"steps": steps, "guidance": guidance, "seed": seed, "sampler": sampler}
     given |= {"guidance_interval": guidance_interval, "guidance_rule": guidance_rule}
     given |= {"negative_prompt": negative_prompt, "shift": shift}
-    given |= {"ar_step": ar_step, "causal_block": causal_block}
+    given |= {"ar_step": ar_step, "causal_block": causal_block, "condition_noise": condition_noise}
     given |= {"width": width, "height": height}
     settings = replace(
         SUITES.get(suite, SUITES["quick"]), **{k: v for k, v in given.items() if v is not None}
     )
     s = settings  # checked as every request is (`tessera.requests`), before any work
     check_sampling(
-        s.steps, s.guidance, s.seed, s.sampler, s.guidance_interval, s.shift, s.ar_step, s.causal_block
-    )
+        s.steps, s.guidance, s.seed, s.sampler, s.guidance_interval, s.shift, s.ar_step, s.causal_block,
+        s.condition_noise,
+    )  # fmt: skip
     prompts = load_prompt_set(suite)[:limit]
     if capabilities and any(p.frames == 1 for p in prompts):
         raise EvalError("--capabilities extends and connects clips; this suite's prompts are images")
@@ -277,7 +280,7 @@ def _source(net, vae_only: bool) -> str:
 
 def _sampling(s: SuiteSettings) -> dict:
     keys = ("steps", "guidance", "seed", "sampler", "guidance_interval", "negative_prompt", "shift")
-    keys += ("guidance_rule", "ar_step", "causal_block")
+    keys += ("guidance_rule", "ar_step", "causal_block", "condition_noise")
     return {k: getattr(s, k) for k in keys}
 
 

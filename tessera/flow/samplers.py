@@ -136,10 +136,18 @@ def guided(
     return model_fn
 
 
-def holding(model_fn: ModelFn, x0_given: Tensor, given: Tensor, given_noise: Tensor | None = None) -> ModelFn:
+def holding(
+    model_fn: ModelFn,
+    x0_given: Tensor,
+    given: Tensor,
+    given_noise: Tensor | None = None,
+    renoise: tuple[float, torch.Generator] | None = None,
+) -> ModelFn:
     """`model_fn` with the latent frames `given (B, T_z)` held: before every call they are set to their
     clean values `x0_given` and their time to 0 (or, with `given_noise`, noised to t like the rest and
-    left at t). The sampler's own result still needs `impose` to end on `x0_given` exactly."""
+    left at t). With `renoise = (c, generator)` they are shown at time c instead, noised afresh at every
+    call with noise drawn from `generator` (SkyReels-V2's `addnoise_condition`, c = its value / 1000).
+    The sampler's own result still needs `impose` to end on `x0_given` exactly."""
     B, _, T_z = x0_given.shape[:3]
     if tuple(given.shape) != (B, T_z) or given.dtype != torch.bool:
         raise ValueError(
@@ -149,7 +157,15 @@ def holding(model_fn: ModelFn, x0_given: Tensor, given: Tensor, given_noise: Ten
     def held(x: Tensor, t: Tensor) -> Tensor:
         if given_noise is not None:
             return model_fn(impose(x, add_noise(x0_given, given_noise, t[:, 0]), given), t)
-        return model_fn(impose(x, x0_given, given), t.masked_fill(given, 0.0))
+        if renoise is None:
+            return model_fn(impose(x, x0_given, given), t.masked_fill(given, 0.0))
+        c, generator = renoise
+        frames = given.any(0)  # the noise covers the given frames alone, drawn in their order
+        part = x0_given[:, :, frames]
+        noise = torch.randn(part.shape, generator=generator).to(part)
+        shown = x0_given.clone()
+        shown[:, :, frames] = add_noise(part, noise, torch.full((B,), c, dtype=t.dtype, device=t.device))
+        return model_fn(impose(x, shown, given), t.masked_fill(given, c))
 
     return held
 
