@@ -92,8 +92,8 @@ def eval_command(
     report.md and report.html into `out`; or, with `compare` = (A, B), put two result folders side by
     side in `out`. Returns the results dict. `steps`, `size`, `guidance`, `guidance_interval`,
     `negative_prompt`, `shift`, `guidance_rule` (`samplers.GuidanceRule`), `ar_step`, `causal_block`,
-    `condition_noise`, `seed` and `sampler` replace the suite's sampler settings; scores of one model under two seeds show
-    how much of a difference between models the benchmark can resolve.
+    `condition_noise`, `seed` and `sampler` replace the suite's sampler settings; scores of one model
+    under two seeds show how much of a difference between models the benchmark can resolve.
     `vae_only` scores MODEL's VAE round trip of the truth renders instead of generated videos: the
     ceiling that the VAE sets on every metric (no DiT could score above what its latents decode to)."""
     if compare is not None:
