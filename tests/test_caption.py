@@ -531,6 +531,34 @@ def test_grounded_expansion_keeps_what_the_frames_show_and_changes_only_what_the
     assert _setting(got) == (seen.ground, seen.time_of_day, want)
 
 
+def test_grounded_expansion_gives_way_where_frames_and_prompt_cannot_share_a_scene():
+    """A reading whose cylinder stands still on the left cannot sit beside a prompt that crashes a
+    pyramid into that cylinder (the pair's placement never puts it there): the merged facts are refused
+    in one line naming them, and the grounded expansion drops the reading's places instead, keeping the
+    prompt's objects and motions and the reading's setting and other object (it used to raise a
+    RuntimeError, which ended `tessera eval --capabilities` on a held-out prompt)."""
+    import random
+
+    from tessera.caption.expand import build_scene, expand_grounded, merge_facts
+
+    prompt = "an orange octahedron falling down and a medium cyan pyramid crashing into a green cylinder"
+    reading = (
+        "Early in the morning, two objects on a checkered ground. A large matte green cylinder on the "
+        "left stays still. A small shiny orange cone in the middle rotates in place."
+    )
+    merged = merge_facts(parse(reading), parse(prompt))
+    with pytest.raises(ParseError, match=r"^no scene of the world holds every stated fact \(") as e:
+        build_scene(merged, random.Random(0), 0)
+    assert "green cylinder static on the left" in str(e.value) and "\n" not in str(e.value)
+    got = parse(expand_grounded(prompt, reading, seed=0).caption)
+    assert (got.ground, got.time_of_day) == ("checker", "morning")
+    found = {(o.shape, o.colour): o for o in got.objects}
+    want = {("octahedron", "orange"), ("pyramid", "cyan"), ("cylinder", "green"), ("cone", "orange")}
+    assert set(found) == want
+    assert found["octahedron", "orange"].motion == "fall" and found["cone", "orange"].motion == "spin"
+    assert found["pyramid", "cyan"].motion == "collide"
+
+
 def test_conditioned_commands_expand_over_the_captioners_reading_of_their_frames():
     """The shipped captioner reads rendered world frames; every command's expanded caption agrees with
     its reading in ground, time of day and objects, and the benchmark runs the same expansion."""

@@ -97,7 +97,10 @@ def expand_grounded(prompt: str, reading: str, seed: int = 0) -> Expansion:
     """Expand `prompt` for a command that is given frames (animate, extend, connect, loop --video,
     edit): `reading` is the captioner's caption of those frames, and every fact the prompt leaves
     open comes from it (ground, time of day, camera, the objects and their looks), so the caption
-    describes the scene the frames show; the prompt's own words override only what they name."""
+    describes the scene the frames show; the prompt's own words override only what they name. Where
+    what the frames show cannot stand beside what the prompt says in one scene (a seen object's place
+    against a stated collision with it), the reading gives way: first its places and directions, then
+    its objects (its setting stays)."""
     if not isinstance(prompt, str):
         raise ValueError(f"prompt must be a string, got {type(prompt).__name__}")
     user = parse(prompt)
@@ -105,10 +108,18 @@ def expand_grounded(prompt: str, reading: str, seed: int = 0) -> Expansion:
         seen = parse(reading)
     except ParseError:  # a reading the world cannot hold (e.g. frames from elsewhere): the prompt alone
         seen = Facts()
-    facts = merge_facts(seen, user)
-    rng = random.Random(f"expand:{seed}:{prompt.strip().lower()}:{reading}")
-    scene = build_scene(facts, rng, seed)
-    return Expansion(detailed_caption(scene), facts, user.unknown_words, scene)
+    unplaced = replace(seen, objects=[replace(ob, place=None, direction=None) for ob in seen.objects])
+    readings = (seen, unplaced, replace(seen, objects=[]))
+    for i, held in enumerate(readings):
+        facts = merge_facts(held, user)
+        rng = random.Random(f"expand:{seed}:{prompt.strip().lower()}:{reading}")
+        try:
+            scene = build_scene(facts, rng, seed)
+        except ParseError:
+            if i == len(readings) - 1:
+                raise
+            continue
+        return Expansion(detailed_caption(scene), facts, user.unknown_words, scene)
 
 
 def grounded_caption(prompt: str, frames, seed: int = 0, captioner=None) -> tuple[str, str, list[str]]:
@@ -186,7 +197,11 @@ def build_scene(facts: Facts, rng: random.Random, seed: int) -> Scene:
         scene = _scene(objects, facts, rng, seed)
         if attempt == ATTEMPTS - 1 or paths_clear(scene):
             return scene
-    raise RuntimeError(f"could not build a scene for the stated facts {facts}")
+    stated = "; ".join(" ".join(filter(None, (ob.colour, ob.shape, ob.motion, ob.place))) for ob in stated)
+    raise ParseError(
+        f"no scene of the world holds every stated fact ({stated}); state fewer places, directions or "
+        "objects that move together"
+    )
 
 
 def _scene(objects: list[Object], facts: Facts, rng: random.Random, seed: int) -> Scene:
