@@ -108,18 +108,20 @@ def expand_grounded(prompt: str, reading: str, seed: int = 0) -> Expansion:
         seen = parse(reading)
     except ParseError:  # a reading the world cannot hold (e.g. frames from elsewhere): the prompt alone
         seen = Facts()
-    unplaced = replace(seen, objects=[replace(ob, place=None, direction=None) for ob in seen.objects])
-    readings = (seen, unplaced, replace(seen, objects=[]))
-    for i, held in enumerate(readings):
+    key = f"expand:{seed}:{prompt.strip().lower()}:{reading}"
+
+    def grounded(held: Facts) -> Expansion:
         facts = merge_facts(held, user)
-        rng = random.Random(f"expand:{seed}:{prompt.strip().lower()}:{reading}")
-        try:
-            scene = build_scene(facts, rng, seed)
-        except ParseError:
-            if i == len(readings) - 1:
-                raise
-            continue
+        scene = build_scene(facts, random.Random(key), seed)
         return Expansion(detailed_caption(scene), facts, user.unknown_words, scene)
+
+    unplaced = replace(seen, objects=[replace(ob, place=None, direction=None) for ob in seen.objects])
+    for held in (seen, unplaced):
+        try:
+            return grounded(held)
+        except ParseError:
+            pass
+    return grounded(replace(seen, objects=[]))  # the reading's setting alone; refused if even that fails
 
 
 def grounded_caption(prompt: str, frames, seed: int = 0, captioner=None) -> tuple[str, str, list[str]]:
