@@ -190,6 +190,7 @@ def run_suite(
         )
     parser = load_parser(parser_dir, dev) if learned else None
     net = None if model is None else _load_model(model, dev)
+    scoring_truth = net is None and videos is None
     size = (settings.width, settings.height)
     rows, clips, truths = [], [], []
     (out / "sheets").mkdir(parents=True, exist_ok=True)
@@ -207,7 +208,7 @@ def run_suite(
         if keep_videos:
             write_video(out / "videos" / p.id, video)  # PNG frames: scored again exactly with --videos
         t_parse = parse_video(parser, truth.frames) if parser else parse_truth(scene, truth.ids)
-        g_parse = t_parse if net is None and videos is None else parse_video(parser, video)
+        g_parse = t_parse if scoring_truth else parse_video(parser, video)
         scores = {
             "text_alignment": text_alignment(video, scene, g_parse, truth.frames, t_parse),
             "objects_right": objects_right(scene, g_parse, t_parse),
@@ -257,7 +258,7 @@ def run_suite(
     if capabilities:
         metrics |= {k: mean([r["capabilities"][k] for r in rows]) for k in CAPABILITY_METRICS}
     encoder = parser if parser is not None else random_encoder()
-    metrics["fwd"] = 0.0 if net is None and videos is None else fwd(clips, truths, encoder)
+    metrics["fwd"] = 0.0 if scoring_truth else fwd(clips, truths, encoder)
     notes = [
         f"parser: {'learned' if parser else 'oracle (renderer ids)'}",
         f"fwd features: {'parser encoder' if parser else 'random-init encoder (no trained parser)'}",
@@ -282,7 +283,7 @@ def run_suite(
     return {
         "model": str(model) if model else None,
         "videos": str(videos) if videos else None,
-        "truth": net is None and videos is None,
+        "truth": scoring_truth,
         "vae_only": vae_only,
         "settings": settings.to_dict(),
         "device": dev,
