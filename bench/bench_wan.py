@@ -6,8 +6,9 @@
 
 Both sides get the same random weights: diffusers' modules are built first and tessera's are converted
 from them (`tessera.wan`), so every comparison also checks that the outputs agree (max |difference|).
-- DiT forward: one clip at FRAMESxHEIGHTxWIDTH, 512 text tokens, bf16, inference mode, both compiled
-  (`module.compile()`; `--no-compile`: both eager); the median of `--iters` calls after two warm-ups.
+- DiT forward: one clip at FRAMESxHEIGHTxWIDTH, 512 text tokens, bf16, inference mode (`--grad-modes
+  inference,no_grad` adds a row under no_grad, as `WanPipeline` runs), both compiled (`module.compile()`;
+  `--no-compile`: both eager); the median of `--iters` calls after two warm-ups.
   ratio = diffusers time / tessera time (above 1: tessera is faster).
 - VAE decode: Wan's VAE (random weights, Wan's config) decoding clips of each length in `--lengths`, bf16,
   one call after a warm-up call on the shortest clip; frames/s and the peak GPU memory above the resident
@@ -197,17 +198,21 @@ def bench_dit(args, models: Models, device, dtype, rows: list) -> None:
     mask = torch.ones(1, TEXT_LEN, dtype=torch.bool, device=device)
     t = torch.full((1, t_z), 0.5, device=device)
     timestep = torch.tensor([500.0], device=device)
-    with torch.inference_mode():
-        got = ours(x, t, text, mask).float()
-        diff = (got - ref(x, timestep, text, return_dict=False)[0].float()).abs().max().item()
-        t_ours = timed(lambda: ours(x, t, text, mask), device, warmup=2, iters=args.iters)
-        t_ref = timed(lambda: ref(x, timestep, text, return_dict=False), device, warmup=2, iters=args.iters)
-    mode = "compiled" if args.compile else "eager"
-    tokens = t_z * (h // 2) * (w // 2)
-    rows.append(
-        f"| DiT forward, {mode}, {args.frames}x{args.height}x{args.width} ({tokens:,} tokens) | "
-        f"{t_ref:.3f} s | {t_ours:.3f} s | **{t_ref / t_ours:.2f}x** | max diff {diff:.2e} ({dtype}) |"
-    )
+    for grad in args.grad_modes:
+        # WanPipeline runs under no_grad; the timed rows default to inference mode
+        with torch.inference_mode() if grad == "inference" else torch.no_grad():
+            got = ours(x, t, text, mask).float()
+            diff = (got - ref(x, timestep, text, return_dict=False)[0].float()).abs().max().item()
+            t_ours = timed(lambda: ours(x, t, text, mask), device, warmup=2, iters=args.iters)
+            t_ref = timed(
+                lambda: ref(x, timestep, text, return_dict=False), device, warmup=2, iters=args.iters
+            )
+        mode = ("compiled" if args.compile else "eager") + ("" if grad == "inference" else ", no_grad")
+        tokens = t_z * (h // 2) * (w // 2)
+        rows.append(
+            f"| DiT forward, {mode}, {args.frames}x{args.height}x{args.width} ({tokens:,} tokens) | "
+            f"{t_ref:.3f} s | {t_ours:.3f} s | **{t_ref / t_ours:.2f}x** | max diff {diff:.2e} ({dtype}) |"
+        )
 
 
 def bench_vae(args, models: Models, device, dtype, rows: list) -> None:
@@ -365,6 +370,11 @@ def main() -> None:
         "'f' causal convs as 2D convs over frames",
     )
     p.add_argument("--parts", default="dit,vae,e2e")
+    p.add_argument(
+        "--grad-modes",
+        default="inference",
+        help="DiT forward under 'inference' (inference_mode), 'no_grad' or both",
+    )
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--no-compile", dest="compile", action="store_false")
     p.add_argument("--quick", action="store_true", help="fewer iterations, lengths and steps (minutes)")
@@ -382,6 +392,7 @@ def main() -> None:
         args.lengths = args.lengths if args.tiny else "17,81"
     args.lengths = [int(v) for v in args.lengths.split(",")]
     args.vae_chunks = args.vae_chunks.split(",")
+    args.grad_modes = args.grad_modes.split(",")
     device = torch.device(args.device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}.get(args.dtype, dtype)
