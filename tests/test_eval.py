@@ -199,6 +199,9 @@ def test_components_and_parser_roundtrip(tmp_path, monkeypatch):
     monkeypatch.setattr(parser_module, "link_tracks", lambda *a, **k: seen.append(k) or real(*a, **k))
     parse_video(load_parser(tmp_path / "p"), np.zeros((3, 48, 48, 3), np.uint8))
     assert seen == [{"labels_gate": False}]  # the judge links as its folder says
+    assert parse.find_share == 0.0  # and finds named objects as its folder says (default: by vote)
+    (tmp_path / "p" / "config.json").write_text(json.dumps(config | {"find_share": 0.3}))
+    assert parse_video(load_parser(tmp_path / "p"), np.zeros((3, 48, 48, 3), np.uint8)).find_share == 0.3
 
 
 def test_gaussian_blur_and_degrade_soften_frames_but_keep_objects_colours():
@@ -576,3 +579,28 @@ def test_linking_without_the_labels_gate_keeps_a_flickering_object_one_track():
     assert len(gated) > 2  # the flips split the near object
     assert len(free) == 2 and sorted(t.frames_present() for t in free) == [frames, frames]
     assert {round(float(np.nanmean(t.centroid[:, 0])), 1) for t in free} == {0.3, 0.9}
+
+
+def test_finding_a_named_object_by_share_finds_a_flickering_one_the_vote_misses():
+    """A track whose shape reads cube in 3 of 5 frames (area 0.02 each) and sphere in 2 (area 0.01):
+    its vote says cube, so the vote finds no sphere; its sphere share is 0.02 / 0.08 = 0.25 (area-weighted),
+    so `find_share` 0.2 finds it and 0.3 does not; of two tracks the one carrying the labels most wins."""
+    from tessera.eval.tracks import COLOUR_NAMES, SHAPES, ClipParse, Detection, link_tracks
+
+    cube, sphere, red = SHAPES.index("cube"), SHAPES.index("sphere"), COLOUR_NAMES.index("red")
+
+    def det(f: int, shape: int, x: float, area: float) -> Detection:
+        return Detection(f, shape, red, 1, (x, 0.5), area, (x - 0.05, 0.45, x + 0.05, 0.55))
+
+    dets = [det(f, sphere if f in (1, 3) else cube, 0.3, 0.02 if f not in (1, 3) else 0.01) for f in range(5)]
+    tracks = link_tracks(dets, 5, labels_gate=False)
+    assert len(tracks) == 1 and tracks[0].name == "red cube"
+    assert tracks[0].share(sphere, red) == pytest.approx(0.25) and tracks[0].share(
+        cube, red
+    ) == pytest.approx(0.75)
+    parse = lambda share, tr=tracks: ClipParse(tr, 5, np.zeros((5, 4, 4), np.int16), dets, share)
+    assert parse(0.0).find("sphere", "red") is None and parse(0.0).find("cube", "red") is tracks[0]
+    assert parse(0.2).find("sphere", "red") is tracks[0] and parse(0.3).find("sphere", "red") is None
+    more = [det(f, sphere, 0.8, 0.01) for f in range(5)]  # a second, all-sphere track far away
+    both = link_tracks(dets + more, 5, labels_gate=False)
+    assert len(both) == 2 and parse(0.2, both).find("sphere", "red").share(sphere, red) == 1.0

@@ -38,11 +38,13 @@ DEFAULT_DIR = Path(__file__).resolve().parent.parent / "assets" / "parser"
 class ParserConfig:
     """Input side (frames are resized to size x size), the channel width of the first level, and how its
     detections are linked into tracks (`link_tracks`' `labels_gate`: True, a differing shape or colour
-    label counts against a link; False, distance alone decides and the labels only rank candidates)."""
+    label counts against a link; False, distance alone decides and the labels only rank candidates) and
+    named objects found (`ClipParse.find_share`: 0, by each track's vote)."""
 
     size: int = 128
     width: int = 32
     labels_gate: bool = True
+    find_share: float = 0.0
 
 
 def _block(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
@@ -177,7 +179,7 @@ def parse_video(parser: SceneParser, video: np.ndarray) -> ClipParse:
     lut = np.zeros(len(dets) + 1, dtype=np.int16)
     for d in dets:
         lut[d.label] = d.track + 1
-    return ClipParse(tracks, len(video), lut[comp], dets)
+    return ClipParse(tracks, len(video), lut[comp], dets, parser.cfg.find_share)
 
 
 def save_parser(parser: SceneParser, folder: str | Path, accuracy: dict | None = None) -> Path:

@@ -62,6 +62,12 @@ class Track:
         """Number of frames the track is seen in."""
         return int(self.present.sum())
 
+    def share(self, shape: int, colour: int) -> float:
+        """Area-weighted fraction of the track's detections labelled with this shape and colour."""
+        w = self.area[self.present]
+        same = (self.shapes[self.present] == shape) & (self.colours[self.present] == colour)
+        return float((w * same).sum() / w.sum()) if w.size else 0.0
+
     def vote(self, frames: np.ndarray | None = None) -> tuple[str, str, str]:
         """(shape, colour, size) by area-weighted vote over `frames` (bool (T,), default all present)."""
         sel = self.present if frames is None else self.present & frames
@@ -76,12 +82,16 @@ class Track:
 
 @dataclass
 class ClipParse:
-    """The parse of a clip: tracks plus an instance map (T, H, W) int16 (0 background, i + 1 = track i)."""
+    """The parse of a clip: tracks plus an instance map (T, H, W) int16 (0 background, i + 1 = track i).
+    `find_share` 0: a named object is a track whose voted shape and colour are its own; above 0: the track
+    with the largest area-weighted share of detections labelled with its shape and colour, if that share
+    is at least `find_share` (a soft object whose label flips is still found; `bench/linking.py`)."""
 
     tracks: list[Track]
     frames: int
     instances: np.ndarray
     detections: list[Detection] = field(default_factory=list)
+    find_share: float = 0.0
 
     def significant(self, min_fraction: float = 0.15) -> list[Track]:
         """Tracks seen in at least max(2, min_fraction * T) frames (shorter ones are parser noise), or in
@@ -90,9 +100,16 @@ class ClipParse:
         return [tr for tr in self.tracks if tr.frames_present() >= need]
 
     def find(self, shape: str, colour: str) -> Track | None:
-        """The most-present significant track with this shape and colour, or None."""
-        hits = [tr for tr in self.significant() if tr.shape == shape and tr.colour == colour]
-        return max(hits, key=Track.frames_present) if hits else None
+        """The significant track showing this shape and colour, or None: the most-present one whose vote
+        names them, or with `find_share`, the one whose detections carry them most (ties: most present)."""
+        tracks = self.significant()
+        if self.find_share <= 0:
+            hits = [tr for tr in tracks if tr.shape == shape and tr.colour == colour]
+            return max(hits, key=Track.frames_present) if hits else None
+        s, c = SHAPES.index(shape), COLOUR_NAMES.index(colour)
+        shares = [(tr.share(s, c), tr.frames_present(), i) for i, tr in enumerate(tracks)]
+        best = max(shares, default=(0.0, 0, -1))
+        return tracks[best[2]] if best[0] >= self.find_share else None
 
     def count(self) -> np.ndarray:
         """(T,) number of significant tracks visible in each frame."""
