@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from tessera.checkpoint import CheckpointError
 from tessera.eval import corrupt
 from tessera.eval import parser as parser_module
 from tessera.eval.alignment import object_permanence, objects_right, text_alignment
@@ -202,6 +203,9 @@ def test_components_and_parser_roundtrip(tmp_path, monkeypatch):
     assert parse.find_share == 0.0  # and finds named objects as its folder says (default: by vote)
     (tmp_path / "p" / "config.json").write_text(json.dumps(config | {"find_share": 0.3}))
     assert parse_video(load_parser(tmp_path / "p"), np.zeros((3, 48, 48, 3), np.uint8)).find_share == 0.3
+    (tmp_path / "p" / "config.json").write_text(json.dumps(config | {"find_share": 30}))
+    with pytest.raises(CheckpointError, match=r"find_share must be in \[0, 1\]"):
+        load_parser(tmp_path / "p")
 
 
 def test_gaussian_blur_and_degrade_soften_frames_but_keep_objects_colours():

@@ -202,6 +202,8 @@ def load_parser(folder: str | Path | None = None, device: str | torch.device = "
             "`python scripts/train_parser.py --out DIR` or use the oracle (--truth-parse)"
         )
     cfg = ParserConfig(**json.loads((folder / "config.json").read_text()))
+    if not 0.0 <= cfg.find_share <= 1.0:
+        raise CheckpointError(f"{folder}: find_share must be in [0, 1] (0: by vote); got {cfg.find_share}")
     parser = SceneParser(cfg)
     load_into(parser, load_tensors(folder, "parser"), str(folder))
     return parser.to(device).eval()
