@@ -51,8 +51,9 @@ class WanNorm(nn.Module):
         self.gamma = nn.Parameter(torch.ones(channels, *([1] * spatial_dims)))
 
     def forward(self, x: Tensor) -> Tensor:
-        h = F.normalize(x.float(), dim=1).to(x.dtype)
-        return h * self.scale * self.gamma.to(x.dtype)
+        # the norm reduced in float32 without a float32 copy of x; then x is read once per factor
+        norm = torch.linalg.vector_norm(x, dim=1, keepdim=True, dtype=torch.float32)
+        return x * (self.scale / norm.clamp_min(1e-12)).to(x.dtype) * self.gamma.to(x.dtype)
 
 
 class ResBlock(nn.Module):
