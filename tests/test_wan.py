@@ -217,6 +217,25 @@ def test_vae_encode_and_decode_match_diffusers_in_chunks_and_whole() -> None:
         torch.testing.assert_close(vae.decode_latents(normalised).clamp(-1, 1), ref.decode(post.mean).sample)
 
 
+def test_vae_norm_in_bf16_stays_within_bf16_rounding_of_float64() -> None:
+    """Wan's RMS norm (x / ||x||_C * sqrt(C) * gamma) computed from bf16 activations without a float32 copy:
+    against float64 on the same bf16 inputs, each value within three bf16 roundings (3 * 2^-8 relative)."""
+    from tessera.models.wan_vae import WanNorm
+
+    torch.manual_seed(0)
+    norm = WanNorm(64)
+    with torch.no_grad():
+        norm.gamma.uniform_(0.5, 1.5)
+    x = (torch.randn(2, 64, 3, 8, 8) * 3).bfloat16()
+    unit = x.double() / x.double().norm(dim=1, keepdim=True) * 64**0.5
+    want = unit * norm.gamma.bfloat16().double()  # the bf16 module multiplies by gamma in bf16
+    got = norm(x)
+    assert got.dtype == torch.bfloat16
+    rel = ((got.double() - want).abs() / want.abs().clamp_min(1e-3)).max().item()
+    assert rel <= 3 * 2**-8
+    assert torch.allclose(norm(x.float()).double(), unit * norm.gamma.double(), rtol=1e-5, atol=1e-6)
+
+
 def test_wan22_vae_encode_and_decode_match_diffusers_in_chunks_and_whole() -> None:
     """WanVAE with Wan 2.2's options equals AutoencoderKLWan(is_residual=True, patch_size=2): posterior
     mean and log-variance, and decoded pixels, in Wan's chunks, longer chunks and whole; 16x spatial
