@@ -370,10 +370,14 @@ def test_paired_difference_pairs_prompts_by_id_and_brackets_the_mean():
 def test_eval_seed_guidance_and_sampler_replace_the_suites_sampler_settings(tiny_model_dir, tmp_path):
     from tessera.eval import EvalError, eval_command
 
+    torch.manual_seed(0)  # a tiny random judge: this test reads the settings and the videos, not scores
+    judge = save_parser(SceneParser(ParserConfig(size=32, width=8)).eval(), tmp_path / "judge")
+
     def run(name: str, **kw) -> tuple[dict, bytes]:
         res = eval_command(
-            tiny_model_dir, "quick", tmp_path / name, limit=1, size=(32, 32), steps=2, device="cpu", **kw
-        )
+            tiny_model_dir, "quick", tmp_path / name, limit=1, size=(32, 32), steps=2, device="cpu",
+            parser=judge, **kw,
+        )  # fmt: skip
         return res, (tmp_path / name / "sheets" / "train-0.png").read_bytes()
 
     (default, sheet), (zero, sheet0), (one, sheet1) = run("d"), run("s0", seed=0), run("s1", seed=1)
