@@ -322,7 +322,8 @@ def check_videos(folder: Path, prompts: list[EvalPrompt], size: tuple[int, int])
         raise EvalError(
             f"--videos must be a folder of clips named by prompt id (train-0.mp4 ...); got {folder}"
         )
-    missing = [p.id for p in prompts if _video_path(folder, p.id) is None]
+    paths = {p.id: _video_path(folder, p.id) for p in prompts}
+    missing = [i for i, path in paths.items() if path is None]
     if missing:
         more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
         raise EvalError(
@@ -330,7 +331,7 @@ def check_videos(folder: Path, prompts: list[EvalPrompt], size: tuple[int, int])
             "folder ID/ of frames per prompt)"
         )
     for p in prompts:
-        path = _video_path(folder, p.id)
+        path = paths[p.id]
         try:
             facts = probe(path)
         except FileError as e:
