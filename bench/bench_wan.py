@@ -119,6 +119,11 @@ def tessera_vae(ref, dtype, device, chunk: int = 4, channels_last: bool = False,
     return convs_over_frames(vae, over_frames)
 
 
+def gib(peak: float) -> str:
+    """A peak in GiB for the tables; '-' where none was counted (the CPU has no peak counter)."""
+    return f"{peak:.2f} GiB" if peak == peak else "- GiB"
+
+
 def peak_above(device, fn) -> tuple[object, float, float]:
     """(result, seconds, peak GiB above what was allocated before the call)."""
     cuda = torch.device(device).type == "cuda"
@@ -236,20 +241,20 @@ def bench_vae(args, models: Models, device, dtype, rows: list) -> None:
                 with tuned("bm"):
                     ref.decode(warm)
                     _, t_bm, m_bm = peak_above(device, lambda z=z: ref.decode(z).sample)
-                cells.append(f"diffusers with the autotuner: {frames / t_bm:.1f} fps, {m_bm:.2f} GiB")
+                cells.append(f"diffusers with the autotuner: {frames / t_bm:.1f} fps, {gib(m_bm)}")
             for chunk, vae in ours.items():
                 with tuned(chunk):
                     got, t_ours, m_ours = peak_above(device, lambda z=z, vae=vae: vae.decode(z))
                 diff = (got.float().clamp(-1, 1) - want.float()).abs().max().item()
                 del got
                 cells.append(
-                    f"chunk {chunk}: {frames / t_ours:.1f} fps, {m_ours:.2f} GiB, "
+                    f"chunk {chunk}: {frames / t_ours:.1f} fps, {gib(m_ours)}, "
                     f"**{t_ref / t_ours:.2f}x**, diff {diff:.1e}"
                 )
             del want
             rows.append(
                 f"| VAE decode {frames}x{args.height}x{args.width} | {frames / t_ref:.1f} fps, "
-                f"{m_ref:.2f} GiB | " + "; ".join(cells) + " | | |"
+                f"{gib(m_ref)} | " + "; ".join(cells) + " | | |"
             )
 
 
@@ -348,7 +353,7 @@ def bench_end_to_end(args, models: Models, device, dtype, rows: list) -> None:
     per = lambda c: f"{sum(c.times) / args.steps:.3f} s of DiT a step ({len(c.times)} calls)"
     rows.append(
         f"| end to end {args.frames}x{args.height}x{args.width}, {args.steps} steps, CFG, decode | "
-        f"{t_ref:.1f} s, peak {m_ref:.2f} GiB | {t_ours:.1f} s, peak {m_ours:.2f} GiB ({where}) | "
+        f"{t_ref:.1f} s, peak {gib(m_ref)} | {t_ours:.1f} s, peak {gib(m_ours)} ({where}) | "
         f"**{t_ref / t_ours:.2f}x** | a second run, each DiT call timed: diffusers {per(clock_ref)}, "
         f"tessera {per(clock)} |"
     )
