@@ -105,6 +105,11 @@ def main() -> None:
     ap.add_argument("--world-clips", type=int, default=2048)
     ap.add_argument("--no-compile", action="store_true")
     args = ap.parse_args()
+    if args.steps // args.log_every <= args.warm:  # else the real paths have no rate left to read
+        ap.error(
+            f"--steps {args.steps} / --log-every {args.log_every} gives {args.steps // args.log_every} "
+            f"logged intervals; more than --warm {args.warm} are needed"
+        )
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     paths = args.paths.split(",")
     peak = matmul_peak(device)
