@@ -16,6 +16,7 @@ with `object_weight` (world data) the latent cells under an object weigh more wi
 
 from __future__ import annotations
 
+import contextlib
 import time
 import warnings
 from dataclasses import dataclass
@@ -272,6 +273,16 @@ def check_sequence_parallel(cfg: DiTTrainConfig, d: distributed.Dist) -> None:
         )
 
 
+def graphs_per_shape(compiled: bool, shapes: int):
+    """Room in the compiler's cache for every clip shape: a few graphs each (a static one, then dynamic ones
+    guarded on optional inputs). Past the default limit (8) the blocks run eager for the shapes that come
+    later, which a run of 7 shapes met on an H100; the limit is raised for the run only."""
+    if not compiled:
+        return contextlib.nullcontext()
+    limit = torch._dynamo.config.recompile_limit
+    return torch._dynamo.config.patch(recompile_limit=max(limit, 4 * shapes))
+
+
 def train_dit(cfg: DiTTrainConfig, out: str | Path, resume: bool = False, source=None) -> dict:
     """Train (or with `resume`, continue) the DiT run in folder `out`; returns {"step", "losses"}.
 
@@ -332,7 +343,7 @@ def train_dit(cfg: DiTTrainConfig, out: str | Path, resume: bool = False, source
     def sample(step: int) -> None:
         write_samples(ship_model(model, ema, d), run, cfg, step, d.device)
 
-    with StopFlag(cfg.time_limit_min) as stop, logger:
+    with StopFlag(cfg.time_limit_min) as stop, logger, graphs_per_shape(cfg.compile, len(shapes)):
         while step < cfg.steps:
             first = step * cfg.batch_size + d.dp_rank * local
             t_data = time.perf_counter()
