@@ -445,7 +445,7 @@ def _write_pyav(tmp: Path, x: np.ndarray, fps: float, quality: int | None, suffi
     if suffix == ".mp4":
         x = _pad_even(x)
         codec, crf = "libx264", 18 if quality is None else round((100 - quality) * 51 / 99)
-        codec_options = {"crf": str(crf), "preset": "medium"}
+        codec_options = {"crf": str(crf), "preset": "medium"} | _x264_cpu()
     else:
         codec, crf = "libvpx-vp9", 24 if quality is None else round((100 - quality) * 63 / 99)
         # b=0 makes CRF the only rate control; good/cpu-used 4 is a common speed-quality balance.
@@ -463,6 +463,16 @@ def _write_pyav(tmp: Path, x: np.ndarray, fps: float, quality: int | None, suffi
             vf.pts = i  # in units of 1 / rate
             container.mux(stream.encode(vf))
         container.mux(stream.encode())  # flush the encoder
+
+
+def _x264_cpu() -> dict[str, str]:
+    """x264's instruction sets: at most AVX2 on an x86 CPU that has it. Its AVX-512 code encoded the same
+    frames to other bytes from one process to the next (PyAV 17 and 18 on an AMD EPYC with AVX-512,
+    2026-12-07), and the same seed must write the same bytes; elsewhere x264 chooses."""
+    import torch
+
+    x86 = torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
+    return {"x264-params": "asm=AVX2"} if x86 else {}
 
 
 def _pad_even(x: np.ndarray) -> np.ndarray:
