@@ -469,8 +469,6 @@ def _x264_cpu() -> dict[str, str]:
     """x264's instruction sets: at most AVX2 on an x86 CPU that has it. Its AVX-512 code encoded the same
     frames to other bytes from one process to the next (PyAV 17 and 18 on an AMD EPYC with AVX-512,
     2026-12-07), and the same seed must write the same bytes; elsewhere x264 chooses."""
-    import torch
-
     x86 = torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
     return {"x264-params": "asm=AVX2"} if x86 else {}
 
