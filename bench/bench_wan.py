@@ -21,7 +21,8 @@ from them (`tessera.wan`), so every comparison also checks that the outputs agre
   nothing is downloaded), `--steps` Euler steps with guidance 5 and a negative prompt, and decoding, at
   FRAMESxHEIGHTxWIDTH; wall time and the peak GPU memory of the whole call, weights included. tessera
   runs as `tessera generate` would on a GPU: bf16 weights, the text encoder kept on the CPU and brought to
-  the GPU only to encode; diffusers as `WanPipeline` with every module on the GPU. A second run of each
+  the GPU only to encode, the VAE in its default chunks (8 frames) when `--vae-chunks` has them;
+  diffusers as `WanPipeline` with every module on the GPU. A second run of each
   times every DiT call alone (the device waited for before and after), so the table also gives the DiT's
   seconds a step inside the pipelines: diffusers calls it once per guidance branch, tessera once with
   both branches as a batch of two.
@@ -97,7 +98,7 @@ def build_vae(shape: dict, device, dtype):
         return AutoencoderKLWan(**shape).to(dtype).eval()
 
 
-def tessera_vae(ref, dtype, device, chunk: int = 4, channels_last: bool = False, over_frames: bool = False):
+def tessera_vae(ref, dtype, device, chunk: int = 8, channels_last: bool = False, over_frames: bool = False):
     from tessera import wan
     from tessera.models.vae import convs_over_frames
     from tessera.models.wan_vae import WanVAE, from_diffusers
@@ -303,11 +304,13 @@ def bench_end_to_end(args, models: Models, device, dtype, rows: list) -> None:
 
     from tessera import pipeline, wan
     from tessera.checkpoint import Model
-    from tessera.config import ModelConfig, WanTextConfig
+    from tessera.config import ModelConfig, WanTextConfig, WanVAEConfig
     from tessera.models.wan_text import WanTextEncoder, WanTokenizer
 
     prompt, negative = "a red fox runs through snow in the forest at dawn", "blurry low quality static"
-    chunk = next(c for c in reversed(args.vae_chunks) if c.isdigit())
+    # the default chunk (what `tessera generate` decodes with) if asked for, else the longest plain one
+    plain = [c for c in args.vae_chunks if c.isdigit()]
+    chunk = str(WanVAEConfig.chunk_frames) if str(WanVAEConfig.chunk_frames) in plain else plain[-1]
     text, tok = models.get("text"), tokenizer()
     ref_dit, ref_vae, dit, vae = (models.get(n) for n in ("ref_dit", "ref_vae", "dit", f"vae{chunk}"))
     size = dict(height=args.height, width=args.width, num_frames=args.frames, max_sequence_length=TEXT_LEN)
@@ -369,7 +372,7 @@ def main() -> None:
     p.add_argument("--lengths", default="17,33,49,81", help="VAE decode clip lengths (frames)")
     p.add_argument(
         "--vae-chunks",
-        default="4,16,16cl",
+        default="4,8,16",
         help="tessera's VAE decode chunk sizes (pixel frames); suffixes: 'cl' weights channels-last, "
         "'bm' cuDNN's autotuner on (torch.backends.cudnn.benchmark) while tessera decodes, "
         "'f' causal convs as 2D convs over frames",

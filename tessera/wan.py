@@ -689,7 +689,7 @@ def _index(path: Path) -> dict:
 def estimate_memory(config: ModelConfig, frames: int, height: int, width: int) -> int:
     """Rough peak bytes of sampling a Wan model beyond its resident weights (free memory is measured with
     them loaded): both guidance branches' activations of one block in 4 bytes (fused attention kernels
-    keep no scores on a GPU), one decode chunk of four full-size frames through the VAE's widest
+    keep no scores on a GPU), one decode chunk (`chunk_frames` full-size frames) through the VAE's widest
     full-resolution layers, and the decoded clip in float32."""
     d, v = config.dit, config.vae
     pt, ph, pw = d.patch
@@ -697,7 +697,7 @@ def estimate_memory(config: ModelConfig, frames: int, height: int, width: int) -
     tokens = (1 + (frames - 1) // 4) // pt * (height // s // ph) * (width // s // pw)
     acts = 2 * tokens * (6 * d.dim + 2 * d.ffn_dim) * 4
     width_full = (v.decoder_base_channels or v.base_channels) * v.channel_mults[0]  # at the patched size
-    decode = 8 * 4 * width_full * height * width // v.patch**2 * 4
+    decode = 8 * v.chunk_frames * width_full * height * width // v.patch**2 * 4
     return int(acts + decode + frames * 3 * height * width * 4 + 2**28)
 
 
