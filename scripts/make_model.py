@@ -2,6 +2,7 @@
 
     python scripts/make_model.py --runs runs/make --out runs/make/model                  # 30 + 50 minutes
     python scripts/make_model.py --runs runs/make --out runs/make/model --max-minutes 9  # one chunk a call
+    python scripts/make_model.py --runs runs/make --out runs/make/model --gpus 4        # data parallel
 
 The recipe is two training configs (`--vae-config`, `--dit-config`, default `scripts/shipped/`) and a
 budget of minutes for each (`--vae-minutes`, `--dit-minutes`; by default 30 and 50, so that with packing
@@ -14,8 +15,11 @@ can travel where a run folder of 134 MB cannot) and skips the VAE stage. Then `t
 pack` writes the bf16 model folder `--out` and `tessera eval` scores it (`--suite`). What is done is read
 from the run folders and a ledger (`RUNS/make.json`: each chunk's wall minutes), so the script can be
 stopped at any point, or given `--max-minutes` per call, and called again to go on. It prints the minutes
-each stage took, startup and compilation included: the GPU minutes the model cost. See docs/design.md for
-the run folders' layout.
+each stage took, startup and compilation included, and the GPU minutes the model cost. `--gpus N` runs
+each training chunk as N data-parallel processes on one machine (`torch.distributed.run`, one GPU each;
+on a machine without GPUs, N CPU processes): the global batch and the steps stay the recipe's, so the
+budgets are wall minutes and each of them costs N GPU minutes; packing and the evaluation run as one
+process. See docs/design.md for the run folders' layout.
 """
 
 from __future__ import annotations
@@ -69,6 +73,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--vae-minutes", type=float, default=30.0, help="VAE training budget")
     ap.add_argument("--dit-minutes", type=float, default=50.0, help="DiT training budget")
     ap.add_argument("--chunk-minutes", type=float, default=8.0, help="training minutes per process")
+    ap.add_argument("--gpus", type=int, default=1, help="data-parallel processes per training chunk")
     ap.add_argument("--max-minutes", type=float, default=0.0, help="stop before passing this (0: no limit)")
     ap.add_argument("--suite", default="quick", help="`tessera eval` suite ('' skips the evaluation)")
     ap.add_argument("--eval-flags", default="--steps 25", help="more `tessera eval` flags")
@@ -76,6 +81,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     for name in ("vae_minutes", "dit_minutes", "chunk_minutes"):
         if not getattr(args, name) > 0:
             ap.error(f"--{name.replace('_', '-')} must be > 0; got {getattr(args, name)}")
+    if args.gpus < 1:
+        ap.error(f"--gpus must be a whole number >= 1; got {args.gpus}")
     for name in ("vae_config", "dit_config"):
         if not Path(getattr(args, name)).is_file():
             ap.error(f"--{name.replace('_', '-')} {getattr(args, name)}: no such config file")
@@ -91,6 +98,11 @@ def read_ledger(runs: Path) -> dict:
 
 def spent(ledger: dict, stage: str) -> float:
     return sum(c["minutes"] for c in ledger[stage])
+
+
+def gpu_minutes(ledger: dict, stage: str) -> float:
+    """Wall minutes times the processes (GPUs) each chunk ran on; ledgers before `--gpus` ran on one."""
+    return sum(c["minutes"] * c.get("gpus", 1) for c in ledger[stage])
 
 
 def trained(run: Path) -> tuple[int, int]:
@@ -124,6 +136,9 @@ def chunk_minutes(stage: str, args: argparse.Namespace, ledger: dict) -> float:
 
 def command(stage: str, args: argparse.Namespace, minutes: float) -> list[str]:
     runs, tessera = Path(args.runs), [sys.executable, "-m", "tessera.cli"]
+    if stage in ("vae", "dit") and args.gpus > 1:  # one process per GPU, as `torchrun` starts them
+        launch = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(args.gpus)]
+        tessera = [sys.executable, *launch, "-m", "tessera.cli"]
     if stage in ("vae", "dit"):
         run, limit = runs / stage, ["--time-limit-min", f"{minutes:.2f}"]
         if (run / "state").exists():
@@ -145,18 +160,20 @@ def run_chunk(stage: str, args: argparse.Namespace, ledger: dict, minutes: float
     t0 = time.monotonic()
     result = subprocess.run(cmd)
     took = (time.monotonic() - t0) / 60
-    ledger[stage].append({"minutes": round(took, 3), "command": shlex.join(cmd[1:]), "rc": result.returncode})
+    gpus = args.gpus if stage in ("vae", "dit") else 1
+    chunk = {"minutes": round(took, 3), "gpus": gpus, "command": shlex.join(cmd[1:]), "rc": result.returncode}
+    ledger[stage].append(chunk)
     atomic_write_text(Path(args.runs) / "make.json", json.dumps(ledger, indent=1))
     if result.returncode != 0:
         raise SystemExit(f"error: {stage} failed (exit {result.returncode}); fix it and call again to go on")
 
 
 def table(ledger: dict, status: str) -> str:
-    rows = [f"| {s} | {len(ledger[s])} | {spent(ledger, s):.1f} |" for s in STAGES]
-    total = sum(spent(ledger, s) for s in STAGES)
-    return "\n".join(
-        ["| stage | processes | minutes |", "|---|---|---|", *rows, f"| all | | {total:.1f} |", status]
-    )
+    cells = [(s, len(ledger[s]), spent(ledger, s), gpu_minutes(ledger, s)) for s in STAGES]
+    rows = [f"| {s} | {n} | {m:.1f} | {g:.1f} |" for s, n, m, g in cells]
+    wall, gpu = (sum(f(ledger, s) for s in STAGES) for f in (spent, gpu_minutes))
+    head = ["| stage | chunks | minutes | GPU minutes |", "|---|---|---|---|"]
+    return "\n".join([*head, *rows, f"| all | | {wall:.1f} | {gpu:.1f} |", status])
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import functools
 import inspect
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -782,7 +783,8 @@ def _train(kind: str, **flags) -> None:
     from tessera.train.commands import train_command
 
     summary = train_command(kind, **flags)
-    typer.echo(f"{kind} run stopped at step {summary['step']}")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, one line for the run, not one per process
+        typer.echo(f"{kind} run stopped at step {summary['step']}")
 
 
 @train_app.command("vae")

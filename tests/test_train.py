@@ -634,9 +634,10 @@ def test_dit_loss_falls_on_world_data(tmp_path: Path):
     assert np.mean(losses[-15:]) < 0.8 * np.mean(losses[:5]), losses
 
 
-def test_make_model_script_goes_from_nothing_to_a_packed_model_and_resumes(tmp_path: Path):
+def test_make_model_script_goes_from_nothing_to_a_packed_model_and_resumes(tmp_path: Path, capsys):
     """scripts/make_model.py: VAE, DiT (from the VAE's model folder), pack, one process each here; the
-    ledger counts each process's minutes; a second call redoes only what is missing."""
+    ledger counts each process's minutes; a second call redoes only what is missing; with `--gpus 2`
+    the training chunk runs as two processes and counts twice its minutes."""
     import runpy
 
     make = runpy.run_path(str(Path(__file__).parent.parent / "scripts" / "make_model.py"))["main"]
@@ -678,6 +679,21 @@ def test_make_model_script_goes_from_nothing_to_a_packed_model_and_resumes(tmp_p
     )
     with pytest.raises(SystemExit):
         make([*args2, "--dit-config", str(dit), "--vae", str(tmp_path / "nowhere")])
+    # --gpus 2: the DiT chunk as two data-parallel processes (gloo here), counted as twice its minutes
+    runs3 = tmp_path / "runs3"
+    args3 = ["--runs", str(runs3), "--out", str(tmp_path / "model3"), "--vae-config", str(vae)]
+    capsys.readouterr()
+    assert make([*args3, "--dit-config", str(dit), "--vae", str(out), "--suite", "", "--gpus", "2"]) == 0
+    ledger = json.loads((runs3 / "make.json").read_text())
+    chunk = ledger["dit"][0]
+    assert chunk["gpus"] == 2 and "torch.distributed.run --standalone --nproc-per-node 2" in chunk["command"]
+    assert ledger["pack"][0]["gpus"] == 1
+    assert [r["step"] for r in read_metrics(runs3 / "dit")] == [1, 2]
+    assert load_model(tmp_path / "model3").config.preset == "tiny"
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| dit |"))
+    assert row == f"| dit | 1 | {chunk['minutes']:.1f} | {2 * chunk['minutes']:.1f} |"
+    with pytest.raises(SystemExit):
+        make([*args3, "--dit-config", str(dit), "--gpus", "0"])
 
 
 def test_train_command_starts_a_run_on_a_data_folder(clips_dir: Path, tmp_path: Path, tiny_model_dir: Path):
