@@ -134,9 +134,14 @@ def chunk_minutes(stage: str, args: argparse.Namespace, ledger: dict) -> float:
     return max(MIN_CHUNK, min(args.chunk_minutes, left))
 
 
+def processes(stage: str, args: argparse.Namespace) -> int:
+    """The processes (GPUs) a chunk of `stage` runs on: `--gpus` for training, one for pack and eval."""
+    return args.gpus if stage in ("vae", "dit") else 1
+
+
 def command(stage: str, args: argparse.Namespace, minutes: float) -> list[str]:
     runs, tessera = Path(args.runs), [sys.executable, "-m", "tessera.cli"]
-    if stage in ("vae", "dit") and args.gpus > 1:  # one process per GPU, as `torchrun` starts them
+    if processes(stage, args) > 1:  # one process per GPU, as `torchrun` starts them
         launch = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(args.gpus)]
         tessera = [sys.executable, *launch, "-m", "tessera.cli"]
     if stage in ("vae", "dit"):
@@ -160,7 +165,7 @@ def run_chunk(stage: str, args: argparse.Namespace, ledger: dict, minutes: float
     t0 = time.monotonic()
     result = subprocess.run(cmd)
     took = (time.monotonic() - t0) / 60
-    gpus = args.gpus if stage in ("vae", "dit") else 1
+    gpus = processes(stage, args)
     chunk = {"minutes": round(took, 3), "gpus": gpus, "command": shlex.join(cmd[1:]), "rc": result.returncode}
     ledger[stage].append(chunk)
     atomic_write_text(Path(args.runs) / "make.json", json.dumps(ledger, indent=1))

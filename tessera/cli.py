@@ -10,7 +10,6 @@ from __future__ import annotations
 import ast
 import functools
 import inspect
-import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -781,9 +780,10 @@ ResumeOpt = Annotated[Path | None, Opt(help="Run folder to continue exactly.")]
 def _train(kind: str, **flags) -> None:
     # loaded when the command runs, so `tessera --help` stays fast
     from tessera.train.commands import train_command
+    from tessera.train.distributed import launched_rank
 
     summary = train_command(kind, **flags)
-    if os.environ.get("RANK", "0") == "0":  # under torchrun, one line for the run, not one per process
+    if launched_rank() == 0:  # under torchrun, one line for the run, not one per process
         typer.echo(f"{kind} run stopped at step {summary['step']}")
 
 

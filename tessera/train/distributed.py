@@ -63,6 +63,11 @@ class Dist:
         return self.rank // self.sp
 
 
+def launched_rank() -> int:
+    """This process's rank as the launcher (torchrun) set it; 0 when launched alone."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def setup(mode: str, device: str = "auto", sp: int = 1) -> Dist:
     """Join the process group if launched with several ranks; pick the device and the wrapping mode;
     with `sp` > 1 form the sequence-parallel groups of `sp` consecutive ranks.
@@ -70,7 +75,7 @@ def setup(mode: str, device: str = "auto", sp: int = 1) -> Dist:
     `mode` "auto" means "ddp" with several ranks and "none" with one.
     """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
+    rank = launched_rank()
     local_rank = int(os.environ.get("LOCAL_RANK", str(rank)))
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
